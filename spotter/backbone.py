@@ -1,0 +1,155 @@
+"""Google's speech_embedding CNN as a torch module, weights read from openWakeWord's embedding_model.onnx.
+
+The ONNX graph (tf2onnx export, batch norms already folded into the convs) is a plain stack of 20
+convolutions over a (1, 76 frames, 32 mels) image; each of the first 19 is followed by LeakyReLU(0.2)
+and a floor at -0.4, and five 2-D max pools shrink the map to (96, 3, 1) before the last conv:
+
+    conv 3x3 (1->24), conv 1x3, conv 3x1, pool 2x2,
+    conv 1x3 (24->48), conv 3x1, conv 1x3, conv 3x1, pool 1x2,
+    conv 1x3 (48->72), conv 3x1, conv 1x3, conv 3x1, pool 2x2,
+    conv 1x3 (72->96), conv 3x1, conv 1x3, conv 3x1, pool 1x2,
+    conv 1x3, conv 3x1, conv 1x3, conv 3x1, pool 2x2,
+    conv 3x1 (no bias, no activation) -> (96, 1, 1)
+
+Kernels are (time x mel); 1x3 and 3x3 convs pad the mel axis by 1, time is never padded.
+A "block" is one of these 20 convolutions with its activation (and the max pool right after it, if any);
+``unfreeze_last(n)`` makes the last n blocks trainable.
+"""
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from spotter.config import EMBED_DIM, EMBED_STEP, EMBED_WINDOW, N_MELS
+from spotter.errors import SpotterError
+
+OPENWAKEWORD_VERSION = "0.5.1"
+EMBEDDING_MODEL = "embedding_model.onnx"
+LEAKY_SLOPE = 0.2
+ACTIVATION_FLOOR = -0.4
+N_CONVS = 20
+POOL_AFTER = {2: (2, 2), 6: (1, 2), 10: (2, 2), 14: (1, 2), 18: (2, 2)}   # conv index -> max-pool kernel
+
+
+def openwakeword_model_path(name: str) -> Path:
+    """Path of a model file shipped with the installed openwakeword 0.5.1 (e.g. 'embedding_model.onnx')."""
+    try:
+        installed = version("openwakeword")
+    except PackageNotFoundError:
+        raise SpotterError(f"openwakeword {OPENWAKEWORD_VERSION} is not installed (needed for {name})") from None
+    if installed != OPENWAKEWORD_VERSION:
+        raise SpotterError(f"openwakeword {installed} is installed, {OPENWAKEWORD_VERSION} is required (for {name})")
+    path = Path(str(resources.files("openwakeword"))) / "resources" / "models" / name
+    if not path.is_file():
+        raise SpotterError(f"{path}: model file missing from the openwakeword package")
+    return path
+
+
+def read_onnx_convs(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(weight, bias) of the 20 Conv nodes of embedding_model.onnx, in graph order."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        raise SpotterError(f"{path}: cannot read ONNX model ({exc})") from None
+    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    if len(convs) != N_CONVS:
+        raise SpotterError(f"{path}: expected {N_CONVS} Conv nodes, found {len(convs)}")
+    return [(tensors[n.input[1]], tensors[n.input[2]] if len(n.input) > 2 else None) for n in convs]
+
+
+class ConvBlock(nn.Module):
+    """One conv (mel axis padded for width-3 kernels), LeakyReLU(0.2) floored at -0.4, optional max pool."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, pool: tuple[int, int] | None,
+                 activation: bool) -> None:
+        super().__init__()
+        out_ch, in_ch, kh, kw = weight.shape
+        self.conv = nn.Conv2d(in_ch, out_ch, (kh, kw), padding=(0, kw // 2), bias=bias is not None)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.from_numpy(weight.copy()))
+            if bias is not None:
+                self.conv.bias.copy_(torch.from_numpy(bias.copy()))
+        self.activation = activation
+        self.pool = nn.MaxPool2d(pool) if pool else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.activation:
+            x = torch.clamp(nn.functional.leaky_relu(x, LEAKY_SLOPE), min=ACTIVATION_FLOOR)
+        return self.pool(x)
+
+
+class SpeechEmbedding(nn.Module):
+    """Mel windows (B, 76, 32) -> embeddings (B, 96)."""
+
+    def __init__(self, onnx_path: Path | None = None) -> None:
+        super().__init__()
+        convs = read_onnx_convs(onnx_path or openwakeword_model_path(EMBEDDING_MODEL))
+        self.blocks = nn.ModuleList(
+            ConvBlock(w, b, POOL_AFTER.get(i), activation=i < N_CONVS - 1) for i, (w, b) in enumerate(convs))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = mel[:, None]                                   # (B, 1, 76, 32): time as height, mels as width
+        for block in self.blocks:
+            x = block(x)
+        return x.flatten(1)                                # (B, 96, 1, 1) -> (B, 96)
+
+    def embed_windows(self, mel: torch.Tensor) -> torch.Tensor:
+        """Embed every 76-frame window (step 8): (T, 32) -> (N, 96), (B, T, 32) -> (B, N, 96)."""
+        windows = mel_windows(mel)
+        flat = windows.reshape(-1, EMBED_WINDOW, N_MELS)
+        return self(flat).reshape(*windows.shape[:-2], EMBED_DIM)
+
+    def freeze(self) -> "SpeechEmbedding":
+        """Make every parameter non-trainable."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def unfreeze_last(self, n_blocks: int) -> "SpeechEmbedding":
+        """Make the last n_blocks conv blocks trainable (the others keep their current state)."""
+        if not 0 <= n_blocks <= len(self.blocks):
+            raise SpotterError(f"unfreeze_last: n_blocks must be in 0..{len(self.blocks)}, got {n_blocks}")
+        for block in self.blocks[len(self.blocks) - n_blocks:]:
+            for p in block.parameters():
+                p.requires_grad_(True)
+        return self
+
+
+def load_backbone(frozen: bool = True) -> SpeechEmbedding:
+    """The speech_embedding model with openwakeword's weights, frozen (and in eval mode) by default."""
+    model = SpeechEmbedding().eval()
+    return model.freeze() if frozen else model
+
+
+def mel_windows(mel: torch.Tensor) -> torch.Tensor:
+    """(T, 32) -> (N, 76, 32) or (B, T, 32) -> (B, N, 76, 32) windows, step 8: N = (T - 76) // 8 + 1."""
+    if mel.dim() not in (2, 3) or mel.shape[-1] != N_MELS:
+        raise SpotterError(f"mel windows: expected shape (T, {N_MELS}) or (B, T, {N_MELS}), got {tuple(mel.shape)}")
+    if mel.shape[-2] < EMBED_WINDOW:
+        raise SpotterError(f"mel windows: need at least {EMBED_WINDOW} frames, got {mel.shape[-2]}")
+    return mel.unfold(-2, EMBED_WINDOW, EMBED_STEP).transpose(-1, -2)
+
+
+@functools.lru_cache(maxsize=1)
+def default_backbone() -> SpeechEmbedding:
+    """A shared frozen backbone (loaded once)."""
+    return load_backbone(frozen=True)
+
+
+def embed_windows(mel: torch.Tensor, model: SpeechEmbedding | None = None) -> torch.Tensor:
+    """Embed every 76-frame window (step 8) with model (default: the shared frozen backbone).
+
+    (T, 32) -> (N, 96), (B, T, 32) -> (B, N, 96), N = (T - 76) // 8 + 1.
+    """
+    return (model if model is not None else default_backbone()).embed_windows(mel)

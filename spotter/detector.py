@@ -1,0 +1,254 @@
+"""Streaming detection: audio -> log-mel -> embeddings -> head posteriors -> keyword events -> service suggestion.
+
+`KeywordSpotter` owns all streaming state. Each new 80 ms step of audio costs one MelStream push (8 mel frames),
+one speech_embedding evaluation (the newest 76-frame window) and one head evaluation over the newest 16
+embeddings; nothing is recomputed over the window.
+
+Decision rule per keyword k (thresholds from the model artifact):
+  s_k(t) = mean of the last `smoothing_steps` posteriors of k
+  while s_k is above its threshold and k is the top keyword, track the peak; the event is emitted when s_k
+  falls back (one step after the peak) or after MAX_HOLD_STEPS above threshold, whichever comes first.
+  A keyword cannot fire again within `refractory_s` of its previous event.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from . import config
+from .features import MelStream
+
+STEP_S = config.STEP_SAMPLES / config.SAMPLE_RATE        # 0.08 s
+MAX_HOLD_STEPS = 3                                       # emit at most 240 ms after crossing the threshold
+DEFAULT_KEYWORD_DURATION_S = 0.6
+KEYWORD_END_OFFSET_S = 0.25                              # keyword end ~ this before the window end (training placement)
+
+
+@dataclass
+class Event:
+    keyword: str
+    service: str
+    score: float
+    start_s: float            # estimated keyword start, seconds of stream audio
+    end_s: float              # estimated keyword end
+    detected_s: float         # stream time at which the event was decided
+    wall_time: float          # time.time() when decided
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("score", "start_s", "end_s", "detected_s"):
+            d[k] = round(d[k], 3)
+        return d
+
+
+@dataclass
+class Suggestion:
+    service: str
+    name: str
+    confidence: float
+    evidence: dict            # service -> summed score
+    events: list              # supporting events (of the suggested service)
+
+
+class CallAssessment:
+    """Call-level evidence: which service the call belongs to, how confident, which events support it.
+
+    Evidence for a service is the sum of its events' scores. Confidence is the suggested service's share of all
+    evidence, discounted while little evidence has been seen: share * (1 - exp(-evidence / EVIDENCE_SCALE)).
+    """
+
+    EVIDENCE_SCALE = 1.0
+
+    def __init__(self, min_evidence: float = 0.5):
+        self.min_evidence = min_evidence
+        self.reset()
+
+    def reset(self) -> None:
+        self.events: list[Event] = []
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+
+    def evidence(self) -> dict:
+        ev = {s: 0.0 for s in config.SERVICES}
+        for e in self.events:
+            ev[e.service] += e.score
+        return ev
+
+    def suggestion(self) -> Suggestion | None:
+        ev = self.evidence()
+        total = sum(ev.values())
+        best = max(ev, key=ev.get)
+        if ev[best] < self.min_evidence or total <= 0:
+            return None
+        share = ev[best] / total
+        confidence = share * (1.0 - np.exp(-ev[best] / self.EVIDENCE_SCALE))
+        support = [e for e in self.events if e.service == best]
+        return Suggestion(best, config.SERVICES[best], float(confidence), ev, support)
+
+
+@dataclass
+class _Track:
+    """Per-keyword decision state."""
+    active_steps: int = 0
+    peak: float = 0.0
+    peak_step: int = -1
+    last_event_step: int = -10 ** 9
+
+
+@dataclass
+class Decision:
+    keyword: str
+    score: float
+    peak_step: int            # step (1-based count of 80 ms steps) at which the smoothed score peaked
+
+
+class Decider:
+    """Posteriors -> keyword decisions. Pure streaming logic, shared by the live spotter and calibration."""
+
+    def __init__(self, cfg: config.DetectorConfig):
+        self.cfg = cfg
+        self.kw_cols = [config.LABELS.index(k) for k in config.KEYWORDS]
+        self.thresholds = np.array([cfg.thresholds[k] for k in config.KEYWORDS], dtype=np.float32)
+        self.refractory_steps = int(round(cfg.refractory_s / STEP_S))
+        self.reset()
+
+    def reset(self) -> None:
+        self._recent = deque(maxlen=self.cfg.smoothing_steps)
+        self.tracks = [_Track() for _ in config.KEYWORDS]
+
+    def update(self, posteriors: np.ndarray, step: int) -> list[Decision]:
+        """Feed the head posteriors (14,) of `step`; returns the decisions taken at this step."""
+        self._recent.append(posteriors[self.kw_cols])
+        scores = np.mean(self._recent, axis=0)
+        top = int(np.argmax(scores - self.thresholds))
+        out = []
+        for i, tr in enumerate(self.tracks):
+            s = float(scores[i])
+            if s >= self.thresholds[i] and i == top and step - tr.last_event_step > self.refractory_steps:
+                tr.active_steps += 1
+                if s > tr.peak:
+                    tr.peak, tr.peak_step = s, step
+                if tr.active_steps >= MAX_HOLD_STEPS:
+                    out.append(self._take(i, step))
+            elif tr.active_steps:
+                out.append(self._take(i, step))
+        return out
+
+    def finish(self, step: int) -> list[Decision]:
+        return [self._take(i, step) for i, tr in enumerate(self.tracks) if tr.active_steps]
+
+    def _take(self, i: int, step: int) -> Decision:
+        tr = self.tracks[i]
+        d = Decision(config.KEYWORDS[i], tr.peak, tr.peak_step)
+        tr.last_event_step, tr.active_steps, tr.peak, tr.peak_step = step, 0, 0.0, -1
+        return d
+
+
+def decide_sequence(posteriors: np.ndarray, cfg: config.DetectorConfig, first_step: int = 1) -> list[Decision]:
+    """Run the decision rule over a whole (steps, 14) posterior sequence (offline calibration/evaluation)."""
+    dec = Decider(cfg)
+    out = []
+    for j, p in enumerate(posteriors):
+        out += dec.update(p, first_step + j)
+    return out + dec.finish(first_step + len(posteriors))
+
+
+class KeywordSpotter:
+    """Incremental keyword spotting on a 16 kHz float32 stream.
+
+    process(samples) accepts any number of samples and returns the events decided by them. `sinks` are called
+    with each event before it is returned (the durable event log is one), so nothing is displayed before logged.
+    """
+
+    def __init__(self, model, sinks=(), detector: config.DetectorConfig | None = None):
+        self.model = model.eval()
+        self.cfg = detector or model.detector
+        self.sinks = list(sinks)
+        self.labels = list(config.LABELS)
+        self.decider = Decider(self.cfg)
+        self.durations = dict(model.meta.get("keyword_durations_s", {}))
+        self.mel_stream = MelStream()
+        self.assessment = CallAssessment(self.cfg.suggestion_min_evidence)
+        self._silence_mel, self._silence_emb = self._silence_state()
+        self.reset()
+
+    @torch.inference_mode()
+    def _silence_state(self):
+        """Mel and embedding buffers as if the stream had been preceded by digital silence, so that a keyword in
+        the first two seconds of a file can be detected like anywhere else."""
+        ms = MelStream()
+        frames = torch.cat([ms.push(np.zeros(config.STEP_SAMPLES, np.float32))
+                            for _ in range(config.EMBED_WINDOW // config.EMBED_STEP + 2)])
+        mel = frames[-config.EMBED_WINDOW:].clone()
+        emb = self.model.backbone(mel.unsqueeze(0))
+        return mel, emb.repeat(config.HEAD_FRAMES, 1)
+
+    # -- state -------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the stream (new call or new file)."""
+        self.mel_stream.reset()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._mel = self._silence_mel.clone()
+        self._emb = self._silence_emb.clone()
+        self.decider.reset()
+        self.step = 0                      # number of 80 ms steps consumed
+        self.last_posteriors = np.zeros(len(self.labels), dtype=np.float32)
+        self.last_mel = torch.zeros(0, config.N_MELS)
+        self.assessment.reset()
+
+    @property
+    def stream_time_s(self) -> float:
+        return self.step * STEP_S
+
+    # -- streaming ---------------------------------------------------------------------------------
+    def process(self, samples: np.ndarray) -> list[Event]:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if self._pending.size:
+            samples = np.concatenate([self._pending, samples])
+        n_steps = samples.size // config.STEP_SAMPLES
+        events: list[Event] = []
+        for i in range(n_steps):
+            chunk = samples[i * config.STEP_SAMPLES:(i + 1) * config.STEP_SAMPLES]
+            events.extend(self._step(chunk))
+        self._pending = samples[n_steps * config.STEP_SAMPLES:].copy()
+        return events
+
+    def flush(self) -> list[Event]:
+        """End of stream: pad with silence so the last keyword can still be decided."""
+        tail = -self._pending.size % config.STEP_SAMPLES
+        events = self.process(np.zeros(tail + 4 * config.STEP_SAMPLES, dtype=np.float32))
+        return events + self._publish(self.decider.finish(self.step))
+
+    @torch.inference_mode()
+    def _step(self, chunk: np.ndarray) -> list[Event]:
+        new_mel = self.mel_stream.push(chunk)                       # (8, 32)
+        self.last_mel = new_mel
+        self._mel = torch.cat([self._mel[len(new_mel):], new_mel])
+        self.step += 1
+        emb = self.model.backbone(self._mel.unsqueeze(0))           # (1, 96)
+        self._emb = torch.cat([self._emb[1:], emb])
+        post = torch.softmax(self.model.head(self._emb.unsqueeze(0)), dim=1)[0].numpy()
+        self.last_posteriors = post
+        return self._publish(self.decider.update(post, self.step))
+
+    def _publish(self, decisions: list[Decision]) -> list[Event]:
+        events = []
+        for d in decisions:
+            # The head was trained with the keyword ending ~KEYWORD_END_OFFSET_S before its window's end.
+            end_s = max(0.0, d.peak_step * STEP_S - KEYWORD_END_OFFSET_S)
+            start_s = max(0.0, end_s - self.durations.get(d.keyword, DEFAULT_KEYWORD_DURATION_S))
+            event = Event(d.keyword, config.KEYWORD_SERVICE[d.keyword], d.score, start_s, end_s,
+                          self.stream_time_s, time.time())
+            for sink in self.sinks:
+                sink(event)
+            self.assessment.add(event)
+            events.append(event)
+        return events
+
+    def suggestion(self) -> Suggestion | None:
+        return self.assessment.suggestion()

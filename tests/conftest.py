@@ -1,0 +1,48 @@
+"""Shared test fixtures: real signals (espeak-ng French speech, tones and noise) at 16 kHz."""
+from __future__ import annotations
+
+import functools
+import subprocess
+import tempfile
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from scipy.signal import resample_poly
+
+from spotter.config import SAMPLE_RATE
+
+torch.set_num_threads(1)
+
+
+@functools.lru_cache(maxsize=32)
+def synthesize_french(text: str) -> np.ndarray:
+    """espeak-ng French speech for text, as float32 mono at 16 kHz (cached per text)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        subprocess.run(["espeak-ng", "-v", "fr", "-w", str(wav), text], check=True, capture_output=True)
+        audio, rate = sf.read(wav, dtype="float32")
+    g = gcd(SAMPLE_RATE, rate)
+    audio = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
+    audio.flags.writeable = False   # shared by the cache: callers must copy before editing
+    return audio
+
+
+@pytest.fixture(scope="session")
+def speech_wav():
+    """Factory: speech_wav(text) -> np.ndarray float32 at 16 kHz (espeak-ng, voice fr)."""
+    return synthesize_french
+
+
+@pytest.fixture(scope="session")
+def tone_noise() -> np.ndarray:
+    """2 s of 440 Hz + 1.3 kHz tones with a 0.5 s 3 kHz burst over white noise, float32 at 16 kHz."""
+    rng = np.random.default_rng(1234)
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 1300 * t)
+    x += 0.2 * np.sin(2 * np.pi * 3000 * t) * ((t > 0.7) & (t < 1.2))
+    x += 0.02 * rng.standard_normal(t.size)
+    return x.astype(np.float32)
