@@ -1,0 +1,353 @@
+"""Audio files in, 16 kHz float32 mono out: validation, block-wise streaming, resampling, atomic writing.
+
+Everything here reads with soundfile (libsndfile) and never loads a whole file unless asked to
+(`load_audio`). `iter_audio` streams any file in bounded memory: it mixes channels down, maps every
+sample format to float32 in [-1, 1], replaces NaN/inf with 0 and resamples to SAMPLE_RATE with a
+stateful polyphase filter whose block-wise output equals scipy.signal.resample_poly on the whole file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from math import gcd
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import firwin, upfirdn
+
+from spotter.config import SAMPLE_RATE, STEP_SAMPLES
+from spotter.errors import SpotterError
+
+# --- constants -----------------------------------------------------------------------------------------
+MIN_INPUT_RATE = 4000           # Hz, below this a file is refused (nothing useful for speech)
+MAX_INPUT_RATE = 384000         # Hz, above this a file is refused
+MAX_RATIO_TERM = 20000          # refuse rates whose reduced ratio to 16 kHz needs a huge filter (e.g. 44101 Hz)
+READ_SECONDS = 1.0              # iter_audio reads this much input per libsndfile call (bounds memory and overhead)
+CLIP_LEVEL = 0.999              # a sample at or beyond this magnitude counts as clipped
+KAISER_BETA = 5.0               # same anti-aliasing filter as scipy.signal.resample_poly's default
+ZERO_CROSSINGS = 10             # filter half length, in units of the slower rate's period (resample_poly: 10)
+WAV_HEADER_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"BW64")
+SNIFF_BYTES = 1 << 16           # how much of a refused file is inspected to explain the refusal
+# WAV format tags libsndfile decodes: PCM, MS ADPCM, float, A-law, mu-law, IMA ADPCM, GSM 6.10, G721, MP3, extensible
+SUPPORTED_WAV_TAGS = {0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0x0040, 0x0055, 0xFFFE}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What `open_audio` found in a file (native rate and layout, before any conversion)."""
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    duration_s: float
+    format: str       # libsndfile major format, e.g. "WAV", "FLAC"
+    subtype: str      # sample encoding, e.g. "PCM_16", "FLOAT"
+
+
+@dataclass
+class AudioStats:
+    """Counters filled while streaming a file; pass one to `iter_audio` to observe problems without crashing."""
+    frames_read: int = 0       # native-rate frames read from the file
+    samples_out: int = 0       # 16 kHz samples produced
+    nonfinite: int = 0         # NaN/inf input samples replaced by 0 (counted per channel value)
+    clipped: int = 0           # mono input samples at or beyond CLIP_LEVEL (values beyond 1 are clipped to 1)
+
+
+# --- validation ----------------------------------------------------------------------------------------
+def _wav_problem(head: bytes) -> str:
+    """Describe why a RIFF/WAVE file (first bytes `head`) is unreadable: truncated header or unsupported encoding."""
+    pos, fmt_tag = 12, None
+    while pos + 8 <= len(head):
+        chunk, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"fmt " and pos + 10 <= len(head):
+            fmt_tag = int.from_bytes(head[pos + 8:pos + 10], "little")
+        if chunk == b"data":
+            break
+        pos += 8 + size + (size & 1)
+    else:
+        return f"truncated WAV header (file ends after {len(head)} bytes, before the audio data)"
+    if fmt_tag is not None and fmt_tag not in SUPPORTED_WAV_TAGS:
+        return f"unsupported WAV encoding (format tag 0x{fmt_tag:04x})"
+    return "corrupt or unsupported WAV header"
+
+
+def _sniff_problem(path: str, error: Exception) -> str:
+    """Name the problem of a file libsndfile refused, from its first bytes (and libsndfile's reason)."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    reason = str(error).split(": ", 1)[-1].strip()   # drop libsndfile's "Error opening '<path>'" prefix
+    if head[:4] in WAV_HEADER_MAGIC:
+        problem = _wav_problem(head)
+        return f"{problem} (libsndfile: {reason})" if problem.startswith("corrupt") else problem
+    if not any(b < 0x20 and b not in b"\t\n\r\f" for b in head[:512]):
+        return "not an audio file (looks like text)"
+    return f"not an audio file or unsupported audio format (libsndfile: {reason})"
+
+
+def open_audio(path: str | os.PathLike) -> AudioInfo:
+    """Validate an audio file and describe it; raise SpotterError('<path>: <problem>') if it is unusable."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise SpotterError(f"{path}: file not found")
+    if os.path.isdir(path):
+        raise SpotterError(f"{path}: is a directory, not an audio file")
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise SpotterError(f"{path}: cannot read file ({e.strerror})") from None
+    if size == 0:
+        raise SpotterError(f"{path}: empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise SpotterError(f"{path}: permission denied")
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise SpotterError(f"{path}: {_sniff_problem(path, e)}") from None
+    if info.channels < 1:
+        raise SpotterError(f"{path}: no audio channels")
+    if not MIN_INPUT_RATE <= info.samplerate <= MAX_INPUT_RATE:
+        raise SpotterError(f"{path}: unsupported sample rate {info.samplerate} Hz "
+                           f"(expected {MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz)")
+    g = gcd(info.samplerate, SAMPLE_RATE)
+    if max(info.samplerate // g, SAMPLE_RATE // g) > MAX_RATIO_TERM:
+        raise SpotterError(f"{path}: unsupported sample rate {info.samplerate} Hz "
+                           f"(no practical ratio to {SAMPLE_RATE} Hz)")
+    if info.frames <= 0:
+        raise SpotterError(f"{path}: no audio (0 frames)")
+    return AudioInfo(path=path, sample_rate=int(info.samplerate), channels=int(info.channels),
+                     frames=int(info.frames), duration_s=info.frames / info.samplerate,
+                     format=info.format, subtype=info.subtype)
+
+
+# --- resampling ----------------------------------------------------------------------------------------
+def design_filter(up: int, down: int) -> np.ndarray:
+    """Anti-aliasing low-pass FIR for rational resampling by up/down (identical to resample_poly's default)."""
+    max_rate = max(up, down)
+    half_len = ZERO_CROSSINGS * max_rate
+    return firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", KAISER_BETA)) * up
+
+
+class Resampler:
+    """Stateful polyphase resampler: feeding blocks gives the same samples as resample_poly on the whole signal.
+
+    Output sample m is the filtered value at input time m*in_rate/out_rate, i.e.
+    y[m] = sum_i x[i] * h[half_len + m*down - i*up]; it is emitted as soon as the inputs it depends on
+    have arrived (a latency of about half the filter), and `flush()` emits the rest, treating the signal
+    as zero after its end. Over a whole stream exactly ceil(n_in * out_rate / in_rate) samples come out.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int = SAMPLE_RATE):
+        if in_rate <= 0 or out_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
+        g = gcd(int(in_rate), int(out_rate))
+        self.in_rate, self.out_rate = int(in_rate), int(out_rate)
+        self.up, self.down = self.out_rate // g, self.in_rate // g
+        self.passthrough = self.up == self.down == 1
+        self._h = np.zeros(1)
+        self._half_len = 0
+        if not self.passthrough:
+            h = design_filter(self.up, self.down)
+            self._half_len = (len(h) - 1) // 2
+            # Pre-pad so that a segment starting at a multiple of `down` lands outputs on upfirdn's grid.
+            self._pre_pad = (-self._half_len) % self.down
+            self._h = np.concatenate([np.zeros(self._pre_pad), h])
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream; the next block starts a new signal at time zero."""
+        self._n_in = 0            # input samples received
+        self._m = 0               # next output index
+        start = self._segment_start(0) if not self.passthrough else 0
+        self._buf = np.zeros(-start, dtype=np.float64)   # zeros before the signal start
+        self._buf_start = start   # absolute input index of _buf[0]
+
+    def _segment_start(self, m: int) -> int:
+        """First input index output m depends on, rounded down to a multiple of `down`."""
+        i_lo = -((self._half_len - m * self.down) // self.up)      # ceil((m*down - half_len) / up)
+        return (i_lo // self.down) * self.down
+
+    def _emit(self, m_end: int) -> np.ndarray:
+        """Compute outputs self._m .. m_end-1 from the buffered input (zeros assumed after it)."""
+        count = m_end - self._m
+        if count <= 0:
+            return np.zeros(0, dtype=np.float32)
+        s = self._segment_start(self._m)
+        seg = self._buf[s - self._buf_start:]
+        y = upfirdn(self._h, seg, self.up, self.down)
+        k0 = self._m + (self._half_len + self._pre_pad - s * self.up) // self.down
+        out = y[k0:k0 + count].astype(np.float32)
+        self._m = m_end
+        keep = self._segment_start(m_end)
+        self._buf = self._buf[keep - self._buf_start:]
+        self._buf_start = keep
+        return out
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Feed 1-D input samples; return the float32 output samples that are now complete (may be empty)."""
+        block = np.asarray(block)
+        if block.ndim != 1:
+            raise ValueError(f"Resampler expects a 1-D block, got shape {block.shape}")
+        if self.passthrough:
+            self._n_in += len(block)
+            return block.astype(np.float32, copy=True)
+        self._buf = np.concatenate([self._buf, block.astype(np.float64, copy=False)])
+        self._n_in += len(block)
+        # output m is complete when its last input floor((m*down + half_len)/up) has arrived
+        m_end = -((self._half_len - self._n_in * self.up) // self.down)   # ceil((n_in*up - half_len)/down)
+        return self._emit(max(m_end, self._m))
+
+    def flush(self) -> np.ndarray:
+        """Emit the remaining outputs (signal assumed silent after the last block) and reset for a new stream."""
+        if self.passthrough:
+            self.reset()
+            return np.zeros(0, dtype=np.float32)
+        n_total = -((-self._n_in * self.up) // self.down)     # ceil(n_in * up / down)
+        out = self._emit(max(n_total, self._m))
+        self.reset()
+        return out
+
+    @property
+    def samples_in(self) -> int:
+        return self._n_in
+
+
+# --- sample conditioning -------------------------------------------------------------------------------
+def to_mono(frames: np.ndarray) -> np.ndarray:
+    """(n, channels) or (n,) float array -> (n,) float32, channels averaged."""
+    if frames.ndim == 1:
+        return frames.astype(np.float32, copy=False)
+    if frames.shape[1] == 1:
+        return frames[:, 0].astype(np.float32, copy=False)
+    return frames.mean(axis=1, dtype=np.float32)
+
+
+def sanitize(x: np.ndarray, stats: AudioStats | None = None) -> np.ndarray:
+    """Replace NaN/inf by 0 and clip to [-1, 1] in place; count both in `stats`."""
+    bad = ~np.isfinite(x)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        x[bad] = 0.0
+    n_clip = int(np.count_nonzero(np.abs(x) >= CLIP_LEVEL))
+    if n_clip:
+        np.clip(x, -1.0, 1.0, out=x)
+    if stats is not None:
+        stats.nonfinite += n_bad
+        stats.clipped += n_clip
+    return x
+
+
+# --- streaming reader ----------------------------------------------------------------------------------
+def _convert_frames(frames: np.ndarray, stats: AudioStats | None) -> np.ndarray:
+    """Native frames (float32, any channel count) -> clean mono float32."""
+    if not np.isfinite(frames).all():
+        # count per channel value, then mix the cleaned channels
+        frames = np.array(frames, dtype=np.float32)
+        bad = ~np.isfinite(frames)
+        if stats is not None:
+            stats.nonfinite += int(np.count_nonzero(bad))
+        frames[bad] = 0.0
+    mono = np.array(to_mono(frames), dtype=np.float32)   # own copy, safe to modify
+    return sanitize(mono, stats)
+
+
+def iter_audio(path: str | os.PathLike, block_samples: int = STEP_SAMPLES, start_s: float = 0.0,
+               stats: AudioStats | None = None) -> Iterator[np.ndarray]:
+    """Stream a file as float32 mono SAMPLE_RATE blocks of exactly `block_samples` (the last one may be shorter).
+
+    The file is validated now (SpotterError before the first block); memory stays bounded by
+    READ_SECONDS of input whatever the file length. `start_s` starts reading at that time (the
+    resampler restarts there). NaN/inf samples become 0 and are counted in `stats`.
+    """
+    info = open_audio(path)
+    if block_samples <= 0:
+        raise ValueError(f"block_samples must be positive, got {block_samples}")
+    try:
+        f = sf.SoundFile(info.path)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise SpotterError(f"{info.path}: cannot read audio ({e})") from None
+    start = min(max(0, int(round(start_s * info.sample_rate))), info.frames)
+    if start:
+        try:
+            f.seek(start)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            f.close()
+            raise SpotterError(f"{info.path}: cannot seek to {start_s:g} s ({e})") from None
+    return _stream_blocks(f, info, block_samples, stats)
+
+
+def _stream_blocks(f: sf.SoundFile, info: AudioInfo, block_samples: int,
+                   stats: AudioStats | None) -> Iterator[np.ndarray]:
+    """The generator behind iter_audio: read, clean, resample, re-block; closes `f` when done or closed."""
+    resampler = Resampler(info.sample_rate, SAMPLE_RATE)
+    read_frames = max(1, int(READ_SECONDS * info.sample_rate))
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    with f:
+        while True:
+            try:
+                frames = f.read(read_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise SpotterError(f"{info.path}: read error after {f.tell()} frames ({e})") from None
+            last = len(frames) < read_frames
+            if stats is not None:
+                stats.frames_read += len(frames)
+            out = resampler.process(_convert_frames(frames, stats)) if len(frames) else np.zeros(0, np.float32)
+            if last:
+                out = np.concatenate([out, resampler.flush()])
+            # outputs of a clean input can overshoot [-1, 1] slightly (Gibbs); keep the promise of the range
+            np.clip(out, -1.0, 1.0, out=out)
+            if stats is not None:
+                stats.samples_out += len(out)
+            pending.append(out)
+            n_pending += len(out)
+            if n_pending >= block_samples or last:
+                joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                n_full = (len(joined) // block_samples) * block_samples
+                for i in range(0, n_full, block_samples):
+                    yield joined[i:i + block_samples]
+                rest = joined[n_full:]
+                pending, n_pending = [rest], len(rest)
+            if last:
+                break
+    if n_pending:
+        yield pending[0]
+
+
+def load_audio(path: str | os.PathLike, stats: AudioStats | None = None) -> np.ndarray:
+    """Whole file as float32 mono SAMPLE_RATE (for short files and training; long files: use iter_audio)."""
+    blocks = list(iter_audio(path, block_samples=SAMPLE_RATE * 10, stats=stats))
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+
+# --- writing -------------------------------------------------------------------------------------------
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """Write 16-bit PCM WAV atomically (temp file in the same folder, fsync, then rename)."""
+    path = os.fspath(path)
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim not in (1, 2):
+        raise ValueError(f"audio must be (n,) or (n, channels), got shape {audio.shape}")
+    audio = np.clip(np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            sf.write(f, audio, sr, format="WAV", subtype="PCM_16")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:   # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
