@@ -1,0 +1,90 @@
+"""Model card (Markdown) written next to an artifact from the figures stored in its metadata."""
+from __future__ import annotations
+
+from spotter import config
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def model_card(model) -> str:
+    m = model.meta
+    rec = m.get("recipe", {})
+    ev = m.get("evaluation", {})
+    cal = m.get("calibration", {})
+    syn = m.get("synthesis", {})
+    lines = [
+        f"# Model card: {m.get('name', model.name)}",
+        "",
+        f"Created {m.get('created', '?')} from commit `{m.get('git_commit', '?')}` with "
+        f"`spotter train --config {rec.get('_path', 'training/configs/default.toml')}` "
+        f"(whole run {m.get('timings_s', {}).get('total', '?')} s on the 2-core CPU machine; "
+        f"embedding {m.get('timings_s', {}).get('embed', '?')} s, training {m.get('timings_s', {}).get('train', '?')} s, "
+        f"calibration {m.get('timings_s', {}).get('calibrate', '?')} s).",
+        "",
+        "## What it is",
+        "Google's speech_embedding CNN (from openwakeword 0.5.1, frozen"
+        + (", last blocks fine-tuned" if m.get("backbone_finetuned") else "")
+        + ") over a 32-band log-mel front end; a small temporal CNN head over the last 16 embeddings (1.98 s of "
+        "audio) gives 14 classes: the 12 keywords, `other` speech and `noise`.",
+        "",
+        "## Data",
+        "All keyword audio is **synthetic**: no recording of a real person saying the keywords was used.",
+        "",
+        "| engine | clips (train / val / test) |",
+        "|---|---|",
+    ]
+    for engine, per in sorted(syn.get("plan", {}).items()):
+        lines.append(f"| {engine} | {per.get('train', 0)} / {per.get('val', 0)} / {per.get('test', 0)} |")
+    voices = syn.get("voices", {})
+    lines += ["", f"Voices (a voice/speaker is in exactly one split): train {len(voices.get('train', []))}, "
+                  f"validation {len(voices.get('val', []))}, held-out test {len(voices.get('test', []))}.",
+              "", f"Held-out test voices: {', '.join(voices.get('test', [])) or 'n/a'}.", ""]
+    clips = m.get("clips", {})
+    if clips:
+        lines += ["Clips per label (train): " + ", ".join(f"{k} {v}" for k, v in clips.get("train", {}).items()), ""]
+    neg = cal.get("negatives", {})
+    lines += [f"Training windows: {m.get('windows', {}).get('train', '?')} (validation "
+              f"{m.get('windows', {}).get('val', '?')}). Calibration negatives: {neg.get('hours', '?')} h of "
+              f"composed audio built from {neg.get('unique_minutes', '?')} unique minutes (validation voices' "
+              f"non-keyword speech, {neg.get('real_speech_files', 0)} real speech files, "
+              f"{neg.get('real_noise_files', 0)} real noise files), re-augmented for each use.", ""]
+    lines += ["## Augmentation", "", m.get("augmentation", "n/a"), ""]
+    lines += ["## Thresholds (calibrated)",
+              f"Budget {cal.get('budget_fa_per_hour', '?')} false alarms per hour on the negatives; "
+              f"measured at the chosen thresholds: {cal.get('result', {}).get('fa_per_hour', float('nan')):.2f} FA/h, "
+              f"recall {_pct(cal.get('result', {}).get('recall'))} on validation keyword streams.", "",
+              "| keyword | service | threshold |", "|---|---|---|"]
+    for k in config.KEYWORDS:
+        lines.append(f"| {k} | {config.KEYWORD_SERVICE[k]} | {model.detector.thresholds.get(k, float('nan')):.2f} |")
+    if ev:
+        neg = ev.get("negative_streams", {})
+        lines += ["", "## Evaluation on held-out voices", "",
+                  f"Command: `spotter evaluate --model {rec.get('out', 'models/default.pt')}` "
+                  f"(results in `{ev.get('out_dir', '?')}`).", "",
+                  f"- Window-level accuracy (14 classes): {_pct(ev.get('window_accuracy'))}",
+                  f"- Stream recall at the calibrated thresholds: {_pct(ev.get('stream_recall_calibrated'))}, "
+                  f"with {ev.get('fa_per_hour_calibrated', float('nan')):.2f} false alarms per hour on "
+                  f"{neg.get('hours', '?')} h of held-out negatives ({neg.get('unique_minutes', '?')} unique minutes)",
+                  "- False-reject rate at fixed false alarms per hour: " + ", ".join(
+                      f"{k} FA/h: {_pct(v)}" for k, v in ev.get("frr_at_fa_per_hour", {}).items()),
+                  f"- Service accuracy on synthetic calls: {_pct(ev.get('service', {}).get('service_accuracy'))} "
+                  f"of {ev.get('service', {}).get('calls', '?')} calls; calls without keyword ending with no "
+                  f"suggestion: {_pct(ev.get('service', {}).get('no_keyword_calls_without_suggestion'))}",
+                  "", "| keyword | window precision | window recall | stream recall |", "|---|---|---|---|"]
+        for k in config.KEYWORDS:
+            pc = ev.get("window_per_class", {}).get(k, {})
+            lines.append(f"| {k} | {_pct(pc.get('precision'))} | {_pct(pc.get('recall'))} | "
+                         f"{_pct(ev.get('stream_recall_per_keyword', {}).get(k))} |")
+        lines += ["", "Window-level confusion (rows true, columns predicted):", "", "```",
+                  ev.get("confusion_text", "").rstrip(), "```"]
+    lines += ["", "## What these figures can and cannot say",
+              "They measure generalisation to **synthetic voices the model never heard** (other TTS speakers of "
+              "the same engines), under simulated rooms, noise and telephone channels. They do not measure real "
+              "callers: real voices, accents, stress, overlapping speech and real phone lines are more varied than "
+              "any TTS engine, so expect more misses on real calls than these numbers say. The false-alarm "
+              "figures come from a few hours of composed negatives built from a limited amount of unique speech. "
+              "Retrain with a centre's own recordings (`spotter train --recordings DIR`) and re-measure before "
+              "trusting it operationally.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,365 @@
+"""The training recipe: TOML config -> synthesized/recorded clips -> augmented windows -> embeddings -> head
+-> calibrated thresholds -> artifact + evaluation on held-out voices + model card.
+
+Data flow and splits (a voice/speaker is entirely in one split):
+  train  voices' clips -> augmented training windows
+  val    voices' clips -> validation windows (early stopping), negative streams and keyword streams (calibration)
+  test   voices' clips -> held-out evaluation (confusion, DET, FRR at FA/h, service accuracy)
+Real audio from ../shared/data: noise and speech files are split by file name hash, TRAIN_SHARE of them for
+training backgrounds/babble, the rest for calibration/evaluation negatives only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+import tomllib
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spotter import config
+from spotter.audio import load_audio
+from spotter.model import KeywordHead, KeywordModel, load_model
+
+from . import dataset as ds
+from .streams import compose, stream_posteriors
+
+log = logging.getLogger("training")
+REPO = Path(__file__).resolve().parent.parent
+TRAIN_SHARE = 0.5
+SEGMENT_GAP_S = (0.15, 0.9)
+
+
+# -- recipe ----------------------------------------------------------------------------------------------
+def _coerce(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if value.startswith("["):
+        return json.loads(value)
+    return value
+
+
+def load_recipe(path: str | Path, overrides=()) -> dict:
+    from spotter.errors import SpotterError
+    path = Path(path)
+    try:
+        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpotterError(f"{path}: recipe not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpotterError(f"{path}: invalid TOML ({exc})") from None
+    for ov in overrides or ():
+        key, _, value = ov.partition("=")
+        node = recipe
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = _coerce(value)
+    recipe["_path"] = str(path)
+    for section in ("synth", "data", "augment", "train", "calibrate", "evaluate"):
+        recipe.setdefault(section, {})
+    return recipe
+
+
+def _resolve(p: str | Path) -> Path:
+    p = Path(p)
+    return p if p.is_absolute() else REPO / p
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+# -- data --------------------------------------------------------------------------------------------------
+def _hash_share(path: Path) -> float:
+    return zlib.crc32(path.name.encode()) % 1000 / 1000
+
+
+def real_audio_files(recipe: dict) -> dict:
+    """Shared noise/speech files split into training and evaluation halves (empty when absent)."""
+    from .augment import find_noise_files
+    out = {}
+    for kind in ("noise", "speech"):
+        files = find_noise_files(_resolve(recipe["data"].get(f"{kind}_dir", f"../shared/data/{kind}")))
+        out[f"{kind}_train"] = [f for f in files if _hash_share(f) < TRAIN_SHARE]
+        out[f"{kind}_eval"] = [f for f in files if _hash_share(f) >= TRAIN_SHARE]
+    return out
+
+
+def synthesize_clips(recipe: dict) -> tuple[list[ds.ClipRow], dict]:
+    """Synthesize (cached) the recipe's clips; returns rows and a summary of voices/clips per engine and split."""
+    from .synth import SynthItem, build_synth_plan, plan_summary, synthesize_set
+    from .voices import available_voices, split_voices
+    s = recipe["synth"]
+    voices = available_voices(tuple(s.get("engines", ("espeak",))))
+    splits = split_voices(voices, s.get("val_fraction", 0.15), s.get("test_fraction", 0.2), recipe["seed"])
+    plan = build_synth_plan(voices, splits, tuple(s.get("speeds", (0.8, 0.9, 1.0, 1.15, 1.3))),
+                            tuple(s.get("pitches", (30, 40, 50, 60, 70))), s.get("n_other_texts", 40),
+                            recipe["seed"])
+    if s.get("max_voices_per_engine"):
+        keep = {}
+        for v in sorted(voices, key=lambda v: v.key):
+            keep.setdefault(v.engine, []).append(v.key)
+        allowed = {k for ks in keep.values() for k in ks[: s["max_voices_per_engine"]]}
+        plan = [it for it in plan if it.voice.key in allowed]
+    cache = _resolve(s.get("cache_dir", "cache/clips"))
+    t0 = time.time()
+    rows = synthesize_set(plan, cache, progress=True)
+    summary = {"plan": plan_summary(plan), "synth_seconds": round(time.time() - t0, 1),
+               "voices": {sp: sorted({it.voice.key for it in plan if it.split == sp}) for sp in ("train", "val", "test")}}
+    clip_rows = [ds.ClipRow(path=str(cache / r["path"]) if not Path(r["path"]).is_absolute() else r["path"],
+                            label=r["label"], voice=r["voice"], split=r["split"], engine=r["engine"], text=r["text"])
+                 for r in rows]
+    return clip_rows, summary
+
+
+def load_backgrounds(files: list[Path], max_files: int = 400) -> list[np.ndarray]:
+    out = []
+    for f in files[:max_files]:
+        try:
+            out.append(load_audio(f))
+        except Exception:
+            continue
+    return out
+
+
+def make_augmenter(recipe: dict, real: dict, seed: int):
+    if not recipe["augment"].get("enabled", True):
+        return None
+    from .augment import Augmenter
+    return Augmenter(real["noise_train"] or None, real["speech_train"] or None, seed=seed)
+
+
+def keyword_durations(bank: ds.ClipBank) -> dict:
+    return {k: round(float(np.median([c.size for c in bank.by_label[k]])) / config.SAMPLE_RATE, 3)
+            for k in config.KEYWORDS if bank.count(k)}
+
+
+# -- streams for calibration and evaluation -----------------------------------------------------------------
+def _segment(audio: np.ndarray, augmenter, rng) -> np.ndarray:
+    if augmenter is None:
+        return audio
+    out = augmenter(audio, rng=rng)
+    peak = np.max(np.abs(out))
+    return out / peak if peak > 1 else out
+
+
+def negative_streams(bank: ds.ClipBank, real_speech: list[np.ndarray], real_noise: list[np.ndarray], hours: float,
+                     augmenter, seed: int, stream_minutes: float = 10.0) -> tuple[list[np.ndarray], dict]:
+    """Long audio with no keyword: other-speech clips of held-out voices, real speech and real noise, augmented,
+    joined with pauses. Returns the streams and how much unique material they were built from."""
+    rng = np.random.default_rng(seed)
+    others = bank.by_label.get(config.OTHER, [])
+    pool = [("synth", a) for a in others] + [("real", a) for a in real_speech] + [("noise", a[: 10 * config.SAMPLE_RATE]) for a in real_noise]
+    if not pool:
+        return [], {"hours": 0}
+    unique_s = sum(a.size for _, a in pool) / config.SAMPLE_RATE
+    streams, total = [], 0.0
+    target = hours * 3600
+    while total < target:
+        segs, length = [], 0.0
+        while length < min(stream_minutes * 60, target - total):
+            _, a = pool[rng.integers(len(pool))]
+            segs.append((_segment(a, augmenter, rng), None))
+            length += a.size / config.SAMPLE_RATE + np.mean(SEGMENT_GAP_S)
+        audio, _ = compose(segs, SEGMENT_GAP_S, rng)
+        streams.append(audio)
+        total += audio.size / config.SAMPLE_RATE
+    return streams, {"hours": round(total / 3600, 3), "unique_minutes": round(unique_s / 60, 1),
+                     "synth_clips": len(others), "real_speech_files": len(real_speech),
+                     "real_noise_files": len(real_noise)}
+
+
+def keyword_streams(bank: ds.ClipBank, n_streams: int, augmenter, seed: int, keywords_per_stream: int = 12,
+                    same_service: bool = False):
+    """Streams alternating other speech and keywords (known times). With same_service, each stream is a call:
+    1-3 keywords of one service among 4-10 other segments; returns (audio, notes, service)."""
+    rng = np.random.default_rng(seed)
+    kws = [k for k in config.KEYWORDS if bank.count(k)]
+    others = bank.by_label.get(config.OTHER, [])
+    out = []
+    for i in range(n_streams):
+        if same_service:
+            service = list(config.SERVICES)[i % 4] if i % 4 < 3 else None      # every 4th call has no keyword
+            pool = [k for k in kws if config.KEYWORD_SERVICE[k] == service]
+            n_kw = int(rng.integers(1, 4)) if service and pool else 0
+            chosen = list(rng.choice(pool, n_kw)) if n_kw else []
+            n_other = int(rng.integers(4, 11))
+        else:
+            service = None
+            chosen = list(rng.choice(kws, keywords_per_stream)) if kws else []
+            n_other = 2 * len(chosen)
+        segs = [(_segment(others[rng.integers(len(others))], augmenter, rng), None) for _ in range(n_other)] \
+            if others else []
+        for kw in chosen:
+            clip = bank.by_label[kw][rng.integers(bank.count(kw))]
+            segs.insert(int(rng.integers(0, len(segs) + 1)), (_segment(clip, augmenter, rng), str(kw)))
+        audio, notes = compose(segs, SEGMENT_GAP_S, rng)
+        out.append((audio, notes, service if chosen else None))
+    return out
+
+
+def posteriors_of(model, streams) -> list[np.ndarray]:
+    return [stream_posteriors(model, a) for a in streams]
+
+
+# -- the run -------------------------------------------------------------------------------------------------
+def run_training(recipe: dict) -> Path:
+    from .augment import describe_augmentation, spec_augment
+    from .calibrate import choose_thresholds, measure, sweep
+    from .train import finetune, seed_everything, train_head
+    torch.set_num_threads(2)
+    seed = int(recipe.get("seed", 0))
+    seed_everything(seed)
+    t_start = time.time()
+    work = _resolve(recipe.get("work_dir", "runs/default"))
+    work.mkdir(parents=True, exist_ok=True)
+    tr = recipe["train"]
+
+    rows, synth_summary = synthesize_clips(recipe)
+    for root in recipe["data"].get("recordings", []):
+        rec = ds.recording_rows(_resolve(root))
+        log.info("recordings %s: %d files", root, len(rec))
+        rows += rec
+    real = real_audio_files(recipe)
+    log.info("clips: %d; real noise files %d/%d, real speech files %d/%d (train/eval)", len(rows),
+             len(real["noise_train"]), len(real["noise_eval"]), len(real["speech_train"]), len(real["speech_eval"]))
+
+    banks = {sp: ds.ClipBank([r for r in rows if r.split == sp]) for sp in ("train", "val")}
+    backgrounds = load_backgrounds(real["noise_train"] + real["speech_train"])
+    model = KeywordModel(head=KeywordHead())
+    if tr.get("init"):
+        base = load_model(_resolve(tr["init"]))
+        model.head.load_state_dict(base.head.state_dict())
+        log.info("initialised the head from %s", tr["init"])
+    sa = spec_augment if recipe["augment"].get("spec_augment", True) else None
+
+    t0 = time.time()
+    maker = ds.WindowMaker(banks["train"], backgrounds, make_augmenter(recipe, real, seed), seed)
+    items = maker.plan(tr.get("windows_per_keyword", 1000), tr.get("negative_windows", 10000))
+    xtr, ytr = ds.build_embeddings(model, maker, items, spec_augment=sa, seed=seed, progress="train windows")
+    vmaker = ds.WindowMaker(banks["val"], backgrounds, make_augmenter(recipe, real, seed + 1), seed + 1)
+    vitems = vmaker.plan(tr.get("val_windows_per_keyword", 100), tr.get("val_negative_windows", 1000))
+    xva, yva = ds.build_embeddings(model, vmaker, vitems, seed=seed + 1, progress="val windows")
+    t_embed = time.time() - t0
+
+    t0 = time.time()
+    head, history = train_head(model.head, (xtr, ytr), (xva, yva), epochs=tr.get("epochs", 40),
+                               batch=tr.get("batch", 256), lr=tr.get("lr", 2e-3), patience=tr.get("patience", 6),
+                               seed=seed)
+    model.head = head
+    if tr.get("finetune_blocks", 0) and tr.get("finetune_steps", 0):
+        finetune(model, maker, tr["finetune_steps"], tr["finetune_blocks"], seed=seed, spec_augment=sa)
+    t_train = time.time() - t0
+
+    # calibration on validation voices
+    t0 = time.time()
+    cal = recipe["calibrate"]
+    real_eval_speech = load_backgrounds(real["speech_eval"])
+    real_eval_noise = load_backgrounds(real["noise_eval"], max_files=60)
+    vaug = make_augmenter(recipe, real, seed + 2)
+    neg, neg_info = negative_streams(banks["val"], real_eval_speech, real_eval_noise, cal.get("negative_hours", 1.0),
+                                     vaug, seed + 2)
+    pos = keyword_streams(banks["val"], cal.get("positive_streams", 12), vaug, seed + 3)
+    neg_post = posteriors_of(model, neg)
+    pos_post = [(stream_posteriors(model, a), notes) for a, notes, _ in pos]
+    sw = sweep(model, neg_post, pos_post)
+    thresholds = choose_thresholds(sw, neg_info["hours"], cal.get("budget_fa_per_hour", 0.5))
+    model.detector.thresholds = thresholds
+    cal_result = measure(model, thresholds, neg_post, pos_post, neg_info["hours"])
+    t_cal = time.time() - t0
+    log.info("calibrated thresholds %s -> %s", thresholds, cal_result)
+
+    model.meta.update({
+        "name": recipe.get("name", "model"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "recipe": {k: v for k, v in recipe.items() if not k.startswith("_")},
+        "synthesis": synth_summary,
+        "clips": {sp: {l: b.count(l) for l in config.LABELS if b.count(l)} for sp, b in banks.items()},
+        "windows": {"train": len(items), "val": len(vitems)},
+        "keyword_durations_s": keyword_durations(banks["train"]),
+        "history": history,
+        "calibration": {"budget_fa_per_hour": cal.get("budget_fa_per_hour", 0.5), "negatives": neg_info,
+                        "result": cal_result},
+        "augmentation": describe_augmentation(),
+        "timings_s": {"embed": round(t_embed, 1), "train": round(t_train, 1), "calibrate": round(t_cal, 1)},
+    })
+    out = _resolve(recipe.get("out", "models/model.pt"))
+    model.name = model.meta["name"]
+    model.save(out)
+    log.info("saved %s", out)
+    if recipe["evaluate"].get("enabled", True):
+        res = run_evaluation(recipe, model_path=out, model=model, rows=rows, real=real)
+        model.meta["evaluation"] = res["figures"]
+    model.meta["timings_s"]["total"] = round(time.time() - t_start, 1)
+    model.save(out)
+    write_model_card(model, out.with_suffix(".md"))
+    log.info("done in %.1f min", (time.time() - t_start) / 60)
+    return out
+
+
+def run_evaluation(recipe: dict, model_path=None, out_dir=None, model=None, rows=None, real=None) -> dict:
+    """Evaluate on the test voices; writes evaluation.json, confusion.{png,txt}, det.png."""
+    from .evaluate import evaluate
+    from spotter.model import default_model_path
+    seed = int(recipe.get("seed", 0)) + 100
+    ev = recipe["evaluate"]
+    model = model or load_model(model_path or default_model_path())
+    if rows is None:
+        rows, _ = synthesize_clips(recipe)
+    real = real or real_audio_files(recipe)
+    bank = ds.ClipBank([r for r in rows if r.split == "test"])
+    backgrounds = load_backgrounds(real["noise_eval"] + real["speech_eval"])
+    aug = make_augmenter(recipe, real, seed)
+    maker = ds.WindowMaker(bank, backgrounds, aug, seed)
+    items = maker.plan(ev.get("test_windows_per_keyword", 100), ev.get("test_negative_windows", 1000))
+    windows = ds.build_embeddings(model, maker, items, seed=seed, progress="test windows")
+    neg, neg_info = negative_streams(bank, load_backgrounds(real["speech_eval"]),
+                                     load_backgrounds(real["noise_eval"], max_files=60),
+                                     ev.get("negative_hours", 0.5), aug, seed + 1)
+    pos = keyword_streams(bank, ev.get("positive_streams", 12), aug, seed + 2)
+    calls = keyword_streams(bank, ev.get("calls", 40), aug, seed + 3, same_service=True)
+    out_dir = Path(out_dir) if out_dir else _resolve(recipe.get("work_dir", "runs/default")) / "evaluation"
+    res = evaluate(model, windows, posteriors_of(model, neg), neg_info["hours"],
+                   [(stream_posteriors(model, a), n) for a, n, _ in pos],
+                   [(stream_posteriors(model, a), n, s) for a, n, s in calls], out_dir)
+    figures = {
+        "test_voices": sorted({r.voice for r in rows if r.split == "test"}),
+        "window_accuracy": res["window_accuracy"],
+        "window_per_class": res["window_per_class"],
+        "stream_recall_calibrated": res["calibrated"]["recall"],
+        "fa_per_hour_calibrated": res["calibrated"]["fa_per_hour"],
+        "negative_streams": neg_info,
+        "frr_at_fa_per_hour": res["frr_at_fa_per_hour"],
+        "stream_recall_per_keyword": res["stream_recall_per_keyword"],
+        "service": res["service"],
+        "confusion_text": (out_dir / "confusion.txt").read_text(),
+        "out_dir": str(out_dir),
+    }
+    res["figures"] = figures
+    res["summary"] = (f"held-out voices: window accuracy {res['window_accuracy']:.3f}; stream recall "
+                      f"{res['calibrated']['recall']:.3f} at {res['calibrated']['fa_per_hour']:.2f} FA/h "
+                      f"({neg_info['hours']} h negatives); FRR@0.5FA/h {res['frr_at_fa_per_hour']['0.5']}; "
+                      f"service accuracy {res['service']['service_accuracy']}; results in {out_dir}")
+    log.info(res["summary"])
+    return res
+
+
+def write_model_card(model: KeywordModel, path: Path) -> None:
+    from .card import model_card
+    path.write_text(model_card(model), encoding="utf-8")

@@ -1,0 +1,102 @@
+"""Long audio streams with known keyword times, their offline posteriors, and event-level scoring.
+
+Offline posteriors are computed in batch (whole-stream log-mel, all embeddings, all head windows) and are the
+same numbers the streaming KeywordSpotter computes step by step (the front end's streaming parity test
+guarantees the mel frames agree; the decision rule is the same `Decider`). That makes calibration and threshold
+sweeps over hours of audio affordable on 2 cores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from spotter import config
+from spotter.detector import STEP_S, Decision, decide_sequence
+
+HIT_TOLERANCE_S = 0.8      # a detection decided up to this long after a keyword's end still counts as its hit
+GAP_NOISE = 10 ** (-70 / 20)   # pauses between segments carry a -70 dBFS noise floor, not digital silence
+PRIME_S = 2.0              # digital silence before a stream, as the live spotter assumes at start
+
+
+@dataclass
+class Annotation:
+    keyword: str
+    start_s: float
+    end_s: float
+
+
+def compose(segments: list[tuple[np.ndarray, str | None]], gap_s: tuple[float, float], rng: np.random.Generator,
+            lead_s: float = 0.5) -> tuple[np.ndarray, list[Annotation]]:
+    """Join (audio, keyword-or-None) segments with random gaps; returns audio and keyword annotations."""
+    parts, notes, t = [np.zeros(int(lead_s * config.SAMPLE_RATE), np.float32)], [], lead_s
+    for audio, kw in segments:
+        if kw is not None:
+            notes.append(Annotation(kw, t, t + len(audio) / config.SAMPLE_RATE))
+        parts.append(audio.astype(np.float32))
+        t += len(audio) / config.SAMPLE_RATE
+        gap = rng.normal(0, GAP_NOISE, int(rng.uniform(*gap_s) * config.SAMPLE_RATE)).astype(np.float32)
+        parts.append(gap)
+        t += len(gap) / config.SAMPLE_RATE
+    return np.concatenate(parts), notes
+
+
+@torch.inference_mode()
+def stream_posteriors(model, audio: np.ndarray, chunk_steps: int = 2000) -> np.ndarray:
+    """(steps, 14) head posteriors for a whole stream; row j is what the live spotter computes after its
+    (j+1)-th 80 ms step.
+
+    Like the live spotter, the stream is primed with PRIME_S of digital silence and the mel grid starts
+    STREAM_CONTEXT samples before the audio (MelStream's initial context); chunks overlap by exactly what the
+    head window needs, so memory stays bounded for hours of audio.
+    """
+    from spotter.features import STREAM_CONTEXT, log_mel
+    step = config.STEP_SAMPLES
+    n_prime = int(round(PRIME_S / STEP_S))
+    x = np.concatenate([np.zeros(STREAM_CONTEXT + n_prime * step, np.float32), np.asarray(audio, np.float32)])
+    n_steps = (len(x) - STREAM_CONTEXT) // step
+    # frames after step s (0-based): 8 (s + 1); the head window is the last 196 of them, which span
+    # x[step * (s + 1) - LEAD : step * (s + 1) + TAIL]
+    # (x includes the STREAM_CONTEXT prefix; frame j spans x[160 j : 160 j + 512])
+    tail = config.N_FFT - config.HOP_SAMPLES                            # 352
+    lead = config.CLIP_SAMPLES - tail                                   # 31360
+    out = []
+    for s0 in range(n_prime, n_steps, chunk_steps):
+        s1 = min(n_steps, s0 + chunk_steps)
+        seg = x[step * (s0 + 1) - lead: step * s1 + tail]
+        mel = log_mel(torch.from_numpy(seg)).unsqueeze(0)
+        emb = model.embeddings_from_mel(mel)[0]                         # (N, 96)
+        win = emb.unfold(0, config.HEAD_FRAMES, 1).permute(0, 2, 1)     # (steps, 16, 96)
+        out.append(torch.softmax(model.head(win), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(config.LABELS)), np.float32)
+
+
+def decisions_times(decisions: list[Decision]) -> list[tuple[str, float, float]]:
+    """(keyword, decided_time_s, score) with stream times of the un-primed audio."""
+    return [(d.keyword, d.peak_step * STEP_S, d.score) for d in decisions]
+
+
+def score_stream(decisions: list[Decision], notes: list[Annotation], tolerance_s: float = HIT_TOLERANCE_S) -> dict:
+    """Match decisions to annotations: a hit is a detection of the right keyword whose peak time falls inside
+    [start, end + tolerance]; one hit per occurrence; everything else is a false alarm."""
+    used = [False] * len(notes)
+    hits, fas, misfires = [], [], []
+    for kw, t, score in decisions_times(decisions):
+        match = None
+        for i, n in enumerate(notes):
+            if not used[i] and n.start_s <= t <= n.end_s + tolerance_s:
+                match = i
+                break
+        if match is not None and notes[match].keyword == kw:
+            used[match] = True
+            hits.append((kw, t, score, t - notes[match].end_s))
+        else:
+            fas.append((kw, t, score))
+    missed = [n for i, n in enumerate(notes) if not used[i]]
+    return {"hits": hits, "false_alarms": fas, "missed": missed}
+
+
+def detect(model, posteriors: np.ndarray, thresholds: dict) -> list[Decision]:
+    cfg = config.DetectorConfig(**{**model.detector.to_dict(), "thresholds": thresholds})
+    return decide_sequence(posteriors, cfg)

@@ -1,0 +1,117 @@
+"""Head training on precomputed embeddings (frozen backbone), and an optional end-to-end fine-tuning phase."""
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from spotter import config
+
+log = logging.getLogger("training")
+
+
+def seed_everything(seed: int) -> None:
+    import random
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def class_weights(y: torch.Tensor, n: int = len(config.LABELS)) -> torch.Tensor:
+    counts = torch.bincount(y, minlength=n).float()
+    w = torch.where(counts > 0, counts.sum() / (n * counts.clamp(min=1)), torch.zeros_like(counts))
+    return w / w[counts > 0].mean()
+
+
+@torch.no_grad()
+def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> dict:
+    head.eval()
+    logits = torch.cat([head(x[i:i + 1024].float()) for i in range(0, len(x), 1024)])
+    loss = nn.functional.cross_entropy(logits, y, weight=weights).item()
+    pred = logits.argmax(1)
+    present = torch.unique(y)
+    recalls = torch.stack([(pred[y == c] == c).float().mean() for c in present])
+    return {"loss": loss, "balanced_acc": recalls.mean().item(), "acc": (pred == y).float().mean().item()}
+
+
+def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batch: int = 256, lr: float = 2e-3,
+               weight_decay: float = 1e-2, patience: int = 6, seed: int = 0, label_smoothing: float = 0.05,
+               progress: bool = True) -> tuple[nn.Module, list[dict]]:
+    """Class-weighted cross-entropy with AdamW and cosine decay; early stopping on validation loss
+    (voice-disjoint validation set). Returns the best head and the per-epoch history."""
+    seed_everything(seed)
+    xtr, ytr = train
+    xva, yva = val
+    w = class_weights(ytr)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    loss_fn = nn.CrossEntropyLoss(weight=w, label_smoothing=label_smoothing)
+    gen = torch.Generator().manual_seed(seed)
+    best, best_state, history, bad = float("inf"), None, [], 0
+    for epoch in range(epochs):
+        head.train()
+        perm = torch.randperm(len(xtr), generator=gen)
+        total = 0.0
+        for i in range(0, len(perm), batch):
+            idx = perm[i:i + batch]
+            xb = xtr[idx].float()
+            # embedding-level noise: a cheap regulariser against over-fitting synthetic voices
+            xb = xb + 0.05 * xb.std() * torch.randn(xb.shape, generator=gen)
+            loss = loss_fn(head(xb), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        sched.step()
+        m = evaluate_head(head, xva, yva, w)
+        m.update(epoch=epoch + 1, train_loss=total / len(perm))
+        history.append(m)
+        if progress:
+            log.info("epoch %2d  train %.3f  val %.3f  val bal.acc %.3f", epoch + 1, m["train_loss"], m["loss"],
+                     m["balanced_acc"])
+        if m["loss"] < best - 1e-4:
+            best, best_state, bad = m["loss"], copy.deepcopy(head.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    head.eval()
+    return head, history
+
+
+def finetune(model, maker, steps: int, blocks: int, batch: int = 32, lr: float = 1e-4, seed: int = 0,
+             spec_augment=None) -> list[float]:
+    """End-to-end fine-tuning: unfreeze the last `blocks` backbone blocks and train them with the head on fresh
+    augmented windows (mel computed on the fly). Slow on CPU; off in the default configuration."""
+    from spotter.features import log_mel
+    seed_everything(seed)
+    model.backbone.unfreeze_last(blocks)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-3)
+    items_all = maker.plan(n_per_keyword=max(1, steps * batch // 24), n_negative=steps * batch // 2)
+    rng = np.random.default_rng(seed)
+    losses = []
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        pick = rng.choice(len(items_all), size=batch, replace=False)
+        wins, labs = zip(*(maker.make(*items_all[j]) for j in pick))
+        mel = log_mel(torch.from_numpy(np.stack(wins)))
+        if spec_augment is not None:
+            mel = spec_augment(mel, gen)
+        y = torch.tensor([config.LABELS.index(l) for l in labs])
+        loss = nn.functional.cross_entropy(model.logits_from_mel(mel), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    model.meta["backbone_finetuned"] = {"blocks": blocks, "steps": steps}
+    return losses
