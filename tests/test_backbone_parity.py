@@ -64,7 +64,8 @@ def test_windows_batch_shape(backbone, speech_wav, tone_noise):
         batch = backbone.embed_windows(mel)
         single = backbone.embed_windows(mel[1])
     assert batch.shape == (2, (mel.shape[1] - EMBED_WINDOW) // EMBED_STEP + 1, EMBED_DIM)
-    assert torch.allclose(batch[1], single, atol=1e-5)
+    # float32 summation order differs between batch sizes: ~5e-5 on values up to ~60 (1e-6 relative)
+    assert torch.allclose(batch[1], single, atol=2e-4)
 
 
 def test_frozen_by_default(backbone):
