@@ -97,9 +97,11 @@ class SpeechEmbedding(nn.Module):
         convs = read_onnx_convs(onnx_path or openwakeword_model_path(EMBEDDING_MODEL))
         self.blocks = nn.ModuleList(
             ConvBlock(w, b, POOL_AFTER.get(i), activation=i < N_CONVS - 1) for i, (w, b) in enumerate(convs))
+        # channels-last convolutions are 1.2x (one window) to 1.7x (batches) faster on CPU here
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = mel[:, None]                                   # (B, 1, 76, 32): time as height, mels as width
+        x = mel[:, None].contiguous(memory_format=torch.channels_last)   # (B, 1, 76, 32): time x mels
         for block in self.blocks:
             x = block(x)
         return x.flatten(1)                                # (B, 96, 1, 1) -> (B, 96)
@@ -113,7 +115,7 @@ class SpeechEmbedding(nn.Module):
         """
         mel_windows(mel[..., :EMBED_WINDOW, :])           # shape checks (clear error for short input)
         single = mel.dim() == 2
-        x = (mel[None] if single else mel)[:, None]       # (B, 1, T, 32)
+        x = (mel[None] if single else mel)[:, None].contiguous(memory_format=torch.channels_last)  # (B,1,T,32)
         for block in self.blocks:
             x = block(x)
         n = (mel.shape[-2] - EMBED_WINDOW) // EMBED_STEP + 1
@@ -134,6 +136,54 @@ class SpeechEmbedding(nn.Module):
             for p in block.parameters():
                 p.requires_grad_(True)
         return self
+
+
+class StreamingEmbedder:
+    """Incremental embeddings: push new mel frames, get the embeddings of the windows they complete.
+
+    Every block keeps the few time frames its kernel still needs (k - 1 frames before a 3-tall conv, an
+    unpaired frame before a 2-tall pool), so each 80 ms step convolves only what is new (8 mel frames at
+    the input, 1 frame at the output) instead of the whole 76-frame window: about 5x less work. The
+    output is the fully convolutional embedding of the whole pushed sequence, i.e. the embedding of every
+    76-frame window starting at a multiple of 8 frames from the first pushed frame.
+    """
+
+    def __init__(self, model: SpeechEmbedding) -> None:
+        self.model = model
+        self.reset()
+
+    def reset(self) -> None:
+        n = len(self.model.blocks)
+        self.conv_cache: list[torch.Tensor | None] = [None] * n
+        self.pool_cache: list[torch.Tensor | None] = [None] * n
+
+    @staticmethod
+    def _cat(cache: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        return x if cache is None or cache.shape[2] == 0 else torch.cat([cache, x], dim=2)
+
+    @torch.inference_mode()
+    def push(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (T, 32) new frames -> (N, 96) embeddings completed by them (N may be 0)."""
+        x = mel[None, None]                                           # (1, 1, T, 32)
+        for i, block in enumerate(self.model.blocks):
+            kt = block.conv.kernel_size[0]
+            x = self._cat(self.conv_cache[i], x)
+            if x.shape[2] < kt:
+                self.conv_cache[i] = x
+                return torch.zeros(0, EMBED_DIM)
+            self.conv_cache[i] = x[:, :, x.shape[2] - (kt - 1):] if kt > 1 else None
+            x = block.conv(x)
+            if block.activation:
+                x = torch.clamp(nn.functional.leaky_relu(x, LEAKY_SLOPE), min=ACTIVATION_FLOOR)
+            if isinstance(block.pool, nn.MaxPool2d):
+                pt = block.pool.kernel_size[0]
+                x = self._cat(self.pool_cache[i], x)
+                usable = x.shape[2] - x.shape[2] % pt
+                self.pool_cache[i] = x[:, :, usable:]
+                if usable == 0:
+                    return torch.zeros(0, EMBED_DIM)
+                x = block.pool(x[:, :, :usable])
+        return x.flatten(2).transpose(1, 2)[0]                        # (N, 96)
 
 
 def load_backbone(frozen: bool = True) -> SpeechEmbedding:

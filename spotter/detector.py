@@ -1,8 +1,8 @@
 """Streaming detection: audio -> log-mel -> embeddings -> head posteriors -> keyword events -> service suggestion.
 
 `KeywordSpotter` owns all streaming state. Each new 80 ms step of audio costs one MelStream push (8 mel frames),
-one speech_embedding evaluation (the newest 76-frame window) and one head evaluation over the newest 16
-embeddings; nothing is recomputed over the window.
+one incremental speech_embedding update (StreamingEmbedder: only the new frames are convolved) and one head
+evaluation over the newest 16 embeddings; nothing is recomputed over the window.
 
 Decision rule per keyword k (thresholds from the model artifact):
   s_k(t) = mean of the last `smoothing_steps` posteriors of k
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import config
+from .backbone import StreamingEmbedder
 from .features import MelStream
 
 STEP_S = config.STEP_SAMPLES / config.SAMPLE_RATE        # 0.08 s
@@ -174,6 +175,7 @@ class KeywordSpotter:
         self.durations = dict(model.meta.get("keyword_durations_s", {}))
         self.mel_stream = MelStream()
         self.assessment = CallAssessment(self.cfg.suggestion_min_evidence)
+        self.embedder = StreamingEmbedder(model.backbone)
         self._silence_mel, self._silence_emb = self._silence_state()
         self.reset()
 
@@ -193,7 +195,8 @@ class KeywordSpotter:
         """Forget the stream (new call or new file)."""
         self.mel_stream.reset()
         self._pending = np.zeros(0, dtype=np.float32)
-        self._mel = self._silence_mel.clone()
+        self.embedder.reset()
+        self.embedder.push(self._silence_mel)     # windows now start where the live spotter's always have
         self._emb = self._silence_emb.clone()
         self.decider.reset()
         self.step = 0                      # number of 80 ms steps consumed
@@ -228,9 +231,8 @@ class KeywordSpotter:
     def _step(self, chunk: np.ndarray) -> list[Event]:
         new_mel = self.mel_stream.push(chunk)                       # (8, 32)
         self.last_mel = new_mel
-        self._mel = torch.cat([self._mel[len(new_mel):], new_mel])
         self.step += 1
-        emb = self.model.backbone(self._mel.unsqueeze(0))           # (1, 96)
+        emb = self.embedder.push(new_mel)                          # (1, 96): the window ending now
         self._emb = torch.cat([self._emb[1:], emb])
         post = torch.softmax(self.model.head(self._emb.unsqueeze(0)), dim=1)[0].numpy()
         self.last_posteriors = post

@@ -106,3 +106,20 @@ def test_bad_inputs_are_one_line_errors(backbone):
         backbone.unfreeze_last(21)
     with pytest.raises(SpotterError):
         openwakeword_model_path("no_such_model.onnx")
+
+
+def test_streaming_embedder_equals_window_embeddings(backbone, speech_wav):
+    """Pushing 8 frames at a time gives the embedding of every 76-frame window (step 8), like embed_windows."""
+    from spotter.backbone import StreamingEmbedder
+    mel = log_mel(speech_wav(SENTENCE))
+    n = (mel.shape[0] - EMBED_WINDOW) // EMBED_STEP + 1
+    ref = backbone.embed_windows(mel)
+    stream = StreamingEmbedder(backbone)
+    got = [stream.push(mel[:EMBED_WINDOW])]
+    for k in range(n - 1):
+        start = EMBED_WINDOW + EMBED_STEP * k
+        got.append(stream.push(mel[start:start + EMBED_STEP]))
+    got = torch.cat(got)
+    assert got.shape == ref.shape
+    # same arithmetic, different float32 summation order: ~5e-5 on values up to ~60
+    assert torch.allclose(got, ref, atol=2e-4)
