@@ -46,3 +46,17 @@ def tone_noise() -> np.ndarray:
     x += 0.2 * np.sin(2 * np.pi * 3000 * t) * ((t > 0.7) & (t < 1.2))
     x += 0.02 * rng.standard_normal(t.size)
     return x.astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def keyword_model_path(tmp_path_factory):
+    """A trained keyword model: the shipped models/default.pt, or (if it is absent) a tiny model trained here
+    on espeak-ng speech with training/configs/tiny.toml."""
+    from spotter.model import DEFAULT_MODEL
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL
+    from training.recipe import load_recipe, run_training
+    work = tmp_path_factory.mktemp("tiny_model")
+    recipe = load_recipe(Path(__file__).resolve().parent.parent / "training/configs/tiny.toml",
+                         overrides=[f"out={work / 'tiny.pt'}", f"work_dir={work}", "evaluate.enabled=false"])
+    return run_training(recipe)

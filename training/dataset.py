@@ -111,6 +111,10 @@ class WindowMaker:
         clips = self.bank.by_label[label]
         return clips[self.rng.integers(len(clips))]
 
+    def _any_keyword(self) -> str:
+        present = [k for k in config.KEYWORDS if self.bank.count(k)]
+        return present[self.rng.integers(len(present))]
+
     def _place(self, win: np.ndarray, clip: np.ndarray, end: int) -> None:
         start = end - clip.size
         c = clip[max(0, -start):]
@@ -133,11 +137,11 @@ class WindowMaker:
             self._context(win, end - clip.size)
             out_label = label
         elif kind == "late":
-            clip = self._pick(label or config.KEYWORDS[r.integers(len(config.KEYWORDS))])
+            clip = self._pick(label or self._any_keyword())
             self._place(win, clip, WIN - int(r.uniform(*LATE_END_RANGE_S) * SR))
             out_label = config.OTHER
         elif kind == "partial":
-            clip = self._pick(label or config.KEYWORDS[r.integers(len(config.KEYWORDS))])
+            clip = self._pick(label or self._any_keyword())
             cut = clip[: max(SR // 20, int(clip.size * r.uniform(*PARTIAL_FRACTION)))]
             self._place(win, cut, WIN - int(r.uniform(0.0, 0.05) * SR))
             self._context(win, WIN - cut.size)
@@ -164,6 +168,8 @@ class WindowMaker:
         p = np.array([KIND_MIX[k] for k in kinds])
         if not self.bank.count(config.OTHER):
             p[kinds.index("other")] = 0
+        if not any(self.bank.count(k) for k in config.KEYWORDS):
+            p[kinds.index("late")] = p[kinds.index("partial")] = 0
         p = p / p.sum()
         for kind in self.rng.choice(kinds, size=n_negative, p=p):
             items.append((str(kind), None))

@@ -110,11 +110,14 @@ def synthesize_clips(recipe: dict) -> tuple[list[ds.ClipRow], dict]:
     plan = build_synth_plan(voices, splits, tuple(s.get("speeds", (0.8, 0.9, 1.0, 1.15, 1.3))),
                             tuple(s.get("pitches", (30, 40, 50, 60, 70))), s.get("n_other_texts", 40),
                             recipe["seed"])
-    if s.get("max_voices_per_engine"):
-        keep = {}
+    if s.get("max_voices_per_engine"):           # small recipes: a few voices per engine, every split kept
+        by_group: dict = {}
         for v in sorted(voices, key=lambda v: v.key):
-            keep.setdefault(v.engine, []).append(v.key)
-        allowed = {k for ks in keep.values() for k in ks[: s["max_voices_per_engine"]]}
+            if v.key in splits:
+                by_group.setdefault((v.engine, splits[v.key]), []).append(v.key)
+        share = {"train": 0.6, "val": 0.2, "test": 0.2}
+        allowed = {k for (engine, sp), keys in by_group.items()
+                   for k in keys[: max(1, round(s["max_voices_per_engine"] * share.get(sp, 0.2)))]}
         plan = [it for it in plan if it.voice.key in allowed]
     cache = _resolve(s.get("cache_dir", "cache/clips"))
     t0 = time.time()
