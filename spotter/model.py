@@ -23,7 +23,7 @@ class KeywordHead(nn.Module):
     """Small temporal CNN over the last HEAD_FRAMES embeddings -> logits over LABELS."""
 
     def __init__(self, n_classes: int = len(config.LABELS), dim: int = config.EMBED_DIM,
-                 channels: int = 96, dropout: float = 0.2):
+                 channels: int = 96, dropout: float = 0.3):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.convs = nn.Sequential(

@@ -4,7 +4,7 @@ Window kinds and their label (the placement rules are what the streaming detecto
   keyword   a keyword clip ending KEYWORD_END_RANGE_S before the window end, over background/context  -> keyword
   late      a keyword that ended long ago (LATE_END_RANGE_S before the end): the moment to fire has passed  -> other
   partial   the first 35-70 % of a keyword, cut at the window end (e.g. "électr..."): not yet a keyword    -> other
-  other     a non-keyword word or phrase anywhere in the window, over background                          -> other
+  other     1-3 non-keyword words/phrases in a row (often ending where a keyword would), or real speech   -> other
   noise     background only: silence, real/coloured noise, or far-off babble                              -> noise
 """
 from __future__ import annotations
@@ -25,6 +25,8 @@ KEYWORD_END_RANGE_S = (0.04, 0.40)
 LATE_END_RANGE_S = (0.85, 1.5)
 PARTIAL_FRACTION = (0.35, 0.70)
 CONTEXT_PROB = 0.5            # probability that other speech precedes a keyword inside the window
+REAL_SPEECH_PROB = 0.15      # share of `other` windows taken from real non-keyword speech (when available)
+LOUD_NOISE_PROB = 0.3        # share of `noise` windows raised to speech level
 KIND_MIX = {"keyword": 0.0, "late": 0.06, "partial": 0.07, "other": 0.62, "noise": 0.25}   # of negatives
 
 
@@ -88,9 +90,11 @@ class ClipBank:
 class WindowMaker:
     """Builds labelled training windows from a ClipBank and background audio."""
 
-    def __init__(self, bank: ClipBank, backgrounds: list[np.ndarray], augmenter=None, seed: int = 0):
+    def __init__(self, bank: ClipBank, backgrounds: list[np.ndarray], augmenter=None, seed: int = 0,
+                 speech: list[np.ndarray] | None = None):
         self.bank = bank
         self.backgrounds = [b for b in backgrounds if b.size > WIN] or [np.zeros(WIN * 2, np.float32)]
+        self.speech = [b for b in (speech or []) if b.size > WIN]
         self.augment = augmenter
         self.rng = np.random.default_rng(seed)
 
@@ -106,6 +110,14 @@ class WindowMaker:
         seg = src[o:o + WIN]
         rms = np.sqrt(np.mean(seg ** 2)) + 1e-9
         return (seg / rms * 10 ** (r.uniform(-50, -22) / 20)).astype(np.float32)
+
+    def _real_speech(self) -> np.ndarray:
+        """A random stretch of real non-keyword speech at a normal speech level."""
+        src = self.speech[self.rng.integers(len(self.speech))]
+        o = self.rng.integers(0, src.size - WIN)
+        seg = src[o:o + WIN]
+        rms = np.sqrt(np.mean(seg ** 2)) + 1e-9
+        return (seg / rms * 10 ** (self.rng.uniform(-32, -18) / 20)).astype(np.float32)
 
     def _pick(self, label: str) -> np.ndarray:
         clips = self.bank.by_label[label]
@@ -147,12 +159,23 @@ class WindowMaker:
             self._context(win, WIN - cut.size)
             out_label = config.OTHER
         elif kind == "other":
-            clip = self._pick(config.OTHER)
-            end = int(r.uniform(0.3, 1.0) * WIN) if clip.size < WIN else WIN - int(r.uniform(0, 0.3) * SR)
-            end = max(end, min(clip.size, WIN))
-            self._place(win, clip, end)
+            if self.speech and r.random() < REAL_SPEECH_PROB:
+                win += self._real_speech()
+            else:
+                # 1-3 words/phrases in a row, like a caller's speech; the last one often ends where a keyword
+                # would (the hardest negatives), otherwise anywhere in the window
+                end = WIN - int(r.uniform(*KEYWORD_END_RANGE_S) * SR) if r.random() < 0.6 \
+                    else int(r.uniform(0.35, 1.0) * WIN)
+                for _ in range(int(r.integers(1, 4))):
+                    clip = self._pick(config.OTHER)
+                    self._place(win, clip, end)
+                    end -= clip.size + int(r.uniform(0.03, 0.3) * SR)
+                    if end < SR // 10:
+                        break
             out_label = config.OTHER
         else:
+            if r.random() < LOUD_NOISE_PROB:              # noise as loud as speech, not only a background
+                win *= 10 ** (r.uniform(10, 30) / 20)
             out_label = config.NOISE
         if self.augment is not None:
             win = self.augment(win, rng=r)

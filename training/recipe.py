@@ -252,10 +252,12 @@ def run_training(recipe: dict) -> Path:
     sa = spec_augment if recipe["augment"].get("spec_augment", True) else None
 
     t0 = time.time()
-    maker = ds.WindowMaker(banks["train"], backgrounds, make_augmenter(recipe, real, seed), seed)
+    train_speech = load_backgrounds(real["speech_train"])
+    maker = ds.WindowMaker(banks["train"], backgrounds, make_augmenter(recipe, real, seed), seed, train_speech)
     items = maker.plan(tr.get("windows_per_keyword", 1000), tr.get("negative_windows", 10000))
     xtr, ytr = ds.build_embeddings(model, maker, items, spec_augment=sa, seed=seed, progress="train windows")
-    vmaker = ds.WindowMaker(banks["val"], backgrounds, make_augmenter(recipe, real, seed + 1), seed + 1)
+    vmaker = ds.WindowMaker(banks["val"], backgrounds, make_augmenter(recipe, real, seed + 1), seed + 1,
+                            train_speech)
     vitems = vmaker.plan(tr.get("val_windows_per_keyword", 100), tr.get("val_negative_windows", 1000))
     xva, yva = ds.build_embeddings(model, vmaker, vitems, seed=seed + 1, progress="val windows")
     t_embed = time.time() - t0
@@ -329,7 +331,7 @@ def run_evaluation(recipe: dict, model_path=None, out_dir=None, model=None, rows
     bank = ds.ClipBank([r for r in rows if r.split == "test"])
     backgrounds = load_backgrounds(real["noise_eval"] + real["speech_eval"])
     aug = make_augmenter(recipe, real, seed)
-    maker = ds.WindowMaker(bank, backgrounds, aug, seed)
+    maker = ds.WindowMaker(bank, backgrounds, aug, seed, load_backgrounds(real["speech_eval"]))
     items = maker.plan(ev.get("test_windows_per_keyword", 100), ev.get("test_negative_windows", 1000))
     windows = ds.build_embeddings(model, maker, items, seed=seed, progress="test windows")
     neg, neg_info = negative_streams(bank, load_backgrounds(real["speech_eval"]),
