@@ -77,7 +77,7 @@ class FrontEnd:
 class DetectorConfig:
     """Streaming decision parameters (per-keyword thresholds are calibrated and stored in the artifact)."""
     thresholds: dict = field(default_factory=lambda: {k: 0.5 for k in KEYWORDS})
-    smoothing_steps: int = 3          # moving average of posteriors over this many 80 ms steps
+    smoothing_steps: int = 5          # moving average of posteriors over this many 80 ms steps (calibrated)
     refractory_s: float = 1.0         # after an event, the same keyword cannot fire again for this long
     # call-level suggestion
     suggestion_min_evidence: float = 0.5   # summed event scores needed before a service is suggested

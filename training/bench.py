@@ -46,7 +46,6 @@ from spotter.detector import STEP_S, CallAssessment, Decider, Decision, Event, K
 from spotter.model import default_model_path, file_sha256, load_model
 
 from . import bench_data as bd
-from .calibrate import THRESHOLD_GRID
 from .evaluate import FA_POINTS, frr_at
 from .streams import HIT_TOLERANCE_S, score_stream, stream_posteriors
 
@@ -58,6 +57,10 @@ OWW_CHUNK = config.STEP_SAMPLES     # 1280 samples, openWakeWord's native 80 ms 
 LATENCY_CONDITION = "tel"           # channel of the live latency runs and of the cost audio
 WARMUP_STEPS = 12                   # steps run before timing a live stream
 COLD_START_TIMEOUT_S = 300
+# Common thresholds of the DET sweep: dense near 1, where calibrated thresholds and <= 1 FA/h live (below 0.5 the
+# false alarms run into the thousands per hour and only cost time).
+SWEEP_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.993, 0.995,
+              0.997, 0.998, 0.999)
 REPLAY_WORKERS = 2
 COLD_MARGIN = 1e-5                  # fast_decisions: rows this close under a threshold count as not cold
 POSTERIOR_CHUNK_STEPS = 500         # stream_posteriors batch: bounded memory, small overlap overhead (15 / 500)
@@ -261,7 +264,7 @@ def summarize_events(counts: dict, s: Streams) -> dict:
     }
 
 
-def sweep(s: Streams, model, grid=THRESHOLD_GRID) -> dict:
+def sweep(s: Streams, model, grid=SWEEP_GRID) -> dict:
     """Common-threshold sweep: FRR per condition and overall vs FA/h on the negative streams (and real speech)."""
     pts = {"overall": [], **{c: [] for c in s.conditions}}
     real = []
@@ -580,6 +583,16 @@ def _pc(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} %"
 
 
+def _frr_text(sw: dict, fa: str) -> str:
+    """FRR at fa FA/h, or why there is none: the sweep's lowest false-alarm point."""
+    frr = sw["frr_at_fa_per_hour"]["overall"][fa]
+    if frr is not None:
+        return _pc(frr)
+    low = min(sw["points"]["overall"], key=lambda p: (p["fa_per_hour"], p["threshold"]))
+    return (f"not reached: the highest threshold ({low['threshold']:g}) still gives {low['fa_per_hour']:.2f} FA/h "
+            f"(FRR {_pc(low['frr'])})")
+
+
 def readme_table(bench_json) -> str:
     """The headline Markdown table of a bench.json (a dict, or the path of the file), for README.md."""
     b = json.loads(Path(bench_json).read_text()) if isinstance(bench_json, (str, os.PathLike)) else bench_json
@@ -601,7 +614,7 @@ def readme_table(bench_json) -> str:
                  + f"{len(d['voices'])} held-out voices"),
         ("event recall, calibrated thresholds", f"{_pc(cal['recall'])} overall; " + ", ".join(
             f"{c} {_pc(cal['per_condition'][c]['recall'])}" for c in d["conditions"])),
-        ("FRR at 0.5 FA/h (common threshold)", _pc(ev["sweep"]["frr_at_fa_per_hour"]["overall"]["0.5"])),
+        ("FRR at 0.5 FA/h (common threshold)", _frr_text(ev["sweep"], "0.5")),
         ("FA/h, keyword-free synthetic speech", f"{_f(neg['fa_per_hour'])} ({neg['false_alarms']} in {neg['hours']:.2f} h)"),
         ("FA/h, real speech", "n/a" if not real else
          f"{_f(real['fa_per_hour'])} ({real['false_alarms']} in {real['hours'] * 60:.1f} min: 1 FA = "
@@ -655,7 +668,8 @@ def bench_markdown(b: dict) -> str:
     out += ["", "## FRR at fixed false-alarm rates (common threshold sweep)", "",
             "| curve | " + " | ".join(f"{f} FA/h" for f in FA_POINTS) + " |", "|---|" + "---|" * len(FA_POINTS)]
     for name, v in sw["frr_at_fa_per_hour"].items():
-        out.append(f"| {name} | " + " | ".join(_pc(v[str(f)]) for f in FA_POINTS) + " |")
+        out.append(f"| {name} | " + " | ".join("not reached" if v[str(f)] is None else _pc(v[str(f)])
+                                               for f in FA_POINTS) + " |")
     neg = d["negative"]
     real = d["real_speech"]
     out += ["", "![DET](det.png)", "", "## Method", "",
@@ -712,6 +726,7 @@ def run_bench(model_path=None, out_dir="bench_out", quick: bool = False, seed: i
     cache = Path(cache_dir) if cache_dir else out / "cache"
     data_dir = Path(data_dir) if data_dir else None
     model_path = Path(model_path) if model_path else default_model_path()
+    model_sha = file_sha256(model_path)
     model = load_model(model_path)
     size, msize = (bd.QUICK, QUICK_MEASURE) if quick else (bd.FULL, FULL_MEASURE)
     workers = workers or (1 if quick else 2)
@@ -770,7 +785,6 @@ def run_bench(model_path=None, out_dir="bench_out", quick: bool = False, seed: i
         cold = {k: cold_start(k, model_path, onnx_path) for k in ("torch", "onnx", "openwakeword")}
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     timings["total"] = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
-    model_sha = file_sha256(model_path)
     result = _round({
         "bench_version": BENCH_VERSION, "date": started.isoformat(timespec="seconds"),
         "command": command or _default_command(), "seed": seed, "quick": quick, "machine": machine,

@@ -14,14 +14,23 @@ def model_card(model) -> str:
     ev = m.get("evaluation", {})
     cal = m.get("calibration", {})
     syn = m.get("synthesis", {})
+    t = m.get("timings_s", {})
+    recal = m.get("recalibrated")
     lines = [
         f"# Model card: {m.get('name', model.name)}",
         "",
-        f"Created {m.get('created', '?')} from commit `{m.get('git_commit', '?')}` with "
-        f"`spotter train --config {rec.get('_path', 'training/configs/default.toml')}` "
-        f"(whole run {m.get('timings_s', {}).get('total', '?')} s on the 2-core CPU machine; "
-        f"embedding {m.get('timings_s', {}).get('embed', '?')} s, training {m.get('timings_s', {}).get('train', '?')} s, "
-        f"calibration {m.get('timings_s', {}).get('calibrate', '?')} s).",
+        f"Trained {m.get('created', '?')} from commit `{m.get('git_commit', '?')}` with "
+        f"`spotter train --config training/configs/default.toml` on the 2-core CPU machine (shared with other "
+        f"work at the time): whole run {t.get('training_run_total', t.get('total', '?'))} s, of which making and "
+        f"embedding the augmented windows {t.get('embed', '?')} s, training the head {t.get('train', '?')} s; "
+        f"synthesis {m.get('synthesis', {}).get('synth_seconds', '?')} s (0 when the clip cache is warm).",
+    ]
+    if recal:
+        lines += ["", f"Recalibrated {recal['at']} (commit `{recal['git_commit']}`) with `spotter train --config "
+                      f"training/configs/default.toml --calibrate-only models/default.pt`: same trained head, "
+                      f"smoothing window and thresholds chosen again, evaluation and this card redone "
+                      f"({t.get('total', '?')} s)."]
+    lines += [
         "",
         "## What it is",
         "Google's speech_embedding CNN (from openwakeword 0.5.1, frozen"
@@ -52,6 +61,8 @@ def model_card(model) -> str:
               f"{neg.get('real_noise_files', 0)} real noise files), re-augmented for each use.", ""]
     lines += ["## Augmentation", "", m.get("augmentation", "n/a"), ""]
     lines += ["## Thresholds (calibrated)",
+              f"Posterior smoothing: moving average over {model.detector.smoothing_steps} steps of 80 ms; "
+              f"refractory period {model.detector.refractory_s} s. "
               f"Budget {cal.get('budget_fa_per_hour', '?')} false alarms per hour on the negatives; "
               f"measured at the chosen thresholds: {cal.get('result', {}).get('fa_per_hour', float('nan')):.2f} FA/h, "
               f"recall {_pct(cal.get('result', {}).get('recall'))} on validation keyword streams.", "",

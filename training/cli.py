@@ -19,6 +19,10 @@ def cmd_train(args) -> int:
         recipe["out"] = args.out
     if args.init:
         recipe["train"]["init"] = args.init
+    if args.calibrate_only:
+        from .recipe import recalibrate
+        recalibrate(recipe, args.calibrate_only, out=args.out)
+        return 0
     run_training(recipe)
     return 0
 
@@ -57,6 +61,8 @@ def register_cli(sub) -> None:
     p.add_argument("--out", metavar="PATH", help="output artifact (default: the recipe's `out`)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override recipe values, e.g. train.epochs=5")
+    p.add_argument("--calibrate-only", metavar="MODEL",
+                   help="keep MODEL's trained head; redo calibration, evaluation and the model card")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model on held-out voices (confusion, DET, FRR at FA/h, services)")

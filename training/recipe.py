@@ -223,7 +223,6 @@ def posteriors_of(model, streams) -> list[np.ndarray]:
 # -- the run -------------------------------------------------------------------------------------------------
 def run_training(recipe: dict) -> Path:
     from .augment import describe_augmentation, spec_augment
-    from .calibrate import choose_thresholds, measure, sweep
     from .train import finetune, seed_everything, train_head
     torch.set_num_threads(2)
     seed = int(recipe.get("seed", 0))
@@ -271,23 +270,9 @@ def run_training(recipe: dict) -> Path:
         finetune(model, maker, tr["finetune_steps"], tr["finetune_blocks"], seed=seed, spec_augment=sa)
     t_train = time.time() - t0
 
-    # calibration on validation voices
     t0 = time.time()
-    cal = recipe["calibrate"]
-    real_eval_speech = load_backgrounds(real["speech_eval"])
-    real_eval_noise = load_backgrounds(real["noise_eval"], max_files=60)
-    vaug = make_augmenter(recipe, real, seed + 2)
-    neg, neg_info = negative_streams(banks["val"], real_eval_speech, real_eval_noise, cal.get("negative_hours", 1.0),
-                                     vaug, seed + 2)
-    pos = keyword_streams(banks["val"], cal.get("positive_streams", 12), vaug, seed + 3)
-    neg_post = posteriors_of(model, neg)
-    pos_post = [(stream_posteriors(model, a), notes) for a, notes, _ in pos]
-    sw = sweep(model, neg_post, pos_post)
-    thresholds = choose_thresholds(sw, neg_info["hours"], cal.get("budget_fa_per_hour", 0.5))
-    model.detector.thresholds = thresholds
-    cal_result = measure(model, thresholds, neg_post, pos_post, neg_info["hours"])
+    cal_meta = calibrate(model, recipe, banks["val"], real, seed)
     t_cal = time.time() - t0
-    log.info("calibrated thresholds %s -> %s", thresholds, cal_result)
 
     model.meta.update({
         "name": recipe.get("name", "model"),
@@ -299,8 +284,7 @@ def run_training(recipe: dict) -> Path:
         "windows": {"train": len(items), "val": len(vitems)},
         "keyword_durations_s": keyword_durations(banks["train"]),
         "history": history,
-        "calibration": {"budget_fa_per_hour": cal.get("budget_fa_per_hour", 0.5), "negatives": neg_info,
-                        "result": cal_result},
+        "calibration": cal_meta,
         "augmentation": describe_augmentation(),
         "timings_s": {"embed": round(t_embed, 1), "train": round(t_train, 1), "calibrate": round(t_cal, 1)},
     })
@@ -308,13 +292,69 @@ def run_training(recipe: dict) -> Path:
     model.name = model.meta["name"]
     model.save(out)
     log.info("saved %s", out)
+    finish(model, recipe, out, rows, real, t_start)
+    return out
+
+
+def calibrate(model, recipe: dict, val_bank: ds.ClipBank, real: dict, seed: int) -> dict:
+    """Choose the smoothing window and per-keyword thresholds on validation voices (see calibrate.py)."""
+    from .calibrate import choose_thresholds, measure, sweep
+    cal = recipe["calibrate"]
+    budget = cal.get("budget_fa_per_hour", 0.5)
+    vaug = make_augmenter(recipe, real, seed + 2)
+    neg, neg_info = negative_streams(val_bank, load_backgrounds(real["speech_eval"]),
+                                     load_backgrounds(real["noise_eval"], max_files=60),
+                                     cal.get("negative_hours", 1.0), vaug, seed + 2)
+    pos = keyword_streams(val_bank, cal.get("positive_streams", 12), vaug, seed + 3)
+    neg_post = posteriors_of(model, neg)
+    pos_post = [(stream_posteriors(model, a), notes) for a, notes, _ in pos]
+    best = None
+    for smoothing in cal.get("smoothing_candidates", [model.detector.smoothing_steps]):
+        model.detector.smoothing_steps = int(smoothing)
+        thresholds = choose_thresholds(sweep(model, neg_post, pos_post), neg_info["hours"], budget)
+        result = measure(model, thresholds, neg_post, pos_post, neg_info["hours"])
+        log.info("smoothing %s steps: recall %.3f at %.2f FA/h", smoothing, result["recall"], result["fa_per_hour"])
+        if best is None or result["recall"] > best[2]["recall"]:
+            best = (int(smoothing), thresholds, result)
+    model.detector.smoothing_steps, model.detector.thresholds, result = best
+    log.info("calibrated: smoothing %d steps, thresholds %s -> %s", best[0], best[1], result)
+    return {"budget_fa_per_hour": budget, "negatives": neg_info, "smoothing_steps": best[0], "result": result}
+
+
+def finish(model, recipe: dict, out: Path, rows, real, t_start: float) -> None:
+    """Evaluate on the test voices (unless disabled), store the figures, write artifact and model card."""
     if recipe["evaluate"].get("enabled", True):
         res = run_evaluation(recipe, model_path=out, model=model, rows=rows, real=real)
         model.meta["evaluation"] = res["figures"]
-    model.meta["timings_s"]["total"] = round(time.time() - t_start, 1)
+    model.meta.setdefault("timings_s", {})["total"] = round(time.time() - t_start, 1)
     model.save(out)
     write_model_card(model, out.with_suffix(".md"))
     log.info("done in %.1f min", (time.time() - t_start) / 60)
+
+
+def recalibrate(recipe: dict, model_path, out=None) -> Path:
+    """Re-run calibration, evaluation and the model card for an already trained model (head kept)."""
+    t_start = time.time()
+    model = load_model(_resolve(model_path))
+    rows, _ = synthesize_clips(recipe)
+    real = real_audio_files(recipe)
+    val = ds.ClipBank([r for r in rows if r.split == "val"])
+    t0 = time.time()
+    model.meta["calibration"] = calibrate(model, recipe, val, real, int(recipe.get("seed", 0)))
+    model.meta.setdefault("timings_s", {})["calibrate"] = round(time.time() - t0, 1)
+    model.meta["recalibrated"] = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                  "git_commit": _git_commit(),
+                                  "head_trained": model.meta.get("created"),
+                                  "timings_s_of_training_run": dict(model.meta.get("timings_s", {}))}
+    model.meta["recipe"]["calibrate"] = recipe["calibrate"]
+    out = _resolve(out or model_path)
+    model.save(out)
+    t_train_total = model.meta["recalibrated"]["timings_s_of_training_run"].get("total")
+    finish(model, recipe, out, rows, real, t_start)
+    if t_train_total:
+        model.meta["timings_s"]["training_run_total"] = t_train_total
+        model.save(out)
+        write_model_card(model, out.with_suffix(".md"))
     return out
 
 
