@@ -1,0 +1,58 @@
+"""ONNX export of the streaming step: onnxruntime posteriors equal the torch KeywordSpotter's, step by step."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spotter import config
+from spotter.detector import KeywordSpotter
+from spotter.model import KeywordModel, load_model
+from training.export import OnnxStepRunner, export_onnx
+
+# onnxruntime and torch run the same float32 convolutions in different orders: the posteriors differ by ~3e-7
+# at most here (random head with peaked posteriors); the test allows 1e-4 (absolute, per class and step).
+POSTERIOR_TOLERANCE = 1e-4
+
+
+@pytest.fixture
+def model_path(request, tmp_path_factory) -> Path:
+    """The trained test model (conftest's keyword_model_path) when there is one, else a random-head model whose
+    logits are scaled up so that its posteriors are as peaked as a trained model's."""
+    try:
+        return Path(request.getfixturevalue("keyword_model_path"))
+    except pytest.FixtureLookupError:
+        torch.manual_seed(0)
+        model = KeywordModel(meta={"name": "random-head"}).eval()
+        with torch.no_grad():
+            model.head.out.weight.mul_(20.0)
+        path = tmp_path_factory.mktemp("model") / "random-head.pt"
+        model.save(path)
+        return path
+
+
+def test_onnx_step_posteriors_equal_the_keyword_spotter(model_path, tmp_path, speech_wav, tone_noise):
+    onnx_path = export_onnx(model_path, tmp_path / "step.onnx")
+    assert onnx_path.is_file()
+    runner = OnnxStepRunner(onnx_path, threads=1)
+    spotter = KeywordSpotter(load_model(model_path))
+    speech = speech_wav("Allô, il y a un incendie au troisième étage, et ça sent le gaz, venez vite.")
+    audio = np.concatenate([speech, 0.3 * tone_noise, speech[::-1].copy()]).astype(np.float32)
+    step = config.STEP_SAMPLES
+    torch_post, onnx_post = [], []
+    for i in range(0, audio.size - step + 1, step):
+        chunk = audio[i:i + step]
+        spotter.process(chunk)
+        torch_post.append(spotter.last_posteriors.copy())
+        onnx_post.append(runner.step(chunk))
+    torch_post, onnx_post = np.array(torch_post), np.array(onnx_post)
+    assert torch_post.shape == onnx_post.shape == (audio.size // step, len(config.LABELS))
+    assert np.abs(onnx_post - torch_post).max() < POSTERIOR_TOLERANCE
+    assert torch_post.max(axis=1).min() < torch_post.max() - 0.05      # the posteriors do move with the audio
+    # after a reset both restart from the same silent state
+    spotter.reset()
+    runner.reset()
+    spotter.process(speech[:step])
+    assert np.abs(runner.step(speech[:step]) - spotter.last_posteriors).max() < POSTERIOR_TOLERANCE
