@@ -12,7 +12,7 @@ import numpy as np
 from . import config
 from .errors import SpotterError
 
-DEMO_VOICE = "fr-be+m3"       # Belgian-French espeak-ng voice; see training/voices.py for which voices trained the model
+DEMO_VOICE = "fr+michel"     # an espeak-ng voice held out of the default model's training (its test split)
 DEMO_SPEED = 150
 DEMO_PARTS = (
     "Allô, les pompiers ? Venez vite s'il vous plaît.",
@@ -50,7 +50,7 @@ def espeak(text: str, voice: str = DEMO_VOICE, speed: int = DEMO_SPEED, pitch: i
 def demo_call_path(out: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Path of the demo call WAV, synthesizing it if needed."""
     import soundfile as sf
-    path = Path(out) if out else cache_dir() / "demo_call.wav"
+    path = Path(out) if out else cache_dir() / f"demo_call_{DEMO_VOICE}.wav"
     if path.exists() and not force:
         return path
     gap = np.zeros(int(GAP_S * config.SAMPLE_RATE), dtype=np.float32)
