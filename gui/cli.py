@@ -1,0 +1,31 @@
+"""`spotter console`: the operator console (PyQt5). Qt is imported only when the sub-command runs."""
+from __future__ import annotations
+
+
+def cmd_console(args) -> int:
+    from .console import run_console
+    return run_console(model=args.model, file=args.file, device=args.device, log=args.log,
+                       recordings=args.recordings, speed=args.speed, screenshot=args.screenshot,
+                       screenshot_after=args.screenshot_after)
+
+
+def register_cli(subparsers) -> None:
+    """Add the `console` sub-command to the `spotter` command line."""
+    p = subparsers.add_parser(
+        "console", help="operator console (French UI): live monitoring, replay, explanations, sample recording",
+        description="Open the operator console: live spectrogram, detected keywords, the suggested service "
+                    "(15 SAMU / 17 Police secours / 18 Sapeurs-pompiers), Grad-CAM explanations and "
+                    "recording of keyword samples for retraining. The window text is in French.")
+    p.add_argument("--model", metavar="PATH", help="model artifact (default: models/default.pt or $SPOTTER_MODEL)")
+    p.add_argument("--file", metavar="FILE", help="replay this recorded call on start")
+    p.add_argument("--device", metavar="X", help="monitor this input device on start (index or part of its name)")
+    p.add_argument("--speed", choices=("1", "2", "max"), default="1", help="replay speed (default 1)")
+    p.add_argument("--log", metavar="PATH", help="event log, JSON Lines (default: $SPOTTER_LOG or "
+                                                 "~/.local/share/spotter/events.jsonl)")
+    p.add_argument("--recordings", metavar="DIR", help="folder for keyword samples "
+                                                       "(default: $SPOTTER_RECORDINGS or ~/spotter-recordings)")
+    p.add_argument("--screenshot", metavar="PNG", help="save a picture of the window after --screenshot-after "
+                                                       "seconds, then exit (works with QT_QPA_PLATFORM=offscreen)")
+    p.add_argument("--screenshot-after", metavar="S", type=float, default=5.0,
+                   help="seconds before the screenshot (default 5)")
+    p.set_defaults(func=cmd_console)
