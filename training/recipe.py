@@ -102,7 +102,7 @@ def real_audio_files(recipe: dict) -> dict:
 
 def synthesize_clips(recipe: dict) -> tuple[list[ds.ClipRow], dict]:
     """Synthesize (cached) the recipe's clips; returns rows and a summary of voices/clips per engine and split."""
-    from .synth import SynthItem, build_synth_plan, plan_summary, synthesize_set
+    from .synth import build_synth_plan, plan_summary, synthesize_set
     from .voices import available_voices, split_voices
     s = recipe["synth"]
     voices = available_voices(tuple(s.get("engines", ("espeak",))))

@@ -81,7 +81,7 @@ def score_stream(decisions: list[Decision], notes: list[Annotation], tolerance_s
     """Match decisions to annotations: a hit is a detection of the right keyword whose peak time falls inside
     [start, end + tolerance]; one hit per occurrence; everything else is a false alarm."""
     used = [False] * len(notes)
-    hits, fas, misfires = [], [], []
+    hits, fas = [], []
     for kw, t, score in decisions_times(decisions):
         match = None
         for i, n in enumerate(notes):
