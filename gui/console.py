@@ -458,17 +458,16 @@ class ConsoleWindow(QtWidgets.QMainWindow):
         from spotter.sources import MicSource
         if not self._need_model():
             return False
-        self._stop_pipeline()
-        self._stop_monitor()
         try:
-            source = MicSource(device)
+            source = MicSource(device)          # resolves the device; nothing running is touched on failure
         except SpotterError as exc:
-            self._mode = None
             msg = str(exc)
             self.show_error(NO_DEVICE_HELP if "no input device" in msg else f"Micro indisponible : {msg}")
-            self.status_input.setText("Entrée : aucune")
             self._refresh_controls()
             return False
+        self._stop_pipeline()
+        self._stop_monitor()
+        self.banner.hide()
         self._reset_call(clear_signal=True)
         self._mode, self._file_path = "live", None
         if not self._start_pipeline(source, 0.0, f"mic:{source.name}"):
@@ -487,14 +486,14 @@ class ConsoleWindow(QtWidgets.QMainWindow):
         from spotter.audio import open_audio
         if not self._need_model():
             return False
-        self._stop_pipeline()
-        self._stop_monitor()
         try:
-            info = open_audio(path)
+            info = open_audio(path)             # checked first: a bad file does not stop what is running
         except SpotterError as exc:
             self.show_error(f"Impossible de lire l'enregistrement : {exc}")
             self._refresh_controls()
             return False
+        self._stop_pipeline()
+        self._stop_monitor()
         self._reset_call(clear_signal=True)
         self._mode, self._file_path, self._file_duration = "file", info.path, info.duration_s
         self.banner.hide()
