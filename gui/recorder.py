@@ -99,6 +99,17 @@ def cut_segment(path: str | os.PathLike, start_s: float, end_s: float) -> np.nda
 
 
 # --- audio devices -------------------------------------------------------------------------------------
+def _close_stream(stream) -> None:
+    """Stop and close a sounddevice stream; a device that vanished meanwhile is not an error here."""
+    if stream is None:
+        return
+    try:
+        stream.stop()
+        stream.close()
+    except Exception:
+        pass
+
+
 def _sd():
     try:
         import sounddevice as sd
@@ -176,13 +187,8 @@ class MicRecorder:
 
     def stop(self) -> np.ndarray:
         """Stop and return the take at SAMPLE_RATE."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop()
-                stream.close()
-            except Exception:
-                pass
+        _close_stream(self._stream)
+        self._stream = None
         with self._lock:
             raw = self._buf[:self._n].copy()
         rs = Resampler(self.rate, config.SAMPLE_RATE)
@@ -232,13 +238,8 @@ class FileMonitor:
         self._pending = self._pending[k:]
 
     def stop(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop()
-                stream.close()
-            except Exception:
-                pass
+        _close_stream(self._stream)
+        self._stream = None
         if self._iter is not None:
             self._iter.close()
             self._iter = None

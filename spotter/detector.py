@@ -106,6 +106,7 @@ class Decision:
     keyword: str
     score: float
     peak_step: int            # step (1-based count of 80 ms steps) at which the smoothed score peaked
+    step: int = -1            # step at which the decision was taken (the live Event.detected_s / STEP_S)
 
 
 class Decider:
@@ -145,7 +146,7 @@ class Decider:
 
     def _take(self, i: int, step: int) -> Decision:
         tr = self.tracks[i]
-        d = Decision(config.KEYWORDS[i], tr.peak, tr.peak_step)
+        d = Decision(config.KEYWORDS[i], tr.peak, tr.peak_step, step)
         tr.last_event_step, tr.active_steps, tr.peak, tr.peak_step = step, 0, 0.0, -1
         return d
 

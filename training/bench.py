@@ -42,7 +42,7 @@ import torch
 
 from spotter import config
 from spotter.audio import write_wav
-from spotter.detector import STEP_S, CallAssessment, Decider, Decision, Event, KeywordSpotter
+from spotter.detector import STEP_S, CallAssessment, Decider, Decision, Event, KeywordSpotter, decide_sequence
 from spotter.model import default_model_path, file_sha256, load_model
 
 from . import bench_data as bd
@@ -118,13 +118,8 @@ def common_thresholds(th: float) -> dict:
 
 # --- decisions with their decision step -------------------------------------------------------------------
 def timed_decisions(posteriors: np.ndarray, cfg: config.DetectorConfig, first_step: int = 1) -> list[tuple[Decision, int]]:
-    """detector.decide_sequence, keeping the step at which each decision is taken (its time = step * STEP_S)."""
-    dec = Decider(cfg)
-    out = []
-    for j, p in enumerate(posteriors):
-        out += [(d, first_step + j) for d in dec.update(p, first_step + j)]
-    end = first_step + len(posteriors)
-    return out + [(d, end) for d in dec.finish(end)]
+    """detector.decide_sequence, paired with the step at which each decision is taken (its time = step * STEP_S)."""
+    return [(d, d.step) for d in decide_sequence(posteriors, cfg, first_step)]
 
 
 def fast_decisions(posteriors: np.ndarray, cfg: config.DetectorConfig) -> list[tuple[Decision, int]]:
