@@ -3,6 +3,8 @@ from __future__ import annotations
 
 
 def cmd_console(args) -> int:
+    from spotter.cli import threads_from_env
+    threads_from_env()                      # one clear line for a bad SPOTTER_THREADS, before Qt starts
     from .console import run_console
     return run_console(model=args.model, file=args.file, device=args.device, log=args.log,
                        recordings=args.recordings, speed=args.speed, screenshot=args.screenshot,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -1042,6 +1043,11 @@ def _needs_offscreen() -> bool:
             and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"))
 
 
+def _headless() -> bool:
+    """True when the window is rendered off screen (QT_QPA_PLATFORM offscreen/minimal): no one sees it."""
+    return os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal")
+
+
 def run_console(model: str | None = None, file: str | None = None, device: str | None = None,
                 log: str | None = None, recordings: str | None = None, speed: str = "1",
                 screenshot: str | None = None, screenshot_after: float = 5.0) -> int:
@@ -1062,11 +1068,22 @@ def run_console(model: str | None = None, file: str | None = None, device: str |
     win = ConsoleWindow(model_path=model, log_path=log, recordings_root=recordings)
     win.set_speed({"1": 0, "2": 1, "max": 2}[speed])
     win.show()
-    if device is not None:
-        win.start_live(device)
-    if file:
-        win.open_file(file)
+    problems = []
+    if device is not None and not win.start_live(device):
+        problems.append(win.banner.text())
+    if file and not win.open_file(file):
+        problems.append(win.banner.text())
     result = {"code": 0}
+    if problems and _headless():
+        # nobody can see the window's message: say it on stderr and do not wait for a user who is not there
+        from spotter.errors import printable
+        for text in problems:
+            print(f"spotter: error: {printable(text)}", file=sys.stderr, flush=True)
+        result["code"] = 2
+        if not screenshot:
+            win.close()
+            win.shutdown()
+            return result["code"]
     if screenshot:
         def grab() -> None:
             win._drain(None)

@@ -7,9 +7,11 @@ stateful polyphase filter whose block-wise output equals scipy.signal.resample_p
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import gcd
 from typing import Iterator
 
@@ -32,6 +34,15 @@ WAV_HEADER_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"BW64")
 SNIFF_BYTES = 1 << 16           # how much of a refused file is inspected to explain the refusal
 # WAV format tags libsndfile decodes: PCM, MS ADPCM, float, A-law, mu-law, IMA ADPCM, GSM 6.10, G721, MP3, extensible
 SUPPORTED_WAV_TAGS = {0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0x0031, 0x0040, 0x0055, 0xFFFE}
+WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)   # data sizes streaming writers leave in the header ("until the end of file")
+# input quality checks (warnings): level measured as the RMS of LEVEL_WINDOW_S windows of the mono input
+LEVEL_WINDOW_S = 0.05
+LEVEL_FLOOR_DB = -120.0         # histogram range of window levels, dBFS, 1 dB bins
+SPEECH_PERCENTILE = 95          # "speech level" = this percentile of window levels (the loud parts of the call)
+LOW_LEVEL_DBFS = -40.0          # speech level below this: too quiet to be heard reliably
+HIGH_LEVEL_DBFS = -3.0          # speech level above this: saturated
+CLIP_WARN_FRACTION = 1e-3       # warn when at least this fraction of samples is clipped
+ANTIPHASE_DB = -10.0            # mono mixdown this far below the channels' own level: channels cancel
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,20 @@ class AudioStats:
     samples_out: int = 0       # 16 kHz samples produced
     nonfinite: int = 0         # NaN/inf input samples replaced by 0 (counted per channel value)
     clipped: int = 0           # mono input samples at or beyond CLIP_LEVEL (values beyond 1 are clipped to 1)
+    values_in: int = 0         # native channel values read (frames x channels)
+    channel_energy: float = 0.0   # sum over frames of the mean squared channel value (before mixdown)
+    mono_energy: float = 0.0      # sum of squared mono samples (after mixdown)
+    peak: float = 0.0             # largest finite mono magnitude
+    level_hist: np.ndarray = field(default_factory=lambda: np.zeros(int(-LEVEL_FLOOR_DB) + 1, dtype=np.int64))
+    _level_tail: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32), repr=False)
+
+    def speech_level_dbfs(self) -> float | None:
+        """Level of the loud parts (SPEECH_PERCENTILE of window levels), None before a full window was seen."""
+        total = int(self.level_hist.sum())
+        if total == 0:
+            return None
+        k = int(np.searchsorted(np.cumsum(self.level_hist), SPEECH_PERCENTILE / 100 * total))
+        return LEVEL_FLOOR_DB + min(k, len(self.level_hist) - 1)
 
 
 # --- validation ----------------------------------------------------------------------------------------
@@ -86,23 +111,66 @@ def _sniff_problem(path: str, error: Exception) -> str:
     return f"not an audio file or unsupported audio format (libsndfile: {reason})"
 
 
+def _path_problem(path: str) -> str | None:
+    """Why `path` is not a readable regular, non-empty file (None if it is one)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+        if e.errno == errno.ENOENT:
+            return "file not found"
+        if e.errno == errno.EACCES:
+            return "permission denied"
+        return f"cannot read file ({e.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not an audio file"
+    if stat.S_ISFIFO(st.st_mode):
+        return "is a named pipe (FIFO), not a regular file; save the audio to a file first"
+    if stat.S_ISSOCK(st.st_mode):
+        return "is a socket, not an audio file"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return "is a device, not an audio file"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    return None
+
+
+def _wav_data_shortfall(path: str, size: int) -> str | None:
+    """For a RIFF/WAVE file whose data chunk announces more bytes than the file holds: the problem, else None."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, n = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"data":
+            have = size - (pos + 8)
+            if n in WAV_UNKNOWN_SIZES or have >= n:
+                return None
+            return f"truncated WAV data ({have} of the {n} bytes its header announces)"
+        pos += 8 + n + (n & 1)
+    return None
+
+
+def sf_path(path: str | os.PathLike) -> bytes:
+    """The path as bytes for libsndfile: soundfile cannot encode a non-UTF-8 name (surrogate-escaped str)."""
+    return os.fsencode(path)
+
+
 def open_audio(path: str | os.PathLike) -> AudioInfo:
     """Validate an audio file and describe it; raise SpotterError('<path>: <problem>') if it is unusable."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise SpotterError(f"{path}: file not found")
-    if os.path.isdir(path):
-        raise SpotterError(f"{path}: is a directory, not an audio file")
+    path = os.fsdecode(os.fspath(path))
+    problem = _path_problem(path)
+    if problem:
+        raise SpotterError(f"{path}: {problem}")
     try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise SpotterError(f"{path}: cannot read file ({e.strerror})") from None
-    if size == 0:
-        raise SpotterError(f"{path}: empty file (0 bytes)")
-    if not os.access(path, os.R_OK):
-        raise SpotterError(f"{path}: permission denied")
-    try:
-        info = sf.info(path)
+        info = sf.info(sf_path(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise SpotterError(f"{path}: {_sniff_problem(path, e)}") from None
     if info.channels < 1:
@@ -116,6 +184,10 @@ def open_audio(path: str | os.PathLike) -> AudioInfo:
                            f"(no practical ratio to {SAMPLE_RATE} Hz)")
     if info.frames <= 0:
         raise SpotterError(f"{path}: no audio (0 frames)")
+    if info.format == "WAV":
+        shortfall = _wav_data_shortfall(path, os.path.getsize(path))
+        if shortfall:
+            raise SpotterError(f"{path}: {shortfall}")
     return AudioInfo(path=path, sample_rate=int(info.samplerate), channels=int(info.channels),
                      frames=int(info.frames), duration_s=info.frames / info.samplerate,
                      format=info.format, subtype=info.subtype)
@@ -239,8 +311,10 @@ def sanitize(x: np.ndarray, stats: AudioStats | None = None) -> np.ndarray:
 
 
 # --- streaming reader ----------------------------------------------------------------------------------
-def _convert_frames(frames: np.ndarray, stats: AudioStats | None) -> np.ndarray:
-    """Native frames (float32, any channel count) -> clean mono float32."""
+def _convert_frames(frames: np.ndarray, stats: AudioStats | None, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Native frames (float32, any channel count) -> clean mono float32; measures the input into `stats`."""
+    if stats is not None:
+        stats.values_in += int(frames.size)
     if not np.isfinite(frames).all():
         # count per channel value, then mix the cleaned channels
         frames = np.array(frames, dtype=np.float32)
@@ -249,7 +323,66 @@ def _convert_frames(frames: np.ndarray, stats: AudioStats | None) -> np.ndarray:
             stats.nonfinite += int(np.count_nonzero(bad))
         frames[bad] = 0.0
     mono = np.array(to_mono(frames), dtype=np.float32)   # own copy, safe to modify
-    return sanitize(mono, stats)
+    mono = sanitize(mono, stats)
+    if stats is not None:
+        measure_input(frames, mono, rate, stats)
+    return mono
+
+
+def measure_input(frames: np.ndarray, mono: np.ndarray, rate: int, stats: AudioStats) -> None:
+    """Accumulate peak, window levels and (for several channels) channel vs mixdown energy into `stats`."""
+    if mono.size == 0:
+        return
+    stats.peak = max(stats.peak, float(np.max(np.abs(mono))))
+    if frames.ndim == 2 and frames.shape[1] > 1:
+        stats.channel_energy += float(np.square(np.clip(frames, -1.0, 1.0), dtype=np.float64).mean(axis=1).sum())
+        stats.mono_energy += float(np.square(mono, dtype=np.float64).sum())
+    win = max(1, int(LEVEL_WINDOW_S * rate))
+    x = np.concatenate([stats._level_tail, mono]) if stats._level_tail.size else mono
+    n = len(x) // win
+    if n:
+        ms = np.square(x[:n * win].reshape(n, win), dtype=np.float64).mean(axis=1)
+        ms = ms[ms > 1e-14]                                   # digital silence is no level
+        db = 10.0 * np.log10(ms) if ms.size else ms
+        bins = np.clip(np.round(db - LEVEL_FLOOR_DB), 0, len(stats.level_hist) - 1).astype(np.int64)
+        stats.level_hist += np.bincount(bins, minlength=len(stats.level_hist))
+    stats._level_tail = np.array(x[n * win:], dtype=np.float32)
+
+
+def _pct(n: int, total: int) -> str:
+    return f"{100.0 * n / max(1, total):.2g} %"
+
+
+def assess_input(info: AudioInfo, stats: AudioStats) -> list[str]:
+    """After a whole file was streamed: raise SpotterError if its audio is unusable (all samples NaN/inf, fewer
+    frames than announced); return warnings (partial NaN, clipping, level far too low/high, antiphase channels)."""
+    path = info.path
+    if stats.values_in and stats.nonfinite >= stats.values_in:
+        raise SpotterError(f"{path}: no valid audio (all {stats.values_in} samples are NaN or infinite)")
+    if stats.frames_read < info.frames:
+        raise SpotterError(f"{path}: truncated audio (data ends after {stats.frames_read / info.sample_rate:.2f} s "
+                           f"of the {info.duration_s:.2f} s announced)")
+    warnings = []
+    if stats.nonfinite:
+        warnings.append(f"{stats.nonfinite} of {stats.values_in} samples ({_pct(stats.nonfinite, stats.values_in)})"
+                        f" are NaN or infinite, replaced by silence")
+    mono_total = max(1, stats.frames_read)
+    if stats.clipped >= CLIP_WARN_FRACTION * mono_total:
+        warnings.append(f"clipping: {stats.clipped} of {stats.frames_read} samples "
+                        f"({_pct(stats.clipped, mono_total)}) at full scale")
+    level = stats.speech_level_dbfs()
+    if info.channels > 1 and stats.channel_energy > 1e-6 * max(1, stats.frames_read):
+        ratio_db = 10.0 * np.log10(max(stats.mono_energy, 1e-30) / stats.channel_energy)
+        if ratio_db < ANTIPHASE_DB:
+            warnings.append(f"channels cancel when mixed to mono (antiphase stereo?): the mix is {-ratio_db:.0f} dB "
+                            f"below the channels; keywords are likely missed")
+            level = None                   # the low level of the mix is this problem, not a quiet recording
+    if level is not None and level < LOW_LEVEL_DBFS:
+        warnings.append(f"level too low: speech at about {level:.0f} dBFS (expected above {LOW_LEVEL_DBFS:.0f}); "
+                        f"keywords are likely missed")
+    elif level is not None and level > HIGH_LEVEL_DBFS:
+        warnings.append(f"level too high: speech at about {level:.0f} dBFS (saturated); keywords may be missed")
+    return warnings
 
 
 def iter_audio(path: str | os.PathLike, block_samples: int = STEP_SAMPLES, start_s: float = 0.0,
@@ -264,7 +397,7 @@ def iter_audio(path: str | os.PathLike, block_samples: int = STEP_SAMPLES, start
     if block_samples <= 0:
         raise ValueError(f"block_samples must be positive, got {block_samples}")
     try:
-        f = sf.SoundFile(info.path)
+        f = sf.SoundFile(sf_path(info.path))
     except (sf.LibsndfileError, RuntimeError) as e:
         raise SpotterError(f"{info.path}: cannot read audio ({e})") from None
     start = min(max(0, int(round(start_s * info.sample_rate))), info.frames)
@@ -293,7 +426,7 @@ def _stream_blocks(f: sf.SoundFile, info: AudioInfo, block_samples: int,
             last = len(frames) < read_frames
             if stats is not None:
                 stats.frames_read += len(frames)
-            out = resampler.process(_convert_frames(frames, stats)) if len(frames) else np.zeros(0, np.float32)
+            out = resampler.process(_convert_frames(frames, stats, info.sample_rate)) if len(frames) else np.zeros(0, np.float32)
             if last:
                 out = np.concatenate([out, resampler.flush()])
             # outputs of a clean input can overshoot [-1, 1] slightly (Gibbs); keep the promise of the range

@@ -3,13 +3,15 @@ by gui/ and training/). Every user-facing problem is one line on stderr and a no
 from __future__ import annotations
 
 import argparse
-import json
+import functools
+import math
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config
-from .errors import SpotterError
+from .errors import SpotterError, json_line, printable
 
 EXIT_ERROR = 2
 
@@ -26,117 +28,218 @@ Every detection is appended to a durable JSON Lines log (--log, default $SPOTTER
 
 
 # -- helpers -------------------------------------------------------------------------------------------
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141        # 128 + SIGPIPE: what a Unix tool killed by a closed pipe reports
+
+
+def threads_from_env(env=None) -> int:
+    """Torch threads from $SPOTTER_THREADS (default 1); SpotterError unless it is a positive whole number."""
+    raw = (os.environ if env is None else env).get("SPOTTER_THREADS", "").strip()
+    if not raw:
+        return 1
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SpotterError(f"SPOTTER_THREADS: expected a positive whole number, got {raw!r}")
+    return n
+
+
+def check_speed(speed: float) -> float:
+    if not (math.isfinite(speed) and speed > 0):
+        raise SpotterError(f"--speed: expected a positive number (1 = real time), got {speed:g}")
+    return speed
+
+
 def _load(model_path: str | None):
     import torch
     from .model import default_model_path, load_model
-    torch.set_num_threads(max(1, int(os.environ.get("SPOTTER_THREADS", "1"))))
+    torch.set_num_threads(threads_from_env())
     path = Path(model_path) if model_path else default_model_path()
     return load_model(path)
+
+
+def _open_log(path, model=None):
+    from .eventlog import EventLog
+    log = EventLog(path)
+    if model is not None:
+        log.model, log.model_sha256 = model.name, getattr(model, "artifact_sha256", None)
+    return log
 
 
 def _fmt_time(s: float) -> str:
     return f"{int(s // 60):02d}:{s % 60:05.2f}"
 
 
-def _print_event(e, out=sys.stdout) -> None:
+def _out(out):
+    return sys.stdout if out is None else out
+
+
+def _print_event(e, out=None) -> None:
     print(f"  {_fmt_time(e.start_s)}-{_fmt_time(e.end_s)}  {e.keyword:<14} score {e.score:.2f}  "
-          f"-> {e.service} {config.SERVICES[e.service]}", file=out, flush=True)
+          f"-> {e.service} {config.SERVICES[e.service]}", file=_out(out), flush=True)
 
 
 def _suggestion_dict(s) -> dict | None:
     return None if s is None else {"service": s.service, "confidence": round(s.confidence, 3)}
 
 
-def _print_suggestion(s, out=sys.stdout) -> None:
+def _print_suggestion(s, out=None) -> None:
     if s is None:
-        print("  suggested service: none (no keyword evidence)", file=out)
+        print("  suggested service: none (no keyword evidence)", file=_out(out), flush=True)
     else:
         kws = ", ".join(sorted({e.keyword for e in s.events}))
         print(f"  suggested service: {s.service} {s.name} (confidence {s.confidence:.2f}; evidence: {kws})",
-              file=out)
+              file=_out(out), flush=True)
+
+
+def _event_dict(e) -> dict:
+    d = e.to_dict()
+    return {k: d[k] for k in ("keyword", "service", "score", "start_s", "end_s")}
+
+
+def _problem(exc: Exception, path: str) -> str:
+    """The message of a per-file error without its leading '<path>: '."""
+    msg = str(exc)
+    prefix = f"{os.fsdecode(path)}: "
+    return msg[len(prefix):] if msg.startswith(prefix) else msg
+
+
+def _error_line(msg) -> None:
+    print(f"spotter: error: {printable(msg)}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class FileResult:
+    duration_s: float
+    events: list
+    suggestion: object
+    warnings: list = field(default_factory=list)
+
+
+def run_file(spotter, path, realtime: bool = False, speed: float = 1.0, on_event=None) -> FileResult:
+    """Run one file through the spotter; `on_event(event)` is called as soon as each event is decided (and
+    logged by the spotter's sinks). SpotterError if the file is unusable, also when that shows only at its end
+    (all samples NaN/inf, data shorter than announced); input problems that still let it be heard are warnings."""
+    from .audio import AudioStats, assess_input, iter_audio, open_audio
+    info = open_audio(path)
+    spotter.reset()
+    stats = AudioStats()
+    events = []
+
+    def take(new) -> None:
+        for e in new:
+            events.append(e)
+            if on_event is not None:
+                on_event(e)
+
+    if realtime:
+        from .sources import FileSource
+        with FileSource(path, realtime=True, speed=speed, stats=stats) as src:
+            while (chunk := src.read_step(config.STEP_SAMPLES)) is not None:
+                take(spotter.process(chunk))
+    else:
+        for block in iter_audio(path, stats=stats):
+            take(spotter.process(block))
+    take(spotter.flush())
+    warnings = assess_input(info, stats)
+    return FileResult(info.duration_s, events, spotter.suggestion(), warnings)
 
 
 def replay_file(spotter, path, realtime: bool = False, speed: float = 1.0):
     """Run one file through the spotter; returns (duration_s, events, suggestion)."""
-    from .audio import iter_audio, open_audio
-    info = open_audio(path)
-    spotter.reset()
-    events = []
-    if realtime:
-        from .sources import FileSource
-        with FileSource(path, realtime=True, speed=speed) as src:
-            while (chunk := src.read_step(config.STEP_SAMPLES)) is not None:
-                events += spotter.process(chunk)
-    else:
-        for block in iter_audio(path):
-            events += spotter.process(block)
-    events += spotter.flush()
-    return info.duration_s, events, spotter.suggestion()
+    r = run_file(spotter, path, realtime=realtime, speed=speed)
+    return r.duration_s, r.events, r.suggestion
 
 
 # -- sub-commands ----------------------------------------------------------------------------------------
-def cmd_replay(args) -> int:
+def _replay_one(spotter, model, f: str, args, out) -> None:
+    """Replay one file, printing each event when it is decided; raises what run_file raises."""
+    from .audio import open_audio
+    info = open_audio(f)
+    if args.json:
+        def show(e):
+            print(json_line({"file": f, "event": _event_dict(e)}), file=out, flush=True)
+    else:
+        print(f"{printable(f)}  ({info.duration_s:.1f} s, model {printable(model.name)})", file=out, flush=True)
+        show = functools.partial(_print_event, out=out)
+    r = run_file(spotter, f, realtime=args.realtime, speed=args.speed, on_event=show)
+    if args.json:
+        doc = {"file": f, "duration_s": round(r.duration_s, 3), "events": [_event_dict(e) for e in r.events],
+               "suggestion": _suggestion_dict(r.suggestion)}
+        if r.warnings:
+            doc["warnings"] = r.warnings
+        print(json_line(doc), file=out, flush=True)
+        return
+    if not r.events:
+        print("  no keyword detected", file=out)
+    for w in r.warnings:
+        print(f"  warning: {printable(w)}", file=out)
+    _print_suggestion(r.suggestion, out=out)
+
+
+def cmd_replay(args, out=None) -> int:
     from .detector import KeywordSpotter
-    from .eventlog import EventLog
-    files = list(args.files)
+    from .errors import LogWriteError
+    out = _out(out)
+    check_speed(args.speed)
+    threads_from_env()
+    files = [os.fsdecode(f) for f in args.files]
     if args.demo:
         from .demo import demo_call_path
         files.insert(0, str(demo_call_path()))
     if not files:
         raise SpotterError("replay: give at least one audio file (or --demo)")
-    model = _load(args.model)
-    log = EventLog(args.log)
-    spotter = KeywordSpotter(model, sinks=[log])
-    failures = 0
-    for f in files:
-        log.source = str(f)
-        try:
-            duration, events, sug = replay_file(spotter, f, realtime=args.realtime, speed=args.speed)
-        except SpotterError as exc:
-            print(f"spotter: error: {exc}", file=sys.stderr, flush=True)
-            failures += 1
-            continue
-        if args.json:
-            print(json.dumps({"file": str(f), "duration_s": round(duration, 3),
-                              "events": [{k: e.to_dict()[k] for k in ("keyword", "service", "score", "start_s", "end_s")}
-                                         for e in events],
-                              "suggestion": _suggestion_dict(sug)}, ensure_ascii=False), flush=True)
-        else:
-            print(f"{f}  ({duration:.1f} s, model {model.name})")
-            if not events:
-                print("  no keyword detected")
-            for e in events:
-                _print_event(e)
-            _print_suggestion(sug)
-    log.close()
+    log = _open_log(args.log)              # writable before any audio is processed
+    try:
+        model = _load(args.model)
+        log.model, log.model_sha256 = model.name, model.artifact_sha256
+        spotter = KeywordSpotter(model, sinks=[log])
+        failures = 0
+        for f in files:
+            log.source = os.path.abspath(f)
+            try:
+                _replay_one(spotter, model, f, args, out)
+            except SpotterError as exc:
+                if args.json:
+                    print(json_line({"file": f, "error": _problem(exc, f)}), file=out, flush=True)
+                if isinstance(exc, LogWriteError):
+                    raise                  # nothing more may be decided unlogged: stop the run
+                _error_line(exc)
+                failures += 1
+    except KeyboardInterrupt:
+        print("spotter: interrupted; the events printed above are logged", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        log.close()
     return EXIT_ERROR if failures else 0
 
 
-def cmd_listen(args) -> int:
+def listen(source, model, log, stop=None, out=None) -> int:
+    """Run the live detector on `source` until it ends, fails, `stop` (a threading.Event) is set or Ctrl-C;
+    prints each event and the current suggestion when decided. Returns the exit code."""
     import queue
     from .detector import Event, KeywordSpotter
-    from .eventlog import EventLog
     from .pipeline import Failed, Finished, Pipeline
-    from .sources import MicSource
-    model = _load(args.model)
-    log = EventLog(args.log)
-    source = MicSource(args.device)
+    out = _out(out)
     log.source = f"mic:{source.name}"
     spotter = KeywordSpotter(model, sinks=[log])
     pipe = Pipeline(source, spotter, publish_steps=False).start()
-    print(f"listening on {source.name} ({source.sample_rate} Hz), model {model.name}; Ctrl-C to stop", flush=True)
+    print(f"listening on {printable(source.name)} ({source.sample_rate} Hz), model {printable(model.name)}; "
+          f"Ctrl-C to stop", file=out, flush=True)
     code = 0
     try:
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 item = pipe.results.get(timeout=0.5)
             except queue.Empty:
                 continue
             if isinstance(item, Event):
-                _print_event(item)
-                _print_suggestion(spotter.suggestion())
+                _print_event(item, out=out)
+                _print_suggestion(spotter.suggestion(), out=out)
             elif isinstance(item, Failed):
-                print(f"spotter: error: {item.message}", file=sys.stderr)
+                _error_line(item.message)
                 code = EXIT_ERROR
                 break
             elif isinstance(item, Finished):
@@ -148,19 +251,36 @@ def cmd_listen(args) -> int:
         log.close()
     stats = source.stats
     print(f"stopped after {spotter.stream_time_s:.1f} s; device overflows {stats.device_overflows}, "
-          f"ring overruns {stats.ring_overruns}", flush=True)
+          f"ring overruns {stats.ring_overruns}", file=out, flush=True)
     return code
 
 
+def cmd_listen(args) -> int:
+    from .sources import MicSource
+    threads_from_env()
+    source = MicSource(args.device)        # the device is checked before the model is loaded
+    log = _open_log(args.log)
+    try:
+        model = _load(args.model)
+    except BaseException:
+        log.close()
+        raise
+    log.model, log.model_sha256 = model.name, model.artifact_sha256
+    return listen(source, model, log)
+
+
 def cmd_devices(args) -> int:
-    from .sources import describe_devices
-    print(describe_devices())
+    from .sources import format_devices, list_input_devices
+    devices = list_input_devices()
+    if not devices:
+        raise SpotterError("no input device found")
+    print(format_devices([{**d, "name": printable(d["name"])} for d in devices]))
     return 0
 
 
 def cmd_demo(args) -> int:
     from .demo import demo_call_path
-    print(demo_call_path(args.out, force=True))
+    print(printable(demo_call_path(args.out, force=True)))
     return 0
 
 
@@ -180,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "keywords and the suggested service per file.")
     p.add_argument("files", nargs="*", metavar="FILE", help="audio files (wav, flac, ogg...; 8 kHz telephone audio is fine)")
     p.add_argument("--demo", action="store_true", help="also replay the demo call (synthesized on first use)")
-    p.add_argument("--json", action="store_true", help="one JSON object per file, one per line")
+    p.add_argument("--json", action="store_true", help="JSON lines: {file, event} as each event is decided, then one "
+                                                     "summary object per file ({file, error} for a failed file)")
     p.add_argument("--realtime", action="store_true", help="pace the replay at real time (default: as fast as possible)")
     p.add_argument("--speed", type=float, default=1.0, help="speed factor with --realtime (default 1.0)")
     _add_model_log(p)
@@ -225,10 +346,23 @@ def main(argv=None) -> int:
     try:
         return args.func(args) or 0
     except SpotterError as exc:
-        print(f"spotter: error: {exc}", file=sys.stderr)
+        _error_line(exc)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away (`| head`): exit quietly, without the interpreter's flush error at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ copy of the relevant parts (labels, front end, thresholds, services) and is refu
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 # --- audio -------------------------------------------------------------------------------------------
@@ -87,12 +89,54 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorConfig":
+        """Build from a stored table; ValueError('<field>: <problem>') if a value has a wrong type or range."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a table of detector parameters, got {type(d).__name__}")
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         cfg = cls(**known)
-        missing = set(KEYWORDS) - set(cfg.thresholds)
-        if missing:
-            raise ValueError(f"detector thresholds missing for {sorted(missing)}")
+        cfg.validate()
         return cfg
+
+    def validate(self) -> None:
+        """Raise ValueError('<field>: <problem>') for the first parameter of a wrong type or out of range."""
+        th = self.thresholds
+        if not isinstance(th, dict):
+            raise ValueError(f"thresholds: expected a table keyword -> number, got {_describe(th)}")
+        missing = [k for k in KEYWORDS if k not in th]
+        if missing:
+            raise ValueError(f"thresholds: missing for {missing}")
+        unknown = sorted(str(k) for k in th if k not in KEYWORD_SERVICE)
+        if unknown:
+            raise ValueError(f"thresholds: unknown keyword(s) {unknown}")
+        for k in KEYWORDS:
+            _check_number(f"thresholds.{k}", th[k], 0.0, 1.0)
+        if not _is_int(self.smoothing_steps) or not 1 <= self.smoothing_steps <= MAX_SMOOTHING_STEPS:
+            raise ValueError(f"smoothing_steps: expected a whole number from 1 to {MAX_SMOOTHING_STEPS}, "
+                             f"got {_describe(self.smoothing_steps)}")
+        _check_number("refractory_s", self.refractory_s, 0.0, MAX_REFRACTORY_S)
+        _check_number("suggestion_min_evidence", self.suggestion_min_evidence, 0.0, MAX_MIN_EVIDENCE)
+
+
+MAX_SMOOTHING_STEPS = 100        # 8 s of 80 ms steps
+MAX_REFRACTORY_S = 60.0
+MAX_MIN_EVIDENCE = 100.0
+
+
+def _describe(v) -> str:
+    text = repr(v)
+    return f"{type(v).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _check_number(name: str, v, lo: float, hi: float, low_open: bool = False) -> None:
+    """ValueError unless v is a finite real number in [lo, hi] ((lo, hi] with low_open)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise ValueError(f"{name}: expected a number, got {_describe(v)}")
+    if v < lo or v > hi or (low_open and v == lo):
+        raise ValueError(f"{name}: {v:g} is out of range {'(' if low_open else '['}{lo:g}, {hi:g}]")
 
 
 def service_of(label: str) -> str | None:

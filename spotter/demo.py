@@ -24,6 +24,24 @@ DEMO_PARTS = (
 GAP_S = 0.35
 
 
+ESPEAK_TIMEOUT_S = 60
+
+
+def _first_line(stderr: bytes | None) -> str:
+    text = (stderr or b"").decode("utf-8", "replace").strip()
+    return f": {text.splitlines()[0][:200]}" if text else ""
+
+
+def _usable(path: Path) -> bool:
+    """A cached demo file that is a readable, non-empty audio file (an empty or torn one is regenerated)."""
+    from .audio import open_audio
+    try:
+        open_audio(path)
+    except SpotterError:
+        return False
+    return True
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spotter"
 
@@ -36,9 +54,19 @@ def espeak(text: str, voice: str = DEMO_VOICE, speed: int = DEMO_SPEED, pitch: i
     if exe is None:
         raise SpotterError("espeak-ng: not installed (apt-get install espeak-ng)")
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        subprocess.run([exe, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", tmp.name, text],
-                       check=True, capture_output=True)
-        audio, sr = sf.read(tmp.name, dtype="float32")
+        try:
+            subprocess.run([exe, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", tmp.name, text],
+                           check=True, capture_output=True, timeout=ESPEAK_TIMEOUT_S)
+            audio, sr = sf.read(tmp.name, dtype="float32")
+        except subprocess.CalledProcessError as exc:
+            raise SpotterError(f"espeak-ng: synthesis failed with voice {voice} (exit {exc.returncode}"
+                               f"{_first_line(exc.stderr)})") from None
+        except subprocess.TimeoutExpired:
+            raise SpotterError(f"espeak-ng: synthesis took more than {ESPEAK_TIMEOUT_S} s") from None
+        except (OSError, RuntimeError, sf.LibsndfileError) as exc:
+            raise SpotterError(f"espeak-ng: no usable audio from voice {voice} ({exc})") from None
+    if audio.size == 0:
+        raise SpotterError(f"espeak-ng: no audio from voice {voice}")
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
     if sr != config.SAMPLE_RATE:
@@ -49,9 +77,9 @@ def espeak(text: str, voice: str = DEMO_VOICE, speed: int = DEMO_SPEED, pitch: i
 
 def demo_call_path(out: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Path of the demo call WAV, synthesizing it if needed."""
-    import soundfile as sf
+    from .audio import write_wav
     path = Path(out) if out else cache_dir() / f"demo_call_{DEMO_VOICE}.wav"
-    if path.exists() and not force:
+    if not force and _usable(path):
         return path
     gap = np.zeros(int(GAP_S * config.SAMPLE_RATE), dtype=np.float32)
     parts = [gap]
@@ -59,6 +87,9 @@ def demo_call_path(out: str | os.PathLike | None = None, force: bool = False) ->
         parts += [espeak(text), gap]
     audio = np.concatenate(parts)
     audio = 0.5 * audio / max(1e-6, float(np.max(np.abs(audio))))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, audio, config.SAMPLE_RATE, subtype="PCM_16")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, audio, config.SAMPLE_RATE)      # atomic: an interrupted run leaves no torn demo file
+    except OSError as exc:
+        raise SpotterError(f"{path}: cannot write the demo call ({exc.strerror or exc})") from None
     return path

@@ -7,6 +7,7 @@ must match at load time (labels, front-end parameters), plus thresholds, service
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class KeywordModel(nn.Module):
         self.detector = detector or config.DetectorConfig()
         self.meta = dict(meta or {})       # provenance, keyword durations, evaluation summary...
         self.name = self.meta.get("name", "untrained")
+        self.artifact_sha256: str | None = None   # set by load_model: identifies the model in the event log
 
     # -- inference paths ---------------------------------------------------------------------------
     def head_logits(self, emb: torch.Tensor) -> torch.Tensor:
@@ -107,8 +109,100 @@ def _check(cond: bool, path, problem: str) -> None:
         raise SpotterError(f"{path}: {problem}")
 
 
+MAX_HEAD_CHANNELS = 4096
+MAX_KEYWORD_DURATION_S = 5.0
+MAX_MODEL_NAME = 200
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return f"{type(v).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _same(stored, expected) -> bool:
+    """stored == expected for plain data; False (not an exception) when stored holds tensors or other objects."""
+    try:
+        return type(stored) is type(expected) and bool(stored == expected)
+    except Exception:
+        return False
+
+
+def _meta_problem(meta) -> str | None:
+    """Why the artifact's `meta` table is unusable (field named), None if it is fine."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        return f"meta: expected a table, got {_short(meta)}"
+    name = meta.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > MAX_MODEL_NAME):
+        return f"meta.name: expected a non-empty text of at most {MAX_MODEL_NAME} characters, got {_short(name)}"
+    durations = meta.get("keyword_durations_s")
+    if durations is None:
+        return None
+    if not isinstance(durations, dict):
+        return f"meta.keyword_durations_s: expected a table keyword -> seconds, got {_short(durations)}"
+    for k, v in durations.items():
+        if k not in config.KEYWORD_SERVICE:
+            return f"meta.keyword_durations_s: unknown keyword {_short(k)}"
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                or not 0 < v <= MAX_KEYWORD_DURATION_S):
+            return (f"meta.keyword_durations_s.{k}: expected seconds in (0, {MAX_KEYWORD_DURATION_S:g}], "
+                    f"got {_short(v)}")
+    return None
+
+
+def _head_kwargs_problem(kw) -> str | None:
+    if not isinstance(kw, dict):
+        return f"head_kwargs: expected a table, got {_short(kw)}"
+    unknown = sorted(str(k) for k in kw if k != "channels")
+    if unknown:
+        return f"head_kwargs: unknown parameter(s) {unknown}"
+    ch = kw.get("channels", 96)
+    if isinstance(ch, bool) or not isinstance(ch, int) or not 1 <= ch <= MAX_HEAD_CHANNELS:
+        return f"head_kwargs.channels: expected a whole number from 1 to {MAX_HEAD_CHANNELS}, got {_short(ch)}"
+    return None
+
+
+def _names(keys, limit: int = 3) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def state_dict_problem(field: str, expected: dict, got) -> str | None:
+    """Compare stored weights with a network's state_dict: missing/unexpected entries, shapes, types, NaN/inf.
+
+    Returns one line naming `field` and what is wrong (complete counts, the first few names), None if they fit.
+    """
+    if not isinstance(got, dict):
+        return f"{field}: expected a table of weight tensors, got {_short(got)}"
+    not_tensors = [str(k) for k, v in got.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        return f"{field}: {len(not_tensors)} entries are not tensors ({_names(not_tensors)})"
+    missing = [k for k in expected if k not in got]
+    unexpected = [str(k) for k in got if k not in expected]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({_names(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
+    shapes = [f"{k} {tuple(got[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
+              if k in got and tuple(got[k].shape) != tuple(v.shape)]
+    if shapes:
+        parts.append(f"{len(shapes)} of the wrong shape ({'; '.join(shapes[:2])}{'; ...' if len(shapes) > 2 else ''})")
+    if parts:
+        return f"{field}: weights do not fit the network: " + ", ".join(parts)
+    kinds = [k for k, v in expected.items() if got[k].is_floating_point() != v.is_floating_point()]
+    if kinds:
+        return f"{field}: weights of the wrong type ({_names(kinds)})"
+    bad = [k for k in expected if got[k].is_floating_point() and not bool(torch.isfinite(got[k]).all())]
+    if bad:
+        return f"{field}: NaN or infinite weights in {_names(bad)}"
+    return None
+
+
 def load_model(path: str | os.PathLike) -> KeywordModel:
-    """Load and validate an artifact; any problem becomes a one-line SpotterError naming the file."""
+    """Load and validate an artifact; any problem becomes a one-line SpotterError naming the file and the field."""
     path = Path(path)
     _check(path.exists(), path, "model file not found")
     _check(path.is_file(), path, "is a directory, not a model file")
@@ -118,27 +212,38 @@ def load_model(path: str | os.PathLike) -> KeywordModel:
         raise SpotterError(f"{path}: not a readable spotter model ({type(exc).__name__})") from None
     _check(isinstance(blob, dict) and blob.get("format") == ARTIFACT_FORMAT, path,
            f"not a spotter model artifact (expected format {ARTIFACT_FORMAT})")
-    _check(tuple(blob.get("labels", ())) == config.LABELS, path,
-           f"label list {blob.get('labels')} does not match this spotter's {list(config.LABELS)}")
-    _check(blob.get("frontend") == config.FrontEnd().to_dict(), path,
+    labels = blob.get("labels", ())
+    _check(isinstance(labels, (list, tuple)) and _same(tuple(labels), config.LABELS), path,
+           f"label list {_short(labels)} does not match this spotter's {len(config.LABELS)} labels")
+    _check(_same(blob.get("frontend"), config.FrontEnd().to_dict()), path,
            "front-end parameters do not match this spotter's log-mel front end")
-    _check(blob.get("services") == config.KEYWORD_SERVICE, path,
+    _check(_same(blob.get("services"), config.KEYWORD_SERVICE), path,
            "keyword-to-service mapping does not match this spotter's configuration")
+    _check("detector" in blob, path, "detector: missing")
     try:
         detector = config.DetectorConfig.from_dict(blob["detector"])
-        head = KeywordHead(**blob.get("head_kwargs", {}))
-        head.load_state_dict(blob["head"])
-        from .backbone import load_backbone
-        backbone = load_backbone(frozen=True)
-        if blob.get("backbone") is not None:
-            backbone.load_state_dict(blob["backbone"])
-    except SpotterError:
-        raise
-    except Exception as exc:
-        raise SpotterError(f"{path}: model weights do not fit the network ({exc.__class__.__name__}: "
-                           f"{str(exc).splitlines()[0][:120]})") from None
+    except (ValueError, TypeError) as exc:
+        sep = ": " if str(exc).startswith("expected") else "."
+        raise SpotterError(f"{path}: detector{sep}{exc}") from None
+    for problem in (_meta_problem(blob.get("meta")), _head_kwargs_problem(blob.get("head_kwargs", {}))):
+        _check(problem is None, path, problem or "")
+    _check("head" in blob, path, "head: missing")
+    from .backbone import load_backbone
+    head = KeywordHead(**blob.get("head_kwargs", {}))
+    backbone = load_backbone(frozen=True)
+    for field, net, weights in (("head", head, blob["head"]), ("backbone", backbone, blob.get("backbone"))):
+        if weights is None and field == "backbone":
+            continue
+        problem = state_dict_problem(field, net.state_dict(), weights)
+        _check(problem is None, path, problem or "")
+        try:
+            net.load_state_dict(weights)
+        except Exception as exc:
+            raise SpotterError(f"{path}: {field}: weights do not fit the network ({exc.__class__.__name__}: "
+                               f"{' '.join(str(exc).split())[:300]})") from None
     model = KeywordModel(backbone=backbone, head=head, detector=detector, meta=blob.get("meta") or {})
     model.name = model.meta.get("name", path.stem)
+    model.artifact_sha256 = file_sha256(path)
     model.eval()
     return model
 

@@ -116,6 +116,11 @@ def describe_devices() -> str:
         devices = list_input_devices()
     except SpotterError as e:
         return f"no input device ({e})"
+    return format_devices(devices)
+
+
+def format_devices(devices: list[dict]) -> str:
+    """The device list as text ("no input device found" when empty)."""
     if not devices:
         return "no input device found"
     lines = ["input devices:"]
@@ -278,7 +283,8 @@ class FileSource(AudioSource):
     captured live (so a paused or slowed replay behaves like a microphone).
     """
 
-    def __init__(self, path: str | os.PathLike, realtime: bool = False, speed: float = 1.0):
+    def __init__(self, path: str | os.PathLike, realtime: bool = False, speed: float = 1.0,
+                 stats: AudioStats | None = None):
         self.info: AudioInfo = open_audio(path)
         self._check_speed(speed)
         self._realtime, self._speed = bool(realtime), float(speed)
@@ -292,12 +298,12 @@ class FileSource(AudioSource):
         self._pause_started = 0.0
         self._stopped = False
         self._anchor = (0.0, 0)        # (wall time, position) pair defining the pacing clock
-        self._audio_stats = AudioStats()
+        self._audio_stats = stats if stats is not None else AudioStats()
 
     @staticmethod
     def _check_speed(speed: float) -> None:
-        if not speed > 0:
-            raise ValueError(f"speed must be positive, got {speed}")
+        if not 0 < speed < float("inf"):
+            raise ValueError(f"speed must be a positive finite number, got {speed}")
 
     # --- control -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -423,3 +429,8 @@ class FileSource(AudioSource):
     @property
     def stats(self) -> SourceStats:
         return SourceStats(nonfinite=self._audio_stats.nonfinite, clipped=self._audio_stats.clipped)
+
+    @property
+    def audio_stats(self) -> AudioStats:
+        """The input measurements of the decoder (see spotter.audio.assess_input)."""
+        return self._audio_stats
