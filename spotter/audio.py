@@ -292,7 +292,7 @@ def to_mono(frames: np.ndarray) -> np.ndarray:
         return frames.astype(np.float32, copy=False)
     if frames.shape[1] == 1:
         return frames[:, 0].astype(np.float32, copy=False)
-    return frames.mean(axis=1, dtype=np.float32)
+    return frames.mean(axis=1, dtype=np.float64).astype(np.float32)   # float64: huge float samples do not overflow
 
 
 def sanitize(x: np.ndarray, stats: AudioStats | None = None) -> np.ndarray:

@@ -123,7 +123,10 @@ MAX_MIN_EVIDENCE = 100.0
 
 
 def _describe(v) -> str:
-    text = repr(v)
+    """A value's type and a short one-line preview (an array or tensor by its shape) for error messages."""
+    if hasattr(v, "shape") and hasattr(v, "dtype"):
+        return f"{type(v).__name__} of shape {tuple(v.shape)}"
+    text = " ".join(repr(v).split())
     return f"{type(v).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
