@@ -126,7 +126,10 @@ class Decider:
     def update(self, posteriors: np.ndarray, step: int) -> list[Decision]:
         """Feed the head posteriors (14,) of `step`; returns the decisions taken at this step."""
         self._recent.append(posteriors[self.kw_cols])
-        scores = np.mean(self._recent, axis=0)
+        return self.update_scores(np.mean(self._recent, axis=0), step)
+
+    def update_scores(self, scores: np.ndarray, step: int) -> list[Decision]:
+        """The decision rule on already smoothed keyword scores (12,) of `step`."""
         top = int(np.argmax(scores - self.thresholds))
         out = []
         for i, tr in enumerate(self.tracks):
@@ -154,9 +157,21 @@ class Decider:
 def decide_sequence(posteriors: np.ndarray, cfg: config.DetectorConfig, first_step: int = 1) -> list[Decision]:
     """Run the decision rule over a whole (steps, 14) posterior sequence (offline calibration/evaluation)."""
     dec = Decider(cfg)
+    kw = np.asarray(posteriors, np.float64)[:, dec.kw_cols]
+    if len(kw) == 0:
+        return []
+    # the moving average of Decider.update, vectorised (fewer than smoothing_steps rows at the start)
+    csum = np.concatenate([np.zeros((1, kw.shape[1])), np.cumsum(kw, axis=0)])
+    idx = np.arange(len(kw))
+    lo = np.maximum(0, idx - cfg.smoothing_steps + 1)
+    smooth = ((csum[idx + 1] - csum[lo]) / (idx + 1 - lo)[:, None]).astype(np.float32)
+    # a step changes the decider's state only when a score is at or above its threshold, or on the step after
+    # such a step (where an active track is closed); every other step is a no-op and is skipped
+    above = np.flatnonzero((smooth >= dec.thresholds).any(axis=1))
     out = []
-    for j, p in enumerate(posteriors):
-        out += dec.update(p, first_step + j)
+    for j in np.union1d(above, above + 1):
+        if j < len(kw):
+            out += dec.update_scores(smooth[j], first_step + int(j))
     return out + dec.finish(first_step + len(posteriors))
 
 
