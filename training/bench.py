@@ -23,7 +23,6 @@ start and peak RSS of a fresh process.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import multiprocessing as mp
@@ -62,7 +61,6 @@ COLD_START_TIMEOUT_S = 300
 SWEEP_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.993, 0.995,
               0.997, 0.998, 0.999)
 REPLAY_WORKERS = 2
-COLD_MARGIN = 1e-5                  # fast_decisions: rows this close under a threshold count as not cold
 POSTERIOR_CHUNK_STEPS = 500         # stream_posteriors batch: bounded memory, small overlap overhead (15 / 500)
 
 
@@ -123,33 +121,14 @@ def timed_decisions(posteriors: np.ndarray, cfg: config.DetectorConfig, first_st
 
 
 def fast_decisions(posteriors: np.ndarray, cfg: config.DetectorConfig) -> list[tuple[Decision, int]]:
-    """timed_decisions over a whole stream, run only on the chunks that can hold a detection (same result).
-
-    A row whose keyword posteriors are all below their thresholds ("cold") cannot raise a smoothed score above
-    threshold. In a run of L >= max(2k - 1, k + R) cold rows (k smoothing steps, R refractory steps) every track
-    has been closed by its k-th row, the refractory period of any event has expired by the run's end, and a
-    Decider restarted at its (k+1)-th row holds the same history as the running one by the next non-cold row. So
-    the stream is cut there and only chunks with a non-cold row are decided.
-    """
-    probe = Decider(cfg)
-    k, r = cfg.smoothing_steps, probe.refractory_steps
-    min_run = max(2 * k - 1, k + r)
-    # (a margin keeps float32 rounding of the moving average from ever lifting a cold window over its threshold)
-    hot = (posteriors[:, probe.kw_cols] >= probe.thresholds - COLD_MARGIN).any(axis=1)
-    edges = np.diff(np.concatenate([[0], (~hot).astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)     # cold runs [start, end)
-    cuts = [0, *(starts[ends - starts >= min_run] + k).tolist(), len(posteriors)]
-    out = []
-    for a, b in zip(cuts[:-1], cuts[1:]):
-        if b > a and hot[a:b].any():
-            out += timed_decisions(posteriors[a:b], cfg, first_step=a + 1)
-    return out
+    """timed_decisions over a whole stream (detector.decide_sequence itself skips the steps that cannot change
+    a decision, so this is the same call; kept as the benchmark's name for it)."""
+    return timed_decisions(posteriors, cfg)
 
 
 def score_decisions(decisions: list[tuple[Decision, int]], notes: list, tolerance_s: float = HIT_TOLERANCE_S) -> dict:
-    """streams.score_stream on decision times: score_stream matches Decision.peak_step, so it is handed the
-    decision step instead (the live Event.detected_s)."""
-    return score_stream([dataclasses.replace(d, peak_step=step) for d, step in decisions], notes, tolerance_s)
+    """streams.score_stream, the one hit rule (it matches each decision's step, the live Event.detected_s)."""
+    return score_stream([d for d, _ in decisions], notes, tolerance_s)
 
 
 # --- batch posteriors (optionally in worker processes) ---------------------------------------------------

@@ -73,13 +73,14 @@ def stream_posteriors(model, audio: np.ndarray, chunk_steps: int = 2000) -> np.n
 
 
 def decisions_times(decisions: list[Decision]) -> list[tuple[str, float, float]]:
-    """(keyword, decided_time_s, score) with stream times of the un-primed audio."""
-    return [(d.keyword, d.peak_step * STEP_S, d.score) for d in decisions]
+    """(keyword, time_s, score): the time at which each decision is taken (the live Event.detected_s, what the
+    operator sees), in stream time of the un-primed audio; the peak step when a decision carries no step."""
+    return [(d.keyword, (d.step if d.step >= 0 else d.peak_step) * STEP_S, d.score) for d in decisions]
 
 
 def score_stream(decisions: list[Decision], notes: list[Annotation], tolerance_s: float = HIT_TOLERANCE_S) -> dict:
-    """Match decisions to annotations: a hit is a detection of the right keyword whose peak time falls inside
-    [start, end + tolerance]; one hit per occurrence; everything else is a false alarm."""
+    """The one hit rule of calibration, evaluation and the benchmark: a hit is a detection of the right keyword
+    decided inside [start, end + tolerance]; one hit per occurrence; everything else is a false alarm."""
     used = [False] * len(notes)
     hits, fas = [], []
     for kw, t, score in decisions_times(decisions):
