@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spotter.config import EMBED_STEP, EMBED_WINDOW, HEAD_FRAMES, N_MELS
+from spotter.backbone import mel_windows
+from spotter.config import EMBED_STEP, EMBED_WINDOW, N_MELS, WINDOW_FRAMES
 
-WINDOW_FRAMES = EMBED_WINDOW + EMBED_STEP * (HEAD_FRAMES - 1)   # 196 mel frames behind one head decision
 GRADCAM_BLOCK = 10        # backbone block whose output is explained: (C=72, 14 frames x 4 mel bands) per window
 EPS = 1e-12
 
@@ -29,11 +29,6 @@ def _check_window(mel_window) -> torch.Tensor:
     if mel.shape != (WINDOW_FRAMES, N_MELS):
         raise ValueError(f"gradcam: mel window must have shape ({WINDOW_FRAMES}, {N_MELS}), got {tuple(mel.shape)}")
     return mel
-
-
-def _windows(mel: torch.Tensor) -> torch.Tensor:
-    """(196, 32) -> (16, 76, 32) embedding windows, step 8."""
-    return mel.unfold(0, EMBED_WINDOW, EMBED_STEP).transpose(1, 2)
 
 
 def _overlap_average(maps: torch.Tensor) -> np.ndarray:
@@ -71,7 +66,7 @@ def split_forward(model, mel: torch.Tensor, block: int) -> tuple[torch.Tensor, t
     The activations are a leaf that requires grad, so d logits / d activations can be taken; the model is
     only read.
     """
-    x = _windows(mel)[:, None]                               # (16, 1, 76, 32): the backbone's own layout
+    x = mel_windows(mel)[:, None]                            # (16, 1, 76, 32): the backbone's own layout
     with torch.no_grad():
         for b in model.backbone.blocks[:block + 1]:
             x = b(x)

@@ -12,6 +12,8 @@ import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from spotter import config
+from spotter.config import FRAME_S, SERVICE_SHORT  # noqa: F401  (SERVICE_SHORT: the GUI's short service names)
+from spotter.features import MEL_FLOOR
 
 # --- look ----------------------------------------------------------------------------------------------
 BG = "#171b20"
@@ -23,15 +25,12 @@ TEXT_DIM = "#98a2ae"
 ACCENT = "#4f8cc9"
 
 SERVICE_COLORS = {"15": "#c0392b", "17": "#1f5fae", "18": "#d9531e"}      # SAMU red, Police blue, pompiers orange-red
-SERVICE_SHORT = {"15": "SAMU", "17": "Police", "18": "Pompiers"}
 IDLE_COLOR = "#2b323b"
 
 SPECTRO_CMAP = "inferno"
 HEAT_CMAP = "inferno"
 HISTORY_S = 8.0                                             # seconds of spectrogram shown
-FRAME_S = config.HOP_SAMPLES / config.SAMPLE_RATE           # 10 ms per mel frame
 HISTORY_FRAMES = int(round(HISTORY_S / FRAME_S))            # 800
-MEL_FLOOR = -8.0                                            # log-mel of digital silence (log10(1e-10) + 2)
 DISPLAY_RANGE = 6.5                                         # log-mel units shown below the running peak (65 dB)
 METER_MIN_DB, METER_MAX_DB = -60.0, 0.0
 LABEL_BAND = 4                                              # mel-band units above the image for keyword labels

@@ -20,10 +20,21 @@ EMBED_STEP = 8               # mel frames between two embeddings (80 ms)
 EMBED_DIM = 96
 STEP_SAMPLES = HOP_SAMPLES * EMBED_STEP   # 1280 samples = 80 ms: one streaming step
 HEAD_FRAMES = 16             # embeddings seen by the keyword head (16 x 80 ms = 1.28 s of steps, 1.96 s of audio)
+FRAME_S = HOP_SAMPLES / SAMPLE_RATE       # 0.01 s per mel frame
+STEP_S = STEP_SAMPLES / SAMPLE_RATE       # 0.08 s per streaming step
 # A mel frame spans N_FFT samples (the 400-sample Hann window sits inside a 512-sample frame), so
 # n_frames(n) = (n - N_FFT) // HOP + 1, and HEAD_FRAMES embeddings need 76 + 8 * 15 = 196 frames:
-CLIP_SAMPLES = N_FFT - HOP_SAMPLES + HOP_SAMPLES * (EMBED_WINDOW + EMBED_STEP * (HEAD_FRAMES - 1))
+WINDOW_FRAMES = EMBED_WINDOW + EMBED_STEP * (HEAD_FRAMES - 1)   # 196 mel frames behind one head decision
+CLIP_SAMPLES = N_FFT - HOP_SAMPLES + HOP_SAMPLES * WINDOW_FRAMES
 # = 31712 samples (1.982 s): the audio that yields exactly HEAD_FRAMES embeddings
+
+# --- stream priming ---------------------------------------------------------------------------------
+# Every stream (live, replay, offline, ONNX) is processed as if preceded by digital silence, so that a keyword
+# in its first two seconds is detected like anywhere else. PRIME_STEPS steps of zeros fill all streaming state:
+# the mel window (EMBED_WINDOW // EMBED_STEP steps, + 2 for the front end's context and rounding) and then the
+# head's HEAD_FRAMES embeddings. More silence changes nothing: the state is then stationary.
+PRIME_STEPS = EMBED_WINDOW // EMBED_STEP + 2 + HEAD_FRAMES      # 27 steps
+PRIME_S = PRIME_STEPS * STEP_S                                  # 2.16 s
 
 # --- product vocabulary -------------------------------------------------------------------------------
 SERVICES = {
@@ -31,6 +42,7 @@ SERVICES = {
     "17": "Police secours",
     "18": "Sapeurs-pompiers",
 }
+SERVICE_SHORT = {"15": "SAMU", "17": "Police", "18": "Pompiers"}     # where space is short
 
 KEYWORD_SERVICE = {
     "malaise": "15",

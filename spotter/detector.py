@@ -23,7 +23,7 @@ from . import config
 from .backbone import StreamingEmbedder
 from .features import MelStream
 
-STEP_S = config.STEP_SAMPLES / config.SAMPLE_RATE        # 0.08 s
+STEP_S = config.STEP_S                                   # 0.08 s
 MAX_HOLD_STEPS = 3                                       # emit at most 240 ms after crossing the threshold
 DEFAULT_KEYWORD_DURATION_S = 0.6
 KEYWORD_END_OFFSET_S = 0.25                              # keyword end ~ this before the window end (training placement)
@@ -197,11 +197,11 @@ class KeywordSpotter:
 
     @torch.inference_mode()
     def _silence_state(self):
-        """Mel and embedding buffers as if the stream had been preceded by digital silence, so that a keyword in
-        the first two seconds of a file can be detected like anywhere else."""
+        """Mel and embedding buffers as if the stream had been preceded by config.PRIME_STEPS steps of digital
+        silence, so that a keyword in the first two seconds of a file can be detected like anywhere else."""
         ms = MelStream()
         frames = torch.cat([ms.push(np.zeros(config.STEP_SAMPLES, np.float32))
-                            for _ in range(config.EMBED_WINDOW // config.EMBED_STEP + 2)])
+                            for _ in range(config.PRIME_STEPS)])
         mel = frames[-config.EMBED_WINDOW:].clone()
         emb = self.model.backbone(mel.unsqueeze(0))
         return mel, emb.repeat(config.HEAD_FRAMES, 1)

@@ -33,6 +33,7 @@ INT16_SCALE = 32768.0        # float [-1, 1] -> the int16 scale melspectrogram.o
 F_MIN, F_MAX = 60.0, 3800.0  # mel filterbank edges (Hz), as in melspectrogram.onnx
 POWER_FLOOR = 1e-10          # clip before the log, as in melspectrogram.onnx
 LOG_OFFSET = 2.0             # openWakeWord's post transform: dB / 10 + 2 == log10(power) + 2
+MEL_FLOOR = math.log10(POWER_FLOOR) + LOG_OFFSET   # -8.0: the log-mel of digital silence
 N_BINS = N_FFT // 2 + 1
 WIN_OFFSET = (N_FFT - WIN_SAMPLES) // 2   # 56: first tap of the 400-sample window inside the 512 frame
 

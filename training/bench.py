@@ -470,8 +470,8 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_step_s": t3 - t
 
 def cold_start(kind: str, model_path: Path, onnx_path: Path | None) -> dict:
     """Time from launching a fresh Python to its first processed step, and its peak RSS (ru_maxrss)."""
-    prime = config.EMBED_WINDOW // config.EMBED_STEP + config.HEAD_FRAMES + 2
-    script = COLD_SCRIPTS[kind].format(model=str(model_path), onnx=str(onnx_path), prime=prime, oww=OWW_MODEL)
+    script = COLD_SCRIPTS[kind].format(model=str(model_path), onnx=str(onnx_path), prime=config.PRIME_STEPS,
+                                       oww=OWW_MODEL)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(bd.REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
     try:

@@ -64,8 +64,7 @@ class OnnxStepRunner:
         self.context = np.zeros(STREAM_CONTEXT, np.float32)
         self.mel = np.zeros((1, config.EMBED_WINDOW, config.N_MELS), np.float32)
         self.emb = np.zeros((1, config.HEAD_FRAMES, config.EMBED_DIM), np.float32)
-        prime = config.EMBED_WINDOW // config.EMBED_STEP + config.HEAD_FRAMES + 2
-        for _ in range(prime):      # same state as the live spotter's start: buffers full of digital silence
+        for _ in range(config.PRIME_STEPS):   # same state as the live spotter's start: buffers full of silence
             self.step(np.zeros(config.STEP_SAMPLES, np.float32))
         self.context[:] = 0
 

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from spotter import config
+from spotter.config import PRIME_S      # digital silence before a stream, as the live spotter assumes at start
 from spotter.detector import STEP_S, Decision, decide_sequence
 
 HIT_TOLERANCE_S = 0.8      # a detection decided up to this long after a keyword's end still counts as its hit
 GAP_NOISE = 10 ** (-70 / 20)   # pauses between segments carry a -70 dBFS noise floor, not digital silence
-PRIME_S = 2.0              # digital silence before a stream, as the live spotter assumes at start
 
 
 @dataclass
