@@ -1,25 +1,17 @@
 """The operator console: the window a French dispatcher keeps open beside the call.
 
-The console is a view. Capture, features and detection run in the Pipeline thread (spotter.pipeline); a
-QTimer drains its result queue every TICK_MS within a DRAIN_BUDGET_S time budget, so replaying a long file
-at "max" speed keeps the window responsive: all queued items are consumed in order (no Event is ever
-dropped), but the spectrogram, meter and panels are redrawn once per tick with the newest data.
-
-Thread safety: the GUI never touches the KeywordSpotter while its thread runs. "Nouvel appel" is a request
-that the detector thread applies between two steps (DetectorLink), announced by a CallReset item in the
-queue; the GUI keeps its own CallAssessment fed with the events it drains, so what it shows is exactly what
-it has received. Sources are swapped (seek, model change) by stopping the thread, draining the old queue
-and starting a new Pipeline. Grad-CAM runs on demand in a worker thread and only reads the model.
+The window is a view over a ConsoleSession (gui/session.py: sources, call state, detections, no Qt), plus the
+samples panel (gui/samples.py) and Grad-CAM on demand. A QTimer drains the session every TICK_MS within a
+DRAIN_BUDGET_S time budget, so replaying a long file at "max" speed keeps the window responsive: all queued
+items are consumed in order (no Event is ever dropped), but the spectrogram, meter and panels are redrawn once
+per tick with the newest data. Grad-CAM runs in a worker thread and only reads the model.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import os
-import queue
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,117 +19,21 @@ import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from spotter import config
-from spotter import detector as _detector
-from spotter.detector import CallAssessment, Event, KeywordSpotter
+from spotter.config import FRAME_S, WINDOW_FRAMES
 from spotter.errors import SpotterError
-from spotter.pipeline import Failed, Finished, Pipeline, StepResult
 
-from . import recorder, widgets
-from .gradcam import WINDOW_FRAMES, gradcam
+from . import widgets
+from .gradcam import gradcam
+from .samples import SamplesPanel
+from .session import SPEEDS, ConsoleSession, Detection, Drained, SessionView
 
 TICK_MS = 40                     # drain/redraw period
 DRAIN_BUDGET_S = 0.025           # at most this long per tick consuming queued results
 STATUS_PERIOD_S = 0.5            # status bar refresh
-MEL_HISTORY_FRAMES = 4096        # ~41 s of mel frames kept for Grad-CAM windows
-SPEEDS = (("1×", True, 1.0), ("2×", True, 2.0), ("Max", False, 1.0))   # label, realtime pacing, factor
-KEYWORD_END_OFFSET_S = getattr(_detector, "KEYWORD_END_OFFSET_S", 0.2)   # keyword end -> head window end
-NO_DEVICE_HELP = ("Aucun micro n'est disponible sur ce poste. Branchez un périphérique d'entrée audio, "
-                  "ou rejouez un appel enregistré avec « Ouvrir un appel… ».")
-
-
-# --- detector-thread side ------------------------------------------------------------------------------
-@dataclass
-class CallReset:
-    """Queue marker: the detector thread started a new call at stream time `stream_s`."""
-    stream_s: float
-
-
-class DetectorLink:
-    """The KeywordSpotter as the Pipeline sees it, plus requests from the GUI applied in the detector thread."""
-
-    def __init__(self, spotter: KeywordSpotter, results: queue.Queue):
-        self.spotter = spotter
-        self.results = results
-        self._new_call = threading.Event()
-
-    def request_new_call(self) -> None:
-        self._new_call.set()
-
-    def cancel_requests(self) -> None:
-        self._new_call.clear()
-
-    def process(self, samples: np.ndarray) -> list[Event]:
-        if self._new_call.is_set():
-            self._new_call.clear()
-            self.spotter.assessment.reset()
-            self.results.put(CallReset(self.spotter.stream_time_s))
-        return self.spotter.process(samples)
-
-    def __getattr__(self, name):
-        return getattr(self.spotter, name)
-
-
-# --- GUI-side state ------------------------------------------------------------------------------------
-class MelHistory:
-    """Recent log-mel frames keyed by absolute frame index (stream time / 10 ms), in a preallocated ring."""
-
-    def __init__(self, capacity: int = MEL_HISTORY_FRAMES):
-        self._buf = np.full((capacity, config.N_MELS), widgets.MEL_FLOOR, dtype=np.float32)
-        self.end = 0              # absolute index one past the newest frame
-
-    def reset(self) -> None:
-        self._buf.fill(widgets.MEL_FLOOR)
-        self.end = 0
-
-    def push(self, frames: np.ndarray, end_frame: int) -> None:
-        cap = len(self._buf)
-        if end_frame - len(frames) > self.end:                         # a gap: forget what lies in it
-            for i in range(self.end, min(end_frame - len(frames), self.end + cap)):
-                self._buf[i % cap] = widgets.MEL_FLOOR
-        for j, f in enumerate(frames[-cap:]):
-            self._buf[(end_frame - min(len(frames), cap) + j) % cap] = f
-        self.end = max(self.end, end_frame)
-
-    def window(self, end_frame: int, n: int = WINDOW_FRAMES) -> np.ndarray | None:
-        """Frames [end_frame - n, end_frame); frames before the stream start are silence; None if forgotten."""
-        cap = len(self._buf)
-        end_frame = min(end_frame, self.end)
-        if end_frame - n < self.end - cap:
-            return None
-        idx = np.arange(end_frame - n, end_frame)
-        out = self._buf[idx % cap].copy()
-        out[idx < 0] = widgets.MEL_FLOOR
-        return out
-
-
-@dataclass
-class Detection:
-    """An event as the console keeps it: call-time offset, the mel window behind it, its heat map once computed."""
-    id: int
-    event: Event
-    offset_s: float                    # call time of stream time 0 of the segment it came from
-    source_path: str | None            # replayed file (None when live)
-    mel: np.ndarray | None             # (196, 32) log-mel window of the head decision
-    window_end_s: float                # call time of the window's end
-    heat: np.ndarray | None = None
-
-    @property
-    def start_s(self) -> float:
-        return self.offset_s + self.event.start_s
-
-    @property
-    def end_s(self) -> float:
-        return self.offset_s + self.event.end_s
-
-
-def event_window_end_s(event: Event) -> float:
-    """Stream time at which the head window that peaked for this event ended."""
-    explicit = getattr(event, "window_end_s", None)
-    return float(explicit) if explicit is not None else event.end_s + KEYWORD_END_OFFSET_S
 
 
 # --- the window ----------------------------------------------------------------------------------------
-class ConsoleWindow(QtWidgets.QMainWindow):
+class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
     """Operator console. Public methods are the actions of the buttons (also used by tests and the CLI)."""
 
     def __init__(self, model_path: str | os.PathLike | None = None, model=None, log_path=None,
@@ -145,47 +41,16 @@ class ConsoleWindow(QtWidgets.QMainWindow):
         super().__init__()
         self.setWindowTitle("Spotter — Console opérateur")
         self.resize(1480, 900)
-        self._model = None
         self._model_label = "aucun"
-        self._detector_cfg = detector
-        self._spotter: KeywordSpotter | None = None
-        self._log = None
-        self._log_path = log_path
-        # pipeline state
-        self._pipe: Pipeline | None = None
-        self._link: DetectorLink | None = None
-        self._source = None
-        self._results: queue.Queue | None = None
-        self._mode: str | None = None          # "live" | "file" | None
-        self._file_path: str | None = None
-        self._file_duration = 0.0
-        self._offset_s = 0.0                   # call time of the current segment's stream time 0
-        self._position_s = 0.0
-        self._running = False
-        self._finished = False
-        self._stopping = False
-        self._discard_until_reset = False
-        self._speed_index = 0
-        self._load = 0.0
-        self._monitor: recorder.FileMonitor | None = None
-        # call state
-        self._assessment = CallAssessment()
-        self._detections: dict[int, Detection] = {}
-        self._next_id = 1
-        self._mel_history = MelHistory()
-        self._suggestion_dirty = True
-        # explanations and samples
         self._cam_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradcam")
         self._cam_job: tuple[int, concurrent.futures.Future] | None = None
-        self.recordings_root = Path(recordings_root) if recordings_root else recorder.default_root()
-        self._mic_recorder: recorder.MicRecorder | None = None
-        self.take: recorder.Take | None = None
-        self.last_saved: Path | None = None
         self._last_status = 0.0
         self._closed = False
+        self.session = ConsoleSession(detector=detector, view=self)
+        self.samples = SamplesPanel(recordings_root, self, self.device_combo_data, self.selected_detection)
 
         self._build_ui()
-        self._open_log()
+        self.session.log = self._open_log(log_path)
         if model is not None:
             self._install_model(model, getattr(model, "name", "modèle"))
         else:
@@ -322,45 +187,8 @@ class ConsoleWindow(QtWidgets.QMainWindow):
         self.cam_view = widgets.GradCamView()
         flay.addWidget(self.cam_view)
         lay.addWidget(frame, 3)
-        lay.addWidget(self._build_recorder(), 0)
+        lay.addWidget(self.samples, 0)
         return box
-
-    def _build_recorder(self) -> QtWidgets.QWidget:
-        frame, lay = widgets.panel("Échantillons pour le réentraînement")
-        row = QtWidgets.QHBoxLayout()
-        row.addWidget(QtWidgets.QLabel("Mot-clé :"))
-        self.keyword_combo = QtWidgets.QComboBox()
-        for kw in config.KEYWORDS:
-            self.keyword_combo.addItem(f"{kw}  ({config.KEYWORD_SERVICE[kw]})", kw)
-        self.keyword_combo.addItem("— non classé —", None)
-        row.addWidget(self.keyword_combo, 1)
-        self.folder_button = QtWidgets.QPushButton("Dossier…")
-        self.folder_button.clicked.connect(self._ask_root)
-        row.addWidget(self.folder_button)
-        lay.addLayout(row)
-
-        row = QtWidgets.QHBoxLayout()
-        self.mic_button = QtWidgets.QPushButton("● Enregistrer au micro")
-        self.mic_button.setObjectName("record")
-        self.mic_button.setCheckable(True)
-        self.mic_button.clicked.connect(self.toggle_mic_recording)
-        self.cut_button = QtWidgets.QPushButton("✂ Extraire la détection")
-        self.cut_button.setToolTip("Découper dans l'appel rejoué la détection sélectionnée (± 0,3 s)")
-        self.cut_button.clicked.connect(self.cut_selected_detection)
-        self.listen_button = QtWidgets.QPushButton("▶ Écouter")
-        self.listen_button.clicked.connect(self.listen_take)
-        self.save_button = QtWidgets.QPushButton("Sauvegarder")
-        self.save_button.setObjectName("primary")
-        self.save_button.clicked.connect(self.save_take)
-        for b in (self.mic_button, self.cut_button, self.listen_button, self.save_button):
-            row.addWidget(b)
-        lay.addLayout(row)
-        self.take_label = QtWidgets.QLabel()
-        self.take_label.setObjectName("dim")
-        self.take_label.setWordWrap(True)
-        lay.addWidget(self.take_label)
-        self._update_take_label()
-        return frame
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -395,15 +223,42 @@ class ConsoleWindow(QtWidgets.QMainWindow):
     def note(self, text: str) -> None:
         self.status_note.setText(text)
 
+    def device_combo_data(self):
+        """The input device chosen in the toolbar (None: the default one)."""
+        return self.device_combo.currentData()
+
+    # ==== what the session says (SessionView) ==========================================================
+    def error(self, text: str) -> None:
+        self.show_error(text)
+
+    def info(self, text: str, level: str = "info") -> None:
+        self.show_info(text, level)
+
+    def clear_message(self) -> None:
+        self.banner.hide()
+
+    def call_cleared(self, clear_signal: bool) -> None:
+        self._cam_job = None
+        self.table.setRowCount(0)
+        self.cam_view.clear()
+        self._show_call()
+        if clear_signal:
+            self.spectrogram.clear_history(0.0)
+
+    def segment_started(self, offset_s: float, input_text: str) -> None:
+        self._drain(None)                              # the previous segment's last results, before they are cleared
+        self.spectrogram.clear_history(offset_s)
+        self.status_input.setText(input_text)
+
     # ==== model ========================================================================================
-    def _open_log(self) -> None:
+    def _open_log(self, log_path):
         from spotter.eventlog import EventLog
         try:
-            self._log = EventLog(self._log_path)
+            return EventLog(log_path)
         except SpotterError as exc:
-            self._log = None
             self.show_error(f"Journal des détections inaccessible : {exc}. Les détections s'affichent mais "
                             f"ne sont pas journalisées.")
+            return None
 
     def _load_initial_model(self, model_path) -> None:
         from spotter.model import default_model_path
@@ -418,7 +273,7 @@ class ConsoleWindow(QtWidgets.QMainWindow):
             model = load_model(path)
         except SpotterError as exc:
             self.show_error(f"Modèle refusé : {exc}. "
-                            + ("Le modèle actuel reste en service." if self._model is not None
+                            + ("Le modèle actuel reste en service." if self.session.model is not None
                                else "Chargez un modèle compatible avec « Charger un modèle… »."))
             return False
         finally:
@@ -429,336 +284,113 @@ class ConsoleWindow(QtWidgets.QMainWindow):
         return True
 
     def _install_model(self, model, label: str) -> None:
-        resume = self._mode if self._running else None
-        position = self._position_s
-        paused = bool(resume == "file" and self._source.paused)
-        self._stop_pipeline(drain=True)
-        self._model = model.eval()
+        self.session.install_model(model, device=self.device_combo_data())
         self._model_label = label
-        sinks = [self._log] if self._log is not None else []
-        self._spotter = KeywordSpotter(self._model, sinks=sinks, detector=self._detector_cfg)
-        self._assessment.min_evidence = self._spotter.cfg.suggestion_min_evidence
-        self._suggestion_dirty = True
+        self._show_call()
         self.status_model.setText(f"Modèle : {label}")
-        if resume == "file":
-            self._start_file_segment(position, paused=paused)
-        elif resume == "live":
-            self.start_live(self.device_combo.currentData())
         self._refresh_controls()
 
-    # ==== sources and pipeline =========================================================================
-    def _need_model(self) -> bool:
-        if self._spotter is None:
-            self.show_error("Aucun modèle chargé : chargez un modèle avec « Charger un modèle… » avant "
-                            "d'écouter ou de rejouer un appel.")
-            return False
-        return True
-
+    # ==== sources (actions of the toolbar) =============================================================
     def start_live(self, device=None) -> bool:
         """Monitor the input device (index, name or None for the default); message in the window on failure."""
-        from spotter.sources import MicSource
-        if not self._need_model():
-            return False
-        try:
-            source = MicSource(device)          # resolves the device; nothing running is touched on failure
-        except SpotterError as exc:
-            msg = str(exc)
-            self.show_error(NO_DEVICE_HELP if "no input device" in msg else f"Micro indisponible : {msg}")
-            self._refresh_controls()
-            return False
-        self._stop_pipeline()
-        self._stop_monitor()
-        self.banner.hide()
-        self._reset_call(clear_signal=True)
-        self._mode, self._file_path = "live", None
-        if not self._start_pipeline(source, 0.0, f"mic:{source.name}"):
-            self._mode = None
+        ok = self.session.start_live(device)
         self._refresh_controls()
-        return self._mode == "live"
+        return ok
 
     def _toggle_live(self) -> None:
-        if self._mode == "live" and self._running:
+        if self.session.mode == "live" and self.session.running:
             self.stop()
         else:
-            self.start_live(self.device_combo.currentData())
+            self.start_live(self.device_combo_data())
 
     def open_file(self, path: str | os.PathLike) -> bool:
         """Replay a recorded call from the start (a new call); message in the window if the file is unusable."""
-        from spotter.audio import open_audio
-        if not self._need_model():
-            return False
-        try:
-            info = open_audio(path)             # checked first: a bad file does not stop what is running
-        except SpotterError as exc:
-            self.show_error(f"Impossible de lire l'enregistrement : {exc}")
-            self._refresh_controls()
-            return False
-        self._stop_pipeline()
-        self._stop_monitor()
-        self._reset_call(clear_signal=True)
-        self._mode, self._file_path, self._file_duration = "file", info.path, info.duration_s
-        self.banner.hide()
-        ok = self._start_file_segment(0.0)
+        ok = self.session.open_file(path)
         self._refresh_controls()
         return ok
-
-    def _start_file_segment(self, start_s: float, paused: bool = False) -> bool:
-        from spotter.sources import FileSource
-        _, realtime, speed = SPEEDS[self._speed_index]
-        try:
-            source = FileSource(self._file_path, realtime=realtime, speed=speed)
-        except SpotterError as exc:
-            self.show_error(f"Impossible de lire l'enregistrement : {exc}")
-            return False
-        if start_s > 0:
-            source.seek(start_s)
-        if paused:
-            source.pause()
-        ok = self._start_pipeline(source, start_s, str(self._file_path))
-        if ok and not paused:
-            self._start_monitor(start_s)
-        return ok
-
-    def _start_pipeline(self, source, offset_s: float, log_source: str) -> bool:
-        self._spotter.reset()
-        self._mel_history.reset()
-        self.spectrogram.clear_history(offset_s)
-        if self._log is not None:
-            self._log.source = log_source
-        self._results = queue.Queue()
-        self._link = DetectorLink(self._spotter, self._results)
-        self._source = source
-        self._offset_s = self._position_s = offset_s
-        self._finished = False
-        self._pipe = Pipeline(source, self._link, self._results).start()
-        self._running = True
-        rate = getattr(source, "sample_rate", config.SAMPLE_RATE)
-        kind = "micro " if self._mode == "live" else ""
-        conv = "" if rate == config.SAMPLE_RATE else f" → {config.SAMPLE_RATE // 1000} kHz"
-        self.status_input.setText(f"Entrée : {kind}{source.name} · {rate} Hz{conv}")
-        return True
-
-    def _stop_pipeline(self, drain: bool = False) -> None:
-        """Stop the detector thread; with drain=True the queued results are consumed first (same call goes on)."""
-        pipe, self._pipe = self._pipe, None
-        self._stopping = True
-        try:
-            if pipe is not None:
-                pipe.stop()
-            if drain and self._results is not None:
-                self._drain(budget_s=None)
-        finally:
-            self._stopping = False
-        self._results = None
-        self._running = False
-        self._discard_until_reset = False      # a pending "Nouvel appel" is complete: the old queue is gone
 
     def stop(self) -> None:
         """Stop listening/replaying (the detections of the call stay)."""
-        self._stop_pipeline(drain=True)
-        self._stop_monitor()
+        self.session.stop()
+        self._drain(None)
         self._refresh_controls()
 
     def toggle_play(self) -> None:
-        if self._mode != "file":
-            if self._file_path:
-                self.open_file(self._file_path)
-            return
-        if not self._running:                      # finished or stopped: replay from the start
-            self.open_file(self._file_path)
-            return
-        if self._source.paused:
-            self._source.resume()
-            self._start_monitor(self._position_s)
-        else:
-            self._source.pause()
-            self._stop_monitor()
+        self.session.toggle_play()
         self._refresh_controls()
 
     def pause(self) -> None:
-        if self._mode == "file" and self._running and not self._source.paused:
-            self.toggle_play()
+        self.session.pause()
+        self._refresh_controls()
 
     def seek(self, seconds: float) -> None:
         """Jump in the replayed call; the detections so far are kept (same call)."""
-        if self._mode != "file" or not self._file_path:
-            return
-        seconds = min(max(0.0, seconds), self._file_duration)
-        paused = bool(self._running and self._source.paused)
-        self._stop_pipeline(drain=True)
-        self._stop_monitor()
-        self._start_file_segment(seconds, paused=paused)
+        self.session.seek(seconds)
         self._refresh_controls()
 
     def _seek_to_slider(self) -> None:
-        self.seek(self.seek_slider.value() / 1000.0 * self._file_duration)
+        self.seek(self.seek_slider.value() / 1000.0 * self.session.file_duration)
 
     def _slider_action(self, action: int) -> None:
         if action != QtWidgets.QAbstractSlider.SliderMove:
             QtCore.QTimer.singleShot(0, self._seek_to_slider)
 
     def set_speed(self, index: int) -> None:
-        self._speed_index = int(index)
         if self.speed_combo.currentIndex() != index:
             self.speed_combo.setCurrentIndex(index)
-        _, realtime, speed = SPEEDS[self._speed_index]
-        if self._mode == "file" and self._running:
-            self._source.set_pacing(realtime, speed)
-            if self._speed_index == 0 and not self._source.paused:
-                self._start_monitor(self._position_s)
-            else:
-                self._stop_monitor()
+        self.session.set_speed(index)
 
-    # -- replay audio (optional) ------------------------------------------------------------------------
-    def _start_monitor(self, position_s: float) -> None:
-        self._stop_monitor()
-        if self._mode != "file" or self._speed_index != 0:
-            return
-        if not recorder.output_available():
-            self.note("Aucune sortie audio : analyse sans écoute")
-            return
-        try:
-            self._monitor = recorder.FileMonitor(self._file_path)
-            self._monitor.start(position_s)
-        except SpotterError as exc:
-            self._monitor = None
-            self.note(f"Écoute de l'appel impossible : {exc}")
-
-    def _stop_monitor(self) -> None:
-        if self._monitor is not None:
-            self._monitor.stop()
-            self._monitor = None
-
-    # ==== call =========================================================================================
     def new_call(self) -> None:
         """Forget the detections and the suggestion; the detector thread resets its call evidence too."""
-        if self._running and self._link is not None:
-            self._discard_until_reset = True
-            self._link.request_new_call()
-        elif self._spotter is not None:
-            self._spotter.assessment.reset()
-        self._reset_call(clear_signal=False)
-        self.note("Nouvel appel")
+        self.session.new_call()
 
-    def _reset_call(self, clear_signal: bool) -> None:
-        self._assessment.reset()
-        self._detections.clear()
-        self._cam_job = None
-        self.table.setRowCount(0)
-        self.cam_view.clear()
-        self.service_panel.show_suggestion(None, self._assessment.evidence())
-        self._suggestion_dirty = False
-        if clear_signal:
-            self._discard_until_reset = False
-            self.spectrogram.clear_history(0.0)
-            self._position_s = 0.0
-
-    # ==== draining results (GUI thread) ================================================================
+    # ==== drawing what the session drained ============================================================
     def _tick(self) -> None:
         self._drain(DRAIN_BUDGET_S)
         self._poll_gradcam()
-        self._poll_mic()
+        self.samples.poll()
         now = time.monotonic()
         if now - self._last_status > STATUS_PERIOD_S:
             self._last_status = now
             self._update_status()
 
     def _drain(self, budget_s: float | None) -> int:
-        """Consume queued results in order within budget_s (None: everything); redraw once at the end."""
-        q = self._results
-        if q is None:
-            return 0
-        t_end = None if budget_s is None else time.perf_counter() + budget_s
-        spectro_frames: list[np.ndarray] = []
-        last_step: StepResult | None = None
-        peak_db = -200.0
-        n = 0
-        while True:
-            if t_end is not None and n and n % 32 == 0 and time.perf_counter() > t_end:   # >= 32 items a tick
-                break
-            try:
-                item = q.get_nowait()
-            except queue.Empty:
-                break
-            n += 1
-            if isinstance(item, StepResult):
-                end_frame = int(round(item.stream_s / widgets.FRAME_S))
-                self._mel_history.push(item.mel, end_frame)
-                spectro_frames.append(item.mel)
-                if len(spectro_frames) > widgets.HISTORY_FRAMES // config.EMBED_STEP + 1:
-                    del spectro_frames[0]
-                last_step = item
-                peak_db = max(peak_db, item.level_db)
-                self._load = 0.9 * self._load + 0.1 * item.load
-            elif isinstance(item, Event):
-                self._handle_event(item)
-            elif isinstance(item, CallReset):
-                self._discard_until_reset = False
-            elif isinstance(item, Finished):
-                self._handle_finished(item)
-            elif isinstance(item, Failed):
-                self._handle_failed(item)
-        if last_step is not None:
-            self._position_s = self._offset_s + last_step.stream_s
-            self.spectrogram.append(np.concatenate(spectro_frames), self._position_s)
-            self.level_meter.set_level(peak_db)
+        """Drain the session within budget_s (None: everything) and redraw once; returns the items consumed."""
+        drained = self.session.drain(budget_s, max_frames=widgets.HISTORY_FRAMES)
+        self._show_drained(drained)
+        return drained.items
+
+    def _show_drained(self, d: Drained) -> None:
+        for det in d.detections:
+            self.table.add_detection(det.id, det.event, det.start_s)
+            self.spectrogram.add_marker(det.start_s, det.end_s, det.event.keyword,
+                                        widgets.SERVICE_COLORS[det.event.service])
+        if d.frames is not None:
+            self.spectrogram.append(d.frames, self.session.position_s)
+            self.level_meter.set_level(d.peak_db)
         self.spectrogram.refresh()
-        if self._suggestion_dirty:
-            self._suggestion_dirty = False
-            self.service_panel.show_suggestion(self._assessment.suggestion(), self._assessment.evidence())
+        if d.call_changed:
+            self._show_call()
         self._update_position()
-        return n
+        if d.ended:
+            self._refresh_controls()
 
-    def _handle_event(self, e: Event) -> None:
-        if self._discard_until_reset:
-            return
-        window_end = event_window_end_s(e)
-        mel = self._mel_history.window(int(round(window_end / widgets.FRAME_S)))
-        det = Detection(self._next_id, e, self._offset_s, self._file_path if self._mode == "file" else None,
-                        mel, self._offset_s + window_end)
-        self._next_id += 1
-        self._detections[det.id] = det
-        self._assessment.add(e)
-        self._suggestion_dirty = True
-        self.table.add_detection(det.id, e, det.start_s)
-        self.spectrogram.add_marker(det.start_s, det.end_s, e.keyword, widgets.SERVICE_COLORS[e.service])
-
-    def _handle_finished(self, item: Finished) -> None:
-        self._running = False
-        self._discard_until_reset = False
-        self._stop_monitor()
-        if self._pipe is not None:
-            self._pipe.stop()
-            self._pipe = None
-        if self._stopping:
-            return
-        if self._mode == "file":
-            self._finished = True
-            self._position_s = self._file_duration
-            self.note("Fin de l'enregistrement")
-        elif self._mode == "live":
-            self.show_error(f"Le micro « {item.source} » a cessé d'envoyer du son (débranché ?). "
-                            f"Rebranchez-le puis cliquez sur « Écouter ».")
-        self._refresh_controls()
-
-    def _handle_failed(self, item: Failed) -> None:
-        self._running = False
-        self._discard_until_reset = False
-        self._stop_monitor()
-        if self._pipe is not None:
-            self._pipe.stop()
-            self._pipe = None
-        if self._mode == "live":
-            self.show_error(f"Micro en défaut : {item.message}. La surveillance est arrêtée ; "
-                            f"vérifiez le branchement puis cliquez sur « Écouter ».")
-        else:
-            self.show_error(f"Lecture interrompue : {item.message}")
-        self._refresh_controls()
+    def _show_call(self) -> None:
+        state = self.session.call_state
+        self.service_panel.show_suggestion(state.suggestion, state.evidence)
 
     # ==== Grad-CAM =====================================================================================
+    @property
+    def detections(self) -> list[Detection]:
+        return list(self.session.detections.values())
+
     def selected_detection(self) -> Detection | None:
         det_id = self.table.selected_id()
-        return self._detections.get(det_id) if det_id is not None else None
+        return self.session.detections.get(det_id) if det_id is not None else None
+
+    def cut_selected_detection(self) -> bool:
+        """Make a take of the selected detection's segment of the replayed call (samples panel)."""
+        return self.samples.cut_selected_detection()
 
     def _on_selection(self) -> None:
         det = self.selected_detection()
@@ -769,23 +401,20 @@ class ConsoleWindow(QtWidgets.QMainWindow):
             self.cam_view.clear()
             self.cam_view.show_message("Signal de cette détection indisponible (trop ancien) : pas d'explication.")
             return
-        if self.take is None or self.take.saved_to is not None:
-            i = self.keyword_combo.findData(det.event.keyword)
-            if i >= 0:
-                self.keyword_combo.setCurrentIndex(i)
+        self.samples.suggest_keyword(det.event.keyword)
         if det.heat is not None:
             self._show_heat(det)
             return
         self.cam_view.show_message(f"Calcul de l'explication de « {det.event.keyword} »…")
         label = config.LABELS.index(det.event.keyword)
-        self._cam_job = (det.id, self._cam_pool.submit(gradcam, self._model, det.mel, label))
+        self._cam_job = (det.id, self._cam_pool.submit(gradcam, self.session.model, det.mel, label))
 
     def _poll_gradcam(self) -> None:
         if self._cam_job is None or not self._cam_job[1].done():
             return
         det_id, fut = self._cam_job
         self._cam_job = None
-        det = self._detections.get(det_id)
+        det = self.session.detections.get(det_id)
         if det is None:
             return
         try:
@@ -797,7 +426,7 @@ class ConsoleWindow(QtWidgets.QMainWindow):
             self._show_heat(det)
 
     def _show_heat(self, det: Detection) -> None:
-        t0 = det.window_end_s - WINDOW_FRAMES * widgets.FRAME_S
+        t0 = det.window_end_s - WINDOW_FRAMES * FRAME_S
         self.cam_view.show_heat(det.mel, det.heat, t0, (det.start_s, det.end_s),
                                 f"« {det.event.keyword} » à {widgets.fmt_position(det.start_s)} — score "
                                 f"{widgets.fr_num(det.event.score)}. Zones chaudes : ce qui a le plus pesé "
@@ -807,135 +436,11 @@ class ConsoleWindow(QtWidgets.QMainWindow):
         """Select a detection and wait for its heat map (used by tests and scripts)."""
         self.table.select_id(det_id)
         t_end = time.monotonic() + timeout_s
-        while self._detections[det_id].heat is None and time.monotonic() < t_end:
+        while self.session.detections[det_id].heat is None and time.monotonic() < t_end:
             QtWidgets.QApplication.processEvents()
             self._poll_gradcam()
             time.sleep(0.01)
-        return self._detections[det_id].heat
-
-    @property
-    def detections(self) -> list[Detection]:
-        return list(self._detections.values())
-
-    # ==== recording samples ============================================================================
-    def _selected_keyword(self) -> str | None:
-        return self.keyword_combo.currentData()
-
-    def toggle_mic_recording(self) -> None:
-        if self._mic_recorder is not None:
-            self._finish_mic_take()
-            return
-        self._autosave_unsaved_take()
-        try:
-            rec = recorder.MicRecorder(self.device_combo.currentData())
-            rec.start()
-        except SpotterError as exc:
-            self.mic_button.setChecked(False)
-            if "no input device" in str(exc):
-                self.show_error("Aucun micro disponible pour enregistrer un échantillon : branchez un "
-                                "périphérique d'entrée, ou extrayez la détection d'un appel rejoué.")
-            else:
-                self.show_error(f"Enregistrement au micro impossible : {exc}")
-            return
-        self._mic_recorder = rec
-        self.mic_button.setChecked(True)
-        self.mic_button.setText("■ Arrêter l'enregistrement")
-        self.note("Enregistrement au micro…")
-
-    def _poll_mic(self) -> None:
-        rec = self._mic_recorder
-        if rec is None:
-            return
-        self.take_label.setText(f"Enregistrement en cours : {rec.elapsed_s:.1f} s")
-        if rec.full:
-            self._finish_mic_take()
-
-    def _finish_mic_take(self) -> None:
-        rec, self._mic_recorder = self._mic_recorder, None
-        audio = rec.stop()
-        self.mic_button.setChecked(False)
-        self.mic_button.setText("● Enregistrer au micro")
-        self.set_take(recorder.Take(audio, self._selected_keyword(), f"micro {rec.device['name']}"))
-
-    def cut_selected_detection(self) -> bool:
-        """Make a take of the selected detection's segment of the replayed call ([start-0.3, end+0.3] s)."""
-        det = self.selected_detection()
-        if det is None or det.source_path is None:
-            self.show_info("Sélectionnez une détection d'un appel rejoué pour en extraire le segment.", "warning")
-            return False
-        a, b = recorder.detection_span(det.start_s, det.end_s)
-        try:
-            audio = recorder.cut_segment(det.source_path, a, b)
-        except SpotterError as exc:
-            self.show_error(f"Extraction impossible : {exc}")
-            return False
-        self._autosave_unsaved_take()
-        name = Path(det.source_path).name
-        self.set_take(recorder.Take(audio, det.event.keyword,
-                                    f"{name} {widgets.fmt_position(a)}–{widgets.fmt_position(b)}"))
-        return True
-
-    def set_take(self, take: recorder.Take) -> None:
-        self.take = take
-        if take.keyword is not None:
-            i = self.keyword_combo.findData(take.keyword)
-            if i >= 0:
-                self.keyword_combo.setCurrentIndex(i)
-        self._update_take_label()
-        self._refresh_controls()
-
-    def listen_take(self) -> None:
-        if self.take is None:
-            return
-        try:
-            recorder.play(self.take.audio)
-        except SpotterError:
-            self.note("Écoute impossible : aucune sortie audio sur ce poste")
-
-    def save_take(self) -> Path | None:
-        """Save the pending take under <dossier>/<mot-clé>/<horodatage>.wav."""
-        if self.take is None:
-            return None
-        keyword = self._selected_keyword()
-        try:
-            path = recorder.save_take(self.recordings_root, self.take, keyword=keyword, unsorted=keyword is None)
-        except SpotterError as exc:
-            self.show_error(f"Sauvegarde impossible : {exc}")
-            return None
-        self.last_saved = path
-        self.note(f"Échantillon sauvegardé : {path}")
-        self.take = None
-        self._update_take_label()
-        self._refresh_controls()
-        return path
-
-    def _autosave_unsaved_take(self) -> Path | None:
-        """Nothing recorded is lost: an unsaved take goes to <dossier>/_non_classes/."""
-        if self.take is None or self.take.saved_to is not None:
-            return None
-        try:
-            path = recorder.save_take(self.recordings_root, self.take, unsorted=True)
-        except SpotterError as exc:
-            self.show_error(f"Sauvegarde automatique impossible : {exc}")
-            return None
-        self.last_saved = path
-        self.take = None
-        return path
-
-    def set_recordings_root(self, path: str | os.PathLike) -> None:
-        self.recordings_root = Path(path)
-        self._update_take_label()
-
-    def _update_take_label(self) -> None:
-        lines = [f"Dossier : {self.recordings_root}"]
-        if self.take is not None:
-            kw = self.take.keyword or "non classé"
-            lines.insert(0, f"Prise en attente : {self.take.duration_s:.1f} s — {self.take.origin} ({kw})")
-        elif self.last_saved is not None:
-            lines.insert(0, f"Dernier échantillon : {self.last_saved}")
-        else:
-            lines.insert(0, "Aucune prise en attente.")
-        self.take_label.setText("\n".join(lines))
+        return self.session.detections[det_id].heat
 
     # ==== dialogs ======================================================================================
     def _ask_open_file(self) -> None:
@@ -951,47 +456,41 @@ class ConsoleWindow(QtWidgets.QMainWindow):
         if path:
             self.load_model_file(path)
 
-    def _ask_root(self) -> None:
-        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Dossier des échantillons",
-                                                          str(self.recordings_root))
-        if path:
-            self.set_recordings_root(path)
-
     # ==== state display ================================================================================
     def _refresh_controls(self) -> None:
-        has_model = self._spotter is not None
-        live = self._mode == "live" and self._running
+        s = self.session
+        has_model = s.spotter is not None
+        live = s.mode == "live" and s.running
         self.live_button.setText("■ Arrêter" if live else "● Écouter")
         self.live_button.setEnabled(has_model)
         self.open_button.setEnabled(has_model)
-        is_file = self._mode == "file" and self._file_path is not None
+        is_file = s.mode == "file" and s.file_path is not None
         self.play_button.setEnabled(is_file)
         self.seek_slider.setEnabled(is_file)
-        if is_file and self._running and not self._source.paused:
+        if is_file and s.running and not s.source.paused:
             self.play_button.setText("❚❚ Pause")
-        elif is_file and not self._running:
+        elif is_file and not s.running:
             self.play_button.setText("↻ Rejouer")
         else:
             self.play_button.setText("▶ Lecture")
-        det = self.selected_detection()
-        self.cut_button.setEnabled(det is not None and det.source_path is not None)
-        self.listen_button.setEnabled(self.take is not None)
-        self.save_button.setEnabled(self.take is not None)
+        self.samples.refresh()
 
     def _update_position(self) -> None:
-        if self._mode == "file" and self._file_duration > 0:
-            pos = min(self._position_s, self._file_duration)
-            self.position_label.setText(f"{widgets.fmt_position(pos)} / {widgets.fmt_position(self._file_duration)}")
+        s = self.session
+        if s.mode == "file" and s.file_duration > 0:
+            pos = min(s.position_s, s.file_duration)
+            self.position_label.setText(f"{widgets.fmt_position(pos)} / {widgets.fmt_position(s.file_duration)}")
             if not self.seek_slider.isSliderDown():
                 self.seek_slider.blockSignals(True)
-                self.seek_slider.setValue(int(1000 * pos / self._file_duration))
+                self.seek_slider.setValue(int(1000 * pos / s.file_duration))
                 self.seek_slider.blockSignals(False)
-        elif self._mode == "live":
-            self.position_label.setText(f"{widgets.fmt_position(self._position_s)} en direct")
+        elif s.mode == "live":
+            self.position_label.setText(f"{widgets.fmt_position(s.position_s)} en direct")
 
     def _update_status(self) -> None:
-        if self._source is not None:
-            st = self._source.stats
+        s = self.session
+        if s.source is not None:
+            st = s.source.stats
             s1 = "" if st.device_overflows == 1 else "s"
             s2 = "" if st.ring_overruns == 1 else "s"
             self.status_drops.setText(f"Audio perdu : {st.device_overflows} débordement{s1} · "
@@ -1000,20 +499,20 @@ class ConsoleWindow(QtWidgets.QMainWindow):
                                          "circulaire (le traitement n'a pas suivi)")
             lost = st.device_overflows + st.ring_overruns
             self.status_drops.setStyleSheet("color: #d6a531;" if lost else "")
-        if self._running:
-            self.status_load.setText(f"Charge : {100 * self._load:.0f} %")
-        if self._running and self._mode == "file" and self._source.paused:
+        if s.running:
+            self.status_load.setText(f"Charge : {100 * s.load:.0f} %")
+        if s.running and s.mode == "file" and s.source.paused:
             self.note("En pause")
         self._refresh_controls()
 
     # ==== lifetime =====================================================================================
     @property
     def running(self) -> bool:
-        return self._running
+        return self.session.running
 
     @property
     def finished(self) -> bool:
-        return self._finished
+        return self.session.finished
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.shutdown()
@@ -1025,15 +524,14 @@ class ConsoleWindow(QtWidgets.QMainWindow):
             return
         self._closed = True
         self._timer.stop()
-        self._stop_pipeline(drain=True)
-        self._stop_monitor()
-        if self._mic_recorder is not None:
-            self._finish_mic_take()
-        self._autosave_unsaved_take()
+        self.session.shutdown()
+        self._drain(None)
+        self.samples.shutdown()
         self._cam_pool.shutdown(wait=False)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self.session.log is not None:
+            self.session.log.close()
+            self.session.log = None
+
 
 
 # --- entry point ---------------------------------------------------------------------------------------

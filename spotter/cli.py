@@ -138,10 +138,10 @@ def run_file(spotter, path, realtime: bool = False, speed: float = 1.0, on_event
         from .sources import FileSource
         with FileSource(path, realtime=True, speed=speed, stats=stats) as src:
             while (chunk := src.read_step(config.STEP_SAMPLES)) is not None:
-                take(spotter.process(chunk))
+                take(spotter.process(chunk).events)
     else:
         for block in iter_audio(path, stats=stats):
-            take(spotter.process(block))
+            take(spotter.process(block).events)
     take(spotter.flush())
     warnings = assess_input(info, stats)
     return FileResult(info.duration_s, events, spotter.suggestion(), warnings)

@@ -38,12 +38,31 @@ class Event:
     end_s: float              # estimated keyword end
     detected_s: float         # stream time at which the event was decided
     wall_time: float          # time.time() when decided
+    window_end_s: float | None = None   # stream time at which the head window that peaked ends (the last audio
+    #                                     it saw); set by KeywordSpotter, None for events built offline
 
     def to_dict(self) -> dict:
+        """The record that is logged and printed (--json); window_end_s, a display detail, is not part of it."""
         d = asdict(self)
+        del d["window_end_s"]
         for k in ("score", "start_s", "end_s", "detected_s"):
             d[k] = round(d[k], 3)
         return d
+
+
+@dataclass
+class StepOutput:
+    """What one KeywordSpotter.process() call produced, for the n 80 ms steps its samples completed (n may be 0)."""
+    mel: np.ndarray           # (8 n, 32) the new log-mel frames, oldest first
+    posteriors: np.ndarray    # (n, 14) head posteriors after each step
+    events: list              # Events decided by these steps (already given to the sinks)
+
+
+@dataclass(frozen=True)
+class CallState:
+    """A snapshot of the call-level assessment, safe to hand to another thread."""
+    suggestion: "Suggestion | None"
+    evidence: dict            # service -> summed score
 
 
 @dataclass
@@ -79,6 +98,9 @@ class CallAssessment:
         for e in self.events:
             ev[e.service] += e.score
         return ev
+
+    def state(self) -> CallState:
+        return CallState(self.suggestion(), self.evidence())
 
     def suggestion(self) -> Suggestion | None:
         ev = self.evidence()
@@ -178,8 +200,10 @@ def decide_sequence(posteriors: np.ndarray, cfg: config.DetectorConfig, first_st
 class KeywordSpotter:
     """Incremental keyword spotting on a 16 kHz float32 stream.
 
-    process(samples) accepts any number of samples and returns the events decided by them. `sinks` are called
-    with each event before it is returned (the durable event log is one), so nothing is displayed before logged.
+    process(samples) accepts any number of samples and returns a StepOutput: the mel frames, posteriors and events
+    of the steps they completed. `sinks` are called with each event before it is returned (the durable event log
+    is one), so nothing is displayed before logged. Two kinds of state: the stream (audio buffers, decisions;
+    reset_stream) and the call (the evidence behind the suggested service; new_call). reset() forgets both.
     """
 
     def __init__(self, model, sinks=(), detector: config.DetectorConfig | None = None):
@@ -208,7 +232,12 @@ class KeywordSpotter:
 
     # -- state -------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget the stream (new call or new file)."""
+        """Forget the stream and the call (a new file or a new call)."""
+        self.reset_stream()
+        self.new_call()
+
+    def reset_stream(self) -> None:
+        """Forget the stream (stream time restarts at 0, as after PRIME_STEPS of silence); the call goes on."""
         self.mel_stream.reset()
         self._pending = np.zeros(0, dtype=np.float32)
         self.embedder.reset()
@@ -216,52 +245,64 @@ class KeywordSpotter:
         self._emb = self._silence_emb.clone()
         self.decider.reset()
         self.step = 0                      # number of 80 ms steps consumed
-        self.last_posteriors = np.zeros(len(self.labels), dtype=np.float32)
-        self.last_mel = torch.zeros(0, config.N_MELS)
+
+    def new_call(self) -> None:
+        """Forget the call's evidence (no suggestion until new events); the stream goes on."""
         self.assessment.reset()
+
+    def continue_call(self, previous: "KeywordSpotter") -> None:
+        """Take over `previous`'s call evidence (a model swapped mid-call). Neither may be in use by a thread."""
+        self.assessment.events = list(previous.assessment.events)
+
+    def call_state(self) -> CallState:
+        return self.assessment.state()
 
     @property
     def stream_time_s(self) -> float:
         return self.step * STEP_S
 
     # -- streaming ---------------------------------------------------------------------------------
-    def process(self, samples: np.ndarray) -> list[Event]:
+    def process(self, samples: np.ndarray) -> StepOutput:
+        """Consume any number of samples; the remainder of the last incomplete step waits for the next call."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if self._pending.size:
             samples = np.concatenate([self._pending, samples])
         n_steps = samples.size // config.STEP_SAMPLES
-        events: list[Event] = []
+        mels, posts, events = [], [], []
         for i in range(n_steps):
-            chunk = samples[i * config.STEP_SAMPLES:(i + 1) * config.STEP_SAMPLES]
-            events.extend(self._step(chunk))
+            mel, post, new = self._step(samples[i * config.STEP_SAMPLES:(i + 1) * config.STEP_SAMPLES])
+            mels.append(mel)
+            posts.append(post)
+            events.extend(new)
         self._pending = samples[n_steps * config.STEP_SAMPLES:].copy()
-        return events
+        return StepOutput(np.concatenate(mels) if mels else np.zeros((0, config.N_MELS), np.float32),
+                          np.stack(posts) if posts else np.zeros((0, len(self.labels)), np.float32), events)
 
     def flush(self) -> list[Event]:
-        """End of stream: pad with silence so the last keyword can still be decided."""
+        """End of stream: pad with silence so the last keyword can still be decided; returns those events."""
         tail = -self._pending.size % config.STEP_SAMPLES
-        events = self.process(np.zeros(tail + 4 * config.STEP_SAMPLES, dtype=np.float32))
+        events = self.process(np.zeros(tail + 4 * config.STEP_SAMPLES, dtype=np.float32)).events
         return events + self._publish(self.decider.finish(self.step))
 
     @torch.inference_mode()
-    def _step(self, chunk: np.ndarray) -> list[Event]:
+    def _step(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Event]]:
+        """One 80 ms step: (its 8 new mel frames, the head posteriors (14,), the events it decided)."""
         new_mel = self.mel_stream.push(chunk)                       # (8, 32)
-        self.last_mel = new_mel
         self.step += 1
         emb = self.embedder.push(new_mel)                          # (1, 96): the window ending now
         self._emb = torch.cat([self._emb[1:], emb])
         post = torch.softmax(self.model.head(self._emb.unsqueeze(0)), dim=1)[0].numpy()
-        self.last_posteriors = post
-        return self._publish(self.decider.update(post, self.step))
+        return new_mel.numpy(), post, self._publish(self.decider.update(post, self.step))
 
     def _publish(self, decisions: list[Decision]) -> list[Event]:
         events = []
         for d in decisions:
             # The head was trained with the keyword ending ~KEYWORD_END_OFFSET_S before its window's end.
-            end_s = max(0.0, d.peak_step * STEP_S - KEYWORD_END_OFFSET_S)
+            window_end_s = d.peak_step * STEP_S
+            end_s = max(0.0, window_end_s - KEYWORD_END_OFFSET_S)
             start_s = max(0.0, end_s - self.durations.get(d.keyword, DEFAULT_KEYWORD_DURATION_S))
             event = Event(d.keyword, config.KEYWORD_SERVICE[d.keyword], d.score, start_s, end_s,
-                          self.stream_time_s, time.time())
+                          self.stream_time_s, time.time(), window_end_s)
             for sink in self.sinks:
                 sink(event)
             self.assessment.add(event)

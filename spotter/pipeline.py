@@ -1,8 +1,10 @@
 """The detector thread: reads 80 ms steps from an AudioSource, runs the KeywordSpotter, publishes results.
 
 Used by `spotter listen` and by the operator console. Results go out through a thread-safe queue of
-`StepResult` / `Event` / `Finished` / `Failed` items; the console drains it with a Qt timer, the CLI prints.
-Events are logged (fsynced) by the spotter's sinks before they are queued.
+`StepResult` / `Event` / `CallState` / `CallReset` / `Finished` / `Failed` items, in stream order; the console
+drains it with a Qt timer, the CLI prints. Events are logged (fsynced) by the spotter's sinks before they are
+queued. Commands come in through `send()` (another queue) and are applied by the detector thread between two
+steps, so no other thread ever touches the KeywordSpotter while the pipeline runs.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import config
-from .detector import KeywordSpotter
+from .detector import CallState, KeywordSpotter
 from .errors import SpotterError
 
 
@@ -26,6 +28,17 @@ class StepResult:
     posteriors: np.ndarray     # (14,) latest head posteriors
     level_db: float            # RMS level of the step, dBFS
     load: float                # processing time / audio time of the step
+
+
+@dataclass
+class CallReset:
+    """The NewCall command was applied at stream time `stream_s`: later items belong to the new call."""
+    stream_s: float
+
+
+@dataclass
+class NewCall:
+    """Command: forget the call's evidence (KeywordSpotter.new_call); answered by CallReset + CallState."""
 
 
 @dataclass
@@ -45,7 +58,12 @@ def level_dbfs(x: np.ndarray) -> float:
 
 
 class Pipeline:
-    """Owns one detector thread for one source. start() / stop(); results in `self.results` (a Queue)."""
+    """Owns one detector thread for one source. start() / send(command) / stop(); results in `self.results`.
+
+    After every step that decided events, and after a NewCall, the call's CallState follows in the queue.
+    Every command sent before stop() returns is applied exactly once: by the thread between two steps, or by
+    stop() once the thread has ended.
+    """
 
     def __init__(self, source, spotter: KeywordSpotter, results: queue.Queue | None = None,
                  publish_steps: bool = True):
@@ -53,6 +71,7 @@ class Pipeline:
         self.spotter = spotter
         self.results = results if results is not None else queue.Queue()
         self.publish_steps = publish_steps
+        self._commands: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -61,6 +80,10 @@ class Pipeline:
         self._thread.start()
         return self
 
+    def send(self, command: NewCall) -> None:
+        """Queue a command for the detector thread (thread-safe)."""
+        self._commands.put(command)
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         try:
@@ -68,6 +91,8 @@ class Pipeline:
         finally:
             if self._thread is not None and self._thread is not threading.current_thread():
                 self._thread.join(timeout)
+            if not self.running:
+                self._apply_commands()
 
     @property
     def running(self) -> bool:
@@ -83,17 +108,17 @@ class Pipeline:
                     break
                 if chunk.size == 0:
                     continue
+                self._apply_commands()
                 t0 = time.perf_counter()
-                events = self.spotter.process(chunk)
+                out = self.spotter.process(chunk)
                 load = (time.perf_counter() - t0) / (chunk.size / config.SAMPLE_RATE)
-                if self.publish_steps:
-                    self.results.put(StepResult(self.spotter.stream_time_s, self.spotter.last_mel.numpy(),
-                                                self.spotter.last_posteriors.copy(), level_dbfs(chunk), load))
-                for e in events:
-                    self.results.put(e)
+                if self.publish_steps and len(out.posteriors):
+                    self.results.put(StepResult(self.spotter.stream_time_s, out.mel, out.posteriors[-1],
+                                                level_dbfs(chunk), load))
+                self._publish(out.events)
             if not self._stop.is_set():
-                for e in self.spotter.flush():
-                    self.results.put(e)
+                self._apply_commands()
+                self._publish(self.spotter.flush())
             self.results.put(Finished(name, self.spotter.stream_time_s))
         except SpotterError as exc:
             self.results.put(Failed(name, str(exc)))
@@ -104,3 +129,21 @@ class Pipeline:
                 self.source.stop()
             except Exception:
                 pass
+
+    def _publish(self, events: list) -> None:
+        for e in events:
+            self.results.put(e)
+        if events:
+            self.results.put(self.spotter.call_state())
+
+    def _apply_commands(self) -> None:
+        """Apply the queued commands in order (in the detector thread, or after it ended)."""
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(command, NewCall):
+                self.spotter.new_call()
+                self.results.put(CallReset(self.spotter.stream_time_s))
+                self.results.put(self.spotter.call_state())

@@ -112,7 +112,7 @@ def test_new_call_during_live_replay_is_applied_by_the_detector_thread(qtbot, co
     qtbot.waitUntil(lambda: console.table.rowCount() > 0, timeout=REPLAY_TIMEOUT_MS)
     console.new_call()
     assert console.table.rowCount() == 0
-    qtbot.waitUntil(lambda: not console._discard_until_reset, timeout=REPLAY_TIMEOUT_MS)   # CallReset came back
+    qtbot.waitUntil(lambda: not console.session._discard_until_reset, timeout=REPLAY_TIMEOUT_MS)   # CallReset came back
     qtbot.waitUntil(lambda: console.table.rowCount() > 0, timeout=REPLAY_TIMEOUT_MS)     # and detection goes on
     console.stop()
 
@@ -123,15 +123,15 @@ def test_seek_and_pause_keep_the_call(qtbot, console, tmp_path, speech_wav):
     assert console.open_file(path)
     qtbot.waitUntil(lambda: console.table.rowCount() > 0, timeout=REPLAY_TIMEOUT_MS)
     console.pause()
-    assert console._source.paused
+    assert console.session.source.paused
     before = console.table.rowCount()
-    console.seek(console._file_duration - 2.0)
-    assert console.running and console._source.paused               # a paused replay stays paused
+    console.seek(console.session.file_duration - 2.0)
+    assert console.running and console.session.source.paused               # a paused replay stays paused
     assert console.table.rowCount() >= before                         # same call: nothing forgotten
     console.set_speed(2)
     console.toggle_play()
     qtbot.waitUntil(lambda: console.finished, timeout=REPLAY_TIMEOUT_MS)
-    assert console._position_s >= console._file_duration - 0.1
+    assert console.session.position_s >= console.session.file_duration - 0.1
 
 
 def test_new_call_then_seek_before_the_detector_answered(qtbot, console, tmp_path, speech_wav):
@@ -151,7 +151,7 @@ def test_backlog_is_drained_in_bounded_ticks_without_losing_events(qtbot, consol
     console._timer.stop()
     console.set_speed(2)
     assert console.open_file(path)
-    qtbot.waitUntil(lambda: not console._pipe._thread.is_alive(), timeout=REPLAY_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not console.session.pipe._thread.is_alive(), timeout=REPLAY_TIMEOUT_MS)
     ticks = 0
     while not console.finished:
         console._drain(0.0)                           # smallest budget: one batch per tick
@@ -181,9 +181,9 @@ def test_missing_input_device_shows_a_message(console):
     text = console.banner.text()
     assert "micro" in text.lower()
     assert not console.running
-    console.toggle_mic_recording()                                     # recording a sample: same, no crash
+    console.samples.toggle_mic_recording()                                     # recording a sample: same, no crash
     assert "micro" in console.banner.text().lower()
-    assert console.take is None
+    assert console.samples.take is None
 
 
 def test_incompatible_model_is_refused_and_the_current_one_kept(qtbot, console, tmp_path, call_8k,
@@ -231,11 +231,11 @@ def test_cut_detection_and_save_writes_a_readable_sample(qtbot, console, tmp_pat
     det = console.detections[0]
     console.table.select_id(det.id)
     assert console.cut_selected_detection()
-    take = console.take
+    take = console.samples.take
     assert take.keyword == det.event.keyword
     expected = (det.end_s + 0.3) - max(0.0, det.start_s - 0.3)
     assert abs(take.duration_s - expected) < 0.02
-    path = console.save_take()
+    path = console.samples.save_take()
     assert path.parent == tmp_path / "echantillons" / config.KEYWORD_ASCII[det.event.keyword]
     audio, sr = sf.read(path, dtype="float32")
     assert sr == config.SAMPLE_RATE and len(audio) == len(take.audio)
@@ -244,18 +244,18 @@ def test_cut_detection_and_save_writes_a_readable_sample(qtbot, console, tmp_pat
     whole = load_audio(call_8k)
     a = int(round(max(0.0, det.start_s - 0.3) * config.SAMPLE_RATE))
     np.testing.assert_allclose(audio, whole[a:a + len(audio)], atol=2e-4)
-    assert console.take is None
+    assert console.samples.take is None
 
 
 def test_saving_under_another_keyword_and_unsorted(qtbot, console, tmp_path, call_8k):
     replay_to_end(qtbot, console, call_8k)
     console.table.select_id(console.detections[0].id)
     assert console.cut_selected_detection()
-    console.keyword_combo.setCurrentIndex(console.keyword_combo.findData("électrocution"))
-    assert console.save_take().parent.name == "electrocution"
+    console.samples.keyword_combo.setCurrentIndex(console.samples.keyword_combo.findData("électrocution"))
+    assert console.samples.save_take().parent.name == "electrocution"
     assert console.cut_selected_detection()
-    console.keyword_combo.setCurrentIndex(console.keyword_combo.findData(None))
-    assert console.save_take().parent.name == "_non_classes"
+    console.samples.keyword_combo.setCurrentIndex(console.samples.keyword_combo.findData(None))
+    assert console.samples.save_take().parent.name == "_non_classes"
 
 
 def test_pending_take_is_saved_when_the_window_closes(qtbot, tmp_path, eager_model_path, call_8k):

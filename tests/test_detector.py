@@ -81,20 +81,22 @@ def test_streaming_equals_batch_and_is_chunk_size_independent(speech_wav):
     audio = np.concatenate([speech_wav("Il y a un incendie au troisième étage."), np.zeros(8000, np.float32)])
     offline = stream_posteriors(model, audio)
     sp = KeywordSpotter(model)
-    pos, rng = 0, np.random.default_rng(0)
+    pos, rng, outs = 0, np.random.default_rng(0), []
     while pos < audio.size:                       # irregular chunk sizes, like a sound card
         n = int(rng.integers(100, 3000))
-        sp.process(audio[pos:pos + n])
+        outs.append(sp.process(audio[pos:pos + n]))
         pos += n
     steps = audio.size // config.STEP_SAMPLES
     assert sp.step == steps
-    np.testing.assert_allclose(sp.last_posteriors, offline[steps - 1], atol=1e-5)
+    # each call returns the rows (and mel frames) of the steps it completed, none when it completed none
+    posts = np.concatenate([o.posteriors for o in outs])
+    assert posts.shape == (steps, len(config.LABELS))
+    assert all(len(o.mel) == config.EMBED_STEP * len(o.posteriors) for o in outs)
+    np.testing.assert_allclose(posts, offline[:steps], atol=1e-5)
     # one-step-at-a-time gives every row
     sp.reset()
-    live = []
-    for i in range(steps):
-        sp.process(audio[i * config.STEP_SAMPLES:(i + 1) * config.STEP_SAMPLES])
-        live.append(sp.last_posteriors.copy())
+    live = [sp.process(audio[i * config.STEP_SAMPLES:(i + 1) * config.STEP_SAMPLES]).posteriors[0]
+            for i in range(steps)]
     np.testing.assert_allclose(np.array(live), offline[:steps], atol=1e-5)
 
 

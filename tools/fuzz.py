@@ -148,8 +148,9 @@ def check_model(path: str, noise: np.ndarray) -> str:
         _one_line(exc)
         return "refused"
     sp = KeywordSpotter(model)
-    events = sp.process(noise) + sp.flush()
-    if not np.isfinite(sp.last_posteriors).all():
+    out = sp.process(noise)
+    events = out.events + sp.flush()
+    if not np.isfinite(out.posteriors).all():
         raise AssertionError("accepted model gives non-finite posteriors")
     for e in events:
         e.to_dict()

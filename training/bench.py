@@ -306,7 +306,7 @@ def live_latency(model, items: list[tuple[np.ndarray, list, list]]) -> dict:
         events = []
         for i in range(0, len(audio) - config.STEP_SAMPLES + 1, config.STEP_SAMPLES):
             t0 = time.perf_counter()
-            events += spotter.process(audio[i:i + config.STEP_SAMPLES])
+            events += spotter.process(audio[i:i + config.STEP_SAMPLES]).events
             hop_ms.append(1000 * (time.perf_counter() - t0))
         live = [(e.keyword, int(round(e.detected_s / STEP_S))) for e in events]
         agree &= live == [(d.keyword, step) for d, step in batch if step <= spotter.step]
@@ -360,8 +360,7 @@ def live_costs(model, onnx_path: Path, audio: np.ndarray) -> dict:
     torch_post = []
 
     def torch_step(c):
-        spotter.process(c)
-        torch_post.append(spotter.last_posteriors.copy())
+        torch_post.extend(spotter.process(c).posteriors)
 
     out = {"torch": stream_cost(torch_step, audio)}
     runner, decider = OnnxStepRunner(onnx_path, threads=1), Decider(model.detector)
