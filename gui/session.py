@@ -305,6 +305,11 @@ class ConsoleSession:
         self._stop_monitor()
 
     @property
+    def new_call_pending(self) -> bool:
+        """A "Nouvel appel" was sent to the detector thread and its CallReset has not been drained yet."""
+        return self._discard_until_reset
+
+    @property
     def paused(self) -> bool:
         return bool(self.mode == "file" and self.running and self.source.paused)
 

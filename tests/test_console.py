@@ -112,7 +112,7 @@ def test_new_call_during_live_replay_is_applied_by_the_detector_thread(qtbot, co
     qtbot.waitUntil(lambda: console.table.rowCount() > 0, timeout=REPLAY_TIMEOUT_MS)
     console.new_call()
     assert console.table.rowCount() == 0
-    qtbot.waitUntil(lambda: not console.session._discard_until_reset, timeout=REPLAY_TIMEOUT_MS)   # CallReset came back
+    qtbot.waitUntil(lambda: not console.session.new_call_pending, timeout=REPLAY_TIMEOUT_MS)   # CallReset came back
     qtbot.waitUntil(lambda: console.table.rowCount() > 0, timeout=REPLAY_TIMEOUT_MS)     # and detection goes on
     console.stop()
 

@@ -112,7 +112,7 @@ def test_new_call_while_replaying_is_applied_by_the_detector_thread(session, cal
     assert session.detections == {} and session.call_state.suggestion is None
     assert sum(session.call_state.evidence.values()) == 0
     after = []
-    drain_until(session, lambda: not session._discard_until_reset, after)      # CallReset came back
+    drain_until(session, lambda: not session.new_call_pending, after)      # CallReset came back
     session.set_speed(MAX)
     drain_until(session, lambda: session.finished, after)
     assert after, "detection goes on after the new call"
