@@ -157,11 +157,14 @@ def listen_phase(call: Path, model_path: str, log: Path, minutes: float) -> dict
     events_log = cli._open_log(log, model)
     stop = threading.Event()
     timer = threading.Timer(minutes * 60, stop.set)
+    timer.daemon = True                 # never keeps the process alive after a failure
     timer.start()
     t0 = time.monotonic()
-    with open(os.devnull, "w") as devnull:
-        code = cli.listen(source, model, events_log, stop=stop, out=devnull)
-    timer.cancel()
+    try:
+        with open(os.devnull, "w") as devnull:
+            code = cli.listen(source, model, events_log, stop=stop, out=devnull)
+    finally:
+        timer.cancel()
     stats = source.stats
     return {"wall_s": round(time.monotonic() - t0, 1), "exit": code, "device_overflows": stats.device_overflows,
             "ring_overruns": stats.ring_overruns}
