@@ -19,6 +19,14 @@ def cmd_train(args) -> int:
         recipe["out"] = args.out
     if args.init:
         recipe["train"]["init"] = args.init
+    if "calls" in recipe:                  # keywords inside whole sentences (training/calltrain.py)
+        from .calltrain import train_from_calls
+        if args.recordings or args.init or args.calibrate_only:
+            from spotter.errors import SpotterError
+            raise SpotterError(f"{args.config}: --recordings, --init and --calibrate-only work with clip recipes "
+                               "(training/configs/default.toml), not with a [calls] recipe yet")
+        train_from_calls(recipe, folds=not args.no_folds)
+        return 0
     if args.calibrate_only:
         from .recipe import recalibrate
         recalibrate(recipe, args.calibrate_only, out=args.out)
@@ -31,6 +39,29 @@ def cmd_evaluate(args) -> int:
     from .recipe import load_recipe, run_evaluation
     _logging()
     recipe = load_recipe(args.config, overrides=args.set)
+    if "calls" in recipe:
+        import json
+        from pathlib import Path
+        from spotter.model import default_model_path, load_model
+        from .calltrain import evaluate_stored
+        from .recipe import _resolve
+        work = _resolve(recipe.get("work_dir", "runs/calls"))
+        if not (work / "calls_info.json").is_file():
+            from spotter.errors import SpotterError
+            raise SpotterError(f"{work}: no stored evaluation calls; run `spotter train --config {args.config}` first")
+        model = load_model(args.model or default_model_path())
+        out = Path(args.out) if args.out else work / "evaluation"
+        res = evaluate_stored(model, work, out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps(res, ensure_ascii=False, indent=1, default=float))
+        for name, r in res.items():
+            a5 = r.get("at_0.5_fa_h") or {}
+            print(f"{name}: recall at calibrated thresholds {r['calibrated']['recall']['recall']:.3f} "
+                  f"({r['calibrated']['fa_per_hour']:.2f} FA/h on {r['negative_hours']} h); recall at 0.5 FA/h "
+                  f"{(a5.get('recall') or {}).get('recall')}; keyword-clip accuracy {r['clip']['accuracy']}; "
+                  f"service correct {r['service']['service_correct']}")
+        print(f"details: {out / 'evaluation.json'}")
+        return 0
     res = run_evaluation(recipe, model_path=args.model, out_dir=args.out)
     print(res["summary"])
     return 0
@@ -61,6 +92,8 @@ def register_cli(sub) -> None:
     p.add_argument("--out", metavar="PATH", help="output artifact (default: the recipe's `out`)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override recipe values, e.g. train.epochs=5")
+    p.add_argument("--no-folds", action="store_true",
+                   help="[calls] recipes: skip the leave-one-engine-out folds (train and score the final model only)")
     p.add_argument("--calibrate-only", metavar="MODEL",
                    help="keep MODEL's trained head; redo calibration, evaluation and the model card")
     p.set_defaults(func=cmd_train)

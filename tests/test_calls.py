@@ -1,0 +1,125 @@
+"""Calls: sentences synthesised whole with keyword spans from the synthesiser, per-step labels relative to the
+keyword's end, embeddings equal to the streaming path, and the fast offline decision rule equal to the live one."""
+from __future__ import annotations
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from spotter import config
+from spotter.detector import Decider, decide_sequence
+from training import calls as C
+from training.sentences import (CLAUSES, FRAMES, frame_split, keyword_sentence, keyword_spans, negative_sentence,
+                                pho_span)
+from training.texts import keyword_in
+from training.voices import Voice, mbrola_voices
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+
+
+def test_sentences_carry_their_keyword_and_negatives_none():
+    rng = random.Random(3)
+    for kw in config.KEYWORDS:
+        for split in ("train", "test"):
+            s = keyword_sentence(kw, rng, split)
+            assert s.spans and all(keyword_in(s.text[a:b]) == kw for a, b in s.spans), s
+    for _ in range(300):
+        assert keyword_in(negative_sentence(rng).text) is None
+
+
+def test_train_and_test_frames_are_disjoint():
+    assert not set(frame_split(FRAMES, "train")) & set(frame_split(FRAMES, "test"))
+    assert not set(frame_split(CLAUSES, "train", 0.3, 12)) & set(frame_split(CLAUSES, "test", 0.3, 12))
+    assert len(FRAMES) >= 50
+
+
+def test_keyword_spans_find_plural_and_capitals():
+    assert keyword_spans("Des Violences, encore des violence.", "violences") == ((4, 13), (26, 34))
+
+
+def _span_energy(audio, a, b):
+    seg = audio[int(a * 16000):int(b * 16000)]
+    return float(np.sqrt(np.mean(seg ** 2))) if seg.size else 0.0
+
+
+@needs_espeak
+def test_espeak_sentence_span_covers_the_keyword():
+    text = "Allô, il y a un incendie dans la cuisine, venez vite."
+    s = keyword_sentence("incendie", random.Random(0))
+    s = type(s)(text, "incendie", keyword_spans(text, "incendie"))
+    audio, spans = C.say(C.SayJob(s, Voice("espeak", "fr+m3")))
+    (a, b), = spans
+    assert 0.5 < a < b < len(audio) / 16000 - 0.5          # speech before and after it
+    assert 0.2 < b - a < 0.9                                 # "incendie" said at a normal rate
+    # the keyword alone lasts about as long
+    alone, alone_spans = C.say(C.SayJob(type(s)("incendie", "incendie", ((0, 8),)), Voice("espeak", "fr+m3")))
+    assert abs((b - a) - (alone_spans[0][1] - alone_spans[0][0])) < 0.2
+    assert _span_energy(audio, a, b) > 0.02
+
+
+@pytest.mark.skipif(not mbrola_voices(), reason="mbrola voices not installed")
+def test_mbrola_span_from_pho_durations():
+    text = "Oui bonjour, il y a du gaz dans la cuisine."
+    s = type(keyword_sentence("gaz", random.Random(0)))(text, "gaz", keyword_spans(text, "gaz"))
+    audio, spans = C.say(C.SayJob(s, mbrola_voices()[0]))
+    (a, b), = spans
+    assert 0.3 < a < b < len(audio) / 16000 - 0.2
+    assert 0.1 < b - a < 0.6
+
+
+def test_pho_span_prefers_the_occurrence_near_the_word():
+    pho = [("_", 0.1), ("g", 0.05), ("a", 0.1), ("z", 0.05), ("l", 0.05), ("g", 0.05), ("a", 0.1), ("z", 0.05)]
+    assert pho_span(pho, ["g", "a", "z"], 0.9) == pytest.approx((0.35, 0.55))
+    assert pho_span(pho, ["g", "a", "z"], 0.0) == pytest.approx((0.1, 0.3))
+
+
+def test_step_labels_are_relative_to_the_keyword_end():
+    notes = [("gaz", 1.0, 1.3)]
+    speech = [(0.5, 2.0)]
+    y = C.step_labels(80, notes, speech)
+    t = C.window_end_s(80)
+    gaz, other, noise = (config.LABELS.index(x) for x in ("gaz", config.OTHER, config.NOISE))
+    in_range = (t - 1.3 >= 0.04) & (t - 1.3 <= 0.40)
+    assert in_range.sum() >= 4 and (y[in_range] == gaz).all()
+    assert (y[(t > 1.0) & (t < 1.3 - 0.12)] == other).all()          # inside the word: not yet the keyword
+    assert (y[(t - 1.3 > 0.40) & (t - 1.3 < 0.85)] == C.IGNORE).all()
+    assert (y[(t > 0.6) & (t < 0.95)] == other).all()
+    assert (y[t > 2.0 + config.CLIP_SAMPLES / 16000 + 0.01] == noise).all()
+
+
+def test_fast_decision_rule_equals_the_live_decider():
+    rng = np.random.default_rng(0)
+    n = 3000
+    post = rng.dirichlet(np.ones(len(config.LABELS)) * 0.3, size=n).astype(np.float32)
+    for start in rng.integers(0, n - 10, 40):          # bursts of one keyword
+        post[start:start + 6, rng.integers(12)] += rng.uniform(0.5, 3.0)
+    post /= post.sum(1, keepdims=True)
+    for smoothing in (1, 3, 5):
+        cfg = config.DetectorConfig(thresholds={k: 0.45 for k in config.KEYWORDS}, smoothing_steps=smoothing)
+        dec = Decider(cfg)
+        live = []
+        for j, p in enumerate(post):
+            live += dec.update(p, j + 1)
+        live += dec.finish(n + 1)
+        fast = decide_sequence(post, cfg)
+        assert live and [(d.keyword, d.peak_step, d.step) for d in fast] == \
+            [(d.keyword, d.peak_step, d.step) for d in live]
+        assert np.allclose([d.score for d in fast], [d.score for d in live], atol=1e-6)   # float64 moving sum
+
+
+@needs_espeak
+def test_call_embeddings_give_the_streaming_posteriors():
+    from spotter.model import KeywordHead, KeywordModel
+    from training.calltrain import call_posteriors
+    from training.streams import stream_posteriors
+    torch.manual_seed(0)
+    model = KeywordModel(head=KeywordHead()).eval()
+    audio = np.random.default_rng(1).normal(0, 0.05, 16000 * 3 + 517).astype(np.float32)
+    emb = C.stream_embeddings(model, audio, chunk_steps=7)           # several chunks
+    ref = stream_posteriors(model, audio)
+    got = call_posteriors(model.head, emb)
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() < 2e-3                            # float16 storage of the embeddings

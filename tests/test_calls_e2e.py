@@ -1,0 +1,43 @@
+"""End to end on a tiny [calls] recipe: sentences synthesised whole, calls, head, calibration, evaluation on
+held-out voices with the one scorer, artifact and model card; then `spotter evaluate` on the stored calls."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from spotter import config
+from spotter.model import load_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_tiny_calls_recipe_end_to_end(tmp_path):
+    from training.calltrain import evaluate_stored, train_from_calls
+    from training.recipe import load_recipe
+    recipe = load_recipe(REPO / "training/configs/calls_tiny.toml", overrides=[
+        f"out={tmp_path / 'm.pt'}", f"work_dir={tmp_path / 'work'}", f"calls.cache_dir={tmp_path / 'sentences'}"])
+    out = train_from_calls(recipe)
+
+    model = load_model(out)                                  # loads with weights_only: plain metadata
+    assert model.meta["name"] == "calls-tiny-ci"
+    assert set(model.detector.thresholds) == set(config.KEYWORDS)
+    rep = model.meta["calls_report"]
+    speakers = rep["info"]["speakers"]
+    assert speakers["train"] and speakers["test"] and not set(speakers["train"]) & set(speakers["test"])
+    final = rep["final"]
+    assert final["keyword_occurrences"] > 0 and final["negative_hours"] > 0
+    assert 0 <= final["calibrated"]["recall"]["recall"] <= 1
+    assert set(final["calibrated"]["per_channel"]) <= {"wide", "tel"}
+    assert (tmp_path / "work" / "final" / "det.png").stat().st_size > 0
+    assert all(0 < d <= 3 for d in model.meta["keyword_durations_s"].values())
+    card = out.with_suffix(".md").read_text()
+    assert "keywords inside sentences" in card.lower() or "inside sentences" in card
+
+    res = evaluate_stored(model, tmp_path / "work")           # before/after comparisons reuse the stored calls
+    assert res["held_out_voices"]["keyword_occurrences"] == final["keyword_occurrences"]
+    json.dumps(res, default=float)

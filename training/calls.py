@@ -1,0 +1,340 @@
+"""Calls: caller sentences synthesised whole, joined into call-like streams, put through a channel, embedded once.
+
+Data flow:
+  Sentence (sentences.py) --say()--> Utterance (16 kHz audio + keyword spans from the synthesiser), cached
+  Utterances of one voice --make_call()--> one stream with pauses, then one channel for the whole call
+      (wideband: room + noise; telephone: band-limited codec + noise) at a drawn SNR
+  stream --stream_embeddings()--> (steps, 96) embeddings, computed once (the backbone is frozen)
+  spans --step_labels()--> one label per 80 ms step, relative to the keyword's END:
+      window ends KEYWORD_END_RANGE_S after a keyword end        -> that keyword
+      window ends inside a keyword or just after it / long after -> ignored (IGNORE)
+      anything else with speech in the window                    -> other; no speech at all -> noise
+
+Every window of every call is then a training example, the head sees keywords inside running speech exactly as
+the streaming detector will, and leave-one-engine-out folds only retrain the head on stored embeddings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from spotter import config
+from spotter.audio import Resampler, load_audio, write_wav
+from spotter.errors import SpotterError
+from training.sentences import Sentence, espeak_span, refine_span
+from training.voices import Voice
+
+SR = config.SAMPLE_RATE
+STEP_S = config.STEP_SAMPLES / SR
+KEYWORD_END_RANGE_S = (0.04, 0.40)     # as training/dataset.py: where the window end sits after the keyword end
+IGNORE_BEFORE_END_S = 0.12             # windows ending this close before a keyword end are neither yes nor no
+IGNORE_AFTER_S = 0.85                  # ... nor those ending between the keyword range and this after the end
+IGNORE = -1
+UTTERANCE_VERSION = 2
+PAUSE_S = (0.25, 1.4)                  # pause between two sentences of a call
+TARGET_DBFS = -20.0
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A synthesised sentence on disk: path to 16 kHz audio, keyword spans in seconds."""
+    path: str
+    text: str
+    keyword: str | None
+    spans: tuple[tuple[float, float], ...]
+    voice: str
+    engine: str
+    speaker: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SayJob:
+    sentence: Sentence
+    voice: Voice
+    speed: float = 1.0
+    pitch: int = 50
+    pitch_range: int = 50
+    tract: float = 1.0        # vocal-tract factor: the engine's output is replayed this much faster (formants up)
+
+
+def _job_hash(job: SayJob) -> str:
+    key = json.dumps([UTTERANCE_VERSION, job.voice.key, job.voice.blend, job.sentence.text, job.sentence.keyword,
+                      round(job.speed, 3), job.pitch, job.pitch_range, round(job.tract, 3)], ensure_ascii=False)
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
+    if rate == SR:
+        return audio.astype(np.float32)
+    r = Resampler(rate, SR)
+    return np.concatenate([r.process(audio), r.flush()]).astype(np.float32)
+
+
+def _normalise(audio: np.ndarray) -> tuple[np.ndarray, float]:
+    """Trim leading/trailing silence (keeping 30 ms) and scale to TARGET_DBFS RMS. Returns audio and the
+    number of seconds cut at the start (to shift spans)."""
+    from training.synth import trim_silence, normalize_loudness
+    trimmed = trim_silence(audio)            # a slice (view) of audio
+    if trimmed.size == 0:
+        return trimmed, 0.0
+    return normalize_loudness(trimmed, TARGET_DBFS), _slice_start(audio, trimmed) / SR
+
+
+def _slice_start(audio: np.ndarray, part: np.ndarray) -> int:
+    """Index at which `part` (a slice of audio) starts inside audio."""
+    if part.base is not None and np.shares_memory(part, audio):
+        return (part.__array_interface__["data"][0] - audio.__array_interface__["data"][0]) // audio.itemsize
+    return 0
+
+
+def say(job: SayJob) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
+    """Synthesise a sentence whole; returns 16 kHz float32 audio and the keyword spans (seconds) in it."""
+    s, v = job.sentence, job.voice
+    if v.engine == "mbrola":
+        raw, rate, spans = _mbrola_say(s, v.espeak_name, round(175 * job.speed), job.pitch)
+        audio = _to_16k(raw, max(1000, round(rate * job.tract / 100) * 100))
+        spans = [(a / job.tract, b / job.tract) for a, b in spans]
+    elif v.engine == "espeak":
+        from training.espeak_lib import speak
+        raw, rate, words = speak(s.text, v.espeak_name, round(175 * job.speed), job.pitch, job.pitch_range)
+        dur = len(raw) / rate
+        spans = [espeak_span(words, c0, dur) for c0, _ in s.spans]
+        audio = _to_16k(raw, max(1000, round(rate * job.tract / 100) * 100))
+        spans = [(a / job.tract, b / job.tract) for a, b in spans]
+    elif v.engine == "kokoro":
+        from training.kokoro_spans import kokoro_say
+        audio, spans = kokoro_say(s, v, job.speed, job.pitch, job.tract)
+    else:
+        raise SpotterError(f"unknown engine {v.engine}")
+    audio = np.asarray(audio, np.float32)
+    spans = [refine_span(audio, a, b) for a, b in spans]
+    clip, cut = _normalise(audio)
+    spans = tuple((round(max(0.0, a - cut), 3), round(min(len(clip) / SR, b - cut), 3)) for a, b in spans)
+    return clip, spans
+
+
+def _espeak_cli(args: list[str], text: str) -> bytes:
+    import shutil
+    import subprocess
+    exe = shutil.which("espeak-ng") or "espeak-ng"
+    proc = subprocess.run([exe, *args, "--stdin"], input=text.encode("utf-8"), capture_output=True, timeout=30)
+    if proc.returncode != 0:
+        raise SpotterError(f"espeak-ng {' '.join(args)} failed on {text!r}")
+    return proc.stdout
+
+
+def _mbrola_say(s: Sentence, voice: str, wpm: int, pitch: int):
+    """MBROLA speech of the whole sentence from espeak-ng's .pho, and the keyword spans from the .pho's own
+    phoneme durations (the keyword's phonemes located by matching the keyword said alone)."""
+    import subprocess
+    import tempfile
+    from training.sentences import parse_pho, pho_span
+    from training.voices import MBROLA_DIR
+    pho_text = _espeak_cli(["-v", voice, "-q", "--pho", "-s", str(wpm), "-p", str(pitch)], s.text).decode()
+    pho = parse_pho(pho_text)
+    spans = []
+    for c0, c1 in s.spans:
+        word = [p for p, _ in parse_pho(_espeak_cli(["-v", voice, "-q", "--pho"], s.text[c0:c1]).decode())
+                if p != "_"]
+        spans.append(pho_span(pho, word, c0 / max(1, len(s.text))))
+    db = MBROLA_DIR / voice.removeprefix("mb-") / voice.removeprefix("mb-")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.pho", Path(tmp) / "out.wav"
+        src.write_text(pho_text)
+        proc = subprocess.run(["mbrola", "-e", str(db), str(src), str(dst)], capture_output=True, timeout=60)
+        if proc.returncode != 0 or not dst.is_file():
+            raise SpotterError(f"mbrola {voice} failed on {s.text!r}")
+        import soundfile as sf
+        audio, rate = sf.read(dst, dtype="float32")
+    return audio, rate, spans
+
+
+def _render(args) -> dict | str:
+    job, path = args
+    try:
+        clip, spans = say(job)
+        if clip.size < SR // 5:
+            return f"{job.voice.key} {job.sentence.text!r}: silent output"
+        if job.sentence.keyword and any(b - a < 0.08 for a, b in spans):
+            return f"{job.voice.key} {job.sentence.text!r}: keyword span too short {spans}"
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, clip)
+        return {"spans": spans, "seconds": round(clip.size / SR, 3)}
+    except SpotterError as e:
+        return str(e)
+    except Exception as e:     # an engine crash must not stop a long batch: counted and reported
+        return f"{job.voice.key} {job.sentence.text!r}: {type(e).__name__}: {e}"
+
+
+def synthesize_utterances(jobs: list[SayJob], cache_dir: Path, workers: int = 2, progress: str | None = None
+                          ) -> list[Utterance]:
+    """Render every job not yet cached (worker processes: libespeak-ng is not re-entrant); returns the
+    utterances in job order, failed ones left out (counted in one warning)."""
+    from tqdm import tqdm
+    cache_dir = Path(cache_dir)
+    index_path = cache_dir / "utterances.jsonl"
+    index: dict[str, dict] = {}
+    if index_path.is_file():
+        for line in index_path.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+                index[r["hash"]] = r
+            except (json.JSONDecodeError, KeyError):
+                continue
+    todo = []
+    for job in jobs:
+        h = _job_hash(job)
+        if h not in index:
+            todo.append((job, str(cache_dir / job.voice.engine / job.voice.key / f"{h}.wav")))
+    errors = []
+    if todo:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # Kokoro jobs first, interleaved, so the slow engine is spread over the workers
+        todo.sort(key=lambda t: t[0].voice.engine != "kokoro")
+        with ProcessPoolExecutor(workers) as pool, open(index_path, "a", encoding="utf-8") as out, \
+                tqdm(total=len(todo), desc=progress or "sentences", disable=progress is None, mininterval=5) as bar:
+            for (job, path), res in zip(todo, pool.map(_render, todo, chunksize=8)):
+                bar.update(1)
+                if isinstance(res, str):
+                    errors.append(res)
+                    continue
+                rec = {"hash": _job_hash(job), "path": os.path.relpath(path, cache_dir), **res}
+                index[rec["hash"]] = rec
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    if errors:
+        print(f"warning: {len(errors)} of {len(todo)} sentences failed and are left out (first: {errors[0]})")
+    result = []
+    for job in jobs:
+        r = index.get(_job_hash(job))
+        if r is None:
+            continue
+        result.append(Utterance(str(cache_dir / r["path"]), job.sentence.text, job.sentence.keyword,
+                                tuple(tuple(s) for s in r["spans"]), job.voice.key, job.voice.engine,
+                                "+".join(job.voice.speakers), r["seconds"]))
+    return result
+
+
+# --- calls ----------------------------------------------------------------------------------------------
+@dataclass
+class Call:
+    """One stream: audio, keyword annotations (keyword, start_s, end_s), and where it came from."""
+    audio: np.ndarray
+    notes: list[tuple[str, float, float]]
+    speech: list[tuple[float, float]]         # (start, end) of every sentence (for noise labels)
+    voice: str
+    engine: str
+    channel: str
+    service: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def make_call(utts: list[Utterance], rng: np.random.Generator, lead_s: float = 0.6) -> Call:
+    """Join the sentences of one voice with pauses (a -70 dBFS floor, not digital silence)."""
+    parts = [np.zeros(int(lead_s * SR), np.float32)]
+    t = lead_s
+    notes, speech = [], []
+    for u in utts:
+        a = load_audio(u.path)
+        for s0, s1 in u.spans:
+            notes.append((u.keyword, round(t + s0, 3), round(t + s1, 3)))
+        speech.append((t, t + a.size / SR))
+        parts.append(a)
+        t += a.size / SR
+        gap = int(rng.uniform(*PAUSE_S) * SR)
+        parts.append(rng.normal(0, 10 ** (-70 / 20), gap).astype(np.float32))
+        t += gap / SR
+    kws = {n[0] for n in notes}
+    services = {config.KEYWORD_SERVICE[k] for k in kws}
+    return Call(np.concatenate(parts), notes, speech, utts[0].voice, utts[0].engine, "clean",
+                services.pop() if len(services) == 1 else None)
+
+
+class Channel:
+    """The acoustic path of a call: 'wide' (room + background noise) or 'tel' (that, then a telephone band and
+    codec). Noise comes from real recordings at a drawn SNR relative to the speech level."""
+
+    def __init__(self, noise_files: list[Path], seed: int, snr_db: tuple[float, float] = (5.0, 20.0)):
+        from training.augment import NoiseBank, make_rir
+        self.noise = NoiseBank(list(noise_files))
+        self.snr_db = snr_db
+        rr = np.random.default_rng([seed, 7])
+        self.rirs = [make_rir(rr.uniform(0.2, 0.7), SR, rr, rr.uniform(0, 12)) for _ in range(24)]
+
+    def __call__(self, call: Call, kind: str, rng: np.random.Generator) -> Call:
+        from training.augment import active_rms, colored_noise, reverberate, scaled_noise, telephone_channel
+        x = call.audio
+        if rng.random() < 0.5:
+            x = reverberate(x, self.rirs[rng.integers(len(self.rirs))])
+        ref = active_rms(x)
+        snr = float(rng.uniform(*self.snr_db))
+        seg = self.noise.segment(x.size, rng) if len(self.noise) else None
+        if seg is None:
+            seg = colored_noise(x.size, rng.uniform(0, 2), rng)
+        x = x + scaled_noise(seg, x.size, ref, snr)
+        x = x * 10 ** (rng.uniform(-32, -18) / 20) / max(active_rms(x), 1e-6)
+        if kind == "tel":
+            codec = ["alaw", "ulaw", "gsm", None][int(rng.integers(4))]
+            x = telephone_channel(x, codec)
+        peak = float(np.max(np.abs(x)))
+        if peak > 0.99:
+            x = x * 0.99 / peak
+        return Call(x.astype(np.float32), call.notes, call.speech, call.voice, call.engine, kind, call.service,
+                    {**call.meta, "snr_db": round(snr, 1)})
+
+
+# --- embeddings and labels ---------------------------------------------------------------------------------
+def window_end_s(n_steps: int) -> np.ndarray:
+    """Audio time (s, in the un-primed stream) of the last sample each step's head window sees: row j of
+    stream_posteriors/stream_embeddings is the state after step j + 1 of the stream."""
+    return (np.arange(n_steps) + 1) * STEP_S
+
+
+def step_labels(n_steps: int, notes, speech) -> np.ndarray:
+    """Label index (config.LABELS) or IGNORE for every step, relative to keyword ends (see module doc)."""
+    t = window_end_s(n_steps)
+    win_s = config.CLIP_SAMPLES / SR
+    has_speech = np.zeros(n_steps, bool)
+    for a, b in speech:
+        has_speech |= (t > a + 0.05) & (t - win_s < b)
+    y = np.where(has_speech, config.LABELS.index(config.OTHER), config.LABELS.index(config.NOISE))
+    for kw, a, b in notes:
+        d = t - b
+        y[(t > a) & (d > -IGNORE_BEFORE_END_S) & (d < IGNORE_AFTER_S)] = IGNORE
+    for kw, a, b in notes:
+        d = t - b
+        y[(d >= KEYWORD_END_RANGE_S[0]) & (d <= KEYWORD_END_RANGE_S[1])] = config.LABELS.index(kw)
+    return y.astype(np.int16)
+
+
+def stream_embeddings(model, audio: np.ndarray, chunk_steps: int = 1500) -> np.ndarray:
+    """Embeddings E of a stream, primed like the live spotter: the head window of step j (0-based, the state
+    after j + 1 steps of 80 ms) is E[j : j + HEAD_FRAMES], so len(E) = steps + HEAD_FRAMES - 1. float16.
+
+    Same arithmetic as training.streams.stream_posteriors (chunks overlap by the head window)."""
+    import torch
+    from spotter.features import STREAM_CONTEXT, log_mel
+    step = config.STEP_SAMPLES
+    n_prime = config.PRIME_STEPS
+    x = np.concatenate([np.zeros(STREAM_CONTEXT + n_prime * step, np.float32), np.asarray(audio, np.float32)])
+    n_steps = (len(x) - STREAM_CONTEXT) // step
+    tail = config.N_FFT - config.HOP_SAMPLES
+    lead = config.CLIP_SAMPLES - tail
+    keep = config.HEAD_FRAMES - 1
+    out = []
+    with torch.inference_mode():
+        for s0 in range(n_prime, n_steps, chunk_steps):
+            s1 = min(n_steps, s0 + chunk_steps)
+            seg = x[step * (s0 + 1) - lead: step * s1 + tail]
+            emb = model.embeddings_from_mel(log_mel(torch.from_numpy(seg)).unsqueeze(0))[0]   # steps s0-15 .. s1-1
+            out.append(emb if not out else emb[keep:])
+    if not out:
+        return np.zeros((0, config.EMBED_DIM), np.float16)
+    return torch.cat(out).numpy().astype(np.float16)

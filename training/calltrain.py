@@ -1,0 +1,669 @@
+"""Training and leave-one-engine-out evaluation on calls: keywords said inside whole synthesised sentences.
+
+  plan      voices of every installed engine, split by speaker (train / val / test); each voice says caller
+            sentences with and without keywords at drawn rate, pitch, pitch range and vocal-tract factor
+  calls     sentences of one voice joined into a call, one channel per call (wideband or telephone, noise
+            5-20 dB for evaluation), embedded once (frozen backbone) and labelled per 80 ms step (calls.py)
+  train     the head on every labelled window of the training calls (class-balanced loss), then one round of
+            hard-negative mining: negative windows it scores highest are added again and it is trained on
+  calibrate per-keyword thresholds and smoothing against the false-alarm budget on validation voices' calls
+  evaluate  one scorer (training.streams.score_stream: a detection of the right keyword whose peak falls inside
+            [start, end + 0.8 s]); recall at the calibrated thresholds and at 0.5 / 1 FA/h, per keyword, engine
+            and channel; keyword-clip accuracy; service at call end; a DET plot
+
+Leave-one-engine-out: fold E trains (and calibrates) on the other engines only and is scored on calls spoken by
+engine E's voices, which no part of its training heard. Negatives for every score are >= `negative_hours` of
+keyword-free running speech from test-split voices (held out from every model), half through the telephone.
+Because the backbone is frozen, the embeddings of all calls are computed once and every fold retrains the head.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spotter import config
+from spotter.errors import SpotterError
+
+from . import calls as C
+from .sentences import keyword_sentence, negative_sentence
+from .voices import Voice, available_voices, kokoro_blend, split_voices
+
+log = logging.getLogger("training")
+IGNORE = C.IGNORE
+
+
+# --- plan ---------------------------------------------------------------------------------------------------
+@dataclass
+class CallPlan:
+    """Sizes of one run (the TOML [calls] section)."""
+    engines: tuple[str, ...] = ("espeak", "mbrola", "kokoro")
+    kw_sentences: dict = field(default_factory=lambda: {"espeak": 3, "mbrola": 14, "kokoro": 5})   # per kw, voice
+    neg_sentences: dict = field(default_factory=lambda: {"espeak": 40, "mbrola": 150, "kokoro": 40})  # per voice
+    eval_kw_sentences: dict = field(default_factory=lambda: {"espeak": 1, "mbrola": 4, "kokoro": 2})  # per kw, voice
+    eval_negative_hours: float = 5.0
+    kokoro_eval_negatives: int = 20
+    espeak_generated_speakers: int = 0     # drawn espeak-ng variants (training/speakers.py): new speakers
+    cache_dir: str = "cache/sentences"
+    kokoro_random_blends: int = 8          # extra Kokoro speakers: random mixtures of the training styles
+    max_voices_per_engine: int = 0         # small runs: at most this many voices per engine and split
+    sentences_per_call: tuple[int, int] = (3, 7)
+    train_copies: int = 2                  # channels drawn per training call
+    seed: int = 0
+
+
+def _draw_controls(rng: random.Random, engine: str) -> dict:
+    if engine == "kokoro":
+        return {"speed": rng.uniform(0.85, 1.2), "pitch": rng.randint(30, 70), "tract": rng.uniform(0.94, 1.06)}
+    if engine == "mbrola":             # MBROLA through espeak-ng already speaks fast at 175 wpm
+        return {"speed": rng.uniform(0.65, 1.1), "pitch": rng.randint(25, 75), "tract": rng.uniform(0.9, 1.1)}
+    return {"speed": rng.uniform(0.75, 1.35), "pitch": rng.randint(25, 75), "pitch_range": rng.randint(20, 90),
+            "tract": rng.uniform(0.9, 1.1)}
+
+
+def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
+    # Kokoro: its 5 base styles, and random mixtures (below) instead of the fixed 50/50 blends
+    voices = [v for v in available_voices(plan.engines) if not (v.engine == "kokoro" and v.blend)]
+    if not voices:
+        raise SpotterError("no TTS engine is installed (apt-get install espeak-ng)")
+    if plan.espeak_generated_speakers and any(v.engine == "espeak" for v in voices):
+        from .recipe import _resolve
+        from .speakers import generated_voices, install_speakers
+        names = install_speakers(plan.espeak_generated_speakers, plan.seed, _resolve(plan.cache_dir) / "espeak-data")
+        voices += generated_voices(names, plan.seed)
+    splits = split_voices(voices, 0.15, 0.15, plan.seed)
+    rng = random.Random(plan.seed + 5)
+    kokoro_train = sorted({s.split(":")[1] for v in voices if v.engine == "kokoro" and splits.get(v.key) == "train"
+                           for s in v.speakers})
+    for _ in range(plan.kokoro_random_blends if len(kokoro_train) >= 2 else 0):
+        a, b = rng.sample(kokoro_train, 2)
+        v = kokoro_blend(a, b, round(rng.uniform(0.2, 0.8), 2))
+        if v.key not in splits:
+            voices.append(v)
+            splits[v.key] = "train"
+    if plan.max_voices_per_engine:
+        keep = {}
+        for v in sorted(voices, key=lambda v: v.key):
+            group = (v.engine, splits.get(v.key))
+            if group[1] and len(keep.setdefault(group, [])) < plan.max_voices_per_engine:
+                keep[group].append(v.key)
+        allowed = {k for ks in keep.values() for k in ks}
+        voices = [v for v in voices if v.key in allowed]
+    return voices, splits
+
+
+def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> dict[str, list[C.SayJob]]:
+    """Jobs per set: 'train', 'val' (calibration calls), 'eval_kw' (keyword calls by every voice, test-frame
+    sentences; for LOEO), 'eval_neg' (keyword-free running speech by test-split voices)."""
+    rng = random.Random(plan.seed)
+    sets: dict[str, list[C.SayJob]] = {"train": [], "val": [], "eval_kw": [], "eval_neg": []}
+
+    def job(sentence, v):
+        return C.SayJob(sentence, v, **_draw_controls(rng, v.engine))
+
+    for v in sorted(voices, key=lambda v: v.key):
+        sp = splits.get(v.key)
+        if sp in ("train", "val"):
+            for kw in config.KEYWORDS:
+                sets[sp] += [job(keyword_sentence(kw, rng, "train"), v) for _ in range(plan.kw_sentences[v.engine])]
+            n_neg = plan.neg_sentences[v.engine] * (3 if sp == "val" else 1)   # calibration needs FA hours
+            sets[sp] += [job(negative_sentence(rng, "train"), v) for _ in range(n_neg)]
+        if v.engine == "kokoro" and v.blend and sp != "test":
+            continue                       # Kokoro is slow: its evaluation calls come from its base voices
+        for kw in config.KEYWORDS:
+            sets["eval_kw"] += [job(keyword_sentence(kw, rng, "test"), v)
+                                for _ in range(plan.eval_kw_sentences[v.engine])]
+        sets["eval_kw"] += [job(negative_sentence(rng, "test"), v)
+                            for _ in range(2 if v.engine == "kokoro" else plan.eval_kw_sentences[v.engine] * 4)]
+    # held-out negatives: test-split voices only, about eval_negative_hours (a sentence is ~2.4 s)
+    test_voices = [v for v in sorted(voices, key=lambda v: v.key) if splits.get(v.key) == "test"]
+    weights = {"espeak": 1.0, "mbrola": 3.0, "kokoro": 0.5}       # per voice: more from the natural engines
+    total_w = sum(weights[v.engine] for v in test_voices) or 1.0
+    n_total = int(plan.eval_negative_hours * 3600 / 2.4)
+    for v in test_voices:
+        n = int(n_total * weights[v.engine] / total_w)
+        if v.engine == "kokoro":
+            n = min(n, plan.kokoro_eval_negatives)       # ~8 s of CPU per Kokoro sentence
+        sets["eval_neg"] += [job(negative_sentence(rng, "test"), v) for _ in range(n)]
+        # the test voices' keyword-free sentences interleave with their keyword sentences in calls too
+    return sets
+
+
+# --- calls -> embeddings ---------------------------------------------------------------------------------
+@dataclass
+class CallSet:
+    """Embedded calls: emb[i] (steps + 15, 96) float16, labels[i] (steps,), notes, and metadata per call."""
+    emb: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    notes: list[list] = field(default_factory=list)
+    meta: list[dict] = field(default_factory=list)
+
+    def add(self, emb, labels, notes, meta):
+        self.emb.append(emb)
+        self.labels.append(labels)
+        self.notes.append(notes)
+        self.meta.append(meta)
+
+    def select(self, pred) -> "CallSet":
+        out = CallSet()
+        for e, y, n, m in zip(self.emb, self.labels, self.notes, self.meta):
+            if pred(m):
+                out.add(e, y, n, m)
+        return out
+
+    def hours(self) -> float:
+        return sum(len(y) for y in self.labels) * C.STEP_S / 3600
+
+    def save(self, path: Path) -> None:
+        np.savez(path, emb=np.concatenate(self.emb), lengths=np.array([len(e) for e in self.emb]),
+                 labels=np.concatenate(self.labels),
+                 extra=np.array(json.dumps({"notes": self.notes, "meta": self.meta}, ensure_ascii=False)))
+
+    @classmethod
+    def load(cls, path: Path) -> "CallSet":
+        z = np.load(path)
+        extra = json.loads(str(z["extra"]))
+        out = cls()
+        e0 = y0 = 0
+        for n, notes, meta in zip(z["lengths"], extra["notes"], extra["meta"]):
+            steps = int(n) - config.HEAD_FRAMES + 1
+            out.add(z["emb"][e0:e0 + n], z["labels"][y0:y0 + steps], [tuple(x) for x in notes], meta)
+            e0 += n
+            y0 += steps
+        return out
+
+
+def group_calls(utts: list[C.Utterance], plan: CallPlan, rng: np.random.Generator, no_kw_share: float = 0.25
+                ) -> list[list[C.Utterance]]:
+    """Group one voice's sentences into calls: each call 0 keywords (no_kw_share of calls) or 1-2 keyword
+    sentences of one service, among keyword-free sentences."""
+    by_voice: dict[str, tuple[list, list]] = {}
+    for u in utts:
+        kw, neg = by_voice.setdefault(u.voice, ([], []))
+        (kw if u.keyword else neg).append(u)
+    groups = []
+    for voice in sorted(by_voice):
+        kw, neg = by_voice[voice]
+        kw = [kw[i] for i in rng.permutation(len(kw))]
+        neg = [neg[i] for i in rng.permutation(len(neg))]
+        by_service: dict[str, list] = {}
+        for u in kw:
+            by_service.setdefault(config.KEYWORD_SERVICE[u.keyword], []).append(u)
+        queues = [q for q in by_service.values()]
+        while any(queues) or neg:
+            n = int(rng.integers(*plan.sentences_per_call))
+            call = []
+            if not queues or rng.random() >= no_kw_share or not neg:
+                nonempty = [q for q in queues if q]
+                if nonempty:
+                    q = nonempty[int(rng.integers(len(nonempty)))]
+                    call += [q.pop() for _ in range(min(len(q), int(rng.integers(1, 3))))]
+            while neg and len(call) < n:
+                call.append(neg.pop())
+            if not call:
+                break
+            order = rng.permutation(len(call))
+            groups.append([call[i] for i in order])
+    return groups
+
+
+_EMBED_WORKER: dict = {}
+
+
+def _embed_init(noise_files, seed, snr_db) -> None:
+    """Worker process: one thread, its own backbone and channel."""
+    from spotter.model import KeywordHead, KeywordModel
+    torch.set_num_threads(1)
+    _EMBED_WORKER.update(model=KeywordModel(head=KeywordHead()).eval(), channel=C.Channel(noise_files, seed, snr_db))
+
+
+def _embed_one(task) -> list[tuple]:
+    """One group of sentences -> `copies` embedded calls, each through its own drawn channel."""
+    group, kinds, copies, split, seed = task
+    rng = np.random.default_rng(seed)
+    model, channel = _EMBED_WORKER["model"], _EMBED_WORKER["channel"]
+    base = C.make_call(group, rng)
+    out = []
+    for _ in range(copies):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        call = channel(base, kind, rng)
+        emb = C.stream_embeddings(model, call.audio)
+        labels = C.step_labels(len(emb) - config.HEAD_FRAMES + 1, call.notes, call.speech)
+        out.append((emb, labels, call.notes, {"voice": call.voice, "engine": call.engine, "channel": kind,
+                                               "service": call.service, "split": split, **call.meta}))
+    return out
+
+
+def embed_calls(groups, noise_files, seed: int, snr_db=(5.0, 20.0), kinds=("wide", "tel"), copies: int = 1,
+                split: str = "", alternate: bool = False, workers: int = 2, progress: str | None = None) -> CallSet:
+    """Make, channel and embed the calls of `groups` in worker processes (deterministic: call i draws from
+    seed [seed, i]). With alternate, call i goes through kinds[i % len(kinds)] (exactly half by telephone)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from tqdm import tqdm
+    tasks = [(g, (kinds[i % len(kinds)],) if alternate else kinds, copies, split, [seed, i])
+             for i, g in enumerate(groups)]
+    out = CallSet()
+    with ProcessPoolExecutor(workers, initializer=_embed_init, initargs=(list(noise_files), seed, snr_db)) as pool, \
+            tqdm(total=len(tasks), desc=progress, disable=progress is None, mininterval=5) as bar:
+        for calls in pool.map(_embed_one, tasks, chunksize=4):
+            for c in calls:
+                out.add(*c)
+            bar.update(1)
+    return out
+
+
+# --- training ----------------------------------------------------------------------------------------------
+def windows(cs: CallSet, max_negatives: int, rng: np.random.Generator, extra: list | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Materialise labelled windows: every keyword window, and up to max_negatives other/noise windows (half
+    of them within 3 s of a keyword: the context a keyword comes in)."""
+    kw_idx = [i for i, l in enumerate(config.LABELS) if l in config.KEYWORD_SERVICE]
+    pos, near, far = [], [], []
+    for c, y in enumerate(cs.labels):
+        is_kw = np.isin(y, kw_idx)
+        kw_steps = np.flatnonzero(is_kw)
+        for j in kw_steps:
+            pos.append((c, j))
+        negs = np.flatnonzero((y >= 0) & ~is_kw)
+        if len(kw_steps):
+            close = np.min(np.abs(negs[:, None] - kw_steps[None, :]), axis=1) <= int(3 / C.STEP_S) \
+                if len(negs) else np.zeros(0, bool)
+            near += [(c, j) for j in negs[close]]
+            far += [(c, j) for j in negs[~close]]
+        else:
+            far += [(c, j) for j in negs]
+    take = lambda lst, n: [lst[i] for i in rng.choice(len(lst), min(n, len(lst)), replace=False)] if lst else []
+    chosen = pos + take(near, max_negatives // 2) + take(far, max_negatives - min(len(near), max_negatives // 2))
+    chosen += extra or []
+    x = np.stack([cs.emb[c][j:j + config.HEAD_FRAMES] for c, j in chosen])
+    y = np.array([cs.labels[c][j] for c, j in chosen], np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+@torch.no_grad()
+def call_posteriors(head, emb: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """(steps, 14) posteriors of one call's embeddings (head in eval mode)."""
+    head.eval()
+    e = torch.from_numpy(emb.astype(np.float32))
+    win = e.unfold(0, config.HEAD_FRAMES, 1).permute(0, 2, 1)
+    return torch.cat([torch.softmax(head(win[i:i + batch]), 1) for i in range(0, len(win), batch)]).numpy()
+
+
+def mine_hard_negatives(head, cs: CallSet, top: int, floor: float = 0.2) -> list[tuple[int, int]]:
+    """The `top` negative windows (other/noise label) with the highest keyword posterior above floor."""
+    kw_cols = [config.LABELS.index(k) for k in config.KEYWORDS]
+    found = []
+    for c, (emb, y) in enumerate(zip(cs.emb, cs.labels)):
+        post = call_posteriors(head, emb)
+        s = post[:, kw_cols].max(1)
+        idx = np.flatnonzero((y >= config.LABELS.index(config.OTHER)) & (s > floor))
+        found += [(float(s[j]), c, int(j)) for j in idx]
+    found.sort(reverse=True)
+    return [(c, j) for _, c, j in found[:top]]
+
+
+def train_fold(train: CallSet, val: CallSet, cfg: dict, seed: int) -> tuple[torch.nn.Module, dict]:
+    from spotter.model import KeywordHead
+    from .train import train_head
+    rng = np.random.default_rng(seed)
+    xtr, ytr = windows(train, cfg.get("negative_windows", 200000), rng)
+    xva, yva = windows(val, cfg.get("val_negative_windows", 30000), rng)
+    log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < 12).sum()), len(yva))
+    head, hist = train_head(KeywordHead(), (xtr, ytr), (xva, yva), epochs=cfg.get("epochs", 20),
+                            batch=cfg.get("batch", 512), lr=cfg.get("lr", 2e-3), patience=cfg.get("patience", 4),
+                            seed=seed)
+    info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < 12).sum()), "history": hist}
+    if cfg.get("mining_windows", 0):
+        hard = mine_hard_negatives(head, train, cfg["mining_windows"])
+        if hard:
+            hx = np.stack([train.emb[c][j:j + config.HEAD_FRAMES] for c, j in hard])
+            hy = np.array([train.labels[c][j] for c, j in hard], np.int64)
+            reps = cfg.get("mining_repeats", 3)
+            xtr = torch.cat([xtr] + [torch.from_numpy(hx)] * reps)
+            ytr = torch.cat([ytr] + [torch.from_numpy(hy)] * reps)
+            head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.get("mining_epochs", 6),
+                                     batch=cfg.get("batch", 512), lr=cfg.get("lr", 2e-3) / 3,
+                                     patience=cfg.get("patience", 4), seed=seed + 1)
+            info.update(mined=len(hard), history_mining=hist2)
+    return head, info
+
+
+# --- scoring (one scorer for calibration, evaluation and the benchmark: streams.score_stream) ---------------
+FA_TARGETS = (0.5, 1.0)
+
+
+def _annotations(notes):
+    from .streams import Annotation
+    return [Annotation(k, a, b) for k, a, b in notes]
+
+
+def _decide(post, thresholds, smoothing, refractory_s=1.0):
+    from spotter.detector import decide_sequence
+    cfg = config.DetectorConfig(thresholds=thresholds, smoothing_steps=smoothing, refractory_s=refractory_s)
+    return decide_sequence(post, cfg)
+
+
+def score_calls(posts: list[np.ndarray], cs: CallSet, thresholds: dict, smoothing: int) -> dict:
+    """Hits, misses and false alarms of every call at the given thresholds (streams.score_stream rule)."""
+    from .streams import score_stream
+    hits, fas, misses = [], [], []
+    for post, notes, meta in zip(posts, cs.notes, cs.meta):
+        res = score_stream(_decide(post, thresholds, smoothing), _annotations(notes))
+        hits += [(h[0], meta) for h in res["hits"]]
+        fas += [(f[0], meta) for f in res["false_alarms"]]
+        misses += [(m.keyword, meta) for m in res["missed"]]
+    return {"hits": hits, "false_alarms": fas, "missed": misses}
+
+
+def _recall_table(res: dict, key) -> dict:
+    tot, hit = {}, {}
+    for kw, meta in res["hits"]:
+        k = key(kw, meta)
+        hit[k] = hit.get(k, 0) + 1
+        tot[k] = tot.get(k, 0) + 1
+    for kw, meta in res["missed"]:
+        k = key(kw, meta)
+        tot[k] = tot.get(k, 0) + 1
+    return {k: {"recall": round(hit.get(k, 0) / n, 4), "found": hit.get(k, 0), "of": n} for k, n in sorted(tot.items())}
+
+
+def clip_accuracy(posts: list[np.ndarray], cs: CallSet) -> dict:
+    """Keyword-clip accuracy: for each keyword occurrence, at the step of its keyword range (0.04-0.40 s after
+    its end) where some keyword scores highest, is the 14-class argmax that keyword?"""
+    kw_cols = [config.LABELS.index(k) for k in config.KEYWORDS]
+    ok = n = identified = 0
+    t = None
+    for post, notes in zip(posts, cs.notes):
+        t = C.window_end_s(len(post))
+        for kw, a, b in notes:
+            sel = np.flatnonzero((t - b >= C.KEYWORD_END_RANGE_S[0]) & (t - b <= C.KEYWORD_END_RANGE_S[1]))
+            if len(sel) == 0:
+                continue
+            j = sel[np.argmax(post[sel][:, kw_cols].max(1))]
+            n += 1
+            ok += int(np.argmax(post[j]) == config.LABELS.index(kw))
+            identified += int(config.KEYWORDS[int(np.argmax(post[j, kw_cols]))] == kw)
+    return {"accuracy": round(ok / n, 4) if n else None, "keyword_identified": round(identified / n, 4) if n else None,
+            "occurrences": n}
+
+
+def service_accuracy(posts, cs: CallSet, thresholds, smoothing, min_evidence: float = 0.5) -> dict:
+    from spotter.detector import CallAssessment, Event
+    right = total = quiet = quiet_total = 0
+    for post, meta, notes in zip(posts, cs.meta, cs.notes):
+        ca = CallAssessment(min_evidence)
+        for d in _decide(post, thresholds, smoothing):
+            ca.add(Event(d.keyword, config.KEYWORD_SERVICE[d.keyword], d.score, 0, 0, 0, 0))
+        sug = ca.suggestion()
+        if notes:
+            total += 1
+            right += int(sug is not None and sug.service == meta["service"])
+        else:
+            quiet_total += 1
+            quiet += int(sug is None)
+    return {"service_correct": round(right / total, 4) if total else None, "calls": total,
+            "no_keyword_calls_without_suggestion": round(quiet / quiet_total, 4) if quiet_total else None,
+            "no_keyword_calls": quiet_total}
+
+
+GRID = tuple(np.round(np.concatenate([np.arange(0.10, 0.90, 0.05), np.arange(0.90, 0.999, 0.01),
+                                      [0.995, 0.998, 0.999]]), 4))
+
+
+def evaluate_head(head, kw: CallSet, neg: CallSet, thresholds: dict, smoothing: int, out_dir: Path | None = None,
+                  title: str = "") -> dict:
+    """All figures of one model on one evaluation: recall at its calibrated thresholds, recall at 0.5 and 1 FA/h
+    (common threshold swept on the negatives), per keyword / engine / channel, clip and service accuracy, DET."""
+    kw_posts = [call_posteriors(head, e) for e in kw.emb]
+    neg_posts = [call_posteriors(head, e) for e in neg.emb]
+    hours = neg.hours()
+    out = {"negative_hours": round(hours, 2), "keyword_occurrences": sum(len(n) for n in kw.notes),
+           "keyword_calls": len(kw.emb), "smoothing_steps": smoothing}
+    cal = score_calls(kw_posts, kw, thresholds, smoothing)
+    neg_res = score_calls(neg_posts, neg, thresholds, smoothing)
+    out["calibrated"] = {
+        "recall": _recall_table(cal, lambda k, m: "all")["all"],
+        "fa_per_hour": round(len(neg_res["false_alarms"]) / hours, 3) if hours else None,
+        "false_alarms": len(neg_res["false_alarms"]),
+        "false_alarms_in_keyword_calls": len(cal["false_alarms"]),
+        "per_keyword": _recall_table(cal, lambda k, m: k),
+        "per_engine": _recall_table(cal, lambda k, m: m["engine"]),
+        "per_channel": _recall_table(cal, lambda k, m: m["channel"]),
+        "fa_per_hour_per_engine": {e: round(sum(1 for _, m in neg_res["false_alarms"] if m["engine"] == e) /
+                                            max(1e-9, neg.select(lambda m, e=e: m["engine"] == e).hours()), 3)
+                                   for e in sorted({m["engine"] for m in neg.meta})},
+    }
+    det = []
+    for th in GRID:
+        thr = {k: float(th) for k in config.KEYWORDS}
+        r = score_calls(kw_posts, kw, thr, smoothing)
+        fa = len(score_calls(neg_posts, neg, thr, smoothing)["false_alarms"])
+        det.append({"threshold": float(th), "fa_per_hour": fa / hours if hours else 0.0, "result": r})
+    for target in FA_TARGETS:
+        ok = [d for d in det if d["fa_per_hour"] <= target]
+        if not ok:
+            out[f"at_{target}_fa_h"] = None
+            continue
+        best = ok[0]            # lowest threshold within the budget
+        r = best["result"]
+        out[f"at_{target}_fa_h"] = {
+            "threshold": best["threshold"], "fa_per_hour": round(best["fa_per_hour"], 3),
+            "recall": _recall_table(r, lambda k, m: "all")["all"],
+            "per_keyword": _recall_table(r, lambda k, m: k),
+            "per_engine": _recall_table(r, lambda k, m: m["engine"]),
+            "per_channel": _recall_table(r, lambda k, m: m["channel"]),
+        }
+    out["det"] = [{"threshold": d["threshold"], "fa_per_hour": round(d["fa_per_hour"], 3),
+                   "recall": _recall_table(d["result"], lambda k, m: "all").get("all", {}).get("recall")} for d in det]
+    out["clip"] = clip_accuracy(kw_posts, kw)
+    out["service"] = service_accuracy(kw_posts + neg_posts, _concat(kw, neg), thresholds, smoothing)
+    if out_dir is not None:
+        _det_plot(out["det"], Path(out_dir) / "det.png", title)
+    return out
+
+
+def _concat(a: CallSet, b: CallSet) -> CallSet:
+    out = CallSet()
+    for cs in (a, b):
+        for e, y, n, m in zip(cs.emb, cs.labels, cs.notes, cs.meta):
+            out.add(e, y, n, m)
+    return out
+
+
+def _det_plot(points, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fa = [max(p["fa_per_hour"], 0.05) for p in points]
+    frr = [1 - (p["recall"] or 0) for p in points]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(fa, frr, marker=".")
+    ax.set_xscale("log")
+    ax.set_xlabel("false alarms per hour (held-out running speech)")
+    ax.set_ylabel("miss rate (keywords inside sentences)")
+    ax.axvline(0.5, ls=":", c="grey")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2, 3, 5)) -> tuple[dict, int, dict]:
+    """Per-keyword thresholds (calibrate.choose_thresholds: greedy within the false-alarm budget, every detection
+    in the validation calls that matches no keyword counting as a false alarm) for each smoothing window; the
+    window with the best recall wins."""
+    from .calibrate import choose_thresholds
+    posts = [call_posteriors(head, e) for e in val.emb]
+    hours = val.hours()
+    best = None
+    for sm in smoothing_candidates:
+        sw = {"grid": list(map(float, GRID)), "fa": [], "hits": []}
+        for th in GRID:
+            r = score_calls(posts, val, {k: float(th) for k in config.KEYWORDS}, sm)
+            sw["fa"].append({k: sum(1 for kw, _ in r["false_alarms"] if kw == k) for k in config.KEYWORDS})
+            sw["hits"].append({k: sum(1 for kw, _ in r["hits"] if kw == k) for k in config.KEYWORDS})
+        thr = choose_thresholds(sw, hours, budget)
+        r = score_calls(posts, val, thr, sm)
+        n = len(r["hits"]) + len(r["missed"])
+        res = {"recall": round(len(r["hits"]) / max(1, n), 4), "fa_per_hour": round(len(r["false_alarms"]) / hours, 3),
+               "hours": round(hours, 2), "smoothing_steps": sm}
+        log.info("calibration smoothing %d: recall %.3f at %.2f FA/h", sm, res["recall"], res["fa_per_hour"])
+        if best is None or res["recall"] > best[2]["recall"]:
+            best = (thr, sm, res)
+    return best
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, rebuild: bool = False
+                   ) -> tuple[dict[str, CallSet], dict]:
+    """Synthesise (cached), group into calls, put through channels, embed, and store the four call sets."""
+    paths = {k: work / f"calls_{k}.npz" for k in ("train", "val", "eval_kw", "eval_neg")}
+    info_path = work / "calls_info.json"
+    if not rebuild and all(p.is_file() for p in paths.values()) and info_path.is_file():
+        return {k: CallSet.load(p) for k, p in paths.items()}, json.loads(info_path.read_text())
+    t0 = time.time()
+    voices, splits = plan_voices(plan)
+    jobs = plan_jobs(plan, voices, splits)
+    utts = {k: C.synthesize_utterances(v, cache_dir, workers=2, progress=k) for k, v in jobs.items()}
+    t_synth = time.time() - t0
+    rng = np.random.default_rng(plan.seed)
+    sets = {}
+    t0 = time.time()
+    sets["train"] = embed_calls(group_calls(utts["train"], plan, rng), noise["train"], plan.seed, (0.0, 30.0),
+                                copies=plan.train_copies, split="train", progress="train calls")
+    sets["val"] = embed_calls(group_calls(utts["val"], plan, rng), noise["eval"], plan.seed + 1, split="val",
+                              progress="val calls")
+    sets["eval_kw"] = embed_calls(group_calls(utts["eval_kw"], plan, rng, no_kw_share=0.0), noise["eval"],
+                                  plan.seed + 2, split="eval", alternate=True, progress="eval keyword calls")
+    sets["eval_neg"] = embed_calls(group_calls(utts["eval_neg"], plan, rng), noise["eval"], plan.seed + 3,
+                                   split="test", alternate=True, progress="eval negative calls")
+    t_embed = time.time() - t0
+    splits_used = {v.key: splits.get(v.key) for v in voices}
+    info = {"voices": splits_used,
+            "speakers": {sp: sorted({s for v in voices if splits.get(v.key) == sp for s in v.speakers})
+                         for sp in ("train", "val", "test")},
+            "utterances": {k: len(v) for k, v in utts.items()},
+            "hours": {k: round(cs.hours(), 3) for k, cs in sets.items()},
+            "timings_s": {"synthesis": round(t_synth, 1), "calls_and_embeddings": round(t_embed, 1)}}
+    for k, cs in sets.items():
+        cs.save(paths[k])
+    info_path.write_text(json.dumps(info, ensure_ascii=False, indent=1))
+    return sets, info
+
+
+def run_calls(recipe: dict, folds: bool = True) -> dict:
+    """The whole recipe: call sets, leave-one-engine-out folds, the shipped model (all engines), report."""
+    from spotter.model import KeywordModel, KeywordHead
+    from .recipe import _resolve, real_audio_files
+    torch.set_num_threads(2)
+    t_start = time.time()
+    c = recipe.get("calls", {})
+    plan = CallPlan(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in c.items()
+                       if k in CallPlan.__dataclass_fields__})
+    work = _resolve(recipe.get("work_dir", "runs/default"))
+    work.mkdir(parents=True, exist_ok=True)
+    real = real_audio_files(recipe)
+    model = KeywordModel(head=KeywordHead())
+    sets, info = build_callsets(plan, _resolve(plan.cache_dir), work,
+                                {"train": real["noise_train"], "eval": real["noise_eval"]},
+                                rebuild=bool(recipe.get("_rebuild")))
+    log.info("call sets: %s", info["hours"])
+    tr = recipe.get("train", {})
+    budget = recipe.get("calibrate", {}).get("budget_fa_per_hour", 0.5)
+    seed = plan.seed
+    report = {"info": info, "folds": {}}
+    engines = sorted({m["engine"] for m in sets["train"].meta})
+    if folds and len(engines) > 1:
+        for held in engines:
+            t0 = time.time()
+            keep = lambda m, held=held: m["engine"] != held
+            head, tinfo = train_fold(sets["train"].select(keep), sets["val"].select(keep), tr, seed)
+            thr, sm, cal = calibrate_head(head, sets["val"].select(keep), budget)
+            res = evaluate_head(head, sets["eval_kw"].select(lambda m, held=held: m["engine"] == held),
+                                sets["eval_neg"], thr, sm, work / f"fold_{held}", f"trained without {held}")
+            res.update(calibration=cal, thresholds=thr, seconds=round(time.time() - t0, 1), train=tinfo["windows"])
+            report["folds"][held] = res
+            log.info("fold without %s: %s", held, _one_line(res))
+    t0 = time.time()
+    head, tinfo = train_fold(sets["train"], sets["val"], tr, seed)
+    thr, sm, cal = calibrate_head(head, sets["val"], budget)
+    held_voices = sets["eval_kw"].select(lambda m: info["voices"].get(m["voice"]) == "test")
+    final = evaluate_head(head, held_voices, sets["eval_neg"], thr, sm, work / "final", "all engines, held-out voices")
+    final.update(calibration=cal, thresholds=thr, train=tinfo, seconds=round(time.time() - t0, 1))
+    report["final"] = final
+    report["timings_s"] = {**info["timings_s"], "total": round(time.time() - t_start, 1)}
+    model.head = head
+    model.detector.thresholds = thr
+    model.detector.smoothing_steps = sm
+    (work / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str))
+    return {"model": model, "report": report}
+
+
+def _one_line(res: dict) -> str:
+    a5 = res.get("at_0.5_fa_h") or {}
+    return (f"calibrated recall {res['calibrated']['recall']['recall']:.3f} at {res['calibrated']['fa_per_hour']} FA/h; "
+            f"recall@0.5FA/h {(a5.get('recall') or {}).get('recall')}; clip {res['clip']['accuracy']}; "
+            f"service {res['service']['service_correct']}")
+
+
+def keyword_durations(cs: CallSet) -> dict:
+    """Median spoken duration of each keyword in the training calls (the detector's event start)."""
+    d: dict[str, list[float]] = {}
+    for notes in cs.notes:
+        for k, a, b in notes:
+            d.setdefault(k, []).append(b - a)
+    return {k: round(float(np.median(v)), 3) for k, v in d.items()}
+
+
+def _plain(x):
+    """JSON round trip: artifact metadata must be plain Python data (the loader uses weights_only)."""
+    return json.loads(json.dumps(x, ensure_ascii=False, default=float))
+
+
+def train_from_calls(recipe: dict, folds: bool = True) -> Path:
+    """`spotter train` for a recipe with a [calls] section: run, save the artifact and its model card."""
+    from datetime import datetime, timezone
+    from .recipe import _git_commit, _resolve
+    from .card import calls_card
+    t0 = time.time()
+    out = run_calls(recipe, folds=folds)
+    model, report = out["model"], out["report"]
+    work = _resolve(recipe.get("work_dir", "runs/default"))
+    model.meta.update(_plain({
+        "name": recipe.get("name", "model"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "recipe": {k: v for k, v in recipe.items() if not k.startswith("_")},
+        "keyword_durations_s": keyword_durations(CallSet.load(work / "calls_train.npz")),
+        "calls_report": {k: v for k, v in report.items()},
+    }))
+    model.meta["calls_report"]["timings_s"]["total"] = round(time.time() - t0, 1)
+    model.name = model.meta["name"]
+    path = _resolve(recipe.get("out", "models/model.pt"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    path.with_suffix(".md").write_text(calls_card(model), encoding="utf-8")
+    log.info("saved %s and its model card", path)
+    return path
+
+
+def evaluate_stored(model, work: Path, out_dir: Path | None = None) -> dict:
+    """Score any model on a run's stored evaluation calls (the before/after comparison): held-out voices, and
+    each engine's calls (for a model trained on every engine these are *not* leave-one-engine-out figures)."""
+    info = json.loads((work / "calls_info.json").read_text())
+    kw = CallSet.load(work / "calls_eval_kw.npz")
+    neg = CallSet.load(work / "calls_eval_neg.npz")
+    th, sm = model.detector.thresholds, model.detector.smoothing_steps
+    res = {"held_out_voices": evaluate_head(model.head, kw.select(lambda m: info["voices"].get(m["voice"]) == "test"),
+                                            neg, th, sm, out_dir, f"{model.name}: held-out voices")}
+    for e in sorted({m["engine"] for m in kw.meta}):
+        res[f"engine_{e}"] = evaluate_head(model.head, kw.select(lambda m, e=e: m["engine"] == e), neg, th, sm)
+    return res

@@ -1,0 +1,123 @@
+"""libespeak-ng through ctypes: speech of a whole sentence *and* the time at which each word starts.
+
+The espeak-ng command line gives audio only. The library also reports synthesis events: a WORD event carries
+the word's character position in the text and its start time in the audio it produced (for MBROLA voices too,
+since espeak-ng's own front end schedules the phonemes). That is how a keyword said inside a sentence that was
+synthesised in one piece gets its time span, without splicing separately synthesised pieces.
+
+libespeak-ng keeps global state and is not thread-safe: one process uses it from one thread (the synthesis
+pool runs worker processes, each with its own library instance).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from spotter.errors import SpotterError
+
+# speak_lib.h
+AUDIO_OUTPUT_SYNCHRONOUS = 2
+POS_CHARACTER = 1
+ESPEAK_CHARS_UTF8 = 1
+EVENT_WORD = 1
+EVENT_MSG_TERMINATED = 6
+PARAM_RATE, PARAM_VOLUME, PARAM_PITCH, PARAM_RANGE = 1, 2, 3, 4
+BUFFER_MS = 200
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", _EventId)]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word event: character offset and length in the text (0-based, in characters), start time in seconds."""
+    char_start: int
+    char_len: int
+    start_s: float
+
+
+class _Engine:
+    """One initialised libespeak-ng; `speak` returns (int16 samples, rate, words)."""
+
+    def __init__(self):
+        name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        try:
+            self.lib = ctypes.CDLL(name)
+        except OSError:
+            raise SpotterError("libespeak-ng is not installed (apt-get install espeak-ng)") from None
+        self.rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, BUFFER_MS, None, 0)
+        if self.rate <= 0:
+            raise SpotterError("libespeak-ng failed to initialise (espeak-ng-data missing?)")
+        self._chunks: list[np.ndarray] = []
+        self._words: list[Word] = []
+        self._cb = _CALLBACK(self._on_audio)       # kept referenced: the library calls it
+        self.lib.espeak_SetSynthCallback(self._cb)
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                          ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self._voice = None
+
+    def _on_audio(self, wav, n, events) -> int:
+        if n > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        i = 0
+        while events[i].type != 0:
+            e = events[i]
+            if e.type == EVENT_WORD:
+                self._words.append(Word(e.text_position - 1, e.length, e.audio_position / 1000.0))
+            i += 1
+        return 0
+
+    def speak(self, text: str, voice: str, wpm: int, pitch: int, pitch_range: int = 50):
+        if voice != self._voice:
+            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise SpotterError(f"espeak-ng voice {voice!r} is not installed")
+            self._voice = voice
+        for param, value in ((PARAM_RATE, wpm), (PARAM_PITCH, pitch), (PARAM_RANGE, pitch_range),
+                             (PARAM_VOLUME, 100)):
+            self.lib.espeak_SetParameter(param, int(value), 0)
+        self._chunks, self._words = [], []
+        data = text.encode("utf-8") + b"\0"
+        buf = ctypes.create_string_buffer(data)
+        err = self.lib.espeak_Synth(buf, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
+        if err != 0:
+            raise SpotterError(f"espeak-ng -v {voice} failed on {text!r} (error {err})")
+        self.lib.espeak_Synchronize()
+        audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        return audio, self.rate, list(self._words)
+
+
+_LOCAL = threading.local()
+
+
+@functools.lru_cache(maxsize=1)
+def _lock() -> threading.Lock:
+    return threading.Lock()
+
+
+def speak(text: str, voice: str, wpm: int = 175, pitch: int = 50, pitch_range: int = 50
+          ) -> tuple[np.ndarray, int, list[Word]]:
+    """(float32 samples, rate, word events) of text said by an espeak-ng voice ('fr+m3', 'mb-fr1', ...).
+
+    Character positions refer to `text` as given. Calls are serialised: the library is not re-entrant."""
+    with _lock():
+        eng = getattr(_LOCAL, "engine", None)
+        if eng is None:
+            eng = _LOCAL.engine = _Engine()
+        audio, rate, words = eng.speak(text, voice, wpm, pitch, pitch_range)
+    return audio.astype(np.float32) / 32768.0, rate, words
