@@ -3,11 +3,14 @@
 The keyword CNN learns only from synthetic voices; Whisper learned from hundreds of thousands of hours of real
 speech. It is too slow for every 80 ms step but cheap enough to check each candidate the CNN proposes.
 
-  Verifier          audio window (16 kHz) around a candidate -> a forced score per keyword: the window is encoded
-                    once (not padded to 30 s), then for a few crop starts and spellings the keyword's tokens are
-                    forced right after Whisper's French prompt with `align`; the score is the best sum of the
-                    tokens' log-probabilities (no free decode: greedy decoding on short windows loops and costs
-                    most of the time). Optionally a short greedy decode adds positions after its first tokens.
+  Verifier          audio window (16 kHz) around a candidate -> a forced score per keyword. One crop (from 1.4 s
+                    before the estimated keyword end to 0.35 s after it, with 0.3 s of silence on each side, not
+                    padded to 30 s) is encoded once; a
+                    short greedy decode (8 tokens) gives a transcript; the keyword's tokens are forced with one
+                    batched `align` at a few positions of it (its start and end, the starts of its last words, and
+                    wherever it already has the keyword's first token); the score is the best sum of the keyword
+                    tokens' log-probabilities. (CTranslate2 4.8.5 returns no per-step vocabulary logits for
+                    Whisper, so "where the first token is most likely" is approximated by these positions.)
   VerifiedSpotter   the cascade: a first stage at a lower candidate threshold, the verifier in a worker thread
                     (capture is never delayed), a small logistic model per keyword combining both scores; every
                     candidate becomes a VerifiedEvent (both scores, `verified`); rejected ones are kept for the
@@ -151,9 +154,13 @@ def band_limit(audio: np.ndarray, low_hz: float = 300.0, high_hz: float = 3400.0
 class VerifierConfig:
     lead_s: tuple = (1.4,)                # crop starts, seconds before the estimated keyword END (one crop each)
     tail_s: float = 0.35                  # audio kept after the estimated keyword end
+    # digital silence before and after the crop: Whisper, trained on windows padded with silence, transcribes
+    # a crop cut out of running speech as garbage without it ("m m m m" instead of "Il y a une...")
+    pad_s: tuple = (0.3, 0.3)
     decode_tokens: int = 8                # greedy tokens decoded (a short transcript of the crop)
-    positions: int = 2                    # the keyword is forced at the transcript's start, at the starts of its
-    #                                       last `positions` - 1 words and at its end; the best score counts
+    positions: int = 4                    # the keyword is forced at the transcript's start and end, at the starts
+    #                                       of its last `positions` words and where the transcript has its first
+    #                                       token; the best score counts
     band_limit: bool = False
     language: str = "fr"
     threads: int = 1
@@ -164,9 +171,8 @@ class Verifier:
 
     score(window, keywords, end_s) -> {keyword: sum of the keyword tokens' log-probabilities (<= 0, higher =
     more likely said)}; `window` is 16 kHz mono float32 audio, `end_s` where in it the candidate keyword is
-    estimated to end (default: window end minus tail_s). Per crop: encode once; a short greedy decode with the
-    vocabulary's log-probabilities at every step; the steps where the keyword's first token is most likely are
-    the positions at which its tokens are forced with `align`."""
+    estimated to end (default: window end minus tail_s). Per crop: encode once, a short greedy decode, then the
+    keyword's tokens forced with one batched `align` at a few positions of the transcript (see _positions)."""
 
     def __init__(self, cfg: VerifierConfig | None = None, path: Path | None = None):
         ok, line = status()
@@ -207,9 +213,10 @@ class Verifier:
     def _mel(self, audio: np.ndarray, end_s: float, lead: float) -> np.ndarray:
         n = int(round((lead + self.cfg.tail_s) * SR))
         s = int(round((end_s - lead) * SR))
-        c = np.zeros(n, np.float32)
-        seg = audio[max(0, s):s + n]
-        c[max(0, -s):max(0, -s) + seg.size] = seg
+        p0, p1 = (int(round(p * SR)) for p in self.cfg.pad_s)
+        c = np.zeros(p0 + n + p1, np.float32)
+        seg = audio[max(0, s):max(0, s + n)]
+        c[p0 + max(0, -s):p0 + max(0, -s) + seg.size] = seg
         mel = self.features(c, padding=0)
         return mel[:, :mel.shape[1] // 2 * 2]
 
@@ -234,19 +241,23 @@ class Verifier:
 
     def _decode(self, enc) -> list[int]:
         """A short greedy transcript of the crop (text tokens only)."""
-        r = self.model.generate(enc, [self.prompt], beam_size=1, max_length=self.cfg.decode_tokens,
-                                suppress_blank=False)[0]
+        # max_length counts the prompt; end-of-text is suppressed so that a crop cut inside speech still gets a
+        # transcript of decode_tokens tokens (a greedy decode that stops at once leaves no positions to try)
+        r = self.model.generate(enc, [self.prompt], beam_size=1, max_length=len(self.prompt) + self.cfg.decode_tokens,
+                                suppress_blank=True, suppress_tokens=[-1, self.eot])[0]
         ids = r.sequences_ids[0]
         n = 0
         while n < len(ids) and ids[n] < self.eot:
             n += 1
         return ids[:n]
 
-    def _positions(self, prefix: list[int]) -> list[int]:
-        """Where the keyword may start in the greedy transcript: at its start, and at the starts of its last
-        words and its end (the crop ends just after the candidate keyword)."""
-        starts = [i for i, t in enumerate(prefix) if self._space.get(t, False)] + [len(prefix)]
-        return sorted({0, *starts[-self.cfg.positions:]})
+    def _positions(self, prefix: list[int], first_token: int) -> list[int]:
+        """Where the keyword may start in the greedy transcript: at its start, at the starts of its last
+        `positions` words, at its end (the crop ends just after the candidate keyword) and wherever the
+        transcript already has the keyword's first token."""
+        starts = [i for i, t in enumerate(prefix) if self._space.get(t, False)]
+        found = [i for i, t in enumerate(prefix) if t == first_token]
+        return sorted({0, len(prefix), *starts[-self.cfg.positions:], *found})
 
     def _forced(self, enc, n_frames: int, prefix: list[int], kw: str) -> list[float]:
         """Forced scores of kw at the candidate positions, in one batched `align` call."""
@@ -257,7 +268,7 @@ class Verifier:
                 self._space[t] = self.tokenizer.id_to_token(t).startswith("\u0120")   # byte-level BPE space
         items = []
         forms = self.keyword_tokens(kw)
-        for i in self._positions(prefix):
+        for i in sorted({p for toks in forms for p in self._positions(prefix, toks[0])}):
             for toks in (forms if i == 0 else forms[:1]):
                 items.append((list(prefix[:i]), toks))
         e = np.asarray(enc)
@@ -277,13 +288,13 @@ class Combiner:
 
     Defaults are provisional (b = 1, c = 0.5, v0 = the midpoint between the median verifier scores of true and
     false windows measured by training/verify_eval.py); `fit` replaces them from labelled candidates."""
-    params: dict = field(default_factory=dict)        # keyword -> {"a", "b", "c", "v0"}
+    params: dict = field(default_factory=dict)        # keyword (or "*" for all) -> {"a", "b", "c", "v0"}
     threshold: dict = field(default_factory=dict)     # keyword -> combined score needed to accept (default 0.5)
 
     DEFAULT_V0 = -14.0
 
     def combine(self, keyword: str, first: float, verifier: float) -> float:
-        p = self.params.get(keyword, {})
+        p = self.params.get(keyword) or self.params.get("*", {})
         a, b, c, v0 = p.get("a", 0.0), p.get("b", 1.0), p.get("c", 0.5), p.get("v0", self.DEFAULT_V0)
         f = min(max(float(first), 1e-6), 1 - 1e-6)
         v = max(float(verifier), -60.0) if math.isfinite(verifier) else -60.0
@@ -409,6 +420,9 @@ class VerifiedSpotter:
         self.combiner = combiner or default_combiner()
         self.context = int(context_s * SR)
         self._ring = np.zeros(self.context, np.float32)
+        self._samples_in = 0
+        from .detector import CallAssessment
+        self.assessment = CallAssessment(cfg.suggestion_min_evidence)
         self._done: list[VerifiedEvent] = []
         self._done_lock = threading.Lock()
         self._q: queue.Queue = queue.Queue(maxsize=max_pending)
@@ -420,6 +434,7 @@ class VerifiedSpotter:
     # -- audio thread side ------------------------------------------------------------------------------
     def process(self, samples: np.ndarray):
         samples = np.asarray(samples, np.float32).reshape(-1)
+        self._samples_in += samples.size
         if samples.size >= self.context:
             self._ring = samples[-self.context:].copy()
         elif samples.size:
@@ -428,6 +443,25 @@ class VerifiedSpotter:
         for ev in out.events:
             self._candidate(ev)
         return out
+
+    def reset_stream(self) -> None:
+        """A new stream (file): stream time restarts at 0; waits for the candidates already submitted."""
+        self.join()
+        self.first.reset_stream()
+        self._ring[:] = 0
+        self._samples_in = 0
+
+    def new_call(self) -> None:
+        self.join()
+        self.first.new_call()
+        with self._done_lock:
+            self.assessment.reset()
+
+    def suggestion(self):
+        """The suggested service from verified detections only (the first stage's own suggestion also counts
+        its rejected candidates)."""
+        with self._done_lock:
+            return self.assessment.suggestion()
 
     def flush(self) -> list[VerifiedEvent]:
         """End of stream: decide the last candidates and wait for their verification."""
@@ -440,7 +474,7 @@ class VerifiedSpotter:
         if self.verifier is None:
             self._emit(VerifiedEvent(ev, ev.score, None, None, None))
             return
-        ring_start = self.first.stream_time_s + self.first._pending.size / SR - self.context / SR
+        ring_start = (self._samples_in - self.context) / SR      # stream time of the ring's first sample
         end_in_window = ev.end_s - ring_start
         try:
             self._q.put_nowait((ev, self._ring.copy(), end_in_window))
@@ -471,6 +505,8 @@ class VerifiedSpotter:
             sink(ve)
         with self._done_lock:
             self._done.append(ve)
+            if ve.is_detection:
+                self.assessment.add(ve.event)
 
     def results(self) -> list[VerifiedEvent]:
         """Verified candidates completed since the last call (detections and rejections), oldest first."""

@@ -1,0 +1,414 @@
+"""Measure the second-stage verifier (spotter/verify.py, issue 9) on windows around keyword candidates.
+
+  python -m training.verify_eval --per-keyword 6 --conditions clean,tel
+  python -m training.verify_eval --real-en 60          # English real recordings: "computer" vs "alexa" / speech
+
+Synthetic data: the caller sentences of the calls recipe (training/configs/calls.toml) already synthesised in the
+sentence cache. Their keyword is not stored in utterances.jsonl, so the recipe's plan is rebuilt (no synthesis) and
+each job's hash is matched to the cache index; only the 'eval_kw' (test frames) and 'eval_neg' sets are used.
+For each keyword k:
+  positive   a sentence saying k, the window ending at k's end (+ jitter like the first stage's estimate)
+  near-miss  a sentence with one of k's near-miss words (texts.NEAR_MISSES), scored for k near that word's end
+  other      a sentence saying another keyword (scored for k at that keyword's end) or keyword-free speech
+             (scored for k at a random point)
+Conditions: 'clean' (the synthesiser's output) and 'tel' (training.calls.Channel: room, real noise 5-20 dB,
+telephone band and codec). Printed: per-keyword AUC, acceptance of positives at the score threshold that passes
+1 % / 5 % / 10 % of negatives, false acceptance of near-misses, and ms per verifier call (1 thread).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spotter import config
+from spotter.audio import load_audio
+
+ROOT = Path(__file__).resolve().parent.parent
+SR = config.SAMPLE_RATE
+
+
+def auc(pos, neg) -> float:
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    if not pos.size or not neg.size:
+        return float("nan")
+    gt = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(gt / (pos.size * neg.size))
+
+
+def accept_at(pos, neg, fa: float) -> float:
+    """Share of positives above the threshold that accepts at most `fa` of the negatives."""
+    neg = np.sort(np.asarray(neg, float))
+    if not len(pos) or not neg.size:
+        return float("nan")
+    k = int(np.floor(fa * neg.size))
+    thr = neg[-k - 1] if k < neg.size else -np.inf
+    return float(np.mean(np.asarray(pos) > thr))
+
+
+def near_miss_owner() -> dict[str, str]:
+    """Near-miss word -> the keyword it imitates (texts.NEAR_MISSES is grouped under one comment per keyword)."""
+    src = (ROOT / "training" / "texts.py").read_text(encoding="utf-8")
+    block = src[src.index("NEAR_MISSES: tuple"):]
+    block = block[:block.index("\n)\n")]
+    owner, kw = {}, None
+    for line in block.splitlines()[1:]:
+        m = re.match(r"\s*#\s*(\S+)", line)
+        if m and m.group(1) in config.KEYWORDS:
+            kw = m.group(1)
+            continue
+        for w in re.findall(r'"([^"]+)"', line):
+            owner[w] = kw
+    return owner
+
+
+def cached_sentences(cache_dir: Path) -> list[dict]:
+    """The evaluation sentences of the calls recipe that are in the cache: path, text, keyword, spans, engine."""
+    import tomllib
+    from training import calltrain as CT, calls as C
+    recipe = tomllib.loads((ROOT / "training" / "configs" / "calls.toml").read_text())
+    c = recipe["calls"]
+    plan = CT.CallPlan(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in c.items()
+                          if k in CT.CallPlan.__dataclass_fields__})
+    voices, splits = CT.plan_voices(plan)
+    jobs = CT.plan_jobs(plan, voices, splits)
+    index = {}
+    with open(cache_dir / "utterances.jsonl", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            index[r["hash"]] = r
+    out = []
+    for set_name in ("eval_kw", "eval_neg"):
+        for j in jobs[set_name]:
+            r = index.get(C._job_hash(j))
+            if r and (cache_dir / r["path"]).is_file():
+                out.append({"path": str(cache_dir / r["path"]), "text": j.sentence.text, "keyword": j.sentence.keyword,
+                            "spans": r["spans"], "seconds": r["seconds"], "engine": j.voice.engine,
+                            "voice": j.voice.key, "split": splits.get(j.voice.key)})
+    return out
+
+
+def build_items(sents: list[dict], per_keyword: int, seed: int) -> list[dict]:
+    """(sentence, candidate keyword, estimated end, label, kind) per keyword: per_keyword of each kind."""
+    rng = random.Random(seed)
+    owner = near_miss_owner()
+    by_kw: dict = {k: [] for k in config.KEYWORDS}
+    near: dict = {k: [] for k in config.KEYWORDS}
+    plain = []
+    for s in sents:
+        if s["keyword"] and s["spans"]:
+            by_kw[s["keyword"]].append(s)
+        elif not s["keyword"]:
+            low = s["text"].lower()
+            hits = [(w, low.find(w.lower())) for w in owner if re.search(r"\b" + re.escape(w.lower()) + r"\b", low)]
+            if hits:
+                w, i = max(hits, key=lambda h: len(h[0]))
+                near[owner[w]].append({**s, "nm_end_frac": (i + len(w)) / len(s["text"])})
+            else:
+                plain.append(s)
+    items = []
+    for k in config.KEYWORDS:
+        # balance engines among the positives
+        pos = sorted(by_kw[k], key=lambda s: (rng.random(), s["engine"]))
+        engines = sorted({s["engine"] for s in pos})
+        chosen = []
+        for i in range(per_keyword):
+            pool = [s for s in pos if s["engine"] == engines[i % len(engines)] and s not in chosen]
+            if pool:
+                chosen.append(pool[0])
+        for s in chosen:
+            items.append({"s": s, "kw": k, "end": s["spans"][0][1] + rng.uniform(-0.08, 0.12), "y": 1,
+                          "kind": "positive"})
+        for s in rng.sample(near[k], min(per_keyword, len(near[k]))):
+            items.append({"s": s, "kw": k, "end": s["nm_end_frac"] * s["seconds"] + rng.uniform(-0.1, 0.15),
+                          "y": 0, "kind": "near-miss"})
+        others = [s for kk in config.KEYWORDS if kk != k for s in by_kw[kk]]
+        for s in rng.sample(others, min(per_keyword // 2 + per_keyword % 2, len(others))):
+            items.append({"s": s, "kw": k, "end": s["spans"][0][1] + rng.uniform(-0.08, 0.12), "y": 0,
+                          "kind": "other-keyword"})
+        for s in rng.sample(plain, min(per_keyword // 2, len(plain))):
+            items.append({"s": s, "kw": k, "end": rng.uniform(min(0.6, s["seconds"]), s["seconds"]), "y": 0,
+                          "kind": "speech"})
+    return items
+
+
+def channel_audio(items: list[dict], kind: str, seed: int) -> list[np.ndarray]:
+    from training.calls import Call, Channel
+    from training.recipe import _resolve, real_audio_files
+    audio = [load_audio(it["s"]["path"]) for it in items]
+    if kind == "clean":
+        return audio
+    noise = real_audio_files({"data": {"noise_dir": str(_resolve("../shared/data/noise"))}})["noise_eval"]
+    ch = Channel(noise, seed)
+    rng = np.random.default_rng(seed)
+    out = []
+    for a, it in zip(audio, items):
+        call = Call(a, [], [(0.0, a.size / SR)], it["s"]["voice"], it["s"]["engine"], "clean")
+        out.append(ch(call, kind, rng).audio)
+    return out
+
+
+def report(name: str, items: list[dict], scores: list[float], times_ms: list[float]) -> dict:
+    sc = np.asarray(scores)
+    y = np.array([it["y"] for it in items])
+    rows = {}
+    print(f"\n== {name}: {int(y.sum())} positive and {int((1 - y).sum())} negative windows")
+    print(f"{'keyword':15s} {'AUC':>5s} {'AUC nm':>6s} {'pos':>4s} {'neg':>4s}  median score pos / near-miss / other")
+    for k in config.KEYWORDS:
+        m = np.array([it["kw"] == k for it in items])
+        nm = m & np.array([it["kind"] == "near-miss" for it in items])
+        p, n = sc[m & (y == 1)], sc[m & (y == 0)]
+        rows[k] = {"auc": auc(p, n), "auc_near_miss": auc(p, sc[nm])}
+        print(f"{k:15s} {rows[k]['auc']:5.2f} {rows[k]['auc_near_miss']:6.2f} {p.size:4d} {n.size:4d}  "
+              f"{np.median(p) if p.size else float('nan'):6.2f} / {np.median(sc[nm]) if nm.any() else float('nan'):6.2f}"
+              f" / {np.median(sc[m & (y == 0) & ~nm]) if (m & (y == 0) & ~nm).any() else float('nan'):6.2f}")
+    aucs = [r["auc"] for r in rows.values() if not np.isnan(r["auc"])]
+    print(f"mean per-keyword AUC {np.mean(aucs):.3f}; near-miss only {np.nanmean([r['auc_near_miss'] for r in rows.values()]):.3f}")
+    # acceptance at a per-keyword threshold (leave-one-out would be fairer; with a few negatives per keyword
+    # this is the pooled rank: scores are standardised per keyword by the negatives' median and spread)
+    z = np.zeros_like(sc)
+    for k in config.KEYWORDS:
+        m = np.array([it["kw"] == k for it in items])
+        neg = sc[m & (y == 0)]
+        if neg.size:
+            z[m] = (sc[m] - np.median(neg)) / (np.std(neg) + 1e-6)
+    for fa in (0.01, 0.05, 0.10):
+        print(f"kept at {fa:.0%} false acceptance (pooled, per-keyword standardised): "
+              f"{accept_at(z[y == 1], z[y == 0], fa):.1%}")
+    kinds = sorted({it["kind"] for it in items if it["y"] == 0})
+    thr = np.quantile(z[y == 1], 0.5) if (y == 1).any() else 0.0
+    print("at the threshold keeping 50 % of positives, false acceptance: " + ", ".join(
+        f"{kd} {np.mean(z[np.array([it['kind'] == kd for it in items])] > thr):.1%}" for kd in kinds))
+    t = np.asarray(times_ms)
+    print(f"ms per verifier call (1 keyword, 1 thread): p50 {np.median(t):.1f}, p95 {np.quantile(t, 0.95):.1f}, "
+          f"mean {t.mean():.1f} (n={t.size})")
+    return {"per_keyword": rows, "mean_auc": float(np.mean(aucs)), "ms_p50": float(np.median(t))}
+
+
+def score_all(ver, audio: list[np.ndarray], items: list[dict]) -> tuple[list[float], list[float]]:
+    scores, times = [], []
+    for a, it in zip(audio, items):
+        t0 = time.perf_counter()
+        scores.append(ver.score(a, [it["kw"]], end_s=it["end"])[it["kw"]])
+        times.append(1000 * (time.perf_counter() - t0))
+    return scores, times
+
+
+def speech_end(a: np.ndarray) -> float:
+    """End of the last frame within 30 dB of the loudest (an isolated word's end)."""
+    n = SR // 100
+    e = 10 * np.log10(np.array([np.mean(a[i:i + n] ** 2) + 1e-12 for i in range(0, a.size - n + 1, n)]))
+    idx = np.nonzero(e > e.max() - 30)[0]
+    return float((idx[-1] + 1) * n / SR) if idx.size else a.size / SR
+
+
+def real_english(ver_factory, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    base = Path(os.environ.get("SPOTTER_SPEECH_DIR", ROOT.parent / "shared" / "data" / "speech"))
+    comp = sorted((base / "real_kws_en" / "computer").glob("*.*"))
+    alexa = sorted((base / "real_kws_en" / "alexa").glob("*.*"))
+    speech = sorted((base / "precise_not_wake_words_en").glob("*.*")) + sorted((base / "sppas_fr").glob("*.*"))
+    ver = ver_factory("en")
+    res = {}
+    for name, files in (("computer", rng.sample(comp, min(n, len(comp)))),
+                        ("alexa", rng.sample(alexa, min(n, len(alexa))))):
+        sc, tm = [], []
+        for f in files:
+            a = load_audio(f)
+            t0 = time.perf_counter()
+            sc.append(ver.score(a, ["computer"], end_s=speech_end(a))["computer"])
+            tm.append(1000 * (time.perf_counter() - t0))
+        res[name] = (sc, tm)
+    sc, tm = [], []
+    for f in speech:                                    # real non-keyword speech: windows at random points
+        a = load_audio(f)
+        for _ in range(max(1, n // len(speech) + 1)):
+            end = rng.uniform(min(1.0, a.size / SR), a.size / SR)
+            t0 = time.perf_counter()
+            sc.append(ver.score(a, ["computer"], end_s=end)["computer"])
+            tm.append(1000 * (time.perf_counter() - t0))
+    res["speech"] = (sc[:n], tm[:n])
+    p = res["computer"][0]
+    print(f"\n== real English recordings (verifier language 'en', keyword 'computer'): {len(p)} computer, "
+          f"{len(res['alexa'][0])} alexa, {len(res['speech'][0])} real non-keyword speech windows")
+    for neg in ("alexa", "speech"):
+        print(f"AUC computer vs {neg}: {auc(p, res[neg][0]):.3f}; kept at 1 % / 5 % false acceptance: "
+              f"{accept_at(p, res[neg][0], 0.01):.1%} / {accept_at(p, res[neg][0], 0.05):.1%}")
+    both = res["alexa"][0] + res["speech"][0]
+    print(f"AUC computer vs both: {auc(p, both):.3f}")
+    t = np.asarray(sum((r[1] for r in res.values()), []))
+    print(f"ms per verifier call: p50 {np.median(t):.1f}, p95 {np.quantile(t, 0.95):.1f}")
+
+
+def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: int, ver) -> dict:
+    """First stage (models/default.pt at factor x its thresholds) on calls of test-split voices (held out from
+    the shipped model), every candidate scored by the verifier; recall vs FA/h of the first stage alone (its
+    candidates whose peak reaches threshold x s) and of the cascade (a pooled logistic combiner, 2-fold by voice)."""
+    from dataclasses import replace
+    from spotter.detector import KeywordSpotter
+    from spotter.model import DEFAULT_MODEL, load_model
+    from spotter.verify import Combiner
+    from training.calls import Call
+    rng = random.Random(seed)
+    test = [s for s in sents if s["split"] == "test"]
+    kw = [s for s in test if s["keyword"] and s["spans"]]
+    neg = [s for s in test if not s["keyword"]]
+    kw = rng.sample(kw, min(n_kw, len(kw)))
+    neg = rng.sample(neg, min(n_neg, len(neg)))
+    # calls: one voice each, keyword sentences among keyword-free ones, then the channel (clean / tel alternate)
+    by_voice: dict = {}
+    for s in kw + neg:
+        by_voice.setdefault(s["voice"], []).append(s)
+    model = load_model(DEFAULT_MODEL)
+    thr = dict(model.detector.thresholds)
+    cfg = replace(model.detector, thresholds={k: v * factor for k, v in thr.items()})
+    from training.recipe import _resolve, real_audio_files
+    from training.calls import Channel
+    ch = Channel(real_audio_files({"data": {"noise_dir": str(_resolve("../shared/data/noise"))}})["noise_eval"], seed)
+    nrng = np.random.default_rng(seed)
+    cands, n_notes, seconds, n_call, t_first = [], 0, 0.0, 0, 0.0
+    for voice in sorted(by_voice):
+        ss = by_voice[voice]
+        for i in range(0, len(ss), 6):
+            part = ss[i:i + 6]
+            pieces, notes, t = [np.zeros(int(0.6 * SR), np.float32)], [], 0.6
+            for s in part:
+                a = load_audio(s["path"])
+                for a0, a1 in (s["spans"] if s["keyword"] else []):
+                    notes.append((s["keyword"], t + a0, t + a1))
+                gap = int(nrng.uniform(0.25, 1.4) * SR)
+                pieces += [a, nrng.normal(0, 10 ** (-70 / 20), gap).astype(np.float32)]
+                t += (a.size + gap) / SR
+            audio = np.concatenate(pieces)
+            kind = "tel" if n_call % 2 else "clean"
+            if kind == "tel":
+                audio = ch(Call(audio, notes, [], voice, part[0]["engine"], "clean"), "tel", nrng).audio
+            n_call += 1
+            n_notes += len(notes)
+            seconds += audio.size / SR
+            sp = KeywordSpotter(model, detector=cfg)
+            t0 = time.process_time()
+            evs = []
+            for j in range(0, audio.size, 12800):
+                evs += sp.process(audio[j:j + 12800]).events
+            evs += sp.flush()
+            t_first += time.process_time() - t0
+            hit = set()
+            for ev in evs:
+                y = 0
+                for n_i, (k, a0, a1) in enumerate(notes):
+                    if k == ev.keyword and a0 - 0.3 <= ev.end_s <= a1 + 0.8 and n_i not in hit:
+                        hit.add(n_i)
+                        y = 1
+                        break
+                w0 = max(0.0, ev.end_s - 2.0)
+                win = audio[int(w0 * SR):int((ev.end_s + 0.4) * SR)]
+                t0 = time.perf_counter()
+                v = ver.score(win, [ev.keyword], end_s=ev.end_s - w0)[ev.keyword]
+                cands.append({"kw": ev.keyword, "first": ev.score, "v": v, "y": y, "voice": voice, "kind": kind,
+                              "ms": 1000 * (time.perf_counter() - t0), "call": n_call})
+    hours = seconds / 3600
+    y = np.array([c["y"] for c in cands])
+    first = np.array([c["first"] for c in cands])
+    rel = np.array([c["first"] / thr[c["kw"]] for c in cands])          # peak relative to its threshold
+    vs = np.array([c["v"] for c in cands])
+    # 2-fold by voice: fit the pooled combiner on one half of the voices, score the other
+    voices = sorted({c["voice"] for c in cands})
+    fold = np.array([voices.index(c["voice"]) % 2 for c in cands])
+    comb = np.zeros(len(cands))
+    for f in (0, 1):
+        tr, te = fold != f, fold == f
+        cb = Combiner()
+        if tr.any() and len(set(y[tr])) == 2:
+            cb.fit("*", first[tr], vs[tr], y[tr])
+        for i in np.nonzero(te)[0]:
+            comb[i] = cb.combine("*", first[i], vs[i])
+    print(f"\n== cascade on {n_call} calls of test-split voices ({hours * 60:.1f} min, {n_notes} keywords, half "
+          f"telephone+noise): {len(cands)} candidates at {factor} x thresholds ({len(cands) / hours:.0f} per hour), "
+          f"{int(y.sum())} true")
+    print(f"first stage CPU: {100 * t_first / seconds:.1f} % of a core; verifier: p50 "
+          f"{np.median([c['ms'] for c in cands]):.0f} ms per candidate -> "
+          f"{100 * len(cands) / hours * np.mean([c['ms'] for c in cands]) / 3.6e6:.2f} % of a core at this rate")
+
+    def curve(score):
+        out = []
+        for t in sorted(set(score)) + [np.inf]:
+            acc = score >= t
+            out.append((np.sum(acc & (y == 0)) / hours, np.sum(acc & (y == 1)) / max(n_notes, 1)))
+        return out
+
+    def recall_at(c, fa):
+        ok = [r for f_, r in c if f_ <= fa]
+        return max(ok) if ok else 0.0
+    c1, c2 = curve(rel), curve(comb)
+    res = {"hours": hours, "candidates": len(cands), "true": int(y.sum()), "keywords": n_notes}
+    at1 = rel >= 1.0
+    print(f"first stage at its calibrated thresholds: recall {np.sum(at1 & (y == 1)) / n_notes:.1%}, "
+          f"FA/h {np.sum(at1 & (y == 0)) / hours:.1f}")
+    print(f"{'FA/h budget':>12s} {'first stage':>12s} {'cascade':>8s}")
+    for fa in (0.5, 1, 2, 5, 10, 20):
+        print(f"{fa:12g} {recall_at(c1, fa):12.1%} {recall_at(c2, fa):8.1%}")
+        res[f"recall_at_{fa}"] = {"first": recall_at(c1, fa), "cascade": recall_at(c2, fa)}
+    print(f"candidate-level AUC: first stage {auc(rel[y == 1], rel[y == 0]):.3f}, verifier alone "
+          f"{auc(vs[y == 1], vs[y == 0]):.3f}, combined {auc(comb[y == 1], comb[y == 0]):.3f}")
+    res["cands"] = cands
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.verify_eval", description=__doc__.split("\n")[0])
+    ap.add_argument("--per-keyword", type=int, default=6, help="windows of each kind per keyword (default 6)")
+    ap.add_argument("--conditions", default="clean,tel")
+    ap.add_argument("--cache", default=str(ROOT / "cache" / "sentences"))
+    ap.add_argument("--real-en", type=int, default=0, help="also score N real English clips of each kind")
+    ap.add_argument("--only-real", action="store_true")
+    ap.add_argument("--cascade", default="", help="KW,NEG: cascade on calls of KW keyword and NEG keyword-free "
+                    "sentences of test-split voices (e.g. 120,300)")
+    ap.add_argument("--factor", type=float, default=0.6, help="candidate thresholds = factor x calibrated")
+    ap.add_argument("--lead", default="1.4", help="crop starts, seconds before the keyword end (one crop each)")
+    ap.add_argument("--tail", type=float, default=0.35, help="seconds kept after the keyword end")
+    ap.add_argument("--decode", type=int, default=8, help="greedy tokens decoded per crop")
+    ap.add_argument("--positions", type=int, default=4, help="last word starts (+ end) of the transcript tried")
+    ap.add_argument("--band-limit", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+    from spotter.verify import Verifier, VerifierConfig
+
+    def factory(lang="fr"):
+        return Verifier(VerifierConfig(lead_s=tuple(float(x) for x in args.lead.split(",")), tail_s=args.tail,
+                                       decode_tokens=args.decode, positions=args.positions,
+                                       band_limit=args.band_limit, language=lang))
+    print(f"verifier: crop starts {args.lead} s before the keyword end, tail {args.tail} s, greedy tokens "
+          f"{args.decode}, positions {args.positions}, band limit {args.band_limit}")
+    out = {}
+    if args.cascade:
+        sents = cached_sentences(Path(args.cache))
+        n_kw, n_neg = (int(x) for x in args.cascade.split(","))
+        out["cascade"] = cascade_eval(sents, n_kw, n_neg, args.factor, args.seed, factory())
+    if not args.only_real:
+        t0 = time.time()
+        sents = cached_sentences(Path(args.cache))
+        items = build_items(sents, args.per_keyword, args.seed)
+        print(f"{len(sents)} cached evaluation sentences; {len(items)} windows ({time.time() - t0:.0f} s)")
+        ver = factory()
+        for cond in args.conditions.split(","):
+            audio = channel_audio(items, cond, args.seed)
+            scores, times = score_all(ver, audio, items)
+            out[cond] = report(cond, items, scores, times)
+            out[cond]["scores"] = [(it["kw"], it["kind"], it["s"]["engine"], s) for it, s in zip(items, scores)]
+    if args.real_en:
+        real_english(factory, args.real_en, args.seed)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, ensure_ascii=False, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
