@@ -51,8 +51,8 @@ def test_help_lists_the_commands():
 
 def test_devices_says_when_there_is_no_input_device():
     out = run("devices")
-    assert out.returncode == 0
-    assert "no input device" in out.stdout.lower()
+    assert out.returncode == 2                       # no device is an error for scripts (issue 11)
+    assert "no input device" in out.stderr.lower() and "Traceback" not in out.stderr
 
 
 def test_listen_without_a_device_is_one_clear_line(random_model, tmp_path):
@@ -78,9 +78,10 @@ def test_good_and_bad_files_together(random_model, bad_files, tmp_path):
     out = run("replay", "--json", "--model", str(random_model), str(bad_files / "good.wav"),
               str(bad_files / "empty.wav"), str(bad_files / "good.wav"), tmp_path=tmp_path)
     assert out.returncode == 2                                  # a failure is reported...
-    docs = [json.loads(l) for l in out.stdout.splitlines()]     # ...but the good files are still processed
-    assert len(docs) == 2
-    for d in docs:
+    docs = [json.loads(l) for l in out.stdout.splitlines()]     # one object per input file, failures included
+    assert [d["file"].endswith("empty.wav") for d in docs] == [False, True, False]
+    assert "empty" in docs[1]["error"]
+    for d in (docs[0], docs[2]):                                # ...and the good files are still processed
         assert set(d) == {"file", "duration_s", "events", "suggestion"}
         assert d["duration_s"] == pytest.approx(1.0, abs=0.01)
         assert d["events"] == [] and d["suggestion"] is None
