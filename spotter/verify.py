@@ -135,8 +135,12 @@ def model_dir(target: Path | None = None) -> Path:
 def status() -> tuple[bool, str]:
     """(available, one line): whether the verify extra is importable; does not load or assemble the model."""
     import importlib.util
-    missing = [m for m in ("ctranslate2", "tokenizers", "faster_whisper") + PART_PACKAGES
-               if importlib.util.find_spec(m) is None]
+    def absent(m: str) -> bool:
+        try:
+            return importlib.util.find_spec(m) is None
+        except (ImportError, ValueError):         # a broken install counts as absent
+            return True
+    missing = [m for m in ("ctranslate2", "tokenizers", "faster_whisper") + PART_PACKAGES if absent(m)]
     if missing:
         return False, OFF_LINE
     return True, "verification is on (Whisper base, int8, CPU)"
@@ -284,33 +288,44 @@ class Verifier:
 # --- the cascade ------------------------------------------------------------------------------------------
 @dataclass
 class Combiner:
-    """Per-keyword logistic model: combined = sigmoid(a + b * logit(first-stage score) + c * (verifier - v0)).
+    """Logistic model of both opinions: combined = sigmoid(a + b * (logit(first) - f0[k]) + c * (verifier - v0[k])).
 
-    Defaults are provisional (b = 1, c = 0.5, v0 = the midpoint between the median verifier scores of true and
-    false windows measured by training/verify_eval.py); `fit` replaces them from labelled candidates."""
-    params: dict = field(default_factory=dict)        # keyword (or "*" for all) -> {"a", "b", "c", "v0"}
+    f0[k] is the logit of keyword k's calibrated first-stage threshold and v0[k] a per-keyword offset of the
+    verifier (its scores differ by keyword: a long word's tokens sum to a lower log-probability), so that one
+    (a, b, c), fitted on all keywords' candidates ("*"), serves every keyword; a keyword may have its own.
+    Defaults are provisional: b = 1, c = 0.2 and v0 = DEFAULT_V0 (see report of issue 9); `fit` replaces them."""
+    params: dict = field(default_factory=dict)        # keyword (or "*" for all) -> {"a", "b", "c"}
     threshold: dict = field(default_factory=dict)     # keyword -> combined score needed to accept (default 0.5)
+    v0: dict = field(default_factory=lambda: dict(DEFAULT_V0))
+    f0: dict = field(default_factory=dict)            # keyword -> logit of its first-stage threshold
 
-    DEFAULT_V0 = -14.0
+    @staticmethod
+    def _logit(p: float) -> float:
+        p = min(max(float(p), 1e-6), 1 - 1e-6)
+        return math.log(p / (1 - p))
+
+    def set_first_thresholds(self, thresholds: dict) -> None:
+        self.f0 = {k: self._logit(t) for k, t in thresholds.items()}
+
+    def features(self, keyword: str, first: float, verifier: float) -> tuple[float, float]:
+        v = max(float(verifier), -60.0) if math.isfinite(verifier) else -60.0
+        return self._logit(first) - self.f0.get(keyword, 0.0), v - self.v0.get(keyword, -14.0)
 
     def combine(self, keyword: str, first: float, verifier: float) -> float:
         p = self.params.get(keyword) or self.params.get("*", {})
-        a, b, c, v0 = p.get("a", 0.0), p.get("b", 1.0), p.get("c", 0.5), p.get("v0", self.DEFAULT_V0)
-        f = min(max(float(first), 1e-6), 1 - 1e-6)
-        v = max(float(verifier), -60.0) if math.isfinite(verifier) else -60.0
-        z = a + b * math.log(f / (1 - f)) + c * (v - v0)
+        a, b, c = p.get("a", 0.0), p.get("b", 1.0), p.get("c", 0.2)
+        x1, x2 = self.features(keyword, first, verifier)
+        z = a + b * x1 + c * x2
         return 1.0 / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
 
     def accepts(self, keyword: str, combined: float) -> bool:
         return combined >= self.threshold.get(keyword, 0.5)
 
-    def fit(self, keyword: str, first, verifier, labels, l2: float = 1e-2, iters: int = 200) -> dict:
-        """Fit a, b, c of one keyword by L2-regularised logistic regression (Newton steps); v0 = verifier mean."""
-        f = np.clip(np.asarray(first, float), 1e-6, 1 - 1e-6)
-        v = np.maximum(np.asarray(verifier, float), -60.0)
+    def fit(self, keyword: str, keywords, first, verifier, labels, l2: float = 1e-2, iters: int = 100) -> dict:
+        """Fit (a, b, c) by L2-regularised logistic regression (Newton steps) on candidates of `keywords`
+        (one per candidate); `keyword` names the result: a keyword, or "*" for all."""
+        X = np.array([(1.0, *self.features(k, f, v)) for k, f, v in zip(keywords, first, verifier)])
         y = np.asarray(labels, float)
-        v0 = float(v.mean())
-        X = np.stack([np.ones_like(f), np.log(f / (1 - f)), v - v0], axis=1)
         w = np.zeros(3)
         for _ in range(iters):
             p = 1 / (1 + np.exp(-np.clip(X @ w, -60, 60)))
@@ -320,24 +335,32 @@ class Combiner:
             w -= step
             if np.abs(step).max() < 1e-8:
                 break
-        self.params[keyword] = {"a": float(w[0]), "b": float(w[1]), "c": float(w[2]), "v0": v0}
+        self.params[keyword] = {"a": float(w[0]), "b": float(w[1]), "c": float(w[2])}
         return self.params[keyword]
 
     def to_dict(self) -> dict:
-        return {"params": self.params, "threshold": self.threshold}
+        return {"params": self.params, "threshold": self.threshold, "v0": self.v0, "f0": self.f0}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Combiner":
-        return cls(dict(d.get("params", {})), dict(d.get("threshold", {})))
+        return cls(dict(d.get("params", {})), dict(d.get("threshold", {})), dict(d.get("v0", DEFAULT_V0)),
+                   dict(d.get("f0", {})))
 
 
 # v0 per keyword: midpoint of the median verifier score of true and false windows (clean and telephone pooled),
-# from `python -m training.verify_eval --per-keyword 4` (see the report of issue 9); provisional until fitted.
-DEFAULT_V0: dict = {}
+# from `python -m training.verify_eval --per-keyword 4 --conditions clean,tel` (48 true and 96 false windows per
+# condition; issue 9's report); provisional until fitted on the calibration calls.
+DEFAULT_V0: dict = {"malaise": -10.3, "hémorragie": -24.6, "brûlure": -17.2, "intoxication": -12.1,
+                    "violences": -12.1, "agression": -14.9, "vol": -8.7, "cambriolage": -26.2, "incendie": -16.6,
+                    "gaz": -11.1, "effondrement": -15.8, "électrocution": -17.5}
 
 
-def default_combiner() -> Combiner:
-    return Combiner({k: {"a": 0.0, "b": 1.0, "c": 0.5, "v0": v0} for k, v0 in DEFAULT_V0.items()})
+def default_combiner(thresholds: dict | None = None) -> Combiner:
+    """The provisional combiner; `thresholds` (the first stage's calibrated ones) set f0."""
+    c = Combiner()
+    if thresholds:
+        c.set_first_thresholds(thresholds)
+    return c
 
 
 _shared: dict = {}
@@ -353,13 +376,16 @@ def shared_verifier(language: str = "fr") -> Verifier:
 
 
 def combined_score(window: np.ndarray, keyword: str, first_score: float, end_s: float | None = None,
-                   combiner: Combiner | None = None, verifier: Verifier | None = None) -> tuple[float, float]:
-    """(combined score, verifier score) of one candidate: `window` is 16 kHz audio around it, `end_s` the
-    estimated keyword end inside the window (default: window end - 0.35 s, i.e. Event.end_s + 0.35 s of audio
-    after it), `first_score` the first stage's score in (0, 1). For offline cascade measurements."""
+                   combiner: Combiner | None = None, verifier: Verifier | None = None,
+                   thresholds: dict | None = None) -> tuple[float, float]:
+    """(combined score, verifier score) of one candidate: `window` is 16 kHz audio around it (at least 1.4 s
+    before the keyword end and 0.35 s after it), `end_s` the estimated keyword end inside the window (Event.end_s
+    minus the window's start; default: window end - 0.35 s), `first_score` the first stage's score in (0, 1),
+    `thresholds` the first stage's calibrated thresholds (model.detector.thresholds; sets f0 of the default
+    combiner). For offline cascade measurements; fit a Combiner on calibration candidates for real use."""
     ver = verifier or shared_verifier()
     v = ver.score(window, [keyword], end_s=end_s)[keyword]
-    return (combiner or default_combiner()).combine(keyword, first_score, v), v
+    return (combiner or default_combiner(thresholds)).combine(keyword, first_score, v), v
 
 
 @dataclass
@@ -418,6 +444,8 @@ class VerifiedSpotter:
             cfg = replace(cfg, thresholds={k: v * candidate_factor for k, v in cfg.thresholds.items()})
         self.first = KeywordSpotter(model, detector=cfg)
         self.combiner = combiner or default_combiner()
+        if not self.combiner.f0:
+            self.combiner.set_first_thresholds(model.detector.thresholds)
         self.context = int(context_s * SR)
         self._ring = np.zeros(self.context, np.float32)
         self._samples_in = 0

@@ -56,14 +56,20 @@ def test_cascade_without_extra_passes_first_stage(monkeypatch):
 def test_combiner_fit_and_combine():
     rng = np.random.default_rng(0)
     y = rng.random(400) < 0.5
-    first = np.clip(np.where(y, 0.6, 0.4) + rng.normal(0, 0.15, y.size), 0.01, 0.99)
+    first = np.clip(np.where(y, 0.9, 0.7) + rng.normal(0, 0.1, y.size), 0.01, 0.99)
     ver = np.where(y, -8.0, -16.0) + rng.normal(0, 3, y.size)
     c = verify.Combiner()
-    p = c.fit("gaz", first, ver, y)
+    c.set_first_thresholds({"gaz": 0.8})
+    p = c.fit("*", ["gaz"] * y.size, first, ver, y)
     assert p["b"] > 0 and p["c"] > 0
-    s_true, s_false = c.combine("gaz", 0.6, -8.0), c.combine("gaz", 0.6, -16.0)
+    s_true, s_false = c.combine("gaz", 0.8, -8.0), c.combine("gaz", 0.8, -16.0)
     assert 0 <= s_false < s_true <= 1
-    assert verify.Combiner.from_dict(c.to_dict()).combine("gaz", 0.6, -8.0) == pytest.approx(s_true)
+    assert verify.Combiner.from_dict(c.to_dict()).combine("gaz", 0.8, -8.0) == pytest.approx(s_true)
+    # the provisional combiner: a candidate at its first-stage threshold with the keyword's typical verifier
+    # score is at 0.5; a better verifier score raises it
+    d = verify.default_combiner({"gaz": 0.8})
+    assert d.combine("gaz", 0.8, verify.DEFAULT_V0["gaz"]) == pytest.approx(0.5)
+    assert d.combine("gaz", 0.8, verify.DEFAULT_V0["gaz"] + 5) > 0.5
 
 
 @needs_extra
