@@ -198,6 +198,7 @@ class Verifier:
             raise VerifierUnavailable(f"Whisper tokenizer lacks the prompt tokens for language {self.cfg.language}")
         self.eot = tid("<|endoftext|>")
         self._tokens: dict[str, list[list[int]]] = {}
+        self._space: dict[int, bool] = {}           # token id -> starts a word (caches, used under the lock)
         self._lock = threading.Lock()
         self._sv = ctranslate2.StorageView
 
@@ -265,8 +266,6 @@ class Verifier:
 
     def _forced(self, enc, n_frames: int, prefix: list[int], kw: str) -> list[float]:
         """Forced scores of kw at the candidate positions, in one batched `align` call."""
-        if not hasattr(self, "_space"):
-            self._space = {}
         for t in prefix:
             if t not in self._space:
                 self._space[t] = self.tokenizer.id_to_token(t).startswith("\u0120")   # byte-level BPE space

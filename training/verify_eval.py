@@ -379,6 +379,16 @@ def cascade_report(d: dict) -> dict:
     for fa in (0.5, 1, 2, 5, 10, 20, 50):
         print(f"{fa:6g} " + " ".join(f"{recall_at(c, fa):25.1%}" for c in curves.values()))
         res[f"recall_at_{fa}"] = {k: recall_at(c, fa) for k, c in curves.items()}
+    neg_h = (1 - y).sum() / hours
+    print(f"candidates if the first stage proposed at f x its thresholds (peaks >= f x threshold among these):")
+    for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        m = rel >= f
+        print(f"  f={f}: {m.sum() / hours:.0f}/h ({int(y[m].sum())} true, {int((1 - y[m]).sum())} false = "
+              f"{(1 - y[m]).sum() / hours:.0f} false/h); verifier {100 * m.sum() / hours * cpu.mean() / 3.6e6:.2f} % "
+              f"of a core here, {100 * (1 - y[m]).sum() / hours * cpu.mean() / 3.6e6:.2f} % for the false ones alone")
+    ms = np.array([c["ms"] for c in cands])
+    print(f"added latency per event (verifier wall time on this loaded machine): p50 {np.median(ms):.0f} ms, "
+          f"p95 {np.quantile(ms, 0.95):.0f} ms; CPU p95 {np.quantile(cpu, 0.95):.0f} ms; false candidates {neg_h:.0f}/h")
     print(f"(1 false alarm = {1 / hours:.1f} FA/h here.) Candidate-level AUC: first stage {auc(rel[y == 1], rel[y == 0]):.3f}, "
           f"verifier alone (per-keyword offset) {auc(vn[y == 1], vn[y == 0]):.3f}, provisional cascade "
           f"{auc(provisional[y == 1], provisional[y == 0]):.3f}, fitted cascade {auc(comb[y == 1], comb[y == 0]):.3f}")
