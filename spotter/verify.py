@@ -426,8 +426,10 @@ class VerifiedSpotter:
     """
 
     def __init__(self, model, sinks=(), candidate_factor: float = 0.6, combiner: Combiner | None = None,
-                 verifier=None, context_s: float = 2.4, max_pending: int = 8):
-        from .detector import KeywordSpotter
+                 verifier=None, context_s: float = 2.4, max_pending: int = 8, first_stage=None):
+        """`model` has .detector (DetectorConfig with the calibrated thresholds). `first_stage(detector_config)`,
+        if given, builds the first-stage spotter (any object with KeywordSpotter's process/flush/reset_stream/
+        new_call, an ONNX runtime one say); by default a spotter.detector.KeywordSpotter of `model`."""
         self.sinks = list(sinks)
         self.status_line = OFF_LINE
         self.verifier = None
@@ -441,7 +443,12 @@ class VerifiedSpotter:
         if self.verifier is not None:
             from dataclasses import replace
             cfg = replace(cfg, thresholds={k: v * candidate_factor for k, v in cfg.thresholds.items()})
-        self.first = KeywordSpotter(model, detector=cfg)
+        if first_stage is None:
+            from .detector import KeywordSpotter
+
+            def first_stage(c):
+                return KeywordSpotter(model, detector=c)
+        self.first = first_stage(cfg)
         self.combiner = combiner or default_combiner()
         if not self.combiner.f0:
             self.combiner.set_first_thresholds(model.detector.thresholds)

@@ -51,6 +51,10 @@ def test_cascade_without_extra_passes_first_stage(monkeypatch):
     assert vs.verifier is None and vs.status_line.startswith("verification is off")
     assert vs.first.cfg.thresholds == model.detector.thresholds
     vs.close()
+    built = []
+    vs = verify.VerifiedSpotter(model, verifier=False, first_stage=lambda cfg: built.append(cfg) or object())
+    assert built == [model.detector]
+    vs.close()
 
 
 def test_combiner_fit_and_combine():
