@@ -72,12 +72,15 @@ def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
     voices = [v for v in available_voices(plan.engines) if not (v.engine == "kokoro" and v.blend)]
     if not voices:
         raise SpotterError("no TTS engine is installed (apt-get install espeak-ng)")
+    splits = split_voices(voices, 0.15, 0.15, plan.seed)
     if plan.espeak_generated_speakers and any(v.engine == "espeak" for v in voices):
+        # drawn speakers are split on their own, so adding them leaves every other voice's split unchanged
         from .recipe import _resolve
         from .speakers import generated_voices, install_speakers
         names = install_speakers(plan.espeak_generated_speakers, plan.seed, _resolve(plan.cache_dir) / "espeak-data")
-        voices += generated_voices(names, plan.seed)
-    splits = split_voices(voices, 0.15, 0.15, plan.seed)
+        generated = generated_voices(names, plan.seed)
+        voices += generated
+        splits.update(split_voices(generated, 0.15, 0.15, plan.seed + 1))
     rng = random.Random(plan.seed + 5)
     kokoro_train = sorted({s.split(":")[1] for v in voices if v.engine == "kokoro" and splits.get(v.key) == "train"
                            for s in v.speakers})
@@ -100,29 +103,35 @@ def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
 
 def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> dict[str, list[C.SayJob]]:
     """Jobs per set: 'train', 'val' (calibration calls), 'eval_kw' (keyword calls by every voice, test-frame
-    sentences; for LOEO), 'eval_neg' (keyword-free running speech by test-split voices)."""
+    sentences; for LOEO), 'eval_neg' (keyword-free running speech by test-split voices); the drawn espeak
+    speakers' jobs go to the same sets with GEN_SUFFIX ('train_gen', ...), built and cached on their own."""
     rng = random.Random(plan.seed)
     sets: dict[str, list[C.SayJob]] = {"train": [], "val": [], "eval_kw": [], "eval_neg": []}
 
     def job(sentence, v):
         return C.SayJob(sentence, v, **_draw_controls(rng, v.engine))
 
-    for v in sorted(voices, key=lambda v: v.key):
+    def add_voice(v, suffix=""):
         sp = splits.get(v.key)
         if sp in ("train", "val"):
+            target = sets.setdefault(sp + suffix, [])
             for kw in config.KEYWORDS:
-                sets[sp] += [job(keyword_sentence(kw, rng, "train"), v) for _ in range(plan.kw_sentences[v.engine])]
+                target += [job(keyword_sentence(kw, rng, "train"), v) for _ in range(plan.kw_sentences[v.engine])]
             n_neg = plan.neg_sentences[v.engine] * (3 if sp == "val" else 1)   # calibration needs FA hours
-            sets[sp] += [job(negative_sentence(rng, "train"), v) for _ in range(n_neg)]
+            target += [job(negative_sentence(rng, "train"), v) for _ in range(n_neg)]
         if v.engine == "kokoro" and v.blend and sp != "test":
-            continue                       # Kokoro is slow: its evaluation calls come from its base voices
+            return                         # Kokoro is slow: its evaluation calls come from its base voices
+        target = sets.setdefault("eval_kw" + suffix, [])
         for kw in config.KEYWORDS:
-            sets["eval_kw"] += [job(keyword_sentence(kw, rng, "test"), v)
-                                for _ in range(plan.eval_kw_sentences[v.engine])]
-        sets["eval_kw"] += [job(negative_sentence(rng, "test"), v)
-                            for _ in range(2 if v.engine == "kokoro" else plan.eval_kw_sentences[v.engine] * 4)]
+            target += [job(keyword_sentence(kw, rng, "test"), v) for _ in range(plan.eval_kw_sentences[v.engine])]
+        target += [job(negative_sentence(rng, "test"), v)
+                   for _ in range(2 if v.engine == "kokoro" else plan.eval_kw_sentences[v.engine] * 4)]
+
+    base = [v for v in sorted(voices, key=lambda v: v.key) if not is_generated(v)]
+    for v in base:
+        add_voice(v)
     # held-out negatives: test-split voices only, about eval_negative_hours (a sentence is ~2.4 s)
-    test_voices = [v for v in sorted(voices, key=lambda v: v.key) if splits.get(v.key) == "test"]
+    test_voices = [v for v in base if splits.get(v.key) == "test"]
     weights = {"espeak": 1.0, "mbrola": 3.0, "kokoro": 0.5}       # per voice: more from the natural engines
     total_w = sum(weights[v.engine] for v in test_voices) or 1.0
     n_total = int(plan.eval_negative_hours * 3600 / 2.4)
@@ -131,8 +140,17 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
         if v.engine == "kokoro":
             n = min(n, plan.kokoro_eval_negatives)       # ~8 s of CPU per Kokoro sentence
         sets["eval_neg"] += [job(negative_sentence(rng, "test"), v) for _ in range(n)]
-        # the test voices' keyword-free sentences interleave with their keyword sentences in calls too
+    # drawn espeak speakers last, with their own draws: adding them changes no other voice's sentences (cache)
+    rng = random.Random(plan.seed + 17)
+    for v in sorted(voices, key=lambda v: v.key):
+        if is_generated(v):
+            add_voice(v, GEN_SUFFIX)
     return sets
+
+
+def is_generated(v: Voice) -> bool:
+    from .speakers import PREFIX
+    return v.engine == "espeak" and v.id.partition("+")[2].startswith(PREFIX)
 
 
 # --- calls -> embeddings ---------------------------------------------------------------------------------
@@ -167,13 +185,14 @@ class CallSet:
 
     @classmethod
     def load(cls, path: Path) -> "CallSet":
-        z = np.load(path)
-        extra = json.loads(str(z["extra"]))
+        with np.load(path) as z:                 # each z[...] access reads the array again: once each
+            extra = json.loads(str(z["extra"]))
+            emb, labels, lengths = z["emb"], z["labels"], z["lengths"]
         out = cls()
         e0 = y0 = 0
-        for n, notes, meta in zip(z["lengths"], extra["notes"], extra["meta"]):
+        for n, notes, meta in zip(lengths, extra["notes"], extra["meta"]):
             steps = int(n) - config.HEAD_FRAMES + 1
-            out.add(z["emb"][e0:e0 + n], z["labels"][y0:y0 + steps], [tuple(x) for x in notes], meta)
+            out.add(emb[e0:e0 + n], labels[y0:y0 + steps], [tuple(x) for x in notes], meta)
             e0 += n
             y0 += steps
         return out
@@ -295,11 +314,16 @@ def call_posteriors(head, emb: np.ndarray, batch: int = 4096) -> np.ndarray:
     return torch.cat([torch.softmax(head(win[i:i + batch]), 1) for i in range(0, len(win), batch)]).numpy()
 
 
-def mine_hard_negatives(head, cs: CallSet, top: int, floor: float = 0.2) -> list[tuple[int, int]]:
-    """The `top` negative windows (other/noise label) with the highest keyword posterior above floor."""
+def mine_hard_negatives(head, cs: CallSet, top: int, floor: float = 0.2, share: float = 1.0,
+                        seed: int = 0) -> list[tuple[int, int]]:
+    """The `top` negative windows (other/noise label) with the highest keyword posterior above floor, searched
+    in a random `share` of the calls."""
     kw_cols = [config.LABELS.index(k) for k in config.KEYWORDS]
     found = []
+    pick = np.random.default_rng(seed).random(len(cs.emb)) < share
     for c, (emb, y) in enumerate(zip(cs.emb, cs.labels)):
+        if not pick[c]:
+            continue
         post = call_posteriors(head, emb)
         s = post[:, kw_cols].max(1)
         idx = np.flatnonzero((y >= config.LABELS.index(config.OTHER)) & (s > floor))
@@ -320,7 +344,7 @@ def train_fold(train: CallSet, val: CallSet, cfg: dict, seed: int) -> tuple[torc
                             seed=seed)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < 12).sum()), "history": hist}
     if cfg.get("mining_windows", 0):
-        hard = mine_hard_negatives(head, train, cfg["mining_windows"])
+        hard = mine_hard_negatives(head, train, cfg["mining_windows"], share=cfg.get("mining_share", 1.0), seed=seed)
         if hard:
             hx = np.stack([train.emb[c][j:j + config.HEAD_FRAMES] for c, j in hard])
             hy = np.array([train.labels[c][j] for c, j in hard], np.int64)
@@ -522,48 +546,59 @@ def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
-def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, rebuild: bool = False
-                   ) -> tuple[dict[str, CallSet], dict]:
-    """Synthesise (cached), group into calls, put through channels, embed, and store the four call sets."""
-    paths = {k: work / f"calls_{k}.npz" for k in ("train", "val", "eval_kw", "eval_neg")}
-    info_path = work / "calls_info.json"
-    if not rebuild and all(p.is_file() for p in paths.values()) and info_path.is_file():
-        return {k: CallSet.load(p) for k, p in paths.items()}, json.loads(info_path.read_text())
-    t0 = time.time()
+GEN_SUFFIX = "_gen"
+# how each set is made: (noise half, SNR range, channel copies per call, alternate wide/tel, calls without keyword)
+SET_SPECS = {"train": ("train", (0.0, 30.0), None, False, 0.25), "val": ("eval", (5.0, 20.0), 1, False, 0.25),
+             "eval_kw": ("eval", (5.0, 20.0), 1, True, 0.0), "eval_neg": ("eval", (5.0, 20.0), 1, True, 0.25)}
+
+
+def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, rebuild: bool = False,
+                   only: set[str] | None = None) -> tuple[dict[str, CallSet], dict]:
+    """Synthesise (cached), group into calls, put through channels, embed and store each call set. A set whose
+    file is already in `work` is loaded, not rebuilt (delete it, or rebuild=True, to make it again)."""
+    import zlib
     voices, splits = plan_voices(plan)
     jobs = plan_jobs(plan, voices, splits)
-    utts = {k: C.synthesize_utterances(v, cache_dir, workers=2, progress=k) for k, v in jobs.items()}
-    t_synth = time.time() - t0
-    rng = np.random.default_rng(plan.seed)
+    info_path = work / "calls_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() and not rebuild else {}
+    info.setdefault("sets", {})
     sets = {}
-    t0 = time.time()
-    sets["train"] = embed_calls(group_calls(utts["train"], plan, rng), noise["train"], plan.seed, (0.0, 30.0),
-                                copies=plan.train_copies, split="train", progress="train calls")
-    sets["val"] = embed_calls(group_calls(utts["val"], plan, rng), noise["eval"], plan.seed + 1, split="val",
-                              progress="val calls")
-    sets["eval_kw"] = embed_calls(group_calls(utts["eval_kw"], plan, rng, no_kw_share=0.0), noise["eval"],
-                                  plan.seed + 2, split="eval", alternate=True, progress="eval keyword calls")
-    sets["eval_neg"] = embed_calls(group_calls(utts["eval_neg"], plan, rng), noise["eval"], plan.seed + 3,
-                                   split="test", alternate=True, progress="eval negative calls")
-    t_embed = time.time() - t0
-    splits_used = {v.key: splits.get(v.key) for v in voices}
-    info = {"voices": splits_used,
-            "speakers": {sp: sorted({s for v in voices if splits.get(v.key) == sp for s in v.speakers})
-                         for sp in ("train", "val", "test")},
-            "utterances": {k: len(v) for k, v in utts.items()},
-            "hours": {k: round(cs.hours(), 3) for k, cs in sets.items()},
-            "timings_s": {"synthesis": round(t_synth, 1), "calls_and_embeddings": round(t_embed, 1)}}
-    for k, cs in sets.items():
-        cs.save(paths[k])
-    info_path.write_text(json.dumps(info, ensure_ascii=False, indent=1))
-    return sets, info
+    for name, job_list in jobs.items():
+        if only is not None and name not in only:
+            continue
+        path = work / f"calls_{name}.npz"
+        if path.is_file() and not rebuild and name in info["sets"]:
+            sets[name] = CallSet.load(path)
+            continue
+        t0 = time.time()
+        utts = C.synthesize_utterances(job_list, cache_dir, workers=2, progress=name)
+        t_synth = time.time() - t0
+        noise_half, snr, copies, alternate, no_kw = SET_SPECS[name.removesuffix(GEN_SUFFIX)]
+        seed = zlib.crc32(f"{plan.seed}:{name}".encode())
+        groups = group_calls(utts, plan, np.random.default_rng(seed), no_kw_share=no_kw)
+        split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test"}[name.removesuffix(GEN_SUFFIX)]
+        sets[name] = embed_calls(groups, noise[noise_half], seed, snr, copies=copies or plan.train_copies,
+                                 split=split, alternate=alternate, progress=f"{name} calls")
+        sets[name].save(path)
+        info["sets"][name] = {"sentences": len(utts), "calls": len(sets[name].emb), "hours": round(sets[name].hours(), 3),
+                              "synthesis_s": round(t_synth, 1), "calls_and_embeddings_s": round(time.time() - t0 - t_synth, 1)}
+        info.update(voices={v.key: splits.get(v.key) for v in voices},
+                    speakers={sp: sorted({s for v in voices if splits.get(v.key) == sp for s in v.speakers})
+                              for sp in ("train", "val", "test")})
+        info_path.write_text(json.dumps(info, ensure_ascii=False, indent=1))
+    merged = {}
+    for name, cs in sets.items():
+        merged[name.removesuffix(GEN_SUFFIX)] = _concat(merged[name.removesuffix(GEN_SUFFIX)], cs) \
+            if name.removesuffix(GEN_SUFFIX) in merged else cs
+    return merged, info
 
 
-def run_calls(recipe: dict, folds: bool = True) -> dict:
+def run_calls(recipe: dict, folds: bool = True, final: bool = True) -> dict:
     """The whole recipe: call sets, leave-one-engine-out folds, the shipped model (all engines), report."""
     from spotter.model import KeywordModel, KeywordHead
     from .recipe import _resolve, real_audio_files
-    torch.set_num_threads(2)
+    # one thread: the head is small, and OpenMP threads spinning on a busy 2-core machine are many times slower
+    torch.set_num_threads(1)
     t_start = time.time()
     c = recipe.get("calls", {})
     plan = CallPlan(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in c.items()
@@ -575,7 +610,7 @@ def run_calls(recipe: dict, folds: bool = True) -> dict:
     sets, info = build_callsets(plan, _resolve(plan.cache_dir), work,
                                 {"train": real["noise_train"], "eval": real["noise_eval"]},
                                 rebuild=bool(recipe.get("_rebuild")))
-    log.info("call sets: %s", info["hours"])
+    log.info("call sets: %s", {k: v["hours"] for k, v in info["sets"].items()})
     tr = recipe.get("train", {})
     budget = recipe.get("calibrate", {}).get("budget_fa_per_hour", 0.5)
     seed = plan.seed
@@ -592,6 +627,9 @@ def run_calls(recipe: dict, folds: bool = True) -> dict:
             res.update(calibration=cal, thresholds=thr, seconds=round(time.time() - t0, 1), train=tinfo["windows"])
             report["folds"][held] = res
             log.info("fold without %s: %s", held, _one_line(res))
+    if not final:
+        (work / "report_folds.json").write_text(json.dumps(report, ensure_ascii=False, indent=1, default=float))
+        return {"model": None, "report": report}
     t0 = time.time()
     head, tinfo = train_fold(sets["train"], sets["val"], tr, seed)
     thr, sm, cal = calibrate_head(head, sets["val"], budget)
@@ -599,7 +637,10 @@ def run_calls(recipe: dict, folds: bool = True) -> dict:
     final = evaluate_head(head, held_voices, sets["eval_neg"], thr, sm, work / "final", "all engines, held-out voices")
     final.update(calibration=cal, thresholds=thr, train=tinfo, seconds=round(time.time() - t0, 1))
     report["final"] = final
-    report["timings_s"] = {**info["timings_s"], "total": round(time.time() - t_start, 1)}
+    report["timings_s"] = {
+        "synthesis": round(sum(v.get("synthesis_s", 0) for v in info["sets"].values()), 1),
+        "calls_and_embeddings": round(sum(v.get("calls_and_embeddings_s", 0) for v in info["sets"].values()), 1),
+        "this_run": round(time.time() - t_start, 1)}
     model.head = head
     model.detector.thresholds = thr
     model.detector.smoothing_steps = sm

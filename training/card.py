@@ -123,7 +123,7 @@ def calls_card(model) -> str:
     final = rep.get("final", {})
     t = rep.get("timings_s", {})
     spk = info.get("speakers", {})
-    hours = info.get("hours", {})
+    sets = info.get("sets", {})
     lines = [f"# Model card: {m.get('name', model.name)}", "",
              f"Trained {m.get('created', '?')} from commit `{m.get('git_commit', '?')}` with "
              f"`spotter train --config training/configs/calls.toml` on the 2-core CPU machine: whole run "
@@ -142,7 +142,9 @@ def calls_card(model) -> str:
              f"held-out test {len(spk.get('test', []))} (a speaker is an engine voice; espeak dialects of one "
              f"variant count as one speaker; Kokoro random style mixtures count as new speakers). Every sentence is "
              f"said at a drawn rate, pitch, pitch range and vocal-tract factor.", "",
-             f"Sentences: {info.get('utterances', {})}. Hours of calls: {hours}. Training calls are heard through "
+             "Call sets (sentences / calls / hours of audio): " + "; ".join(
+                 f"{k} {v.get('sentences', '?')} / {v.get('calls', '?')} / {v.get('hours', '?')} h"
+                 for k, v in sets.items()) + ". Training calls are heard through "
              f"{m.get('recipe', {}).get('calls', {}).get('train_copies', 2)} drawn channels each (wideband or "
              f"telephone with G.711/GSM codecs, real noise at 0-30 dB, rooms).", "",
              "## Thresholds (calibrated on validation voices' calls)",

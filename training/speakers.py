@@ -61,7 +61,10 @@ def install_speakers(n: int, seed: int, root: Path) -> list[str]:
         for entry in src.iterdir():
             if entry.name != "voices" and not (data / entry.name).exists():
                 (data / entry.name).symlink_to(entry)
-        shutil.copytree(src / "voices", voices)
+        # espeak-ng lists at most 349 voices: keep the variants and the French MBROLA voices only
+        shutil.copytree(src / "voices", voices,
+                        ignore=lambda d, names: [n for n in names if Path(d).name == "mb" and not n.startswith("mb-fr")
+                                                 and n != "mb-ca1"])
     rng = random.Random(seed)
     names = []
     for i in range(n):
