@@ -16,9 +16,10 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "console", help="operator console (French UI): live monitoring, replay, explanations, sample recording",
         description="Open the operator console: live spectrogram, detected keywords, the suggested service "
-                    "(15 SAMU / 17 Police secours / 18 Sapeurs-pompiers), Grad-CAM explanations and "
+                    "(15 SAMU / 17 Police secours / 18 Sapeurs-pompiers), explanations (Grad-CAM with torch, occlusion without) and "
                     "recording of keyword samples for retraining. The window text is in French.")
-    p.add_argument("--model", metavar="PATH", help="model artifact (default: models/default.pt or $SPOTTER_MODEL)")
+    p.add_argument("--model", metavar="PATH", help="model: ONNX export (default models/default.onnx or $SPOTTER_MODEL) "
+                                                   "or torch artifact (.pt, needs torch)")
     p.add_argument("--file", metavar="FILE", help="replay this recorded call on start")
     p.add_argument("--device", metavar="X", help="monitor this input device on start (index or part of its name)")
     p.add_argument("--speed", choices=("1", "2", "max"), default="1", help="replay speed (default 1)")

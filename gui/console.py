@@ -23,7 +23,7 @@ from spotter.config import FRAME_S, WINDOW_FRAMES
 from spotter.errors import SpotterError
 
 from . import widgets
-from .gradcam import gradcam
+from .explain import METHOD_FR, explain
 from .samples import SamplesPanel
 from .session import SPEEDS, ConsoleSession, Detection, Drained, SessionView
 
@@ -42,6 +42,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         self.setWindowTitle("Spotter — Console opérateur")
         self.resize(1480, 900)
         self._model_label = "aucun"
+        self.explanation_methods: dict[int, str] = {}     # detection id -> GRADCAM / OCCLUSION
         self._cam_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradcam")
         self._cam_job: tuple[int, concurrent.futures.Future] | None = None
         self._last_status = 0.0
@@ -183,7 +184,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         self.service_panel = widgets.ServicePanel()
         lay.addWidget(self.service_panel, 0)
 
-        frame, flay = widgets.panel("Explication — Grad-CAM de la détection sélectionnée")
+        frame, flay = widgets.panel("Explication de la détection sélectionnée")
         self.cam_view = widgets.GradCamView()
         flay.addWidget(self.cam_view)
         lay.addWidget(frame, 3)
@@ -261,16 +262,16 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
             return None
 
     def _load_initial_model(self, model_path) -> None:
-        from spotter.model import default_model_path
-        path = Path(model_path) if model_path else default_model_path()
+        from spotter.artifact import default_runtime_model_path
+        path = Path(model_path) if model_path else default_runtime_model_path()
         self.load_model_file(path)
 
     def load_model_file(self, path: str | os.PathLike) -> bool:
         """Load an artifact and use it from now on (the replay/live stream restarts); False + message if refused."""
-        from spotter.model import load_model
+        from spotter.onnxmodel import load_any
         QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.WaitCursor)
         try:
-            model = load_model(path)
+            model = load_any(path)
         except SpotterError as exc:
             self.show_error(f"Modèle refusé : {exc}. "
                             + ("Le modèle actuel reste en service." if self.session.model is not None
@@ -407,7 +408,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
             return
         self.cam_view.show_message(f"Calcul de l'explication de « {det.event.keyword} »…")
         label = config.LABELS.index(det.event.keyword)
-        self._cam_job = (det.id, self._cam_pool.submit(gradcam, self.session.model, det.mel, label))
+        self._cam_job = (det.id, self._cam_pool.submit(explain, self.session.model, det.mel, label))
 
     def _poll_gradcam(self) -> None:
         if self._cam_job is None or not self._cam_job[1].done():
@@ -418,7 +419,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         if det is None:
             return
         try:
-            det.heat = fut.result()
+            det.heat, self.explanation_methods[det_id] = fut.result()
         except Exception as exc:   # an explanation must never take the console down
             self.cam_view.show_message(f"Explication impossible : {type(exc).__name__}: {exc}")
             return
@@ -427,10 +428,11 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
 
     def _show_heat(self, det: Detection) -> None:
         t0 = det.window_end_s - WINDOW_FRAMES * FRAME_S
+        method = METHOD_FR.get(self.explanation_methods.get(det.id, ""), "")
         self.cam_view.show_heat(det.mel, det.heat, t0, (det.start_s, det.end_s),
                                 f"« {det.event.keyword} » à {widgets.fmt_position(det.start_s)} — score "
                                 f"{widgets.fr_num(det.event.score)}. Zones chaudes : ce qui a le plus pesé "
-                                f"dans la décision ; pointillés : mot-clé estimé.")
+                                f"dans la décision ; pointillés : mot-clé estimé. Méthode : {method}.")
 
     def explain(self, det_id: int, timeout_s: float = 30.0) -> np.ndarray | None:
         """Select a detection and wait for its heat map (used by tests and scripts)."""
@@ -550,13 +552,15 @@ def run_console(model: str | None = None, file: str | None = None, device: str |
                 log: str | None = None, recordings: str | None = None, speed: str = "1",
                 screenshot: str | None = None, screenshot_after: float = 5.0) -> int:
     """Open the console (blocking until it is closed); with `screenshot`, save the window after N s and exit."""
-    import torch
     if _needs_offscreen():
         if not screenshot:
             raise SpotterError("console: no display (DISPLAY/WAYLAND_DISPLAY unset); "
                                "use --screenshot with QT_QPA_PLATFORM=offscreen to render without one")
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    torch.set_num_threads(max(1, int(os.environ.get("SPOTTER_THREADS", "1"))))
+    from spotter.onnxmodel import torch_available
+    if torch_available():                  # only a torch model (.pt, or Grad-CAM's twin) uses it
+        import torch
+        torch.set_num_threads(max(1, int(os.environ.get("SPOTTER_THREADS", "1"))))
     pg.setConfigOptions(antialias=True)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["spotter console"])
     app.setApplicationName("Spotter")

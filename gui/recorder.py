@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from spotter import config
-from spotter.audio import Resampler, iter_audio, write_wav
+from spotter.audio import StreamResampler, iter_audio, write_wav
 from spotter.errors import SpotterError
 
 DEFAULT_ROOT = Path.home() / "spotter-recordings"
@@ -191,7 +191,7 @@ class MicRecorder:
         self._stream = None
         with self._lock:
             raw = self._buf[:self._n].copy()
-        rs = Resampler(self.rate, config.SAMPLE_RATE)
+        rs = StreamResampler(self.rate, config.SAMPLE_RATE)
         return np.concatenate([rs.process(raw), rs.flush()]).astype(np.float32)
 
 

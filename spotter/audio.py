@@ -2,8 +2,9 @@
 
 Everything here reads with soundfile (libsndfile) and never loads a whole file unless asked to
 (`load_audio`). `iter_audio` streams any file in bounded memory: it mixes channels down, maps every
-sample format to float32 in [-1, 1], replaces NaN/inf with 0 and resamples to SAMPLE_RATE with a
-stateful polyphase filter whose block-wise output equals scipy.signal.resample_poly on the whole file.
+sample format to float32 in [-1, 1], replaces NaN/inf with 0 and resamples to SAMPLE_RATE with
+libsoxr's streaming resampler (StreamResampler). `Resampler`, a polyphase filter whose block-wise output equals
+scipy.signal.resample_poly on the whole signal, is kept for training's synthesis (it imports scipy when used).
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from typing import Iterator
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import firwin, upfirdn
 
 from spotter.config import SAMPLE_RATE, STEP_SAMPLES
 from spotter.errors import SpotterError
@@ -196,13 +196,67 @@ def open_audio(path: str | os.PathLike) -> AudioInfo:
 # --- resampling ----------------------------------------------------------------------------------------
 def design_filter(up: int, down: int) -> np.ndarray:
     """Anti-aliasing low-pass FIR for rational resampling by up/down (identical to resample_poly's default)."""
+    from scipy.signal import firwin      # training only: the runtime resamples with soxr (StreamResampler)
     max_rate = max(up, down)
     half_len = ZERO_CROSSINGS * max_rate
     return firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", KAISER_BETA)) * up
 
 
+class StreamResampler:
+    """The runtime's streaming resampler: soxr.ResampleStream (libsoxr, 'HQ'), any rate -> 16 kHz, float32.
+
+    Same interface as Resampler (process / flush / reset / samples_in): blocks in, the samples that are ready out;
+    flush() ends the stream and makes the total exactly ceil(n_in * out_rate / in_rate) samples (padding or
+    trimming libsoxr's last few), then resets. At equal rates samples pass through unchanged.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int = SAMPLE_RATE, quality: str = "HQ"):
+        if in_rate <= 0 or out_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
+        self.in_rate, self.out_rate, self.quality = int(in_rate), int(out_rate), quality
+        self.passthrough = self.in_rate == self.out_rate
+        self.reset()
+
+    def reset(self) -> None:
+        self._n_in = 0
+        self._n_out = 0
+        self._stream = None
+        if not self.passthrough:
+            import soxr
+            self._stream = soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32",
+                                               quality=self.quality)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block)
+        if block.ndim != 1:
+            raise ValueError(f"StreamResampler expects a 1-D block, got shape {block.shape}")
+        self._n_in += len(block)
+        if self.passthrough:
+            return block.astype(np.float32, copy=True)
+        out = self._stream.resample_chunk(np.ascontiguousarray(block, dtype=np.float32), last=False)
+        out = np.asarray(out, dtype=np.float32).reshape(-1)
+        self._n_out += len(out)
+        return out
+
+    def flush(self) -> np.ndarray:
+        if self.passthrough:
+            self.reset()
+            return np.zeros(0, dtype=np.float32)
+        out = np.asarray(self._stream.resample_chunk(np.zeros(0, np.float32), last=True), np.float32).reshape(-1)
+        total = -((-self._n_in * self.out_rate) // self.in_rate)          # ceil(n_in * out / in)
+        want = max(0, total - self._n_out)
+        out = out[:want] if len(out) >= want else np.concatenate([out, np.zeros(want - len(out), np.float32)])
+        self.reset()
+        return out
+
+    @property
+    def samples_in(self) -> int:
+        return self._n_in
+
+
 class Resampler:
-    """Stateful polyphase resampler: feeding blocks gives the same samples as resample_poly on the whole signal.
+    """Stateful polyphase resampler (training's: its output equals scipy.signal.resample_poly on the whole
+    signal; the runtime uses StreamResampler, so scipy is imported only when this one is used).
 
     Output sample m is the filtered value at input time m*in_rate/out_rate, i.e.
     y[m] = sum_i x[i] * h[half_len + m*down - i*up]; it is emitted as soon as the inputs it depends on
@@ -247,6 +301,7 @@ class Resampler:
             return np.zeros(0, dtype=np.float32)
         s = self._segment_start(self._m)
         seg = self._buf[s - self._buf_start:]
+        from scipy.signal import upfirdn
         y = upfirdn(self._h, seg, self.up, self.down)
         k0 = self._m + (self._half_len + self._pre_pad - s * self.up) // self.down
         out = y[k0:k0 + count].astype(np.float32)
@@ -413,7 +468,7 @@ def iter_audio(path: str | os.PathLike, block_samples: int = STEP_SAMPLES, start
 def _stream_blocks(f: sf.SoundFile, info: AudioInfo, block_samples: int,
                    stats: AudioStats | None) -> Iterator[np.ndarray]:
     """The generator behind iter_audio: read, clean, resample, re-block; closes `f` when done or closed."""
-    resampler = Resampler(info.sample_rate, SAMPLE_RATE)
+    resampler = StreamResampler(info.sample_rate, SAMPLE_RATE)
     read_frames = max(1, int(READ_SECONDS * info.sample_rate))
     pending: list[np.ndarray] = []
     n_pending = 0

@@ -1,4 +1,5 @@
-"""Google's speech_embedding CNN as a torch module, weights read from openWakeWord's embedding_model.onnx.
+"""Google's speech_embedding CNN as a torch module, weights read from openWakeWord's embedding_model.onnx
+(spotter/protobuf.py reads them: the `onnx` package is not needed).
 
 The ONNX graph (tf2onnx export, batch norms already folded into the convs) is a plain stack of 20
 convolutions over a (1, 76 frames, 32 mels) image; each of the first 19 is followed by LeakyReLU(0.2)
@@ -18,8 +19,6 @@ A "block" is one of these 20 convolutions with its activation (and the max pool 
 from __future__ import annotations
 
 import functools
-from importlib import resources
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -28,43 +27,12 @@ from torch import nn
 
 from spotter.config import EMBED_DIM, EMBED_STEP, EMBED_WINDOW, N_MELS
 from spotter.errors import SpotterError
+from spotter.onnxmodel import (EMBEDDING_MODEL, OPENWAKEWORD_VERSION, N_CONVS,  # noqa: F401
+                               openwakeword_model_path, read_onnx_convs)
 
-OPENWAKEWORD_VERSION = "0.5.1"
-EMBEDDING_MODEL = "embedding_model.onnx"
 LEAKY_SLOPE = 0.2
 ACTIVATION_FLOOR = -0.4
-N_CONVS = 20
 POOL_AFTER = {2: (2, 2), 6: (1, 2), 10: (2, 2), 14: (1, 2), 18: (2, 2)}   # conv index -> max-pool kernel
-
-
-def openwakeword_model_path(name: str) -> Path:
-    """Path of a model file shipped with the installed openwakeword 0.5.1 (e.g. 'embedding_model.onnx')."""
-    try:
-        installed = version("openwakeword")
-    except PackageNotFoundError:
-        raise SpotterError(f"openwakeword {OPENWAKEWORD_VERSION} is not installed (needed for {name})") from None
-    if installed != OPENWAKEWORD_VERSION:
-        raise SpotterError(f"openwakeword {installed} is installed, {OPENWAKEWORD_VERSION} is required (for {name})")
-    path = Path(str(resources.files("openwakeword"))) / "resources" / "models" / name
-    if not path.is_file():
-        raise SpotterError(f"{path}: model file missing from the openwakeword package")
-    return path
-
-
-def read_onnx_convs(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """(weight, bias) of the 20 Conv nodes of embedding_model.onnx, in graph order."""
-    import onnx
-    from onnx import numpy_helper
-
-    try:
-        graph = onnx.load(str(path)).graph
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
-        raise SpotterError(f"{path}: cannot read ONNX model ({exc})") from None
-    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    convs = [node for node in graph.node if node.op_type == "Conv"]
-    if len(convs) != N_CONVS:
-        raise SpotterError(f"{path}: expected {N_CONVS} Conv nodes, found {len(convs)}")
-    return [(tensors[n.input[1]], tensors[n.input[2]] if len(n.input) > 2 else None) for n in convs]
 
 
 class ConvBlock(nn.Module):

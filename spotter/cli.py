@@ -33,7 +33,7 @@ EXIT_BROKEN_PIPE = 141        # 128 + SIGPIPE: what a Unix tool killed by a clos
 
 
 def threads_from_env(env=None) -> int:
-    """Torch threads from $SPOTTER_THREADS (default 1); SpotterError unless it is a positive whole number."""
+    """Inference threads from $SPOTTER_THREADS (default 1); SpotterError unless it is a positive whole number."""
     raw = (os.environ if env is None else env).get("SPOTTER_THREADS", "").strip()
     if not raw:
         return 1
@@ -53,11 +53,12 @@ def check_speed(speed: float) -> float:
 
 
 def _load(model_path: str | None):
-    import torch
-    from .model import default_model_path, load_model
-    torch.set_num_threads(threads_from_env())
-    path = Path(model_path) if model_path else default_model_path()
-    return load_model(path)
+    """The model to run: by default the exported models/default.onnx (onnxruntime + numpy, no torch); a .pt torch
+    artifact runs with torch when it is installed (the `train` extra)."""
+    from .artifact import default_runtime_model_path
+    from .onnxmodel import load_any
+    path = Path(model_path) if model_path else default_runtime_model_path()
+    return load_any(path, threads=threads_from_env())
 
 
 def _open_log(path, model=None):
@@ -118,6 +119,9 @@ class FileResult:
     warnings: list = field(default_factory=list)
 
 
+OFFLINE_CHUNK_STEPS = 250          # 20 s of audio per offline graph call in batch replay
+
+
 def run_file(spotter, path, realtime: bool = False, speed: float = 1.0, on_event=None) -> FileResult:
     """Run one file through the spotter; `on_event(event)` is called as soon as each event is decided (and
     logged by the spotter's sinks). SpotterError if the file is unusable, also when that shows only at its end
@@ -139,6 +143,11 @@ def run_file(spotter, path, realtime: bool = False, speed: float = 1.0, on_event
         with FileSource(path, realtime=True, speed=speed, stats=stats) as src:
             while (chunk := src.read_step(config.STEP_SAMPLES)) is not None:
                 take(spotter.process(chunk).events)
+    elif getattr(spotter, "offline_capable", False):
+        # batch: the fully convolutional path, OFFLINE_CHUNK_STEPS steps per graph call, streamed from the file
+        # (memory stays flat: one chunk of audio and mel at a time; the 68-frame overlap is the stream's state)
+        for block in iter_audio(path, block_samples=OFFLINE_CHUNK_STEPS * config.STEP_SAMPLES, stats=stats):
+            take(spotter.process_offline(block).events)
     else:
         for block in iter_audio(path, stats=stats):
             take(spotter.process(block).events)
@@ -269,6 +278,18 @@ def cmd_listen(args) -> int:
     return listen(source, model, log)
 
 
+def cmd_scan(args) -> int:
+    from .artifact import default_runtime_model_path
+    from .scan import scan
+    threads_from_env()
+    model = args.model or str(default_runtime_model_path())
+    from .onnxmodel import load_any
+    load_any(model)                        # a bad model is one line before any worker starts
+    records = scan(args.targets, args.out, model, workers=args.workers, use_ray=args.ray is not None,
+                   ray_address=args.ray or None, retry_errors=args.retry_errors)
+    return EXIT_ERROR if any("error" in r for r in records) else 0
+
+
 def cmd_devices(args) -> int:
     from .sources import format_devices, list_input_devices
     devices = list_input_devices()
@@ -285,7 +306,8 @@ def cmd_demo(args) -> int:
 
 
 def _add_model_log(p) -> None:
-    p.add_argument("--model", metavar="PATH", help="model artifact (default: models/default.pt or $SPOTTER_MODEL)")
+    p.add_argument("--model", metavar="PATH", help="model: an ONNX export (.onnx, default models/default.onnx or "
+                                                   "$SPOTTER_MODEL) or a torch artifact (.pt, needs torch)")
     p.add_argument("--log", metavar="PATH", help="event log, JSON Lines (default: $SPOTTER_LOG or "
                                                  "~/.local/share/spotter/events.jsonl)")
 
@@ -311,6 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="input device index or (part of its) name; see `spotter devices`")
     _add_model_log(p)
     p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("scan", help="re-analyse an archive of recorded calls into a JSON Lines results file "
+                                     "(resumable; worker processes or a Ray cluster)")
+    p.add_argument("targets", nargs="+", metavar="DIR|LIST", help="folder(s) of audio files, list file(s) "
+                                                                 "(.txt/.lst: one path a line) or audio files")
+    p.add_argument("--out", required=True, metavar="RESULTS.jsonl", help="results file (appended; files already "
+                                                                          "in it are skipped)")
+    p.add_argument("--workers", type=int, default=0, help="local worker processes (default: one per core)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster (ADDRESS, e.g. ray://head:10001; none: a local Ray); needs '.[ray]'")
+    p.add_argument("--retry-errors", action="store_true", help="redo files whose record is an error")
+    p.add_argument("--model", metavar="PATH", help="model (default: models/default.onnx or $SPOTTER_MODEL)")
+    p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("devices", help="list audio input devices")
     p.set_defaults(func=cmd_devices)

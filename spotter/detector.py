@@ -17,11 +17,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from . import config
-from .backbone import StreamingEmbedder
-from .features import MelStream
 
 STEP_S = config.STEP_S                                   # 0.08 s
 MAX_HOLD_STEPS = 3                                       # emit at most 240 ms after crossing the threshold
@@ -197,6 +194,53 @@ def decide_sequence(posteriors: np.ndarray, cfg: config.DetectorConfig, first_st
     return out + dec.finish(first_step + len(posteriors))
 
 
+class _TorchStream:
+    """One stream's state for a torch KeywordModel (training installs): MelStream, StreamingEmbedder, the last 16
+    embeddings. Same contract as spotter.onnxmodel.OnnxStream: reset(), step(chunk) -> (mel (8, 32), post (14,))."""
+
+    def __init__(self, model):
+        import torch
+        from .backbone import StreamingEmbedder
+        from .features import MelStream
+        self.torch = torch
+        self.model = model
+        self.mel_stream = MelStream()
+        self.embedder = StreamingEmbedder(model.backbone)
+        with torch.inference_mode():
+            self._silence_mel, self._silence_emb = self._silence_state()
+        self.reset()
+
+    def _silence_state(self):
+        """Mel and embedding buffers as if the stream had been preceded by config.PRIME_STEPS steps of digital
+        silence, so that a keyword in the first two seconds of a file can be detected like anywhere else."""
+        ms = type(self.mel_stream)()
+        frames = self.torch.cat([ms.push(np.zeros(config.STEP_SAMPLES, np.float32))
+                                 for _ in range(config.PRIME_STEPS)])
+        mel = frames[-config.EMBED_WINDOW:].clone()
+        emb = self.model.backbone(mel.unsqueeze(0))
+        return mel, emb.repeat(config.HEAD_FRAMES, 1)
+
+    def reset(self) -> None:
+        self.mel_stream.reset()
+        self.embedder.reset()
+        self.embedder.push(self._silence_mel)     # windows now start where the live spotter's always have
+        self._emb = self._silence_emb.clone()
+
+    def step(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.torch
+        with torch.inference_mode():
+            new_mel = self.mel_stream.push(chunk)                      # (8, 32)
+            emb = self.embedder.push(new_mel)                          # (1, 96): the window ending now
+            self._emb = torch.cat([self._emb[1:], emb])
+            post = torch.softmax(self.model.head(self._emb.unsqueeze(0)), dim=1)[0].numpy()
+        return new_mel.numpy(), post
+
+
+def stream_for(model):
+    """The per-stream state for `model`: an exported OnnxKeywordModel (no torch) or a torch KeywordModel."""
+    return model.new_stream() if hasattr(model, "new_stream") else _TorchStream(model)
+
+
 class KeywordSpotter:
     """Incremental keyword spotting on a 16 kHz float32 stream.
 
@@ -204,6 +248,10 @@ class KeywordSpotter:
     of the steps they completed. `sinks` are called with each event before it is returned (the durable event log
     is one), so nothing is displayed before logged. Two kinds of state: the stream (audio buffers, decisions;
     reset_stream) and the call (the evidence behind the suggested service; new_call). reset() forgets both.
+
+    `model` is the exported ONNX model (spotter.onnxmodel, what the runtime runs: onnxruntime + numpy) or the torch
+    KeywordModel (training, evaluation); both give the same posteriors (tests/test_onnx_runtime.py).
+    process_offline() runs whole blocks of steps through one graph call (ONNX model; batch replay).
     """
 
     def __init__(self, model, sinks=(), detector: config.DetectorConfig | None = None):
@@ -213,22 +261,9 @@ class KeywordSpotter:
         self.labels = list(config.LABELS)
         self.decider = Decider(self.cfg)
         self.durations = dict(model.meta.get("keyword_durations_s", {}))
-        self.mel_stream = MelStream()
         self.assessment = CallAssessment(self.cfg.suggestion_min_evidence)
-        self.embedder = StreamingEmbedder(model.backbone)
-        self._silence_mel, self._silence_emb = self._silence_state()
+        self.stream = stream_for(model)
         self.reset()
-
-    @torch.inference_mode()
-    def _silence_state(self):
-        """Mel and embedding buffers as if the stream had been preceded by config.PRIME_STEPS steps of digital
-        silence, so that a keyword in the first two seconds of a file can be detected like anywhere else."""
-        ms = MelStream()
-        frames = torch.cat([ms.push(np.zeros(config.STEP_SAMPLES, np.float32))
-                            for _ in range(config.PRIME_STEPS)])
-        mel = frames[-config.EMBED_WINDOW:].clone()
-        emb = self.model.backbone(mel.unsqueeze(0))
-        return mel, emb.repeat(config.HEAD_FRAMES, 1)
 
     # -- state -------------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -238,11 +273,8 @@ class KeywordSpotter:
 
     def reset_stream(self) -> None:
         """Forget the stream (stream time restarts at 0, as after PRIME_STEPS of silence); the call goes on."""
-        self.mel_stream.reset()
+        self.stream.reset()
         self._pending = np.zeros(0, dtype=np.float32)
-        self.embedder.reset()
-        self.embedder.push(self._silence_mel)     # windows now start where the live spotter's always have
-        self._emb = self._silence_emb.clone()
         self.decider.reset()
         self.step = 0                      # number of 80 ms steps consumed
 
@@ -284,15 +316,31 @@ class KeywordSpotter:
         events = self.process(np.zeros(tail + 4 * config.STEP_SAMPLES, dtype=np.float32)).events
         return events + self._publish(self.decider.finish(self.step))
 
-    @torch.inference_mode()
     def _step(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Event]]:
         """One 80 ms step: (its 8 new mel frames, the head posteriors (14,), the events it decided)."""
-        new_mel = self.mel_stream.push(chunk)                       # (8, 32)
+        new_mel, post = self.stream.step(chunk)
         self.step += 1
-        emb = self.embedder.push(new_mel)                          # (1, 96): the window ending now
-        self._emb = torch.cat([self._emb[1:], emb])
-        post = torch.softmax(self.model.head(self._emb.unsqueeze(0)), dim=1)[0].numpy()
-        return new_mel.numpy(), post, self._publish(self.decider.update(post, self.step))
+        return new_mel, post, self._publish(self.decider.update(post, self.step))
+
+    @property
+    def offline_capable(self) -> bool:
+        return hasattr(self.stream, "steps")
+
+    def process_offline(self, samples: np.ndarray) -> StepOutput:
+        """Like process(), but the steps' posteriors come from one graph call over all of them (the fully
+        convolutional path; same posteriors, same decisions). Needs the ONNX model."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if self._pending.size:
+            samples = np.concatenate([self._pending, samples])
+        n_steps = samples.size // config.STEP_SAMPLES
+        used = n_steps * config.STEP_SAMPLES
+        mel, posts = self.stream.steps(samples[:used])
+        self._pending = samples[used:].copy()
+        events = []
+        for post in posts:
+            self.step += 1
+            events.extend(self._publish(self.decider.update(post, self.step)))
+        return StepOutput(mel, posts.astype(np.float32, copy=False), events)
 
     def _publish(self, decisions: list[Decision]) -> list[Event]:
         events = []

@@ -6,8 +6,6 @@ must match at load time (labels, front-end parameters), plus thresholds, service
 """
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 from pathlib import Path
 
@@ -15,6 +13,9 @@ import torch
 from torch import nn
 
 from . import config
+from .artifact import (DEFAULT_MODEL, DEFAULT_ONNX_MODEL, MAX_HEAD_CHANNELS,  # noqa: F401
+                       MAX_KEYWORD_DURATION_S, MAX_MODEL_NAME, _meta_problem, _same, _short,
+                       default_model_path, default_runtime_model_path, file_sha256)
 from .errors import SpotterError
 
 ARTIFACT_FORMAT = "spotter-kws/1"
@@ -107,51 +108,6 @@ class KeywordModel(nn.Module):
 def _check(cond: bool, path, problem: str) -> None:
     if not cond:
         raise SpotterError(f"{path}: {problem}")
-
-
-MAX_HEAD_CHANNELS = 4096
-MAX_KEYWORD_DURATION_S = 5.0
-MAX_MODEL_NAME = 200
-
-
-def _short(v) -> str:
-    """A value's type and a short one-line preview (an array or tensor by its shape) for error messages."""
-    if hasattr(v, "shape") and hasattr(v, "dtype"):
-        return f"{type(v).__name__} of shape {tuple(v.shape)}"
-    text = " ".join(repr(v).split())
-    return f"{type(v).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
-
-
-def _same(stored, expected) -> bool:
-    """stored == expected for plain data; False (not an exception) when stored holds tensors or other objects."""
-    try:
-        return type(stored) is type(expected) and bool(stored == expected)
-    except Exception:
-        return False
-
-
-def _meta_problem(meta) -> str | None:
-    """Why the artifact's `meta` table is unusable (field named), None if it is fine."""
-    if meta is None:
-        return None
-    if not isinstance(meta, dict):
-        return f"meta: expected a table, got {_short(meta)}"
-    name = meta.get("name")
-    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > MAX_MODEL_NAME):
-        return f"meta.name: expected a non-empty text of at most {MAX_MODEL_NAME} characters, got {_short(name)}"
-    durations = meta.get("keyword_durations_s")
-    if durations is None:
-        return None
-    if not isinstance(durations, dict):
-        return f"meta.keyword_durations_s: expected a table keyword -> seconds, got {_short(durations)}"
-    for k, v in durations.items():
-        if k not in config.KEYWORD_SERVICE:
-            return f"meta.keyword_durations_s: unknown keyword {_short(k)}"
-        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                or not 0 < v <= MAX_KEYWORD_DURATION_S):
-            return (f"meta.keyword_durations_s.{k}: expected seconds in (0, {MAX_KEYWORD_DURATION_S:g}], "
-                    f"got {_short(v)}")
-    return None
 
 
 def _head_kwargs_problem(kw) -> str | None:
@@ -251,17 +207,3 @@ def load_model(path: str | os.PathLike) -> KeywordModel:
     return model
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
-
-
-def default_model_path() -> Path:
-    """The shipped model (models/default.pt), overridable with SPOTTER_MODEL."""
-    return Path(os.environ.get("SPOTTER_MODEL", DEFAULT_MODEL))

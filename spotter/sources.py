@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from spotter.audio import AudioInfo, AudioStats, Resampler, iter_audio, open_audio, sanitize
+from spotter.audio import AudioInfo, AudioStats, StreamResampler, iter_audio, open_audio, sanitize
 from spotter.config import SAMPLE_RATE, STEP_SAMPLES
 from spotter.errors import SpotterError
 from spotter.ringbuffer import RingBuffer
@@ -172,7 +172,7 @@ class MicSource(AudioSource):
         self._device = resolve_device(device, list_input_devices() if devices is None else list(devices))
         self._rate = int(round(self._device["default_samplerate"]))
         self._ring = RingBuffer(max(1, int(ring_seconds * self._rate)))
-        self._resampler = Resampler(self._rate, SAMPLE_RATE)
+        self._resampler = StreamResampler(self._rate, SAMPLE_RATE)
         self._stream_factory = stream_factory
         self._stream = None
         self._started = False

@@ -431,19 +431,17 @@ t2 = time.perf_counter()
 spotter.process(np.zeros(1280, np.float32))
 t3 = time.perf_counter()
 """,
-    # onnxruntime and numpy only (training.export.OnnxStepRunner would import torch): same graph, same priming
+    # the runtime's ONNX path: onnxruntime and numpy only (no torch import), primed like the live spotter
     "onnx": """
 import time, json
 t0 = time.perf_counter()
-import numpy as np, onnxruntime as ort
+import numpy as np
+from spotter.onnxmodel import load_onnx_model
+from spotter.detector import KeywordSpotter
 t1 = time.perf_counter()
-o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.inter_op_num_threads = 1
-s = ort.InferenceSession({onnx!r}, o, providers=["CPUExecutionProvider"])
-mel, emb = np.zeros((1, 76, 32), np.float32), np.zeros((1, 16, 96), np.float32)
-for _ in range({prime}):
-    _, mel, emb = s.run(None, {{"audio": np.zeros((1, 1760), np.float32), "mel": mel, "emb": emb}})
+spotter = KeywordSpotter(load_onnx_model({onnx!r}, threads=1))
 t2 = time.perf_counter()
-post, mel, emb = s.run(None, {{"audio": np.zeros((1, 1760), np.float32), "mel": mel, "emb": emb}})
+spotter.process(np.zeros(1280, np.float32))
 t3 = time.perf_counter()
 """,
     "openwakeword": """

@@ -1,75 +1,123 @@
-"""ONNX export of the streaming step, and an onnxruntime runner with the same streaming contract.
+"""`spotter export`: the torch artifact -> the ONNX model the runtime runs (spotter/onnxmodel.py).
 
-The exported graph is one 80 ms step with its state passed in and out (no hidden state in the graph):
-  inputs   audio (1, 1760)   = the previous 480 samples + 1280 new ones
-           mel   (1, 76, 32) = the last 76 log-mel frames before this step
-           emb   (1, 16, 96) = the last 16 embeddings before this step
-  outputs  posteriors (1, 14), mel' (1, 76, 32), emb' (1, 16, 96)
+One graph for every runtime path (live step, batch replay in chunks, batched multi-stream step):
+    inputs   mel (B, T, 32), T = 76 + 8 (N - 1); emb_prev (B, 15, 96); the backbone weights bb.<i>.w / bb.<i>.b
+    outputs  posteriors (B, N, 14), emb_last (B, 15, 96)
+The backbone weights stay graph inputs in the written file: the runtime splices in openwakeword's own
+(so the file holds only the head, ~0.4 MB). A fine-tuned backbone is written into the file instead.
+The artifact's configuration goes into the ONNX metadata ("spotter", JSON), with the artifact's sha256.
 """
 from __future__ import annotations
 
+import io
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from spotter import config
-from spotter.features import STREAM_CONTEXT, LogMel
+from spotter import config, protobuf
+from spotter.backbone import ACTIVATION_FLOOR, LEAKY_SLOPE, POOL_AFTER
+from spotter.onnxmodel import (EMBEDDED_BACKBONE, METADATA_KEY, N_CONVS, ONNX_FORMAT, OPENWAKEWORD_BACKBONE, PREV,
+                               backbone_input_names, load_onnx_model)
 
-STEP_INPUT = STREAM_CONTEXT + config.STEP_SAMPLES       # 1760
 OPSET = 17
 
 
-class StepModel(nn.Module):
+class KeywordGraph(nn.Module):
+    """The exported computation: backbone (weights as inputs) fully convolutional over T frames, then the head on
+    the N windows of 16 embeddings that end at the new embeddings."""
+
     def __init__(self, model):
         super().__init__()
-        self.logmel = LogMel()
-        self.backbone = model.backbone
         self.head = model.head
+        self.kernels = [tuple(b.conv.kernel_size) for b in model.backbone.blocks]
 
-    def forward(self, audio, mel, emb):
-        new = self.logmel(audio)                                   # (1, 8, 32)
-        mel = torch.cat([mel[:, new.shape[1]:], new], dim=1)
-        e = self.backbone(mel)                                     # (1, 96)
-        emb = torch.cat([emb[:, 1:], e[:, None]], dim=1)
-        return torch.softmax(self.head(emb), dim=1), mel, emb
+    def forward(self, mel, emb_prev, *weights):
+        x = mel[:, None]                                            # (B, 1, T, 32)
+        k = 0
+        for i, (kh, kw) in enumerate(self.kernels):
+            w = weights[k]
+            b = weights[k + 1] if i < N_CONVS - 1 else None
+            k += 2 if b is not None else 1
+            x = F.conv2d(x, w, b, padding=(0, kw // 2))
+            if i < N_CONVS - 1:
+                x = torch.clamp(F.leaky_relu(x, LEAKY_SLOPE), min=ACTIVATION_FLOOR)
+            if i in POOL_AFTER:
+                x = F.max_pool2d(x, POOL_AFTER[i])
+        n = (mel.shape[1] - config.EMBED_WINDOW) // config.EMBED_STEP + 1
+        e = x.flatten(2).transpose(1, 2)[:, :n]                     # (B, N, 96)
+        emb = torch.cat([emb_prev, e], dim=1)                       # (B, 15 + N, 96)
+        idx = torch.arange(n)[:, None] + torch.arange(config.HEAD_FRAMES)[None, :]
+        windows = emb[:, idx]                                       # (B, N, 16, 96)
+        logits = self.head(windows.reshape(-1, config.HEAD_FRAMES, config.EMBED_DIM))
+        post = torch.softmax(logits, dim=-1).reshape(mel.shape[0], n, len(config.LABELS))
+        return post, emb[:, -PREV:]
 
 
-def export_onnx(model_path=None, out=None) -> Path:
-    from spotter.model import default_model_path, load_model
-    model_path = Path(model_path) if model_path else default_model_path()
-    model = load_model(model_path)
-    out = Path(out) if out else model_path.with_suffix(".onnx")
-    step = StepModel(model).eval()
-    args = (torch.zeros(1, STEP_INPUT), torch.zeros(1, config.EMBED_WINDOW, config.N_MELS),
-            torch.zeros(1, config.HEAD_FRAMES, config.EMBED_DIM))
-    torch.onnx.export(step, args, str(out), input_names=["audio", "mel", "emb"],
-                      output_names=["posteriors", "mel_out", "emb_out"], opset_version=OPSET, dynamo=False)
+def _weights(model) -> list[torch.Tensor]:
+    out = []
+    for i, block in enumerate(model.backbone.blocks):
+        out.append(block.conv.weight.detach())
+        if i < N_CONVS - 1:
+            out.append(block.conv.bias.detach())
     return out
 
 
+def export_onnx(model_path=None, out=None) -> Path:
+    """Write the ONNX form of a torch artifact (default models/default.pt -> next to it, .onnx); returns its path."""
+    from spotter.model import default_model_path, file_sha256, load_model
+    model_path = Path(model_path) if model_path else default_model_path()
+    model = load_model(model_path)
+    out = Path(out) if out else model_path.with_suffix(".onnx")
+    graph = KeywordGraph(model).eval()
+    weights = _weights(model)
+    names = backbone_input_names()
+    args = (torch.zeros(2, config.EMBED_WINDOW + config.EMBED_STEP, config.N_MELS),
+            torch.zeros(2, PREV, config.EMBED_DIM), *weights)
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(graph, args, buf, input_names=["mel", "emb_prev", *names],
+                          output_names=["posteriors", "emb_last"], opset_version=OPSET, dynamo=False,
+                          dynamic_axes={"mel": {0: "batch", 1: "frames"}, "emb_prev": {0: "batch"},
+                                        "posteriors": {0: "batch", 1: "steps"}, "emb_last": {0: "batch"}})
+    data = buf.getvalue()
+    finetuned = bool(model.meta.get("backbone_finetuned"))
+    if finetuned:
+        data = protobuf.with_initializers(data, {n: w.numpy() for n, w in zip(names, weights)})
+    info = {"format": ONNX_FORMAT, "labels": list(config.LABELS), "frontend": config.FrontEnd().to_dict(),
+            "services": dict(config.KEYWORD_SERVICE), "detector": model.detector.to_dict(),
+            "meta": model.meta, "backbone": EMBEDDED_BACKBONE if finetuned else OPENWAKEWORD_BACKBONE,
+            "source": model_path.name, "source_sha256": file_sha256(model_path)}
+    data = protobuf.add_metadata(data, {METADATA_KEY: json.dumps(info, ensure_ascii=False, default=_plain)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    load_onnx_model(out)                   # refuse to leave behind a file the runtime cannot load
+    return out
+
+
+def _plain(v):
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    return str(v)
+
+
 class OnnxStepRunner:
-    """Streaming posteriors with onnxruntime (1 thread by default), primed with silence like KeywordSpotter."""
+    """Streaming posteriors of an exported model, one 80 ms step at a time (the runtime's OnnxStream)."""
 
     def __init__(self, onnx_path, threads: int = 1):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        self.reset()
+        self.model = load_onnx_model(onnx_path, threads=threads)
+        self.stream = self.model.new_stream()
 
     def reset(self) -> None:
-        self.context = np.zeros(STREAM_CONTEXT, np.float32)
-        self.mel = np.zeros((1, config.EMBED_WINDOW, config.N_MELS), np.float32)
-        self.emb = np.zeros((1, config.HEAD_FRAMES, config.EMBED_DIM), np.float32)
-        for _ in range(config.PRIME_STEPS):   # same state as the live spotter's start: buffers full of silence
-            self.step(np.zeros(config.STEP_SAMPLES, np.float32))
-        self.context[:] = 0
+        self.stream.reset()
 
     def step(self, chunk: np.ndarray) -> np.ndarray:
-        x = np.concatenate([self.context, chunk.astype(np.float32)])[None]
-        self.context = x[0, -STREAM_CONTEXT:]
-        post, self.mel, self.emb = self.session.run(None, {"audio": x, "mel": self.mel, "emb": self.emb})
-        return post[0]
+        return self.stream.step(np.asarray(chunk, np.float32))[1]

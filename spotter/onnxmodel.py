@@ -1,0 +1,275 @@
+"""The runtime model: the exported keyword model run by onnxruntime with numpy, no torch.
+
+`spotter export` (training/export.py) writes one ONNX graph that serves live streaming, batch replay and
+batched multi-stream steps alike:
+
+    inputs   mel       (B, T, 32)   log-mel frames, T = 76 + 8 (N - 1): N embedding windows, step 8
+             emb_prev  (B, 15, 96)  the 15 embeddings before the first new one
+    outputs  posteriors (B, N, 14)  head posteriors of the N windows of 16 embeddings ending at each new one
+             emb_last  (B, 15, 96)  the last 15 embeddings (the next call's emb_prev)
+
+The speech_embedding backbone runs fully convolutionally inside the graph. Its weights are not in the file:
+the graph takes them as inputs `bb.<i>.w` / `bb.<i>.b`, and load_onnx_model() reads them from the installed
+openwakeword 0.5.1's embedding_model.onnx (spotter/protobuf.py, without the `onnx` package) and splices them
+into the model as constant initializers before onnxruntime sees it. A model whose backbone was fine-tuned
+carries its own weights instead (metadata backbone = "embedded").
+
+The artifact's configuration (labels, front end, services, thresholds, meta) travels in the ONNX metadata
+under the key "spotter" (JSON) and is validated like the torch artifact's.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import config, protobuf
+from .artifact import _meta_problem, _same, _short, file_sha256
+from .errors import SpotterError
+from .frontend import MEL_FLOOR, MelStream
+
+ONNX_FORMAT = "spotter-kws-onnx/1"
+METADATA_KEY = "spotter"
+OPENWAKEWORD_BACKBONE = "openwakeword-0.5.1:embedding_model.onnx"
+EMBEDDED_BACKBONE = "embedded"
+N_CONVS = 20
+PREV = config.HEAD_FRAMES - 1                      # 15 embeddings of state
+
+
+def backbone_input_names() -> list[str]:
+    """Graph input names of the backbone weights, in conv order (the last conv has no bias)."""
+    names = []
+    for i in range(N_CONVS):
+        names.append(f"bb.{i}.w")
+        if i < N_CONVS - 1:
+            names.append(f"bb.{i}.b")
+    return names
+
+
+def read_onnx_convs(path) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(weight, bias) of the Conv nodes of an ONNX file (embedding_model.onnx), in graph order, without `onnx`."""
+    try:
+        data = Path(path).read_bytes()
+        nodes, tensors = protobuf.read_graph(data)
+        convs = [inputs for op, inputs in nodes if op == "Conv"]
+        out = [(tensors[i[1]], tensors[i[2]] if len(i) > 2 and i[2] else None) for i in convs]
+    except (OSError, protobuf.ProtobufError, KeyError, ValueError) as exc:
+        raise SpotterError(f"{path}: cannot read ONNX model ({type(exc).__name__}: {exc})") from None
+    if len(out) != N_CONVS:
+        raise SpotterError(f"{path}: expected {N_CONVS} Conv nodes, found {len(out)}")
+    return out
+
+
+def backbone_tensors(convs) -> dict[str, np.ndarray]:
+    out = {}
+    for i, (w, b) in enumerate(convs):
+        out[f"bb.{i}.w"] = np.asarray(w, np.float32)
+        if i < N_CONVS - 1:
+            if b is None:
+                raise SpotterError(f"backbone conv {i}: bias missing")
+            out[f"bb.{i}.b"] = np.asarray(b, np.float32)
+    return out
+
+
+OPENWAKEWORD_VERSION = "0.5.1"
+EMBEDDING_MODEL = "embedding_model.onnx"
+
+
+def openwakeword_model_path(name: str) -> Path:
+    """Path of a model file shipped with the installed openwakeword 0.5.1 (e.g. 'embedding_model.onnx'),
+    found without importing openwakeword (whose import loads its own runtime)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+    try:
+        dist = distribution("openwakeword")
+    except PackageNotFoundError:
+        raise SpotterError(f"openwakeword {OPENWAKEWORD_VERSION} is not installed (needed for {name})") from None
+    if dist.version != OPENWAKEWORD_VERSION:
+        raise SpotterError(f"openwakeword {dist.version} is installed, {OPENWAKEWORD_VERSION} is required (for {name})")
+    path = Path(dist.locate_file(f"openwakeword/resources/models/{name}"))
+    if not path.is_file():
+        raise SpotterError(f"{path}: model file missing from the openwakeword package")
+    return path
+
+
+def openwakeword_backbone() -> dict[str, np.ndarray]:
+    return backbone_tensors(read_onnx_convs(openwakeword_model_path(EMBEDDING_MODEL)))
+
+
+def threads_default() -> int:
+    raw = os.environ.get("SPOTTER_THREADS", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else 1
+
+
+class OnnxKeywordModel:
+    """An exported keyword model, ready to run (same attributes as the torch KeywordModel that the runtime uses:
+    name, meta, detector, labels, artifact_sha256)."""
+
+    kind = "onnx"
+
+    def __init__(self, path: Path, session, info: dict, sha256: str):
+        self.path = Path(path)
+        self.session = session
+        self.info = info
+        self.labels = config.LABELS
+        self.meta = dict(info.get("meta") or {})
+        self.detector = config.DetectorConfig.from_dict(info["detector"])
+        self.name = self.meta.get("name", self.path.stem)
+        self.artifact_sha256 = sha256
+        self.source_sha256 = info.get("source_sha256")
+        self._silence = None
+
+    def eval(self) -> "OnnxKeywordModel":
+        return self
+
+    def run(self, mel: np.ndarray, emb_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """mel (B, 76 + 8 (N-1), 32), emb_prev (B, 15, 96) -> posteriors (B, N, 14), emb_last (B, 15, 96)."""
+        post, emb = self.session.run(None, {"mel": np.ascontiguousarray(mel, np.float32),
+                                            "emb_prev": np.ascontiguousarray(emb_prev, np.float32)})
+        return post, emb
+
+    def silence_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mel window (76, 32), emb_prev (15, 96)) as after config.PRIME_STEPS steps of digital silence: the state
+        every stream starts from (the torch KeywordSpotter's priming)."""
+        if self._silence is None:
+            ms = MelStream()
+            frames = np.concatenate([ms.push(np.zeros(config.STEP_SAMPLES, np.float32))
+                                     for _ in range(config.PRIME_STEPS)])
+            mel = frames[-config.EMBED_WINDOW:].copy()
+            _, emb = self.run(mel[None], np.zeros((1, PREV, config.EMBED_DIM), np.float32))
+            silence_emb = emb[0, -1]
+            self._silence = (mel, np.repeat(silence_emb[None], PREV, axis=0))
+        mel, emb = self._silence
+        return mel.copy(), emb.copy()
+
+    def new_stream(self) -> "OnnxStream":
+        return OnnxStream(self)
+
+    def posteriors_from_mel(self, mel_windows: np.ndarray) -> np.ndarray:
+        """(B, 196, 32) log-mel windows behind B head decisions -> their posteriors (B, 14) (occlusion maps)."""
+        mel = np.asarray(mel_windows, np.float32)
+        post, _ = self.run(mel, np.zeros((mel.shape[0], PREV, config.EMBED_DIM), np.float32))
+        return post[:, -1]
+
+
+class OnnxStream:
+    """One stream's state for KeywordSpotter: numpy log-mel, the 76-frame mel window, the last 15 embeddings."""
+
+    def __init__(self, model: OnnxKeywordModel):
+        self.model = model
+        self.mel_stream = MelStream()
+        self.reset()
+
+    def reset(self) -> None:
+        self.mel_stream.reset()
+        self.window, self.emb = self.model.silence_state()
+
+    def step(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One 80 ms step -> (its 8 mel frames, posteriors (14,))."""
+        new = self.mel_stream.push(chunk)
+        self.window = np.concatenate([self.window[len(new):], new])
+        post, emb = self.model.run(self.window[None], self.emb[None])
+        self.emb = emb[0]
+        return new, post[0, -1]
+
+    def steps(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """k whole steps at once (the offline path: one graph run over the k windows) -> (8k mel frames,
+        posteriors (k, 14)); the state afterwards is the same as after k step() calls."""
+        new = self.mel_stream.push_many(samples)
+        k = len(new) // config.EMBED_STEP
+        if k == 0:
+            return new, np.zeros((0, len(config.LABELS)), np.float32)
+        mel = np.concatenate([self.window[config.EMBED_STEP:], new])        # 68 + 8k = 76 + 8 (k - 1) frames
+        post, emb = self.model.run(mel[None], self.emb[None])
+        self.window = mel[-config.EMBED_WINDOW:].copy()
+        self.emb = emb[0]
+        return new, post[0]
+
+
+def _problem(info) -> str | None:
+    if not isinstance(info, dict):
+        return f"{METADATA_KEY} metadata: expected a table, got {_short(info)}"
+    if info.get("format") != ONNX_FORMAT:
+        return f"not a spotter ONNX model (expected format {ONNX_FORMAT})"
+    labels = info.get("labels")
+    if not (isinstance(labels, list) and _same(tuple(labels), config.LABELS)):
+        return f"label list {_short(labels)} does not match this spotter's {len(config.LABELS)} labels"
+    if not _same(info.get("frontend"), config.FrontEnd().to_dict()):
+        return "front-end parameters do not match this spotter's log-mel front end"
+    if not _same(info.get("services"), config.KEYWORD_SERVICE):
+        return "keyword-to-service mapping does not match this spotter's configuration"
+    if "detector" not in info:
+        return "detector: missing"
+    try:
+        config.DetectorConfig.from_dict(info["detector"])
+    except (ValueError, TypeError) as exc:
+        return f"detector{': ' if str(exc).startswith('expected') else '.'}{exc}"
+    if info.get("backbone") not in (OPENWAKEWORD_BACKBONE, EMBEDDED_BACKBONE):
+        return f"backbone: unknown source {_short(info.get('backbone'))}"
+    return _meta_problem(info.get("meta"))
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or threads_default()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
+def load_onnx_model(path, threads: int | None = None) -> OnnxKeywordModel:
+    """Load and validate an exported model; any problem is a one-line SpotterError naming the file and field."""
+    import onnxruntime as ort
+    path = Path(path)
+    if not path.exists():
+        raise SpotterError(f"{path}: model file not found")
+    if not path.is_file():
+        raise SpotterError(f"{path}: is a directory, not a model file")
+    data = path.read_bytes()
+    try:
+        raw = protobuf.read_metadata(data).get(METADATA_KEY)
+        protobuf.graph_bytes(data)
+    except protobuf.ProtobufError as exc:
+        raise SpotterError(f"{path}: not a readable ONNX model ({exc})") from None
+    if raw is None:
+        raise SpotterError(f"{path}: not a spotter ONNX model (no '{METADATA_KEY}' metadata; export it with "
+                           f"`spotter export`)")
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        raise SpotterError(f"{path}: {METADATA_KEY} metadata is not valid JSON") from None
+    problem = _problem(info)
+    if problem:
+        raise SpotterError(f"{path}: {problem}")
+    if info["backbone"] == OPENWAKEWORD_BACKBONE:
+        data = protobuf.with_initializers(data, openwakeword_backbone())
+    try:
+        session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+        raise SpotterError(f"{path}: onnxruntime cannot load the model ({type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())[:200]})") from None
+    names = {i.name for i in session.get_inputs()}
+    if names != {"mel", "emb_prev"}:
+        raise SpotterError(f"{path}: graph inputs {sorted(names)} are not (mel, emb_prev)")
+    return OnnxKeywordModel(path, session, info, file_sha256(path))
+
+
+def torch_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+def load_any(path, threads: int | None = None):
+    """An .onnx export (onnxruntime, no torch) or a torch artifact (.pt; needs the `train` extra)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return load_onnx_model(path, threads)
+    if not torch_available():
+        raise SpotterError(f"{path}: a torch model artifact needs torch (pip install '.[train]'); the runtime runs "
+                           f"its ONNX export: spotter export --model {path} --out {path.with_suffix('.onnx')}")
+    import torch
+    from .model import load_model
+    torch.set_num_threads(threads or threads_default())
+    return load_model(path)
