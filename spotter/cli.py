@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import config
 from .errors import SpotterError, json_line, printable
 
@@ -264,10 +266,64 @@ def listen(source, model, log, stop=None, out=None) -> int:
     return code
 
 
+def listen_lines(sources, model, log, stop=None, out=None) -> int:
+    """Several live lines in one process: each tick reads one 80 ms step from every source and runs them as one
+    batched graph call (spotter.multistream.MultiSpotter); events print and log with their line id."""
+    from .multistream import MultiSpotter
+    out = _out(out)
+    lines = [f"L{i + 1}" for i in range(len(sources))]
+    ms = MultiSpotter(model, lines, log=log)
+    for line, src in zip(lines, sources):
+        print(f"{line}: listening on {printable(src.name)} ({src.sample_rate} Hz)", file=out, flush=True)
+    print(f"model {printable(model.name)}; Ctrl-C to stop", file=out, flush=True)
+    code = 0
+    started = []
+    try:
+        for src in sources:
+            src.start()
+            started.append(src)
+        while stop is None or not stop.is_set():
+            frames = [src.read_step(config.STEP_SAMPLES) for src in sources]
+            if any(f is None for f in frames):
+                break                      # one line ended (a device gone): stop all, as `listen` does
+            frames = [np.pad(f, (0, config.STEP_SAMPLES - f.size)) if f.size < config.STEP_SAMPLES else f
+                      for f in frames]
+            for line, o in ms.step(np.stack(frames)).items():
+                for e in o.events:
+                    print(f"{line} ", end="", file=out)
+                    _print_event(e, out=out)
+                    print(f"{line} ", end="", file=out)
+                    _print_suggestion(ms.suggestion(line), out=out)
+    except KeyboardInterrupt:
+        print("\nstopping", file=sys.stderr)
+    except SpotterError as exc:
+        _error_line(exc)
+        code = EXIT_ERROR
+    finally:
+        for src in started:
+            try:
+                src.stop()
+            except Exception:
+                pass
+        log.close()
+    return code
+
+
 def cmd_listen(args) -> int:
     from .sources import MicSource
     threads_from_env()
-    source = MicSource(args.device)        # the device is checked before the model is loaded
+    devices = args.device if isinstance(args.device, list) else [args.device]
+    if len(devices) > 1:
+        sources = [MicSource(d) for d in devices]      # every device is checked before the model is loaded
+        log = _open_log(args.log)
+        try:
+            model = _load(args.model)
+        except BaseException:
+            log.close()
+            raise
+        log.model, log.model_sha256 = model.name, model.artifact_sha256
+        return listen_lines(sources, model, log)
+    source = MicSource(devices[0])         # the device is checked before the model is loaded
     log = _open_log(args.log)
     try:
         model = _load(args.model)
@@ -330,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("listen", help="spot keywords live from an input device until Ctrl-C")
-    p.add_argument("--device", help="input device index or (part of its) name; see `spotter devices`")
+    p.add_argument("--device", action="append", help="input device index or (part of its) name; see `spotter "
+                                                     "devices`; repeat for several lines (one batched step per tick)")
     _add_model_log(p)
     p.set_defaults(func=cmd_listen)
 

@@ -108,19 +108,21 @@ class EventLog:
         self.model = model
         self.model_sha256 = model_sha256
 
-    def record(self, event, source: str | None = None) -> dict:
-        """The JSON object written for `event`."""
+    def record(self, event, source: str | None = None, line: str | None = None) -> dict:
+        """The JSON object written for `event` (`line`: the line id when one process spots several lines)."""
         rec = {"logged_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "run_id": self.run_id}
         if self.model is not None:
             rec["model"] = self.model
         if self.model_sha256 is not None:
             rec["model_sha256"] = self.model_sha256
         rec["source"] = self.source if source is None else source
+        if line is not None:
+            rec["line"] = line
         rec.update(event.to_dict())
         return rec
 
-    def write(self, event, source: str | None = None) -> None:
-        data = (json_line(self.record(event, source)) + "\n").encode("utf-8")
+    def write(self, event, source: str | None = None, line: str | None = None) -> None:
+        data = (json_line(self.record(event, source, line)) + "\n").encode("utf-8")
         with self._lock:
             try:
                 if self._fd is None:
