@@ -48,13 +48,20 @@ class MultiSpotter:
         new = [s.mel_stream.push(f) for s, f in zip(streams, frames)]
         for s, m in zip(streams, new):
             s.window = np.concatenate([s.window[len(m):], m])
-        post, emb = self.model.run(np.stack([s.window for s in streams]), np.stack([s.emb for s in streams]))
+        if all(s.caches is not None for s in streams):          # the incremental graph, batched
+            post, emb, caches = self.model.run_step(np.stack(new), np.stack([s.emb for s in streams]),
+                                                    [np.stack(c) for c in zip(*(s.caches for s in streams))])
+            for i, s in enumerate(streams):
+                s.caches = [c[i] for c in caches]
+        else:
+            post, emb = self.model.run(np.stack([s.window for s in streams]), np.stack([s.emb for s in streams]))
+            post = post[:, -1]
         out = {}
         for i, (line, s) in enumerate(zip(self.lines, streams)):
             s.emb = emb[i]
             sp = self.spotters[line]
             sp.step += 1
-            p = post[i, -1]
+            p = post[i]
             events = sp._publish(sp.decider.update(p, sp.step))
             out[line] = StepOutput(new[i], p[None], events)
         return out

@@ -8,7 +8,9 @@ batched multi-stream steps alike:
     outputs  posteriors (B, N, 14)  head posteriors of the N windows of 16 embeddings ending at each new one
              emb_last  (B, 15, 96)  the last 15 embeddings (the next call's emb_prev)
 
-The speech_embedding backbone runs fully convolutionally inside the graph. Its weights are not in the file:
+The speech_embedding backbone runs fully convolutionally inside the graph. The live step uses a second graph,
+stored in the metadata (key "spotter.step"): 8 new mel frames + the backbone's conv caches + the last 15 embeddings
+-> posteriors, new caches, embeddings (only the new frames are convolved; batched over streams by MultiSpotter). Its weights are not in the file:
 the graph takes them as inputs `bb.<i>.w` / `bb.<i>.b`, and load_onnx_model() reads them from the installed
 openwakeword 0.5.1's embedding_model.onnx (spotter/protobuf.py, without the `onnx` package) and splices them
 into the model as constant initializers before onnxruntime sees it. A model whose backbone was fine-tuned
@@ -19,6 +21,7 @@ under the key "spotter" (JSON) and is validated like the torch artifact's.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -32,6 +35,7 @@ from .frontend import MEL_FLOOR, MelStream
 
 ONNX_FORMAT = "spotter-kws-onnx/1"
 METADATA_KEY = "spotter"
+STEP_GRAPH_KEY = "spotter.step"      # the incremental live step (conv caches as state), a serialized ONNX model
 OPENWAKEWORD_BACKBONE = "openwakeword-0.5.1:embedding_model.onnx"
 EMBEDDED_BACKBONE = "embedded"
 N_CONVS = 20
@@ -108,9 +112,10 @@ class OnnxKeywordModel:
 
     kind = "onnx"
 
-    def __init__(self, path: Path, session, info: dict, sha256: str):
+    def __init__(self, path: Path, session, info: dict, sha256: str, step_session=None):
         self.path = Path(path)
         self.session = session
+        self.step_session = step_session          # None: every live step runs the whole 76-frame window
         self.info = info
         self.labels = config.LABELS
         self.meta = dict(info.get("meta") or {})
@@ -128,6 +133,28 @@ class OnnxKeywordModel:
         post, emb = self.session.run(None, {"mel": np.ascontiguousarray(mel, np.float32),
                                             "emb_prev": np.ascontiguousarray(emb_prev, np.float32)})
         return post, emb
+
+    def run_step(self, mel_new: np.ndarray, emb_prev: np.ndarray, caches: list[np.ndarray]):
+        """The incremental step: mel_new (B, 8, 32), emb_prev (B, 15, 96), the conv caches -> (posteriors (B, 14),
+        emb_last (B, 15, 96), caches')."""
+        feed = {"mel_new": np.ascontiguousarray(mel_new, np.float32),
+                "emb_prev": np.ascontiguousarray(emb_prev, np.float32)}
+        feed.update({f"cache.{j}": c for j, c in enumerate(caches)})
+        out = self.step_session.run(None, feed)
+        return out[0], out[1], out[2:]
+
+    def silence_caches(self) -> list[np.ndarray] | None:
+        """The conv caches after a stream of digital silence (None without the incremental step graph)."""
+        if self.step_session is None:
+            return None
+        if getattr(self, "_silence_caches", None) is None:
+            mel, emb = self.silence_state()
+            caches = [np.zeros((1, *shape), np.float32) for shape in self.info["step_caches"]]
+            silent = mel[-config.EMBED_STEP:][None]
+            for _ in range(config.PRIME_STEPS):     # longer than every cache's receptive field: all silence now
+                _, _, caches = self.run_step(silent, emb[None], caches)
+            self._silence_caches = [c[0] for c in caches]
+        return [c.copy() for c in self._silence_caches]
 
     def silence_state(self) -> tuple[np.ndarray, np.ndarray]:
         """(mel window (76, 32), emb_prev (15, 96)) as after config.PRIME_STEPS steps of digital silence: the state
@@ -164,11 +191,18 @@ class OnnxStream:
     def reset(self) -> None:
         self.mel_stream.reset()
         self.window, self.emb = self.model.silence_state()
+        self.caches = self.model.silence_caches()     # None: no incremental graph, or stale after steps()
 
     def step(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One 80 ms step -> (its 8 mel frames, posteriors (14,))."""
+        """One 80 ms step -> (its 8 mel frames, posteriors (14,)): the incremental graph when its caches are valid,
+        else the whole-window graph (same posteriors)."""
         new = self.mel_stream.push(chunk)
         self.window = np.concatenate([self.window[len(new):], new])
+        if self.caches is not None:
+            post, emb, caches = self.model.run_step(new[None], self.emb[None], [c[None] for c in self.caches])
+            self.caches = [c[0] for c in caches]
+            self.emb = emb[0]
+            return new, post[0]
         post, emb = self.model.run(self.window[None], self.emb[None])
         self.emb = emb[0]
         return new, post[0, -1]
@@ -184,6 +218,7 @@ class OnnxStream:
         post, emb = self.model.run(mel[None], self.emb[None])
         self.window = mel[-config.EMBED_WINDOW:].copy()
         self.emb = emb[0]
+        self.caches = None                 # the conv caches were not kept: later steps use the whole window
         return new, post[0]
 
 
@@ -243,17 +278,28 @@ def load_onnx_model(path, threads: int | None = None) -> OnnxKeywordModel:
     problem = _problem(info)
     if problem:
         raise SpotterError(f"{path}: {problem}")
+    step = protobuf.read_metadata(data).get(STEP_GRAPH_KEY)
+    try:
+        step = base64.b64decode(step, validate=True) if step else None
+    except ValueError:
+        raise SpotterError(f"{path}: {STEP_GRAPH_KEY} metadata is not base64") from None
     if info["backbone"] == OPENWAKEWORD_BACKBONE:
-        data = protobuf.with_initializers(data, openwakeword_backbone())
+        weights = openwakeword_backbone()
+        data = protobuf.with_initializers(data, weights)
+        if step is not None:
+            step = protobuf.with_initializers(step, weights)
+    step_session = None
     try:
         session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
+        if step is not None:
+            step_session = ort.InferenceSession(step, session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
         raise SpotterError(f"{path}: onnxruntime cannot load the model ({type(exc).__name__}: "
                            f"{' '.join(str(exc).split())[:200]})") from None
     names = {i.name for i in session.get_inputs()}
     if names != {"mel", "emb_prev"}:
         raise SpotterError(f"{path}: graph inputs {sorted(names)} are not (mel, emb_prev)")
-    return OnnxKeywordModel(path, session, info, file_sha256(path))
+    return OnnxKeywordModel(path, session, info, file_sha256(path), step_session)
 
 
 def torch_available() -> bool:

@@ -193,3 +193,18 @@ def test_console_explains_with_occlusion_without_torch_model(exported, speech_wa
         if shipped.source_sha256 == file_sha256(DEFAULT_MODEL):
             heat, method = explain(shipped, mel, label)    # torch present and the source artifact beside it
             assert method == GRADCAM and heat.shape == (config.WINDOW_FRAMES, config.N_MELS)
+
+
+def test_incremental_step_equals_whole_window_step(exported, call_audio):
+    """The live step's incremental graph (conv caches as state) gives the whole-window graph's posteriors."""
+    model = load_onnx_model(exported)
+    assert model.step_session is not None
+    inc, full = model.new_stream(), model.new_stream()
+    full.caches = None                                  # forces the whole-window graph
+    step = config.STEP_SAMPLES
+    a, b = [], []
+    for i in range(0, call_audio.size - step + 1, step):
+        a.append(inc.step(call_audio[i:i + step])[1])
+        b.append(full.step(call_audio[i:i + step])[1])
+    assert inc.caches is not None and full.caches is None
+    assert np.abs(np.array(a) - np.array(b)).max() < 1e-5

@@ -3,12 +3,15 @@
 One graph for every runtime path (live step, batch replay in chunks, batched multi-stream step):
     inputs   mel (B, T, 32), T = 76 + 8 (N - 1); emb_prev (B, 15, 96); the backbone weights bb.<i>.w / bb.<i>.b
     outputs  posteriors (B, N, 14), emb_last (B, 15, 96)
-The backbone weights stay graph inputs in the written file: the runtime splices in openwakeword's own
-(so the file holds only the head, ~0.4 MB). A fine-tuned backbone is written into the file instead.
+A second graph, the incremental live step (IncrementalStep: 8 new frames, the backbone's conv caches as state),
+travels in the same file's metadata ("spotter.step", base64). In both graphs the backbone weights stay graph inputs:
+the runtime splices in openwakeword's own (the file holds only the head, twice: ~0.9 MB). A fine-tuned backbone is
+written into the file instead.
 The artifact's configuration goes into the ONNX metadata ("spotter", JSON), with the artifact's sha256.
 """
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -21,7 +24,7 @@ from torch import nn
 
 from spotter import config, protobuf
 from spotter.backbone import ACTIVATION_FLOOR, LEAKY_SLOPE, POOL_AFTER
-from spotter.onnxmodel import (EMBEDDED_BACKBONE, METADATA_KEY, N_CONVS, ONNX_FORMAT, OPENWAKEWORD_BACKBONE, PREV,
+from spotter.onnxmodel import (EMBEDDED_BACKBONE, METADATA_KEY, STEP_GRAPH_KEY, N_CONVS, ONNX_FORMAT, OPENWAKEWORD_BACKBONE, PREV,
                                backbone_input_names, load_onnx_model)
 
 OPSET = 17
@@ -58,6 +61,79 @@ class KeywordGraph(nn.Module):
         return post, emb[:, -PREV:]
 
 
+class IncrementalStep(nn.Module):
+    """The live step with the backbone's conv caches as state (what StreamingEmbedder does in torch): 8 new mel
+    frames -> 1 embedding, only the new frames convolved. Every 3-tall conv keeps its last 2 input frames; with 8
+    frames a step and three 2-tall time pools no pool ever has a frame left over, so the state has fixed shapes.
+
+    inputs mel_new (B, 8, 32), emb_prev (B, 15, 96), cache.<j> (B, C_j, 2, W_j), weights
+    outputs posteriors (B, 14), emb_last (B, 15, 96), cache_out.<j>
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.head = model.head
+        self.kernels = [tuple(b.conv.kernel_size) for b in model.backbone.blocks]
+
+    def forward(self, mel_new, emb_prev, *rest):
+        n_caches = sum(1 for kh, _ in self.kernels if kh > 1)
+        caches, weights = rest[:n_caches], rest[n_caches:]
+        x = mel_new[:, None]
+        k = c = 0
+        out_caches = []
+        for i, (kh, kw) in enumerate(self.kernels):
+            if kh > 1:
+                x = torch.cat([caches[c], x], dim=2)
+                out_caches.append(x[:, :, x.shape[2] - (kh - 1):])
+                c += 1
+            w = weights[k]
+            b = weights[k + 1] if i < N_CONVS - 1 else None
+            k += 2 if b is not None else 1
+            x = F.conv2d(x, w, b, padding=(0, kw // 2))
+            if i < N_CONVS - 1:
+                x = torch.clamp(F.leaky_relu(x, LEAKY_SLOPE), min=ACTIVATION_FLOOR)
+            if i in POOL_AFTER:
+                x = F.max_pool2d(x, POOL_AFTER[i])
+        e = x.flatten(2).transpose(1, 2)                            # (B, 1, 96)
+        emb = torch.cat([emb_prev, e], dim=1)                       # (B, 16, 96)
+        return (torch.softmax(self.head(emb), dim=-1), emb[:, 1:], *out_caches)
+
+
+def cache_shapes(model) -> list[tuple[int, int, int]]:
+    """(C, 2, W) of each 3-tall conv's cache, from a probe through the backbone."""
+    shapes = []
+    x = torch.zeros(1, 1, config.EMBED_WINDOW, config.N_MELS)
+    with torch.no_grad():
+        for block in model.backbone.blocks:
+            kh = block.conv.kernel_size[0]
+            if kh > 1:
+                shapes.append((x.shape[1], kh - 1, x.shape[3]))
+            x = block(x)
+    return shapes
+
+
+def export_step_graph(model, finetuned: bool) -> bytes:
+    step = IncrementalStep(model).eval()
+    weights = _weights(model)
+    names = backbone_input_names()
+    shapes = cache_shapes(model)
+    cache_names = [f"cache.{j}" for j in range(len(shapes))]
+    args = (torch.zeros(2, config.EMBED_STEP, config.N_MELS), torch.zeros(2, PREV, config.EMBED_DIM),
+            *[torch.zeros(2, *s) for s in shapes], *weights)
+    buf = io.BytesIO()
+    dyn = {"mel_new": {0: "batch"}, "emb_prev": {0: "batch"}, "posteriors": {0: "batch"}, "emb_last": {0: "batch"}}
+    dyn.update({n: {0: "batch"} for n in cache_names})
+    dyn.update({f"cache_out.{j}": {0: "batch"} for j in range(len(shapes))})
+    with torch.no_grad():
+        torch.onnx.export(step, args, buf, input_names=["mel_new", "emb_prev", *cache_names, *names],
+                          output_names=["posteriors", "emb_last", *[f"cache_out.{j}" for j in range(len(shapes))]],
+                          opset_version=OPSET, dynamo=False, dynamic_axes=dyn)
+    data = buf.getvalue()
+    if finetuned:
+        data = protobuf.with_initializers(data, {n: w.numpy() for n, w in zip(names, weights)})
+    return data
+
+
 def _weights(model) -> list[torch.Tensor]:
     out = []
     for i, block in enumerate(model.backbone.blocks):
@@ -91,8 +167,11 @@ def export_onnx(model_path=None, out=None) -> Path:
     info = {"format": ONNX_FORMAT, "labels": list(config.LABELS), "frontend": config.FrontEnd().to_dict(),
             "services": dict(config.KEYWORD_SERVICE), "detector": model.detector.to_dict(),
             "meta": model.meta, "backbone": EMBEDDED_BACKBONE if finetuned else OPENWAKEWORD_BACKBONE,
-            "source": model_path.name, "source_sha256": file_sha256(model_path)}
-    data = protobuf.add_metadata(data, {METADATA_KEY: json.dumps(info, ensure_ascii=False, default=_plain)})
+            "source": model_path.name, "source_sha256": file_sha256(model_path),
+            "step_caches": [list(s) for s in cache_shapes(model)]}
+    step = base64.b64encode(export_step_graph(model, finetuned)).decode("ascii")
+    data = protobuf.add_metadata(data, {METADATA_KEY: json.dumps(info, ensure_ascii=False, default=_plain),
+                                        STEP_GRAPH_KEY: step})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
