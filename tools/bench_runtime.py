@@ -107,17 +107,11 @@ def main() -> None:
     pcm = (audio * 32767).astype(np.int16)
     oww = Model(wakeword_models=[OWW_MODEL], inference_framework="onnx", ncpu=1)
     spot = KeywordSpotter(model)
-    mel0, emb0 = model.silence_state()
-    mels = np.repeat(mel0[None], a.batch, 0)
-    embs = np.repeat(emb0[None], a.batch, 0)
-    from spotter.frontend import MelStream
-    mstreams = [MelStream() for _ in range(a.batch)]
+    from spotter.multistream import MultiSpotter
+    multi = MultiSpotter(model, [f"L{i}" for i in range(a.batch)])
 
-    def batched(chunk):
-        nonlocal mels, embs
-        new = np.stack([m.push(chunk) for m in mstreams])
-        mels = np.concatenate([mels[:, 8:], new], axis=1)
-        _, embs = model.run(mels, embs)
+    def batched(chunk):                        # the multi-line API: one batched incremental step per tick
+        multi.step(np.repeat(chunk[None], a.batch, axis=0))
 
     res = {"ours_ms": [], "oww_ms": [], "batched_ms_per_stream": []}
     for r in range(a.rounds):                  # interleaved: ours, openWakeWord, ours batched, ...
