@@ -18,9 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -315,26 +314,6 @@ def step_labels(n_steps: int, notes, speech) -> np.ndarray:
 
 
 def stream_embeddings(model, audio: np.ndarray, chunk_steps: int = 1500) -> np.ndarray:
-    """Embeddings E of a stream, primed like the live spotter: the head window of step j (0-based, the state
-    after j + 1 steps of 80 ms) is E[j : j + HEAD_FRAMES], so len(E) = steps + HEAD_FRAMES - 1. float16.
-
-    Same arithmetic as training.streams.stream_posteriors (chunks overlap by the head window)."""
-    import torch
-    from spotter.features import STREAM_CONTEXT, log_mel
-    step = config.STEP_SAMPLES
-    n_prime = config.PRIME_STEPS
-    x = np.concatenate([np.zeros(STREAM_CONTEXT + n_prime * step, np.float32), np.asarray(audio, np.float32)])
-    n_steps = (len(x) - STREAM_CONTEXT) // step
-    tail = config.N_FFT - config.HOP_SAMPLES
-    lead = config.CLIP_SAMPLES - tail
-    keep = config.HEAD_FRAMES - 1
-    out = []
-    with torch.inference_mode():
-        for s0 in range(n_prime, n_steps, chunk_steps):
-            s1 = min(n_steps, s0 + chunk_steps)
-            seg = x[step * (s0 + 1) - lead: step * s1 + tail]
-            emb = model.embeddings_from_mel(log_mel(torch.from_numpy(seg)).unsqueeze(0))[0]   # steps s0-15 .. s1-1
-            out.append(emb if not out else emb[keep:])
-    if not out:
-        return np.zeros((0, config.EMBED_DIM), np.float16)
-    return torch.cat(out).numpy().astype(np.float16)
+    """training.streams.stream_embeddings stored as float16 (calls are kept for hours of audio)."""
+    from training.streams import stream_embeddings as embeddings
+    return embeddings(model, audio, chunk_steps, dtype=np.float16)

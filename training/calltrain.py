@@ -305,13 +305,11 @@ def windows(cs: CallSet, max_negatives: int, rng: np.random.Generator, extra: li
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-@torch.no_grad()
 def call_posteriors(head, emb: np.ndarray, batch: int = 4096) -> np.ndarray:
     """(steps, 14) posteriors of one call's embeddings (head in eval mode)."""
+    from .streams import head_posteriors
     head.eval()
-    e = torch.from_numpy(emb.astype(np.float32))
-    win = e.unfold(0, config.HEAD_FRAMES, 1).permute(0, 2, 1)
-    return torch.cat([torch.softmax(head(win[i:i + batch]), 1) for i in range(0, len(win), batch)]).numpy()
+    return head_posteriors(head, emb, batch)
 
 
 def mine_hard_negatives(head, cs: CallSet, top: int, floor: float = 0.2, share: float = 1.0,

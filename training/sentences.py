@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spotter.config import KEYWORDS, SAMPLE_RATE
+from spotter.config import SAMPLE_RATE
 from spotter.errors import SpotterError
 from training.texts import CALLER_SENTENCES, KEYWORD_NP, NEAR_MISSES, keyword_in
 

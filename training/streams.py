@@ -43,9 +43,9 @@ def compose(segments: list[tuple[np.ndarray, str | None]], gap_s: tuple[float, f
 
 
 @torch.inference_mode()
-def stream_posteriors(model, audio: np.ndarray, chunk_steps: int = 2000) -> np.ndarray:
-    """(steps, 14) head posteriors for a whole stream; row j is what the live spotter computes after its
-    (j+1)-th 80 ms step.
+def stream_embeddings(model, audio: np.ndarray, chunk_steps: int = 2000, dtype=np.float32) -> np.ndarray:
+    """Embeddings E of a whole stream, as the live spotter computes them: the head window of step j (0-based, the
+    state after j + 1 steps of 80 ms) is E[j : j + HEAD_FRAMES], so len(E) = steps + HEAD_FRAMES - 1.
 
     Like the live spotter, the stream is primed with PRIME_S of digital silence and the mel grid starts
     STREAM_CONTEXT samples before the audio (MelStream's initial context); chunks overlap by exactly what the
@@ -61,15 +61,30 @@ def stream_posteriors(model, audio: np.ndarray, chunk_steps: int = 2000) -> np.n
     # (x includes the STREAM_CONTEXT prefix; frame j spans x[160 j : 160 j + 512])
     tail = config.N_FFT - config.HOP_SAMPLES                            # 352
     lead = config.CLIP_SAMPLES - tail                                   # 31360
+    keep = config.HEAD_FRAMES - 1
     out = []
     for s0 in range(n_prime, n_steps, chunk_steps):
         s1 = min(n_steps, s0 + chunk_steps)
         seg = x[step * (s0 + 1) - lead: step * s1 + tail]
-        mel = log_mel(torch.from_numpy(seg)).unsqueeze(0)
-        emb = model.embeddings_from_mel(mel)[0]                         # (N, 96)
-        win = emb.unfold(0, config.HEAD_FRAMES, 1).permute(0, 2, 1)     # (steps, 16, 96)
-        out.append(torch.softmax(model.head(win), dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(config.LABELS)), np.float32)
+        emb = model.embeddings_from_mel(log_mel(torch.from_numpy(seg)).unsqueeze(0))[0]   # steps s0-15 .. s1-1
+        out.append((emb if not out else emb[keep:]).numpy().astype(dtype))
+    return np.concatenate(out) if out else np.zeros((0, config.EMBED_DIM), dtype)
+
+
+@torch.inference_mode()
+def head_posteriors(head, emb: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """(steps, 14) posteriors of the head over every window of stream_embeddings' output."""
+    e = torch.from_numpy(np.asarray(emb, np.float32))
+    if len(e) < config.HEAD_FRAMES:
+        return np.zeros((0, len(config.LABELS)), np.float32)
+    win = e.unfold(0, config.HEAD_FRAMES, 1).permute(0, 2, 1)          # (steps, 16, 96), a view
+    return torch.cat([torch.softmax(head(win[i:i + batch]), dim=1) for i in range(0, len(win), batch)]).numpy()
+
+
+def stream_posteriors(model, audio: np.ndarray, chunk_steps: int = 2000) -> np.ndarray:
+    """(steps, 14) head posteriors for a whole stream; row j is what the live spotter computes after its
+    (j+1)-th 80 ms step."""
+    return head_posteriors(model.head, stream_embeddings(model, audio, chunk_steps))
 
 
 def decisions_times(decisions: list[Decision]) -> list[tuple[str, float, float]]:
