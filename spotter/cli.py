@@ -313,17 +313,7 @@ def cmd_listen(args) -> int:
     from .sources import MicSource
     threads_from_env()
     devices = args.device if isinstance(args.device, list) else [args.device]
-    if len(devices) > 1:
-        sources = [MicSource(d) for d in devices]      # every device is checked before the model is loaded
-        log = _open_log(args.log)
-        try:
-            model = _load(args.model)
-        except BaseException:
-            log.close()
-            raise
-        log.model, log.model_sha256 = model.name, model.artifact_sha256
-        return listen_lines(sources, model, log)
-    source = MicSource(devices[0])         # the device is checked before the model is loaded
+    sources = [MicSource(d) for d in devices]          # every device is checked before the model is loaded
     log = _open_log(args.log)
     try:
         model = _load(args.model)
@@ -331,7 +321,9 @@ def cmd_listen(args) -> int:
         log.close()
         raise
     log.model, log.model_sha256 = model.name, model.artifact_sha256
-    return listen(source, model, log)
+    if len(sources) > 1:
+        return listen_lines(sources, model, log)
+    return listen(sources[0], model, log)
 
 
 def cmd_scan(args) -> int:
