@@ -365,7 +365,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         for det in d.detections:
             self.table.add_detection(det.id, det.event, det.start_s)
             self.spectrogram.add_marker(det.start_s, det.end_s, det.event.keyword,
-                                        widgets.SERVICE_COLORS[det.event.service])
+                                        widgets.service_color(det.event.service))
         if d.frames is not None:
             self.spectrogram.append(d.frames, self.session.position_s)
             self.level_meter.set_level(d.peak_db)

@@ -12,7 +12,7 @@ import pyqtgraph as pg
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from spotter import config
-from spotter.config import FRAME_S, SERVICE_SHORT  # noqa: F401  (SERVICE_SHORT: the GUI's short service names)
+from spotter.config import FRAME_S
 from spotter.features import MEL_FLOOR
 
 # --- look ----------------------------------------------------------------------------------------------
@@ -25,6 +25,11 @@ TEXT_DIM = "#98a2ae"
 ACCENT = "#4f8cc9"
 
 SERVICE_COLORS = {"15": "#c0392b", "17": "#1f5fae", "18": "#d9531e"}      # SAMU red, Police blue, pompiers orange-red
+OTHER_COLOR = "#5d6d7e"                    # keywords of a set without these services (wake words)
+
+
+def service_color(service: str | None) -> str:
+    return SERVICE_COLORS.get(service, OTHER_COLOR)
 IDLE_COLOR = "#2b323b"
 
 SPECTRO_CMAP = "inferno"
@@ -80,8 +85,8 @@ def fmt_clock(wall_time: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(wall_time))
 
 
-def service_label(service: str) -> str:
-    return f"{service} — {config.SERVICES[service]}"
+def service_label(service: str | None) -> str:
+    return f"{service} — {config.SERVICES[service]}" if service else "—"
 
 
 def panel(title: str | None = None) -> tuple[QtWidgets.QFrame, QtWidgets.QVBoxLayout]:
@@ -290,7 +295,7 @@ class ServicePanel(QtWidgets.QFrame):
             self.keywords.setText("")
             return
         self.service = suggestion.service
-        self._paint(SERVICE_COLORS[suggestion.service])
+        self._paint(service_color(suggestion.service))
         self.title.setText(service_label(suggestion.service))
         self.title.setStyleSheet("font-size: 30pt; font-weight: bold;")
         pct = int(round(100 * suggestion.confidence))
@@ -329,7 +334,7 @@ class DetectionTable(QtWidgets.QTableWidget):
 
     def add_detection(self, det_id: int, event, position_s: float) -> None:
         self.insertRow(0)
-        color = QtGui.QColor(SERVICE_COLORS[event.service])
+        color = QtGui.QColor(service_color(event.service))
         cells = (fmt_clock(event.wall_time), fmt_position(position_s), event.keyword, fr_num(event.score),
                  service_label(event.service))
         for col, text in enumerate(cells):

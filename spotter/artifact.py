@@ -22,6 +22,17 @@ def _short(v) -> str:
     return f"{type(v).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
+def activate_keyword_set(stored, path) -> None:
+    """Make the keyword set stored in an artifact the active one (config.use_keyword_set). An artifact without a
+    stored set (made before sets were data) keeps the active set; a malformed one is a SpotterError naming path."""
+    if stored is None:
+        return
+    from .keywordset import KeywordSet
+    ks = KeywordSet.from_dict(stored, f"{path}: keyword_set")
+    if ks != config.KEYWORD_SET:
+        config.use_keyword_set(ks)
+
+
 def _same(stored, expected) -> bool:
     """stored == expected for plain data; False (not an exception) when stored holds tensors or other objects."""
     try:
@@ -45,7 +56,7 @@ def _meta_problem(meta) -> str | None:
     if not isinstance(durations, dict):
         return f"meta.keyword_durations_s: expected a table keyword -> seconds, got {_short(durations)}"
     for k, v in durations.items():
-        if k not in config.KEYWORD_SERVICE:
+        if k not in config.KEYWORDS:
             return f"meta.keyword_durations_s: unknown keyword {_short(k)}"
         if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
                 or not 0 < v <= MAX_KEYWORD_DURATION_S):

@@ -81,7 +81,7 @@ def _out(out):
 
 def _print_event(e, out=None) -> None:
     print(f"  {_fmt_time(e.start_s)}-{_fmt_time(e.end_s)}  {e.keyword:<14} score {e.score:.2f}  "
-          f"-> {e.service} {config.SERVICES[e.service]}", file=_out(out), flush=True)
+          + (f"-> {e.service} {config.SERVICES[e.service]}" if e.service else ""), file=_out(out), flush=True)
 
 
 def _suggestion_dict(s) -> dict | None:
@@ -89,6 +89,8 @@ def _suggestion_dict(s) -> dict | None:
 
 
 def _print_suggestion(s, out=None) -> None:
+    if not config.SERVICES:
+        return                                 # a keyword set without services (wake words)
     if s is None:
         print("  suggested service: none (no keyword evidence)", file=_out(out), flush=True)
     else:

@@ -9,6 +9,8 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field
 
+from . import keywordset
+
 # --- audio -------------------------------------------------------------------------------------------
 SAMPLE_RATE = 16000          # Hz, everything inside the spotter runs at this rate
 HOP_SAMPLES = 160            # 10 ms mel hop
@@ -37,38 +39,32 @@ PRIME_STEPS = EMBED_WINDOW // EMBED_STEP + 2 + HEAD_FRAMES      # 27 steps
 PRIME_S = PRIME_STEPS * STEP_S                                  # 2.16 s
 
 # --- product vocabulary -------------------------------------------------------------------------------
-SERVICES = {
-    "15": "SAMU",
-    "17": "Police secours",
-    "18": "Sapeurs-pompiers",
-}
-SERVICE_SHORT = {"15": "SAMU", "17": "Police", "18": "Pompiers"}     # where space is short
+# The keyword set is data (spotter/keywordset.py): the French emergency set is the default. The names below are
+# the *active* set's, read as config.KEYWORDS etc. at call time; one process works with one set at a time, and
+# loading a model artifact activates the set it was trained with (use_keyword_set).
+OTHER = keywordset.OTHER
+NOISE = keywordset.NOISE
+KEYWORD_SET: keywordset.KeywordSet = keywordset.default()
+KEYWORDS: tuple[str, ...] = ()
+LABELS: tuple[str, ...] = ()            # the model classes: keywords, then other and noise
+KEYWORD_SERVICE: dict = {}              # keyword -> service id ('15'); empty for a set without services
+SERVICES: dict = {}                     # service id -> name ('SAMU')
+SERVICE_SHORT: dict = {}                # where space is short
+KEYWORD_ASCII: dict = {}                # ASCII folder names for recordings (<root>/<ascii>/...wav)
 
-KEYWORD_SERVICE = {
-    "malaise": "15",
-    "hémorragie": "15",
-    "brûlure": "15",
-    "intoxication": "15",
-    "violences": "17",
-    "agression": "17",
-    "vol": "17",
-    "cambriolage": "17",
-    "incendie": "18",
-    "gaz": "18",
-    "effondrement": "18",
-    "électrocution": "18",
-}
-KEYWORDS = tuple(KEYWORD_SERVICE)
-OTHER = "other"
-NOISE = "noise"
-LABELS = KEYWORDS + (OTHER, NOISE)   # the 14 model classes, in this order
 
-# ASCII folder names for recordings (<root>/<keyword>/...wav); both spellings are accepted when reading.
-KEYWORD_ASCII = {
-    "malaise": "malaise", "hémorragie": "hemorragie", "brûlure": "brulure", "intoxication": "intoxication",
-    "violences": "violences", "agression": "agression", "vol": "vol", "cambriolage": "cambriolage",
-    "incendie": "incendie", "gaz": "gaz", "effondrement": "effondrement", "électrocution": "electrocution",
-}
+def use_keyword_set(ks: keywordset.KeywordSet) -> keywordset.KeywordSet:
+    """Make ks the process's active keyword set; returns the previous one (to restore it)."""
+    global KEYWORD_SET, KEYWORDS, LABELS, KEYWORD_SERVICE, SERVICES, SERVICE_SHORT, KEYWORD_ASCII
+    previous = KEYWORD_SET
+    KEYWORD_SET = ks
+    KEYWORDS, LABELS = ks.keywords, ks.labels
+    KEYWORD_SERVICE, SERVICES, SERVICE_SHORT = dict(ks.service), dict(ks.services), dict(ks.service_short)
+    KEYWORD_ASCII = dict(ks.ascii)
+    return previous
+
+
+use_keyword_set(KEYWORD_SET)
 
 
 @dataclass(frozen=True)
@@ -117,7 +113,7 @@ class DetectorConfig:
         missing = [k for k in KEYWORDS if k not in th]
         if missing:
             raise ValueError(f"thresholds: missing for {missing}")
-        unknown = sorted(str(k) for k in th if k not in KEYWORD_SERVICE)
+        unknown = sorted(str(k) for k in th if k not in KEYWORDS)
         if unknown:
             raise ValueError(f"thresholds: unknown keyword(s) {unknown}")
         for k in KEYWORDS:

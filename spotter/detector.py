@@ -93,7 +93,8 @@ class CallAssessment:
     def evidence(self) -> dict:
         ev = {s: 0.0 for s in config.SERVICES}
         for e in self.events:
-            ev[e.service] += e.score
+            if e.service in ev:            # a keyword set without services (wake words) gives no evidence
+                ev[e.service] += e.score
         return ev
 
     def state(self) -> CallState:
@@ -102,6 +103,8 @@ class CallAssessment:
     def suggestion(self) -> Suggestion | None:
         ev = self.evidence()
         total = sum(ev.values())
+        if not ev:
+            return None
         best = max(ev, key=ev.get)
         if ev[best] < self.min_evidence or total <= 0:
             return None
@@ -349,7 +352,7 @@ class KeywordSpotter:
             window_end_s = d.peak_step * STEP_S
             end_s = max(0.0, window_end_s - KEYWORD_END_OFFSET_S)
             start_s = max(0.0, end_s - self.durations.get(d.keyword, DEFAULT_KEYWORD_DURATION_S))
-            event = Event(d.keyword, config.KEYWORD_SERVICE[d.keyword], d.score, start_s, end_s,
+            event = Event(d.keyword, config.KEYWORD_SERVICE.get(d.keyword), d.score, start_s, end_s,
                           self.stream_time_s, time.time(), window_end_s)
             for sink in self.sinks:
                 sink(event)

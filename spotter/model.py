@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import config
-from .artifact import (DEFAULT_MODEL, DEFAULT_ONNX_MODEL, MAX_HEAD_CHANNELS,  # noqa: F401
+from .artifact import (DEFAULT_MODEL, DEFAULT_ONNX_MODEL, MAX_HEAD_CHANNELS, activate_keyword_set,  # noqa: F401
                        MAX_KEYWORD_DURATION_S, MAX_MODEL_NAME, _meta_problem, _same, _short,
                        default_model_path, default_runtime_model_path, file_sha256)
 from .errors import SpotterError
@@ -24,9 +24,10 @@ ARTIFACT_FORMAT = "spotter-kws/1"
 class KeywordHead(nn.Module):
     """Small temporal CNN over the last HEAD_FRAMES embeddings -> logits over LABELS."""
 
-    def __init__(self, n_classes: int = len(config.LABELS), dim: int = config.EMBED_DIM,
+    def __init__(self, n_classes: int | None = None, dim: int = config.EMBED_DIM,
                  channels: int = 96, dropout: float = 0.3):
         super().__init__()
+        n_classes = len(config.LABELS) if n_classes is None else n_classes     # the active keyword set's
         self.norm = nn.LayerNorm(dim)
         self.convs = nn.Sequential(
             nn.Conv1d(dim, channels, kernel_size=3, padding=1),
@@ -91,6 +92,7 @@ class KeywordModel(nn.Module):
             "labels": list(self.labels),
             "frontend": self.frontend.to_dict(),
             "services": dict(config.KEYWORD_SERVICE),
+            "keyword_set": config.KEYWORD_SET.to_dict(),
             "detector": self.detector.to_dict(),
             "meta": self.meta,
             "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
@@ -171,6 +173,7 @@ def load_model(path: str | os.PathLike) -> KeywordModel:
         raise SpotterError(f"{path}: not a readable spotter model ({type(exc).__name__})") from None
     _check(isinstance(blob, dict) and blob.get("format") == ARTIFACT_FORMAT, path,
            f"not a spotter model artifact (expected format {ARTIFACT_FORMAT})")
+    activate_keyword_set(blob.get("keyword_set"), path)
     labels = blob.get("labels", ())
     _check(isinstance(labels, (list, tuple)) and _same(tuple(labels), config.LABELS), path,
            f"label list {_short(labels)} does not match this spotter's {len(config.LABELS)} labels")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config, protobuf
-from .artifact import _meta_problem, _same, _short, file_sha256
+from .artifact import _meta_problem, _same, _short, activate_keyword_set, file_sha256
 from .errors import SpotterError
 from .frontend import MEL_FLOOR, MelStream
 
@@ -275,6 +275,8 @@ def load_onnx_model(path, threads: int | None = None) -> OnnxKeywordModel:
         info = json.loads(raw)
     except ValueError:
         raise SpotterError(f"{path}: {METADATA_KEY} metadata is not valid JSON") from None
+    if isinstance(info, dict):
+        activate_keyword_set(info.get("keyword_set"), path)
     problem = _problem(info)
     if problem:
         raise SpotterError(f"{path}: {problem}")

@@ -251,7 +251,7 @@ def make_call(utts: list[Utterance], rng: np.random.Generator, lead_s: float = 0
         parts.append(rng.normal(0, 10 ** (-70 / 20), gap).astype(np.float32))
         t += gap / SR
     kws = {n[0] for n in notes}
-    services = {config.KEYWORD_SERVICE[k] for k in kws}
+    services = {config.KEYWORD_SERVICE.get(k) for k in kws}
     return Call(np.concatenate(parts), notes, speech, utts[0].voice, utts[0].engine, "clean",
                 services.pop() if len(services) == 1 else None)
 

@@ -33,7 +33,7 @@ from spotter.errors import SpotterError
 
 from . import calls as C
 from .sentences import keyword_sentence, negative_sentence
-from .voices import Voice, available_voices, kokoro_blend, split_voices
+from .voices import Voice, available_voices, kokoro_blend, language, split_voices
 
 log = logging.getLogger("training")
 IGNORE = C.IGNORE
@@ -86,7 +86,7 @@ def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
                            for s in v.speakers})
     for _ in range(plan.kokoro_random_blends if len(kokoro_train) >= 2 else 0):
         a, b = rng.sample(kokoro_train, 2)
-        v = kokoro_blend(a, b, round(rng.uniform(0.2, 0.8), 2))
+        v = kokoro_blend(a, b, round(rng.uniform(0.2, 0.8), 2), lang=language())
         if v.key not in splits:
             voices.append(v)
             splits[v.key] = "train"
@@ -213,7 +213,7 @@ def group_calls(utts: list[C.Utterance], plan: CallPlan, rng: np.random.Generato
         neg = [neg[i] for i in rng.permutation(len(neg))]
         by_service: dict[str, list] = {}
         for u in kw:
-            by_service.setdefault(config.KEYWORD_SERVICE[u.keyword], []).append(u)
+            by_service.setdefault(config.KEYWORD_SERVICE.get(u.keyword, u.keyword), []).append(u)   # (no services: by keyword)
         queues = [q for q in by_service.values()]
         while any(queues) or neg:
             n = int(rng.integers(*plan.sentences_per_call))
@@ -282,7 +282,7 @@ def windows(cs: CallSet, max_negatives: int, rng: np.random.Generator, extra: li
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Materialise labelled windows: every keyword window, and up to max_negatives other/noise windows (half
     of them within 3 s of a keyword: the context a keyword comes in)."""
-    kw_idx = [i for i, l in enumerate(config.LABELS) if l in config.KEYWORD_SERVICE]
+    kw_idx = [config.LABELS.index(k) for k in config.KEYWORDS]
     pos, near, far = [], [], []
     for c, y in enumerate(cs.labels):
         is_kw = np.isin(y, kw_idx)
@@ -336,11 +336,11 @@ def train_fold(train: CallSet, val: CallSet, cfg: dict, seed: int) -> tuple[torc
     rng = np.random.default_rng(seed)
     xtr, ytr = windows(train, cfg.get("negative_windows", 200000), rng)
     xva, yva = windows(val, cfg.get("val_negative_windows", 30000), rng)
-    log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < 12).sum()), len(yva))
+    log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     head, hist = train_head(KeywordHead(), (xtr, ytr), (xva, yva), epochs=cfg.get("epochs", 20),
                             batch=cfg.get("batch", 512), lr=cfg.get("lr", 2e-3), patience=cfg.get("patience", 4),
                             seed=seed)
-    info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < 12).sum()), "history": hist}
+    info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.get("mining_windows", 0):
         hard = mine_hard_negatives(head, train, cfg["mining_windows"], share=cfg.get("mining_share", 1.0), seed=seed)
         if hard:
@@ -417,11 +417,14 @@ def clip_accuracy(posts: list[np.ndarray], cs: CallSet) -> dict:
 
 def service_accuracy(posts, cs: CallSet, thresholds, smoothing, min_evidence: float = 0.5) -> dict:
     from spotter.detector import CallAssessment, Event
+    if not config.SERVICES:                    # a keyword set without services (wake words)
+        return {"service_correct": None, "calls": 0, "no_keyword_calls_without_suggestion": None,
+                "no_keyword_calls": 0}
     right = total = quiet = quiet_total = 0
     for post, meta, notes in zip(posts, cs.meta, cs.notes):
         ca = CallAssessment(min_evidence)
         for d in _decide(post, thresholds, smoothing):
-            ca.add(Event(d.keyword, config.KEYWORD_SERVICE[d.keyword], d.score, 0, 0, 0, 0))
+            ca.add(Event(d.keyword, config.KEYWORD_SERVICE.get(d.keyword), d.score, 0, 0, 0, 0))
         sug = ca.suggestion()
         if notes:
             total += 1

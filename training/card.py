@@ -68,7 +68,7 @@ def model_card(model) -> str:
               f"recall {_pct(cal.get('result', {}).get('recall'))} on validation keyword streams.", "",
               "| keyword | service | threshold |", "|---|---|---|"]
     for k in config.KEYWORDS:
-        lines.append(f"| {k} | {config.KEYWORD_SERVICE[k]} | {model.detector.thresholds.get(k, float('nan')):.2f} |")
+        lines.append(f"| {k} | {config.KEYWORD_SERVICE.get(k, '—')} | {model.detector.thresholds.get(k, float('nan')):.2f} |")
     if ev:
         neg = ev.get("negative_streams", {})
         lines += ["", "## Evaluation on held-out voices", "",
@@ -153,7 +153,7 @@ def calls_card(model) -> str:
              f"{final.get('calibration', {})}.", "",
              "| keyword | service | threshold |", "|---|---|---|"]
     for k in config.KEYWORDS:
-        lines.append(f"| {k} | {config.KEYWORD_SERVICE[k]} | {model.detector.thresholds.get(k, float('nan')):.3f} |")
+        lines.append(f"| {k} | {config.KEYWORD_SERVICE.get(k, '—')} | {model.detector.thresholds.get(k, float('nan')):.3f} |")
     lines += ["", "## Evaluation: keywords inside sentences, voices and engines it never heard", "",
               f"Negatives: {final.get('negative_hours', '?')} h of keyword-free running speech by held-out "
               "(test-split) voices, half through the telephone channel, noise 5-20 dB. Keyword calls: half "

@@ -10,9 +10,13 @@ def _logging() -> None:
 
 
 def cmd_train(args) -> int:
-    from .recipe import load_recipe, run_training
+    from .recipe import load_recipe, run_training, use_recipe_keywords
     _logging()
     recipe = load_recipe(args.config, overrides=args.set)
+    ks = use_recipe_keywords(recipe, args.keywords)
+    if "calls" not in recipe and ks.frames:
+        from spotter.errors import SpotterError
+        raise SpotterError(f"{args.config}: keyword set {ks.name!r} needs a [calls] recipe (clip recipes are French only)")
     if args.recordings:
         recipe["data"]["recordings"] = list(recipe["data"].get("recordings", [])) + list(args.recordings)
     if args.out:
@@ -36,9 +40,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .recipe import load_recipe, run_evaluation
+    from .recipe import load_recipe, run_evaluation, use_recipe_keywords
     _logging()
     recipe = load_recipe(args.config, overrides=args.set)
+    use_recipe_keywords(recipe, args.keywords)
     if "calls" in recipe:
         import json
         from pathlib import Path
@@ -92,6 +97,8 @@ def register_cli(sub) -> None:
     p.add_argument("--out", metavar="PATH", help="output artifact (default: the recipe's `out`)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override recipe values, e.g. train.epochs=5")
+    p.add_argument("--keywords", metavar="FILE",
+                   help="keyword set TOML (default: the recipe's `keywords`, else spotter/keywordsets/fr_emergency.toml)")
     p.add_argument("--no-folds", action="store_true",
                    help="[calls] recipes: skip the leave-one-engine-out folds (train and score the final model only)")
     p.add_argument("--calibrate-only", metavar="MODEL",
@@ -103,6 +110,7 @@ def register_cli(sub) -> None:
     p.add_argument("--config", default="training/configs/default.toml", help="recipe TOML (default: %(default)s)")
     p.add_argument("--out", help="output folder for evaluation.json and plots (default: the recipe's work dir)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe values")
+    p.add_argument("--keywords", metavar="FILE", help="keyword set TOML (default: the recipe's `keywords`)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="export a model to ONNX (streaming step graph) for onnxruntime")

@@ -165,7 +165,8 @@ def export_onnx(model_path=None, out=None) -> Path:
     if finetuned:
         data = protobuf.with_initializers(data, {n: w.numpy() for n, w in zip(names, weights)})
     info = {"format": ONNX_FORMAT, "labels": list(config.LABELS), "frontend": config.FrontEnd().to_dict(),
-            "services": dict(config.KEYWORD_SERVICE), "detector": model.detector.to_dict(),
+            "services": dict(config.KEYWORD_SERVICE), "keyword_set": config.KEYWORD_SET.to_dict(),
+            "detector": model.detector.to_dict(),
             "meta": model.meta, "backbone": EMBEDDED_BACKBONE if finetuned else OPENWAKEWORD_BACKBONE,
             "source": model_path.name, "source_sha256": file_sha256(model_path),
             "step_caches": [list(s) for s in cache_shapes(model)]}

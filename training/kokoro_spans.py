@@ -15,7 +15,7 @@ import numpy as np
 
 from spotter.errors import SpotterError
 from training.synth import (KOKORO_MAX_TOKENS, KOKORO_RATE, PITCH_RATE_STEP, PITCH_SEMITONES, _kokoro_assets,
-                            _resample, french_ipa, kokoro_style)
+                            _resample, espeak_ipa, kokoro_style)
 
 
 DURATION_TENSOR = "/encoder/Cast_output_0"     # integer frames per token (after /speed, Round, Clip)
@@ -43,9 +43,9 @@ def _session():
         return _load_session()
 
 
-def _tokens(text: str) -> list[int]:
+def _tokens(text: str, lang: str = "fr") -> list[int]:
     vocab, _ = _kokoro_assets()
-    return [vocab[ch] for ch in french_ipa(text) if ch in vocab] if text.strip() else []
+    return [vocab[ch] for ch in espeak_ipa(text, lang) if ch in vocab] if text.strip() else []
 
 
 def kokoro_say(sentence, voice, speed: float = 1.0, pitch: int = 50, tract: float = 1.0
@@ -57,14 +57,14 @@ def kokoro_say(sentence, voice, speed: float = 1.0, pitch: int = 50, tract: floa
     ranges = []
     pos = 0
     for c0, c1 in sentence.spans:
-        before = _tokens(sentence.text[pos:c0])
+        before = _tokens(sentence.text[pos:c0], voice.lang)
         if before:
             tokens += before + [space]
-        word = _tokens(sentence.text[c0:c1])
+        word = _tokens(sentence.text[c0:c1], voice.lang)
         ranges.append((len(tokens), len(tokens) + len(word)))
         tokens += word
         pos = c1
-    after = _tokens(sentence.text[pos:])
+    after = _tokens(sentence.text[pos:], voice.lang)
     if after:
         tokens += ([space] if tokens and sentence.text[pos:pos + 1] == " " else []) + after
     if not tokens or len(tokens) > KOKORO_MAX_TOKENS:

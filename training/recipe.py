@@ -71,6 +71,22 @@ def load_recipe(path: str | Path, overrides=()) -> dict:
     return recipe
 
 
+def use_recipe_keywords(recipe: dict, override: str | None = None):
+    """Activate the recipe's keyword set (its `keywords` TOML path, relative to the repository; --keywords FILE,
+    relative to the working directory, overrides it). Without either, the French default stays active."""
+    from spotter import config, keywordset
+    if override:
+        path = Path(override)
+    elif recipe.get("keywords"):
+        path = _resolve(recipe["keywords"])
+    else:
+        return config.KEYWORD_SET
+    ks = keywordset.load(path)
+    config.use_keyword_set(ks)
+    recipe["keywords"] = str(path)
+    return ks
+
+
 def _resolve(p: str | Path) -> Path:
     p = Path(p)
     return p if p.is_absolute() else REPO / p

@@ -148,11 +148,21 @@ class Sentence:
     spans: tuple[tuple[int, int], ...] = ()     # character spans of every occurrence of the keyword
 
 
+def _set():
+    """The active keyword set when it brings its own sentences (spotter/keywordsets/*.toml), else None: French."""
+    from spotter import config
+    return config.KEYWORD_SET if config.KEYWORD_SET.frames else None
+
+
 def keyword_sentence(keyword: str, rng: random.Random, split: str = "train") -> Sentence:
     """A caller sentence containing the keyword once, with its character span."""
-    frame = rng.choice(frame_split(FRAMES, split))
-    phrase = rng.choice(KEYWORD_PHRASES[keyword]).replace("{np}", KEYWORD_NP[keyword])
-    text = _fill(frame, phrase)
+    ks = _set()
+    if ks is not None:
+        text = _fill(rng.choice(frame_split(ks.frames, split)), ks.forms[keyword][0])
+    else:
+        frame = rng.choice(frame_split(FRAMES, split))
+        phrase = rng.choice(KEYWORD_PHRASES[keyword]).replace("{np}", KEYWORD_NP[keyword])
+        text = _fill(frame, phrase)
     spans = keyword_spans(text, keyword)
     if not spans:
         raise SpotterError(f"keyword {keyword!r} not found in generated sentence {text!r}")
@@ -161,15 +171,17 @@ def keyword_sentence(keyword: str, rng: random.Random, split: str = "train") -> 
 
 def keyword_spans(text: str, keyword: str) -> tuple[tuple[int, int], ...]:
     """Character spans of every spoken form of keyword in text (singular or plural, any case)."""
-    from training.texts import KEYWORD_FORMS
-    forms = sorted(KEYWORD_FORMS[keyword] + ((("violence",) if keyword == "violences" else ())), key=len,
-                   reverse=True)
+    from spotter import config
+    forms = config.KEYWORD_SET.forms[keyword]
     return tuple((m.start(), m.end()) for m in re.finditer(r"[\wàâäçéèêëîïôöùûüÿœæ]+", text)
                  if m.group(0).lower() in forms)
 
 
 def negative_sentence(rng: random.Random, split: str = "train", near_miss_share: float = 0.25) -> Sentence:
     """Keyword-free running speech: 1-3 caller clauses, or a near-miss word inside a sentence."""
+    ks = _set()
+    if ks is not None:
+        return _set_negative(ks, rng, split, near_miss_share)
     if rng.random() < near_miss_share:
         frame = rng.choice(frame_split(NEAR_MISS_FRAMES, split, 0.25))
         word = rng.choice(NEAR_MISSES)
@@ -182,6 +194,21 @@ def negative_sentence(rng: random.Random, split: str = "train", near_miss_share:
         text = _cap(", ".join(parts)) + rng.choice((".", ".", "!", "?"))
     if keyword_in(text) is not None:           # never let a keyword (or homophone) into a negative
         return negative_sentence(rng, split, near_miss_share)
+    return Sentence(text)
+
+
+def _set_negative(ks, rng: random.Random, split: str, near_miss_share: float) -> Sentence:
+    """negative_sentence from a keyword set's own clauses, near-miss words and near-miss frames."""
+    if ks.near_misses and ks.near_miss_frames and rng.random() < near_miss_share:
+        frame = rng.choice(frame_split(ks.near_miss_frames, split, 0.25))
+        word = rng.choice(ks.near_misses)
+        text = frame.replace("{N}", _cap(word)).replace("{n}", word)
+    else:
+        pool = frame_split(ks.clauses, split, 0.3, seed=12)
+        parts = [rng.choice(pool) for _ in range(rng.choice((1, 1, 2, 2, 3)))]
+        text = " ".join(parts)
+    if any(keyword_spans(text, k) for k in ks.keywords):     # never let a keyword into a negative
+        return _set_negative(ks, rng, split, near_miss_share)
     return Sentence(text)
 
 

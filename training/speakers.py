@@ -61,10 +61,10 @@ def install_speakers(n: int, seed: int, root: Path) -> list[str]:
         for entry in src.iterdir():
             if entry.name != "voices" and not (data / entry.name).exists():
                 (data / entry.name).symlink_to(entry)
-        # espeak-ng lists at most 349 voices: keep the variants and the French MBROLA voices only
+        # espeak-ng lists at most 349 voices: keep the variants and the keyword set's MBROLA voices only
+        keep = {f"mb-{v}" for v in _mbrola_names()}
         shutil.copytree(src / "voices", voices,
-                        ignore=lambda d, names: [n for n in names if Path(d).name == "mb" and not n.startswith("mb-fr")
-                                                 and n != "mb-ca1"])
+                        ignore=lambda d, names: [n for n in names if Path(d).name == "mb" and n not in keep])
     rng = random.Random(seed)
     names = []
     for i in range(n):
@@ -75,8 +75,14 @@ def install_speakers(n: int, seed: int, root: Path) -> list[str]:
     return names
 
 
+def _mbrola_names() -> tuple[str, ...]:
+    from training.voices import MBROLA_VOICES, _set_value
+    return _set_value("mbrola_voices", MBROLA_VOICES)
+
+
 def generated_voices(names: list[str], seed: int):
-    """One Voice per drawn speaker, each in a drawn French dialect."""
-    from training.voices import Voice
+    """One Voice per drawn speaker, each in a drawn dialect of the active keyword set (French: fr, fr-be, fr-ch)."""
+    from training.voices import Voice, _set_value
+    dialects = _set_value("espeak_dialects", DIALECTS)
     rng = random.Random(seed + 1)
-    return [Voice("espeak", f"{rng.choice(DIALECTS)}+{name}") for name in names]
+    return [Voice("espeak", f"{rng.choice(dialects)}+{name}") for name in names]

@@ -42,7 +42,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from spotter.audio import Resampler, write_wav
-from spotter.config import KEYWORDS, OTHER, SAMPLE_RATE
+from spotter.config import OTHER, SAMPLE_RATE
 from spotter.errors import SpotterError
 from training.texts import CALLER_SENTENCES, KEYWORD_TEXTS, OTHER_WORDS
 from training.voices import Voice, refuse_reserved
@@ -140,6 +140,11 @@ def espeak_wave(text: str, voice_name: str, speed: float = 1.0, pitch: int = 50)
 
 def french_ipa(text: str) -> str:
     """espeak-ng French IPA of text, clause punctuation kept (", . ! ?"), as Kokoro's French G2P makes it."""
+    return espeak_ipa(text, "fr")
+
+
+def espeak_ipa(text: str, lang: str) -> str:
+    """espeak-ng IPA of text in language lang ('fr', 'en-us'), clause punctuation kept (", . ! ?")."""
     pieces = re.findall(r"[^,;:.!?]+|[,;:.!?]", text)
     out = []
     for piece in pieces:
@@ -148,7 +153,7 @@ def french_ipa(text: str) -> str:
             continue
         if not piece.strip():
             continue
-        proc = subprocess.run([_espeak_exe(), "-v", "fr", "-q", "--ipa", "--stdin"], input=piece.encode("utf-8"),
+        proc = subprocess.run([_espeak_exe(), "-v", lang, "-q", "--ipa", "--stdin"], input=piece.encode("utf-8"),
                               capture_output=True, timeout=ESPEAK_TIMEOUT_S)
         ipa = " ".join(line.strip() for line in proc.stdout.decode("utf-8").splitlines() if line.strip())
         out.append((" " if out else "") + ipa)
@@ -394,7 +399,7 @@ def build_synth_plan(voices: list[Voice], splits: dict[str, str], speeds: tuple[
         if split is None:
             continue
         plan = ENGINE_PLANS[voice.engine]
-        for kw in KEYWORDS:
+        for kw in KEYWORD_TEXTS:          # French clips (the default set)
             for text in KEYWORD_TEXTS[kw][:plan.keyword_texts]:
                 for speed, pitch in rng.sample(grid, min(plan.conditions, len(grid))):
                     items.append(SynthItem(kw, text, voice, speed, pitch, split))

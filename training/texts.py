@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from spotter.config import KEYWORDS
+# French material: the default keyword set (spotter/keywordsets/fr_emergency.toml), whatever set is active
 
 # --- keywords ---------------------------------------------------------------------------------------
 # Orthographic forms that count as the keyword (labelling transcripts, checking word lists).
@@ -59,7 +59,7 @@ KEYWORD_NP: dict[str, str] = {
 # with `espeak-ng -v fr -q --ipa`: "gaz" -> ɡˈaz, "vol" -> vˈɔl), then an exclamation (other
 # intonation), then the determiner phrase.
 KEYWORD_TEXTS: dict[str, tuple[str, ...]] = {
-    kw: (kw, f"{kw.capitalize()} !", KEYWORD_NP[kw]) for kw in KEYWORDS
+    kw: (kw, f"{kw.capitalize()} !", KEYWORD_NP[kw]) for kw in KEYWORD_NP
 }
 
 # Same sound as a keyword, other spelling: labelled neither keyword nor other (see module doc).

@@ -25,9 +25,10 @@ def seed_everything(seed: int) -> None:
 LOSS_SHARE = {"keywords": 0.5, config.OTHER: 0.35, config.NOISE: 0.15}
 
 
-def class_weights(y: torch.Tensor, n: int = len(config.LABELS)) -> torch.Tensor:
+def class_weights(y: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    n = len(config.LABELS) if n is None else n
     counts = torch.bincount(y, minlength=n).float()
-    kw_present = [i for i, l in enumerate(config.LABELS) if l in config.KEYWORD_SERVICE and counts[i] > 0]
+    kw_present = [i for i, l in enumerate(config.LABELS) if l in config.KEYWORDS and counts[i] > 0]
     share = torch.zeros(n)
     for i in kw_present:
         share[i] = LOSS_SHARE["keywords"] / len(kw_present)

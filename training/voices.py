@@ -72,6 +72,7 @@ class Voice:
     engine: str
     id: str
     blend: tuple[tuple[str, float], ...] = field(default=())
+    lang: str = "fr"          # kokoro: the espeak-ng language its phonemes are made in (espeak/mbrola: in the id)
 
     def __post_init__(self):
         refuse_reserved(self.engine, self.id)
@@ -83,7 +84,7 @@ class Voice:
     @property
     def key(self) -> str:
         """Stable, file-name-safe identifier, e.g. 'espeak-fr-be+m3', 'kokoro-jf_alpha50-jm_kumo50'."""
-        return f"{self.engine}-{self.id}"
+        return f"{self.engine}-{self.id}" if self.lang == "fr" else f"{self.engine}-{self.lang}-{self.id}"
 
     @property
     def espeak_name(self) -> str:
@@ -103,10 +104,10 @@ class Voice:
         return (f"{self.engine}:{self.id}",)
 
 
-def kokoro_blend(a: str, b: str, weight_a: float = 0.5) -> Voice:
+def kokoro_blend(a: str, b: str, weight_a: float = 0.5, lang: str = "fr") -> Voice:
     """A Kokoro voice whose style vector is weight_a * a + (1 - weight_a) * b."""
     wa = round(100 * weight_a)
-    return Voice("kokoro", f"{a}{wa}-{b}{100 - wa}", ((a, weight_a), (b, 1.0 - weight_a)))
+    return Voice("kokoro", f"{a}{wa}-{b}{100 - wa}", ((a, weight_a), (b, 1.0 - weight_a)), lang)
 
 
 # --- what is installed ----------------------------------------------------------------------------
@@ -121,22 +122,36 @@ def espeak_data_dir() -> Path | None:
     return Path(m.group(1)) if m else None
 
 
-def espeak_voices() -> list[Voice]:
-    """espeak-ng French dialects x installed variants."""
+def espeak_voices(dialects: tuple[str, ...] | None = None) -> list[Voice]:
+    """espeak-ng dialects (the active keyword set's; French: fr, fr-be, fr-ch) x installed variants."""
     data = espeak_data_dir()
     if data is None:
         return []
+    dialects = _set_value("espeak_dialects", ESPEAK_DIALECTS) if dialects is None else dialects
     variants = [v for v in ESPEAK_VARIANTS if v == "" or (data / "voices" / "!v" / v).is_file()]
-    return [Voice("espeak", f"{d}+{v}" if v else d) for v in variants for d in ESPEAK_DIALECTS]
+    return [Voice("espeak", f"{d}+{v}" if v else d) for v in variants for d in dialects]
 
 
-def mbrola_voices() -> list[Voice]:
-    """MBROLA French voices whose binary, database and espeak-ng voice file are installed."""
+def mbrola_voices(names: tuple[str, ...] | None = None) -> list[Voice]:
+    """MBROLA voices (the active keyword set's) whose binary, database and espeak-ng voice file are installed."""
     data = espeak_data_dir()
     if data is None or shutil.which("mbrola") is None:
         return []
-    return [Voice("mbrola", v) for v in MBROLA_VOICES
+    names = _set_value("mbrola_voices", MBROLA_VOICES) if names is None else names
+    return [Voice("mbrola", v) for v in names
             if (MBROLA_DIR / v / v).is_file() and (data / "voices" / "mb" / f"mb-{v}").is_file()]
+
+
+def _set_value(attr: str, default):
+    """A synthesis setting of the active keyword set (spotter.config.KEYWORD_SET), default when it has none."""
+    from spotter import config
+    return getattr(config.KEYWORD_SET, attr) or default
+
+
+def language() -> str:
+    """The active keyword set's espeak-ng language ('fr', 'en')."""
+    from spotter import config
+    return config.KEYWORD_SET.language
 
 
 def kokoro_installed() -> bool:
@@ -151,8 +166,9 @@ def kokoro_voices() -> list[Voice]:
     """The 5 Kokoro voices and the 50/50 blends of every pair of them."""
     if not kokoro_installed():
         return []
-    base = [Voice("kokoro", v) for v in KOKORO_VOICES]
-    blends = [kokoro_blend(a, b) for i, a in enumerate(KOKORO_VOICES) for b in KOKORO_VOICES[i + 1:]]
+    lang = language()
+    base = [Voice("kokoro", v, lang=lang) for v in KOKORO_VOICES]
+    blends = [kokoro_blend(a, b, lang=lang) for i, a in enumerate(KOKORO_VOICES) for b in KOKORO_VOICES[i + 1:]]
     return base + blends
 
 
