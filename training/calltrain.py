@@ -277,6 +277,34 @@ def embed_calls(groups, noise_files, seed: int, snr_db=(5.0, 20.0), kinds=("wide
     return out
 
 
+def embed_recordings(dirs: list, noise_files, seed: int, copies: int = 8) -> CallSet:
+    """Real recordings DIR/<keyword>/*.wav|flac (the console's recording layout) as training calls: each clip
+    (keyword span: its energetic part) between a 0.6 s lead and a 1 s tail at a -70 dBFS floor, as recorded and
+    through `copies - 1` drawn channels (wideband / telephone, real noise 0-30 dB)."""
+    from spotter.model import KeywordHead, KeywordModel
+    from .realeval import keyword_recordings, load_clip, speech_span
+    model = KeywordModel(head=KeywordHead()).eval()
+    channel = C.Channel(list(noise_files), seed, (0.0, 30.0))
+    rng = np.random.default_rng([seed, 3])
+    lead, tail = 0.6, 1.0
+    cs = CallSet()
+    for d in dirs:
+        for kw, path in keyword_recordings(Path(d)):
+            audio = load_clip(path)
+            a, b = speech_span(audio)
+            floor = lambda s: rng.normal(0, 10 ** (-70 / 20), int(s * C.SR)).astype(np.float32)
+            x = np.concatenate([floor(lead), audio, floor(tail)])
+            base = C.Call(x, [(kw, lead + a, lead + b)], [(lead, lead + audio.size / C.SR)], str(path), "real",
+                          "clean")
+            for i in range(copies):
+                call = base if i == 0 else channel(base, ("wide", "tel")[i % 2], rng)
+                emb = C.stream_embeddings(model, call.audio)
+                labels = C.step_labels(len(emb) - config.HEAD_FRAMES + 1, call.notes, call.speech)
+                cs.add(emb, labels, call.notes, {"voice": str(path), "engine": "real", "channel": call.channel,
+                                                 "service": config.KEYWORD_SERVICE.get(kw), "split": "train"})
+    return cs
+
+
 # --- training ----------------------------------------------------------------------------------------------
 def windows(cs: CallSet, max_negatives: int, rng: np.random.Generator, extra: list | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -445,8 +473,13 @@ def evaluate_head(head, kw: CallSet, neg: CallSet, thresholds: dict, smoothing: 
                   title: str = "") -> dict:
     """All figures of one model on one evaluation: recall at its calibrated thresholds, recall at 0.5 and 1 FA/h
     (common threshold swept on the negatives), per keyword / engine / channel, clip and service accuracy, DET."""
-    kw_posts = [call_posteriors(head, e) for e in kw.emb]
-    neg_posts = [call_posteriors(head, e) for e in neg.emb]
+    return evaluate_posteriors([call_posteriors(head, e) for e in kw.emb], [call_posteriors(head, e) for e in neg.emb],
+                               kw, neg, thresholds, smoothing, out_dir, title)
+
+
+def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray], kw: CallSet, neg: CallSet,
+                        thresholds: dict, smoothing: int, out_dir: Path | None = None, title: str = "") -> dict:
+    """evaluate_head on posteriors already computed (any scorer: a head, or another engine's model)."""
     hours = neg.hours()
     out = {"negative_hours": round(hours, 2), "keyword_occurrences": sum(len(n) for n in kw.notes),
            "keyword_calls": len(kw.emb), "smoothing_steps": smoothing}
@@ -612,6 +645,17 @@ def run_calls(recipe: dict, folds: bool = True, final: bool = True) -> dict:
                                 {"train": real["noise_train"], "eval": real["noise_eval"]},
                                 rebuild=bool(recipe.get("_rebuild")))
     log.info("call sets: %s", {k: v["hours"] for k, v in info["sets"].items()})
+    recordings = [_resolve(d) for d in recipe.get("data", {}).get("recordings", [])]
+    if recordings:                         # real recordings join the training calls (the retraining use case)
+        t0 = time.time()
+        rec = embed_recordings(recordings, real["noise_train"], plan.seed,
+                               copies=int(recipe.get("train", {}).get("recording_copies", 8)))
+        sets["train"] = _concat(sets["train"], rec)
+        clean = [n[0][0] for n, m in zip(rec.notes, rec.meta) if m["channel"] == "clean"]
+        info = {**info, "recordings": {"folders": [str(d) for d in recordings],
+                                       "clips": {k: clean.count(k) for k in config.KEYWORDS},
+                                       "embed_s": round(time.time() - t0, 1)}}
+        folds = False                      # leave-one-engine-out figures are about synthetic engines
     tr = recipe.get("train", {})
     budget = recipe.get("calibrate", {}).get("budget_fa_per_hour", 0.5)
     seed = plan.seed

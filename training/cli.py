@@ -25,9 +25,9 @@ def cmd_train(args) -> int:
         recipe["train"]["init"] = args.init
     if "calls" in recipe:                  # keywords inside whole sentences (training/calltrain.py)
         from .calltrain import train_from_calls
-        if args.recordings or args.init or args.calibrate_only:
+        if args.init or args.calibrate_only:
             from spotter.errors import SpotterError
-            raise SpotterError(f"{args.config}: --recordings, --init and --calibrate-only work with clip recipes "
+            raise SpotterError(f"{args.config}: --init and --calibrate-only work with clip recipes "
                                "(training/configs/default.toml), not with a [calls] recipe yet")
         train_from_calls(recipe, folds=not args.no_folds)
         return 0
@@ -49,13 +49,27 @@ def cmd_evaluate(args) -> int:
         from pathlib import Path
         from spotter.model import default_model_path, load_model
         from .calltrain import evaluate_stored
-        from .recipe import _resolve
+        from .recipe import TRAIN_SHARE, _hash_share, _resolve
         work = _resolve(recipe.get("work_dir", "runs/calls"))
         if not (work / "calls_info.json").is_file():
             from spotter.errors import SpotterError
             raise SpotterError(f"{work}: no stored evaluation calls; run `spotter train --config {args.config}` first")
         model = load_model(args.model or default_model_path())
         out = Path(args.out) if args.out else work / "evaluation"
+        if args.real:
+            from .augment import find_noise_files
+            from .realeval import compare_on_real, table
+            data = recipe.get("data", {})
+            noise = [f for f in find_noise_files(_resolve(data.get("noise_dir", "../shared/data/noise")))
+                     if _hash_share(f) >= TRAIN_SHARE]          # the evaluation half of the noise recordings
+            res = compare_on_real(model, Path(args.real), work, _resolve(data.get("speech_dir", "../shared/data/speech")),
+                                  noise, out / "real")
+            print(table(res))
+            print(f"openWakeWord parity (max |score difference|): {res.get('openwakeword_parity_max_abs')}; "
+                  f"negatives: {res['synthetic_negative_hours']} h synthetic + {res['real_negative_files']} real files; "
+                  f"{res['seconds']} s")
+            print(f"details: {out / 'real' / 'real.json'}")
+            return 0
         res = evaluate_stored(model, work, out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "evaluation.json").write_text(json.dumps(res, ensure_ascii=False, indent=1, default=float))
@@ -111,6 +125,8 @@ def register_cli(sub) -> None:
     p.add_argument("--out", help="output folder for evaluation.json and plots (default: the recipe's work dir)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe values")
     p.add_argument("--keywords", metavar="FILE", help="keyword set TOML (default: the recipe's `keywords`)")
+    p.add_argument("--real", metavar="DIR", help="[calls] recipes: score real recordings DIR/<keyword>/*.wav|flac "
+                   "(clean and at 10 dB noise) against the run's held-out negatives, beside openWakeWord's alexa")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="export a model to ONNX (streaming step graph) for onnxruntime")
