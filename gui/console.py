@@ -286,6 +286,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
 
     def _install_model(self, model, label: str) -> None:
         self.session.install_model(model, device=self.device_combo_data())
+        self.samples.set_keywords()             # the model's keyword set is now the active one
         self._model_label = label
         self._show_call()
         self.status_model.setText(f"Modèle : {label}")

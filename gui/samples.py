@@ -38,6 +38,14 @@ class SamplesPanel(QtWidgets.QWidget):
         self.last_saved: Path | None = None
         self._build()
 
+    def set_keywords(self) -> None:
+        """Fill the keyword list from the active keyword set (the loaded model's)."""
+        self.keyword_combo.clear()
+        for kw in config.KEYWORDS:
+            service = config.KEYWORD_SERVICE.get(kw)
+            self.keyword_combo.addItem(f"{kw}  ({service})" if service else kw, kw)
+        self.keyword_combo.addItem("— non classé —", None)
+
     def _build(self) -> None:
         outer = QtWidgets.QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -46,9 +54,7 @@ class SamplesPanel(QtWidgets.QWidget):
         row = QtWidgets.QHBoxLayout()
         row.addWidget(QtWidgets.QLabel("Mot-clé :"))
         self.keyword_combo = QtWidgets.QComboBox()
-        for kw in config.KEYWORDS:
-            self.keyword_combo.addItem(f"{kw}  ({config.KEYWORD_SERVICE[kw]})", kw)
-        self.keyword_combo.addItem("— non classé —", None)
+        self.set_keywords()
         row.addWidget(self.keyword_combo, 1)
         self.folder_button = QtWidgets.QPushButton("Dossier…")
         self.folder_button.clicked.connect(self._ask_root)

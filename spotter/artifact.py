@@ -22,6 +22,21 @@ def _short(v) -> str:
     return f"{type(v).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
+def keeping_keyword_set_on_error(load):
+    """Decorator for artifact loaders: a refused artifact leaves the previously active keyword set active."""
+    import functools
+
+    @functools.wraps(load)
+    def wrapper(*args, **kwargs):
+        previous = config.KEYWORD_SET
+        try:
+            return load(*args, **kwargs)
+        except BaseException:
+            config.use_keyword_set(previous)
+            raise
+    return wrapper
+
+
 def activate_keyword_set(stored, path) -> None:
     """Make the keyword set stored in an artifact the active one (config.use_keyword_set). An artifact without a
     stored set (made before sets were data) keeps the active set; a malformed one is a SpotterError naming path."""

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from . import config
-from .artifact import (DEFAULT_MODEL, DEFAULT_ONNX_MODEL, MAX_HEAD_CHANNELS, activate_keyword_set,  # noqa: F401
+from .artifact import (DEFAULT_MODEL, DEFAULT_ONNX_MODEL, MAX_HEAD_CHANNELS,  # noqa: F401
+                       activate_keyword_set, keeping_keyword_set_on_error,
                        MAX_KEYWORD_DURATION_S, MAX_MODEL_NAME, _meta_problem, _same, _short,
                        default_model_path, default_runtime_model_path, file_sha256)
 from .errors import SpotterError
@@ -162,6 +163,7 @@ def state_dict_problem(field: str, expected: dict, got) -> str | None:
     return None
 
 
+@keeping_keyword_set_on_error
 def load_model(path: str | os.PathLike) -> KeywordModel:
     """Load and validate an artifact; any problem becomes a one-line SpotterError naming the file and the field."""
     path = Path(path)

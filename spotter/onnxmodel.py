@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config, protobuf
-from .artifact import _meta_problem, _same, _short, activate_keyword_set, file_sha256
+from .artifact import _meta_problem, _same, _short, activate_keyword_set, file_sha256, keeping_keyword_set_on_error
 from .errors import SpotterError
 from .frontend import MEL_FLOOR, MelStream
 
@@ -254,6 +254,7 @@ def session_options(threads: int | None = None):
     return opts
 
 
+@keeping_keyword_set_on_error
 def load_onnx_model(path, threads: int | None = None) -> OnnxKeywordModel:
     """Load and validate an exported model; any problem is a one-line SpotterError naming the file and field."""
     import onnxruntime as ort

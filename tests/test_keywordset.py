@@ -79,3 +79,17 @@ def test_artifact_carries_its_keyword_set(tmp_path, english):
     post = np.zeros((3, 4), np.float32)
     post[:, 2] = 1.0
     assert loaded.head.out.out_features == post.shape[1]
+
+
+def test_refused_artifact_leaves_the_active_set(tmp_path, english):
+    import torch
+    from spotter.model import KeywordModel, load_model
+    path = tmp_path / "bad.pt"
+    KeywordModel().save(path)
+    blob = torch.load(path, weights_only=True)
+    blob["detector"]["smoothing_steps"] = -1              # valid English set, refused detector section
+    torch.save(blob, path)
+    config.use_keyword_set(keywordset.default())
+    with pytest.raises(SpotterError, match="smoothing_steps"):
+        load_model(path)
+    assert config.KEYWORDS == keywordset.default().keywords
