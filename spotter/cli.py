@@ -410,17 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMAND_GROUP = "spotter.commands"
+
+
 def _extensions():
-    """Sub-commands owned by other packages (console, train, evaluate, export, bench)."""
-    regs = []
-    for mod, attr in (("gui.cli", "register_cli"), ("training.cli", "register_cli")):
-        try:
-            module = __import__(mod, fromlist=[attr])
-            regs.append(getattr(module, attr))
-        except ImportError as exc:
-            if exc.name and not exc.name.startswith(mod.split(".")[0]):
-                raise
-    return regs
+    """Sub-commands owned by other packages (console; train, evaluate, export, bench): the registry is the
+    `spotter.commands` entry-point table of pyproject.toml, so the core package imports neither gui nor training."""
+    from importlib.metadata import entry_points
+    return [ep.load() for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda ep: ep.name)]
 
 
 def main(argv=None) -> int:
