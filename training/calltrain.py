@@ -709,6 +709,15 @@ def keyword_durations(cs: CallSet) -> dict:
     return {k: round(float(np.median(v)), 3) for k, v in d.items()}
 
 
+def _display_path(p) -> str:
+    """A recipe path as a command line would name it: relative to the repository when inside it."""
+    from .recipe import REPO
+    try:
+        return str(Path(p).resolve().relative_to(REPO))
+    except ValueError:
+        return str(p)
+
+
 def _plain(x):
     """JSON round trip: artifact metadata must be plain Python data (the loader uses weights_only)."""
     return json.loads(json.dumps(x, ensure_ascii=False, default=float))
@@ -728,6 +737,7 @@ def train_from_calls(recipe: dict, folds: bool = True) -> Path:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
         "recipe": {k: v for k, v in recipe.items() if not k.startswith("_")},
+        "config": _display_path(recipe.get("_path", "training/configs/calls.toml")),
         "keyword_durations_s": keyword_durations(CallSet.load(work / "calls_train.npz")),
         "calls_report": {k: v for k, v in report.items()},
     }))

@@ -126,18 +126,20 @@ def calls_card(model) -> str:
     sets = info.get("sets", {})
     lines = [f"# Model card: {m.get('name', model.name)}", "",
              f"Trained {m.get('created', '?')} from commit `{m.get('git_commit', '?')}` with "
-             f"`spotter train --config training/configs/calls.toml` on the 2-core CPU machine: whole run "
+             f"`spotter train --config {m.get('config', 'training/configs/calls.toml')}` on the 2-core CPU machine: whole run "
              f"{t.get('total', '?')} s (synthesis {t.get('synthesis', '?')} s, 0 with a warm sentence cache; "
              f"calls and embeddings {t.get('calls_and_embeddings', '?')} s; the rest is the leave-one-engine-out "
              f"folds, the final head, calibration and evaluation).", "",
              "## What it is",
              "Google's speech_embedding CNN (openwakeword 0.5.1, frozen) over a 32-band log-mel front end; a small "
-             "temporal CNN head over the last 16 embeddings (1.98 s) gives 14 classes: the 12 keywords, `other` "
-             "speech and `noise`. The head is trained on every 80 ms window of synthetic *calls*: caller sentences "
+             f"temporal CNN head over the last 16 embeddings (1.98 s) gives {len(config.LABELS)} classes: the "
+             f"{len(config.KEYWORDS)} keywords of the set `{config.KEYWORD_SET.name}` ({', '.join(config.KEYWORDS)}), "
+             "`other` speech and `noise`. The head is trained on every 80 ms window of synthetic *calls*: caller sentences "
              "synthesised whole, with the keyword at the start, middle or end, its time span taken from the "
              "synthesiser (libespeak-ng word events, MBROLA .pho durations, Kokoro's predicted durations). A window "
              "is labelled with the keyword when it ends 0.04-0.40 s after the keyword's end.", "",
-             "## Data (all synthetic: no real person's voice)", "",
+             "## Data (synthetic voices" + (", plus real recordings" if info.get("recordings") else
+                                              ": no real person's voice") + ")", "",
              f"Distinct speakers: train {len(spk.get('train', []))}, validation {len(spk.get('val', []))}, "
              f"held-out test {len(spk.get('test', []))} (a speaker is an engine voice; espeak dialects of one "
              f"variant count as one speaker; Kokoro random style mixtures count as new speakers). Every sentence is "
@@ -147,6 +149,9 @@ def calls_card(model) -> str:
                  for k, v in sets.items()) + ". Training calls are heard through "
              f"{m.get('recipe', {}).get('calls', {}).get('train_copies', 2)} drawn channels each (wideband or "
              f"telephone with G.711/GSM codecs, real noise at 0-30 dB, rooms).", "",
+             *([f"Real recordings added to the training calls (clips per keyword): "
+                f"{info['recordings'].get('clips')}, from {info['recordings'].get('folders')}; each as recorded and "
+                f"through drawn channels.", ""] if info.get("recordings") else []),
              "## Thresholds (calibrated on validation voices' calls)",
              f"Smoothing over {model.detector.smoothing_steps} steps; budget "
              f"{m.get('recipe', {}).get('calibrate', {}).get('budget_fa_per_hour', 0.5)} FA/h; on validation: "
@@ -180,7 +185,8 @@ def calls_card(model) -> str:
     lines += ["", "## What these figures can and cannot say",
               "They measure keywords said inside running sentences by synthetic voices, and by a whole synthesis "
               "engine, that training never heard, through simulated telephone channels and real noise. They do not "
-              "measure real callers: no recording of a real person saying these keywords exists here. The "
+              "measure real people: where real recordings of the keywords exist, `spotter evaluate --real DIR` "
+              "does (no recording of a real person saying the French keywords exists here). The "
               "negatives are synthetic running speech; real conversations (laughter, crosstalk, hesitations) may "
               "raise the false-alarm rate.", ""]
     return "\n".join(lines)
