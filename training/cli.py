@@ -65,7 +65,7 @@ def cmd_evaluate(args) -> int:
             res = compare_on_real(model, Path(args.real), work, _resolve(data.get("speech_dir", "../shared/data/speech")),
                                   noise, out / "real")
             print(table(res))
-            print(f"openWakeWord parity (max |score difference|): {res.get('openwakeword_parity_max_abs')}; "
+            print(f"openWakeWord on our features vs its own Model.predict: {res.get('openwakeword_parity')}; "
                   f"negatives: {res['synthetic_negative_hours']} h synthetic + {res['real_negative_files']} real files; "
                   f"{res['seconds']} s")
             print(f"details: {out / 'real' / 'real.json'}")
