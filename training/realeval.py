@@ -167,10 +167,12 @@ def _row(res: dict) -> dict:
 
 
 def real_speech_files(speech_dir: Path, exclude: Path) -> list[Path]:
-    """Real non-keyword speech: every audio file under speech_dir outside the keyword recordings."""
+    """Real non-keyword speech: every audio file under speech_dir that is not a keyword recording, i.e. neither
+    inside `exclude` (nor a link to a file there) nor in a folder named after a keyword (`.../alexa/*.flac`)."""
     ex = Path(exclude).resolve()
+    names = {n.lower() for k in config.KEYWORDS for n in (k, config.KEYWORD_ASCII[k])}
     return sorted(f for f in Path(speech_dir).rglob("*") if f.suffix.lower() in AUDIO_EXT
-                  and ex not in f.resolve().parents)
+                  and ex not in f.resolve().parents and not names & {p.name.lower() for p in f.parents})
 
 
 def compare_on_real(model, root: Path, work: Path, speech_dir: Path, noise_files: list[Path],
