@@ -94,3 +94,16 @@ def test_recordings_folder_errors_name_the_folder(tmp_path, restore_set):
     (tmp_path / "alexa").mkdir()
     with pytest.raises(SpotterError, match="no recordings of alexa, computer"):
         keyword_recordings(tmp_path)
+
+
+def test_real_negatives_never_include_keyword_recordings(tmp_path, restore_set):
+    from spotter.audio import write_wav
+    from training.realeval import real_speech_files
+    config.use_keyword_set(keywordset.load(EN))
+    tone = np.sin(np.arange(8000) / 5).astype(np.float32) * 0.1
+    for rel in ("speech/real_kws/alexa/1.flac", "speech/real_kws/computer/2.wav", "speech/people_en/a.wav",
+                "held/alexa/1.wav"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_wav(tmp_path / rel, tone)
+    found = real_speech_files(tmp_path / "speech", tmp_path / "held")
+    assert [f.relative_to(tmp_path).as_posix() for f in found] == ["speech/people_en/a.wav"]
