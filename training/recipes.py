@@ -21,6 +21,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
+from spotter.artifact import _short
 from spotter.errors import SpotterError
 
 REPO = Path(__file__).resolve().parent.parent      # the source tree, when this is a checkout (display only)
@@ -368,11 +369,6 @@ def _absolute(p, base: Path):
         return tuple(_absolute(x, base) for x in p)
     p = Path(p)
     return p if p.is_absolute() else (base / p).resolve()
-
-
-def _short(v) -> str:
-    text = " ".join(repr(v).split())
-    return f"{type(v).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
 # --- as plain data --------------------------------------------------------------------------------------------
