@@ -90,11 +90,12 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _models_dir() -> Path:
-    """models/ of the source tree (a checkout or an editable install), else the copy a plain `pip install .`
-    puts in the package (spotter/models: the ONNX export and its card; the torch artifact is not installed)."""
+    """The copy a plain `pip install .` puts in the package (spotter/models, package data: the ONNX export and its
+    card; the torch artifact is not installed), else models/ of the source tree (a checkout or an editable
+    install). An installed package never looks outside itself (site-packages/models is not ours)."""
     here = Path(__file__).resolve().parent
-    tree = here.parent / "models"
-    return tree if (tree / "default.onnx").is_file() or (tree / "default.pt").is_file() else here / "models"
+    packaged = here / "models"
+    return packaged if (packaged / "default.onnx").is_file() else here.parent / "models"
 
 
 MODELS_DIR = _models_dir()

@@ -12,6 +12,7 @@ Needs the recipe's run (`spotter train --config ...`) first: its stored calls ar
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -45,15 +46,14 @@ def main(argv=None) -> int:
     import torch
     from spotter import config
     from spotter.model import load_model
-    from training.augment import find_noise_files
     from training.calltrain import train_from_calls
     from training.realeval import compare_on_real, keyword_recordings
-    from training.recipe import TRAIN_SHARE, _hash_share, _resolve, load_recipe, use_recipe_keywords
+    from training.recipe import load_recipe, real_audio_files, use_recipe_keywords
     torch.set_num_threads(1)
 
     recipe = load_recipe(args.config)
     use_recipe_keywords(recipe)
-    work = _resolve(recipe["work_dir"])
+    work = recipe.work_dir
     out = Path(args.out) if args.out else work / "recordings_curve"
     out.mkdir(parents=True, exist_ok=True)
     clips = keyword_recordings(Path(args.real))
@@ -64,22 +64,20 @@ def main(argv=None) -> int:
         pool += mine[:half]
         held += mine[half:]
     held_dir = _link_set(out / "held_back", held)
-    data = recipe.get("data", {})
-    noise = [f for f in find_noise_files(_resolve(data.get("noise_dir", "../shared/data/noise")))
-             if _hash_share(f) >= TRAIN_SHARE]
-    speech_dir = _resolve(data.get("speech_dir", "../shared/data/speech"))
+    noise = real_audio_files(recipe.data)["noise_eval"]      # the evaluation half of the noise recordings
+    speech_dir = recipe.data.speech_dir
 
     rows = []
     for n in [0] + sorted(args.n):
         if n == 0:
-            model_path, seconds = _resolve(recipe["out"]), None
+            model_path, seconds = recipe.out, None
         else:
             train = [c for kw in config.KEYWORDS for c in [c for c in pool if c[0] == kw][:n]]
             rec_dir = _link_set(out / f"train_n{n}", train)
-            r = json.loads(json.dumps(recipe))
-            r["data"]["recordings"] = [str(rec_dir)]
-            r["out"] = str(out / f"n{n}.pt")
-            r["name"] = f"{recipe['name']}+{n}rec"
+            r = copy.deepcopy(recipe)
+            r.data.recordings = (rec_dir.absolute(),)
+            r.out = (out / f"n{n}.pt").absolute()
+            r.name = f"{recipe.name}+{n}rec"
             t0 = time.time()
             model_path = train_from_calls(r, folds=False)
             seconds = round(time.time() - t0, 1)

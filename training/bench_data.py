@@ -265,13 +265,12 @@ def bench_voices(model, size: BenchSize = FULL) -> tuple[list[Voice], str]:
     if voices:
         source = f"model meta: {len(voices)} of its {len(keys)} held-out test voices are installed"
     else:
-        from .recipe import load_recipe
+        from .recipes import load_recipe
         recipe = load_recipe(DEFAULT_RECIPE)
-        s = recipe["synth"]
-        splits = split_voices(list(installed.values()), s.get("val_fraction", 0.15), s.get("test_fraction", 0.2),
-                              int(recipe.get("seed", 0)))
+        splits = split_voices(list(installed.values()), recipe.synth.val_fraction, recipe.synth.test_fraction,
+                              recipe.seed)
         voices = [v for v in installed.values() if splits.get(v.key) == "test"]
-        source = (f"test split of split_voices(seed={recipe.get('seed', 0)}) over the installed engines "
+        source = (f"test split of split_voices(seed={recipe.seed}) over the installed engines "
                   f"(the model records no held-out voices)")
     voices = [v for v in voices if size.engine_caps.get(v.engine, 1) > 0]
     voices.sort(key=lambda v: (ENGINE_COST.get(v.engine, 1), v.key) if size.max_voices else v.key)

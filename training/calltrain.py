@@ -32,6 +32,7 @@ from spotter import config
 from spotter.errors import SpotterError
 
 from . import calls as C
+from .recipes import CallPlan, CallsRecipe, CallsTrainSection, display_path, recipe_meta
 from .sentences import keyword_sentence, negative_sentence
 from .voices import Voice, available_voices, kokoro_blend, language, split_voices
 
@@ -40,24 +41,6 @@ IGNORE = C.IGNORE
 
 
 # --- plan ---------------------------------------------------------------------------------------------------
-@dataclass
-class CallPlan:
-    """Sizes of one run (the TOML [calls] section)."""
-    engines: tuple[str, ...] = ("espeak", "mbrola", "kokoro")
-    kw_sentences: dict = field(default_factory=lambda: {"espeak": 3, "mbrola": 14, "kokoro": 5})   # per kw, voice
-    neg_sentences: dict = field(default_factory=lambda: {"espeak": 40, "mbrola": 150, "kokoro": 40})  # per voice
-    eval_kw_sentences: dict = field(default_factory=lambda: {"espeak": 1, "mbrola": 4, "kokoro": 2})  # per kw, voice
-    eval_negative_hours: float = 5.0
-    kokoro_eval_negatives: int = 20
-    espeak_generated_speakers: int = 0     # drawn espeak-ng variants (training/speakers.py): new speakers
-    cache_dir: str = "cache/sentences"
-    kokoro_random_blends: int = 8          # extra Kokoro speakers: random mixtures of the training styles
-    max_voices_per_engine: int = 0         # small runs: at most this many voices per engine and split
-    sentences_per_call: tuple[int, int] = (3, 7)
-    train_copies: int = 2                  # channels drawn per training call
-    seed: int = 0
-
-
 def _draw_controls(rng: random.Random, engine: str) -> dict:
     if engine == "kokoro":
         return {"speed": rng.uniform(0.85, 1.2), "pitch": rng.randint(30, 70), "tract": rng.uniform(0.94, 1.06)}
@@ -75,9 +58,8 @@ def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
     splits = split_voices(voices, 0.15, 0.15, plan.seed)
     if plan.espeak_generated_speakers and any(v.engine == "espeak" for v in voices):
         # drawn speakers are split on their own, so adding them leaves every other voice's split unchanged
-        from .recipe import _resolve
         from .speakers import generated_voices, install_speakers
-        names = install_speakers(plan.espeak_generated_speakers, plan.seed, _resolve(plan.cache_dir) / "espeak-data")
+        names = install_speakers(plan.espeak_generated_speakers, plan.seed, Path(plan.cache_dir) / "espeak-data")
         generated = generated_voices(names, plan.seed)
         voices += generated
         splits.update(split_voices(generated, 0.15, 0.15, plan.seed + 1))
@@ -358,28 +340,27 @@ def mine_hard_negatives(head, cs: CallSet, top: int, floor: float = 0.2, share: 
     return [(c, j) for _, c, j in found[:top]]
 
 
-def train_fold(train: CallSet, val: CallSet, cfg: dict, seed: int) -> tuple[torch.nn.Module, dict]:
+def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int) -> tuple[torch.nn.Module, dict]:
+    """A head trained on `train`'s windows (early stopping on `val`'s), then on its hard negatives (cfg.mining_*)."""
     from spotter.model import KeywordHead
     from .train import train_head
     rng = np.random.default_rng(seed)
-    xtr, ytr = windows(train, cfg.get("negative_windows", 200000), rng)
-    xva, yva = windows(val, cfg.get("val_negative_windows", 30000), rng)
+    xtr, ytr = windows(train, cfg.negative_windows, rng)
+    xva, yva = windows(val, cfg.val_negative_windows, rng)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
-    head, hist = train_head(KeywordHead(), (xtr, ytr), (xva, yva), epochs=cfg.get("epochs", 20),
-                            batch=cfg.get("batch", 512), lr=cfg.get("lr", 2e-3), patience=cfg.get("patience", 4),
-                            seed=seed)
+    head, hist = train_head(KeywordHead(), (xtr, ytr), (xva, yva), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
+                            patience=cfg.patience, seed=seed)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
-    if cfg.get("mining_windows", 0):
-        hard = mine_hard_negatives(head, train, cfg["mining_windows"], share=cfg.get("mining_share", 1.0), seed=seed)
+    if cfg.mining_windows:
+        hard = mine_hard_negatives(head, train, cfg.mining_windows, share=cfg.mining_share, seed=seed)
         if hard:
             hx = np.stack([train.emb[c][j:j + config.HEAD_FRAMES] for c, j in hard])
             hy = np.array([train.labels[c][j] for c, j in hard], np.int64)
-            reps = cfg.get("mining_repeats", 3)
+            reps = cfg.mining_repeats
             xtr = torch.cat([xtr] + [torch.from_numpy(hx)] * reps)
             ytr = torch.cat([ytr] + [torch.from_numpy(hy)] * reps)
-            head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.get("mining_epochs", 6),
-                                     batch=cfg.get("batch", 512), lr=cfg.get("lr", 2e-3) / 3,
-                                     patience=cfg.get("patience", 4), seed=seed + 1)
+            head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.mining_epochs, batch=cfg.batch,
+                                     lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1)
             info.update(mined=len(hard), history_mining=hist2)
     return head, info
 
@@ -627,37 +608,34 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
     return merged, info
 
 
-def run_calls(recipe: dict, folds: bool = True, final: bool = True) -> dict:
-    """The whole recipe: call sets, leave-one-engine-out folds, the shipped model (all engines), report."""
+def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebuild: bool = False) -> dict:
+    """The whole recipe: call sets, leave-one-engine-out folds, the shipped model (all engines), report. With
+    rebuild, the call sets stored in the work dir are made again (build_callsets)."""
     from spotter.model import KeywordModel, KeywordHead
-    from .recipe import _resolve, real_audio_files
+    from .recipe import real_audio_files
     # one thread: the head is small, and OpenMP threads spinning on a busy 2-core machine are many times slower
     torch.set_num_threads(1)
     t_start = time.time()
-    c = recipe.get("calls", {})
-    plan = CallPlan(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in c.items()
-                       if k in CallPlan.__dataclass_fields__})
-    work = _resolve(recipe.get("work_dir", "runs/default"))
+    plan = recipe.calls
+    work = recipe.work_dir
     work.mkdir(parents=True, exist_ok=True)
-    real = real_audio_files(recipe)
+    real = real_audio_files(recipe.data)
     model = KeywordModel(head=KeywordHead())
-    sets, info = build_callsets(plan, _resolve(plan.cache_dir), work,
-                                {"train": real["noise_train"], "eval": real["noise_eval"]},
-                                rebuild=bool(recipe.get("_rebuild")))
+    sets, info = build_callsets(plan, plan.cache_dir, work, {"train": real["noise_train"], "eval": real["noise_eval"]},
+                                rebuild=rebuild)
     log.info("call sets: %s", {k: v["hours"] for k, v in info["sets"].items()})
-    recordings = [_resolve(d) for d in recipe.get("data", {}).get("recordings", [])]
+    recordings = list(recipe.data.recordings)
     if recordings:                         # real recordings join the training calls (the retraining use case)
         t0 = time.time()
-        rec = embed_recordings(recordings, real["noise_train"], plan.seed,
-                               copies=int(recipe.get("train", {}).get("recording_copies", 8)))
+        rec = embed_recordings(recordings, real["noise_train"], plan.seed, copies=recipe.train.recording_copies)
         sets["train"] = _concat(sets["train"], rec)
         clean = [n[0][0] for n, m in zip(rec.notes, rec.meta) if m["channel"] == "clean"]
         info = {**info, "recordings": {"folders": [str(d) for d in recordings],
                                        "clips": {k: clean.count(k) for k in config.KEYWORDS},
                                        "embed_s": round(time.time() - t0, 1)}}
         folds = False                      # leave-one-engine-out figures are about synthetic engines
-    tr = recipe.get("train", {})
-    budget = recipe.get("calibrate", {}).get("budget_fa_per_hour", 0.5)
+    tr = recipe.train
+    budget = recipe.calibrate.budget_fa_per_hour
     seed = plan.seed
     report = {"info": info, "folds": {}}
     engines = sorted({m["engine"] for m in sets["train"].meta})
@@ -709,41 +687,31 @@ def keyword_durations(cs: CallSet) -> dict:
     return {k: round(float(np.median(v)), 3) for k, v in d.items()}
 
 
-def _display_path(p) -> str:
-    """A recipe path as a command line would name it: relative to the repository when inside it."""
-    from .recipe import REPO
-    try:
-        return str(Path(p).resolve().relative_to(REPO))
-    except ValueError:
-        return str(p)
-
-
 def _plain(x):
     """JSON round trip: artifact metadata must be plain Python data (the loader uses weights_only)."""
     return json.loads(json.dumps(x, ensure_ascii=False, default=float))
 
 
-def train_from_calls(recipe: dict, folds: bool = True) -> Path:
-    """`spotter train` for a recipe with a [calls] section: run, save the artifact and its model card."""
+def train_from_calls(recipe: CallsRecipe, folds: bool = True) -> Path:
+    """`spotter train` for a recipe with a [calls] section: run, save the artifact (recipe.out) and its model card."""
     from datetime import datetime, timezone
-    from .recipe import _git_commit, _resolve
+    from .recipe import _git_commit
     from .card import calls_card
     t0 = time.time()
     out = run_calls(recipe, folds=folds)
     model, report = out["model"], out["report"]
-    work = _resolve(recipe.get("work_dir", "runs/default"))
     model.meta.update(_plain({
-        "name": recipe.get("name", "model"),
+        "name": recipe.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
-        "recipe": {k: v for k, v in recipe.items() if not k.startswith("_")},
-        "config": _display_path(recipe.get("_path", "training/configs/calls.toml")),
-        "keyword_durations_s": keyword_durations(CallSet.load(work / "calls_train.npz")),
+        "recipe": recipe_meta(recipe),
+        "config": display_path(recipe.path) if recipe.path else "training/configs/calls.toml",
+        "keyword_durations_s": keyword_durations(CallSet.load(recipe.work_dir / "calls_train.npz")),
         "calls_report": {k: v for k, v in report.items()},
     }))
     model.meta["calls_report"]["timings_s"]["total"] = round(time.time() - t0, 1)
     model.name = model.meta["name"]
-    path = _resolve(recipe.get("out", "models/model.pt"))
+    path = recipe.out
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     path.with_suffix(".md").write_text(calls_card(model), encoding="utf-8")

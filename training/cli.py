@@ -3,34 +3,42 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
 
 
+def _command_line_paths(recipe, args) -> None:
+    """--recordings, --out and --init into the recipe; like every command-line path, relative to the working
+    directory (paths inside the recipe are relative to its file)."""
+    if args.recordings:
+        recipe.data.recordings += tuple(Path(d).absolute() for d in args.recordings)
+    if args.out:
+        recipe.out = Path(args.out).absolute()
+    if args.init:
+        recipe.train.init = Path(args.init).absolute()
+
+
 def cmd_train(args) -> int:
+    from spotter.errors import SpotterError
     from .recipe import load_recipe, run_training, use_recipe_keywords
+    from .recipes import CallsRecipe
     _logging()
     recipe = load_recipe(args.config, overrides=args.set)
     ks = use_recipe_keywords(recipe, args.keywords)
-    if "calls" not in recipe and ks.frames:
-        from spotter.errors import SpotterError
-        raise SpotterError(f"{args.config}: keyword set {ks.name!r} needs a [calls] recipe (clip recipes are French only)")
-    if args.recordings:
-        recipe["data"]["recordings"] = list(recipe["data"].get("recordings", [])) + list(args.recordings)
-    if args.out:
-        recipe["out"] = args.out
-    if args.init:
-        recipe["train"]["init"] = args.init
-    if "calls" in recipe:                  # keywords inside whole sentences (training/calltrain.py)
-        from .calltrain import train_from_calls
+    if isinstance(recipe, CallsRecipe):    # keywords inside whole sentences (training/calltrain.py)
         if args.init or args.calibrate_only:
-            from spotter.errors import SpotterError
             raise SpotterError(f"{args.config}: --init and --calibrate-only work with clip recipes "
                                "(training/configs/default.toml), not with a [calls] recipe yet")
+        from .calltrain import train_from_calls
+        _command_line_paths(recipe, args)
         train_from_calls(recipe, folds=not args.no_folds)
         return 0
+    if ks.frames:
+        raise SpotterError(f"{args.config}: keyword set {ks.name!r} needs a [calls] recipe (clip recipes are French only)")
+    _command_line_paths(recipe, args)
     if args.calibrate_only:
         from .recipe import recalibrate
         recalibrate(recipe, args.calibrate_only, out=args.out)
@@ -41,29 +49,25 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .recipe import load_recipe, run_evaluation, use_recipe_keywords
+    from .recipes import CallsRecipe
     _logging()
     recipe = load_recipe(args.config, overrides=args.set)
     use_recipe_keywords(recipe, args.keywords)
-    if "calls" in recipe:
+    if isinstance(recipe, CallsRecipe):
         import json
-        from pathlib import Path
         from spotter.model import default_model_path, load_model
         from .calltrain import evaluate_stored
-        from .recipe import TRAIN_SHARE, _hash_share, _resolve
-        work = _resolve(recipe.get("work_dir", "runs/calls"))
+        from .recipe import real_audio_files
+        work = recipe.work_dir
         if not (work / "calls_info.json").is_file():
             from spotter.errors import SpotterError
             raise SpotterError(f"{work}: no stored evaluation calls; run `spotter train --config {args.config}` first")
         model = load_model(args.model or default_model_path())
         out = Path(args.out) if args.out else work / "evaluation"
         if args.real:
-            from .augment import find_noise_files
             from .realeval import compare_on_real, table
-            data = recipe.get("data", {})
-            noise = [f for f in find_noise_files(_resolve(data.get("noise_dir", "../shared/data/noise")))
-                     if _hash_share(f) >= TRAIN_SHARE]          # the evaluation half of the noise recordings
-            res = compare_on_real(model, Path(args.real), work, _resolve(data.get("speech_dir", "../shared/data/speech")),
-                                  noise, out / "real")
+            noise = real_audio_files(recipe.data)["noise_eval"]     # the evaluation half of the noise recordings
+            res = compare_on_real(model, Path(args.real), work, recipe.data.speech_dir, noise, out / "real")
             print(table(res))
             print(f"openWakeWord on our features vs its own Model.predict: {res.get('openwakeword_parity')}; "
                   f"negatives: {res['synthetic_negative_hours']} h synthetic + {res['real_negative_files']} real files; "
@@ -110,7 +114,8 @@ def register_cli(sub) -> None:
     p.add_argument("--init", metavar="MODEL", help="start from this model artifact's head (retraining)")
     p.add_argument("--out", metavar="PATH", help="output artifact (default: the recipe's `out`)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override recipe values, e.g. train.epochs=5")
+                   help="override recipe values, e.g. train.epochs=5 (paths in the recipe are relative to its file, "
+                        "paths on the command line to the working directory)")
     p.add_argument("--keywords", metavar="FILE",
                    help="keyword set TOML (default: the recipe's `keywords`, else spotter/keywordsets/fr_emergency.toml)")
     p.add_argument("--no-folds", action="store_true",

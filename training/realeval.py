@@ -166,16 +166,19 @@ def _row(res: dict) -> dict:
             "keyword_clips": res["keyword_occurrences"]}
 
 
-def real_speech_files(speech_dir: Path, exclude: Path) -> list[Path]:
+def real_speech_files(speech_dir: Path | None, exclude: Path) -> list[Path]:
     """Real non-keyword speech: every audio file under speech_dir that is not a keyword recording, i.e. neither
-    inside `exclude` (nor a link to a file there) nor in a folder named after a keyword (`.../alexa/*.flac`)."""
+    inside `exclude` (nor a link to a file there) nor in a folder named after a keyword (`.../alexa/*.flac`);
+    none when the recipe sets no speech_dir."""
+    if speech_dir is None:
+        return []
     ex = Path(exclude).resolve()
     names = {n.lower() for k in config.KEYWORDS for n in (k, config.KEYWORD_ASCII[k])}
     return sorted(f for f in Path(speech_dir).rglob("*") if f.suffix.lower() in AUDIO_EXT
                   and ex not in f.resolve().parents and not names & {p.name.lower() for p in f.parents})
 
 
-def compare_on_real(model, root: Path, work: Path, speech_dir: Path, noise_files: list[Path],
+def compare_on_real(model, root: Path, work: Path, speech_dir: Path | None, noise_files: list[Path],
                     out_dir: Path | None = None, with_openwakeword: bool = True, seed: int = 0) -> dict:
     """Recall at 0.5 and 1 FA/h on real keyword recordings, clean and at 10 dB, for the model and (alexa)
     openWakeWord; negatives as in the module doc."""

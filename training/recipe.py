@@ -1,20 +1,18 @@
-"""The training recipe: TOML config -> synthesized/recorded clips -> augmented windows -> embeddings -> head
--> calibrated thresholds -> artifact + evaluation on held-out voices + model card.
+"""The clip recipe run: TOML recipe (training/recipes.py) -> synthesized/recorded clips -> augmented windows
+-> embeddings -> head -> calibrated thresholds -> artifact + evaluation on held-out voices + model card.
 
 Data flow and splits (a voice/speaker is entirely in one split):
   train  voices' clips -> augmented training windows
   val    voices' clips -> validation windows (early stopping), negative streams and keyword streams (calibration)
   test   voices' clips -> held-out evaluation (confusion, DET, FRR at FA/h, service accuracy)
-Real audio from ../shared/data: noise and speech files are split by file name hash, TRAIN_SHARE of them for
-training backgrounds/babble, the rest for calibration/evaluation negatives only.
+Real audio from the recipe's [data] folders: noise and speech files are split by file name hash, TRAIN_SHARE of
+them for training backgrounds/babble, the rest for calibration/evaluation negatives only.
 """
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import time
-import tomllib
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,69 +25,29 @@ from spotter.audio import load_audio
 from spotter.model import KeywordHead, KeywordModel, load_model
 
 from . import dataset as ds
+from .recipes import REPO, ClipRecipe, DataSection, Recipe, load_recipe, recipe_meta  # noqa: F401 (load_recipe: API)
 from .streams import compose, stream_posteriors
 
 log = logging.getLogger("training")
-REPO = Path(__file__).resolve().parent.parent
 TRAIN_SHARE = 0.5
 SEGMENT_GAP_S = (0.15, 0.9)
 
 
 # -- recipe ----------------------------------------------------------------------------------------------
-def _coerce(value: str):
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if value.startswith("["):
-        return json.loads(value)
-    return value
-
-
-def load_recipe(path: str | Path, overrides=()) -> dict:
-    from spotter.errors import SpotterError
-    path = Path(path)
-    try:
-        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpotterError(f"{path}: recipe not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpotterError(f"{path}: invalid TOML ({exc})") from None
-    for ov in overrides or ():
-        key, _, value = ov.partition("=")
-        node = recipe
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = _coerce(value)
-    recipe["_path"] = str(path)
-    for section in ("synth", "data", "augment", "train", "calibrate", "evaluate"):
-        recipe.setdefault(section, {})
-    return recipe
-
-
-def use_recipe_keywords(recipe: dict, override: str | None = None):
-    """Activate the recipe's keyword set (its `keywords` TOML path, relative to the repository; --keywords FILE,
-    relative to the working directory, overrides it). Without either, the French default stays active."""
+def use_recipe_keywords(recipe: Recipe, override: str | None = None):
+    """Activate the recipe's keyword set (its `keywords` path; --keywords FILE, relative to the working directory,
+    overrides it) and record it in recipe.keywords. Without either, the French default stays active."""
     from spotter import config, keywordset
     if override:
-        path = Path(override)
-    elif recipe.get("keywords"):
-        path = _resolve(recipe["keywords"])
+        path = Path(override).absolute()
+    elif recipe.keywords:
+        path = recipe.keywords
     else:
         return config.KEYWORD_SET
     ks = keywordset.load(path)
     config.use_keyword_set(ks)
-    recipe["keywords"] = str(path)
+    recipe.keywords = path
     return ks
-
-
-def _resolve(p: str | Path) -> Path:
-    p = Path(p)
-    return p if p.is_absolute() else REPO / p
 
 
 def _git_commit() -> str:
@@ -105,37 +63,37 @@ def _hash_share(path: Path) -> float:
     return zlib.crc32(path.name.encode()) % 1000 / 1000
 
 
-def real_audio_files(recipe: dict) -> dict:
-    """Shared noise/speech files split into training and evaluation halves (empty when absent)."""
+def real_audio_files(data: DataSection) -> dict:
+    """The [data] noise/speech files split into training and evaluation halves (empty when a folder is not set
+    or absent)."""
     from .augment import find_noise_files
     out = {}
     for kind in ("noise", "speech"):
-        files = find_noise_files(_resolve(recipe["data"].get(f"{kind}_dir", f"../shared/data/{kind}")))
+        folder = getattr(data, f"{kind}_dir")
+        files = find_noise_files(folder) if folder else []
         out[f"{kind}_train"] = [f for f in files if _hash_share(f) < TRAIN_SHARE]
         out[f"{kind}_eval"] = [f for f in files if _hash_share(f) >= TRAIN_SHARE]
     return out
 
 
-def synthesize_clips(recipe: dict) -> tuple[list[ds.ClipRow], dict]:
+def synthesize_clips(recipe: ClipRecipe) -> tuple[list[ds.ClipRow], dict]:
     """Synthesize (cached) the recipe's clips; returns rows and a summary of voices/clips per engine and split."""
     from .synth import build_synth_plan, plan_summary, synthesize_set
     from .voices import available_voices, split_voices
-    s = recipe["synth"]
-    voices = available_voices(tuple(s.get("engines", ("espeak",))))
-    splits = split_voices(voices, s.get("val_fraction", 0.15), s.get("test_fraction", 0.2), recipe["seed"])
-    plan = build_synth_plan(voices, splits, tuple(s.get("speeds", (0.8, 0.9, 1.0, 1.15, 1.3))),
-                            tuple(s.get("pitches", (30, 40, 50, 60, 70))), s.get("n_other_texts", 40),
-                            recipe["seed"])
-    if s.get("max_voices_per_engine"):           # small recipes: a few voices per engine, every split kept
+    s = recipe.synth
+    voices = available_voices(s.engines)
+    splits = split_voices(voices, s.val_fraction, s.test_fraction, recipe.seed)
+    plan = build_synth_plan(voices, splits, s.speeds, s.pitches, s.n_other_texts, recipe.seed)
+    if s.max_voices_per_engine:                  # small recipes: a few voices per engine, every split kept
         by_group: dict = {}
         for v in sorted(voices, key=lambda v: v.key):
             if v.key in splits:
                 by_group.setdefault((v.engine, splits[v.key]), []).append(v.key)
         share = {"train": 0.6, "val": 0.2, "test": 0.2}
         allowed = {k for (engine, sp), keys in by_group.items()
-                   for k in keys[: max(1, round(s["max_voices_per_engine"] * share.get(sp, 0.2)))]}
+                   for k in keys[: max(1, round(s.max_voices_per_engine * share.get(sp, 0.2)))]}
         plan = [it for it in plan if it.voice.key in allowed]
-    cache = _resolve(s.get("cache_dir", "cache/clips"))
+    cache = s.cache_dir
     t0 = time.time()
     rows = synthesize_set(plan, cache, progress=True)
     summary = {"plan": plan_summary(plan), "synth_seconds": round(time.time() - t0, 1),
@@ -156,8 +114,8 @@ def load_backgrounds(files: list[Path], max_files: int = 400) -> list[np.ndarray
     return out
 
 
-def make_augmenter(recipe: dict, real: dict, seed: int):
-    if not recipe["augment"].get("enabled", True):
+def make_augmenter(recipe: ClipRecipe, real: dict, seed: int):
+    if not recipe.augment.enabled:
         return None
     from .augment import Augmenter
     return Augmenter(real["noise_train"] or None, real["speech_train"] or None, seed=seed)
@@ -237,53 +195,51 @@ def posteriors_of(model, streams) -> list[np.ndarray]:
 
 
 # -- the run -------------------------------------------------------------------------------------------------
-def run_training(recipe: dict) -> Path:
+def run_training(recipe: ClipRecipe) -> Path:
     from .augment import describe_augmentation, spec_augment
     from .train import finetune, seed_everything, train_head
     torch.set_num_threads(2)
-    seed = int(recipe.get("seed", 0))
+    seed = recipe.seed
     seed_everything(seed)
     t_start = time.time()
-    work = _resolve(recipe.get("work_dir", "runs/default"))
-    work.mkdir(parents=True, exist_ok=True)
-    tr = recipe["train"]
+    recipe.work_dir.mkdir(parents=True, exist_ok=True)
+    tr = recipe.train
 
     rows, synth_summary = synthesize_clips(recipe)
-    for root in recipe["data"].get("recordings", []):
-        rec = ds.recording_rows(_resolve(root))
+    for root in recipe.data.recordings:
+        rec = ds.recording_rows(root)
         log.info("recordings %s: %d files", root, len(rec))
         rows += rec
-    real = real_audio_files(recipe)
+    real = real_audio_files(recipe.data)
     log.info("clips: %d; real noise files %d/%d, real speech files %d/%d (train/eval)", len(rows),
              len(real["noise_train"]), len(real["noise_eval"]), len(real["speech_train"]), len(real["speech_eval"]))
 
     banks = {sp: ds.ClipBank([r for r in rows if r.split == sp]) for sp in ("train", "val")}
     backgrounds = load_backgrounds(real["noise_train"] + real["speech_train"])
     model = KeywordModel(head=KeywordHead())
-    if tr.get("init"):
-        base = load_model(_resolve(tr["init"]))
+    if tr.init:
+        base = load_model(tr.init)
         model.head.load_state_dict(base.head.state_dict())
-        log.info("initialised the head from %s", tr["init"])
-    sa = spec_augment if recipe["augment"].get("spec_augment", True) else None
+        log.info("initialised the head from %s", tr.init)
+    sa = spec_augment if recipe.augment.spec_augment else None
 
     t0 = time.time()
     train_speech = load_backgrounds(real["speech_train"])
     maker = ds.WindowMaker(banks["train"], backgrounds, make_augmenter(recipe, real, seed), seed, train_speech)
-    items = maker.plan(tr.get("windows_per_keyword", 1000), tr.get("negative_windows", 10000))
+    items = maker.plan(tr.windows_per_keyword, tr.negative_windows)
     xtr, ytr = ds.build_embeddings(model, maker, items, spec_augment=sa, seed=seed, progress="train windows")
     vmaker = ds.WindowMaker(banks["val"], backgrounds, make_augmenter(recipe, real, seed + 1), seed + 1,
                             train_speech)
-    vitems = vmaker.plan(tr.get("val_windows_per_keyword", 100), tr.get("val_negative_windows", 1000))
+    vitems = vmaker.plan(tr.val_windows_per_keyword, tr.val_negative_windows)
     xva, yva = ds.build_embeddings(model, vmaker, vitems, seed=seed + 1, progress="val windows")
     t_embed = time.time() - t0
 
     t0 = time.time()
-    head, history = train_head(model.head, (xtr, ytr), (xva, yva), epochs=tr.get("epochs", 40),
-                               batch=tr.get("batch", 256), lr=tr.get("lr", 2e-3), patience=tr.get("patience", 6),
-                               seed=seed)
+    head, history = train_head(model.head, (xtr, ytr), (xva, yva), epochs=tr.epochs, batch=tr.batch, lr=tr.lr,
+                               patience=tr.patience, seed=seed)
     model.head = head
-    if tr.get("finetune_blocks", 0) and tr.get("finetune_steps", 0):
-        finetune(model, maker, tr["finetune_steps"], tr["finetune_blocks"], seed=seed, spec_augment=sa)
+    if tr.finetune_blocks and tr.finetune_steps:
+        finetune(model, maker, tr.finetune_steps, tr.finetune_blocks, seed=seed, spec_augment=sa)
     t_train = time.time() - t0
 
     t0 = time.time()
@@ -291,10 +247,10 @@ def run_training(recipe: dict) -> Path:
     t_cal = time.time() - t0
 
     model.meta.update({
-        "name": recipe.get("name", "model"),
+        "name": recipe.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
-        "recipe": {k: v for k, v in recipe.items() if not k.startswith("_")},
+        "recipe": recipe_meta(recipe),
         "synthesis": synth_summary,
         "clips": {sp: {l: b.count(l) for l in config.LABELS if b.count(l)} for sp, b in banks.items()},
         "windows": {"train": len(items), "val": len(vitems)},
@@ -304,7 +260,8 @@ def run_training(recipe: dict) -> Path:
         "augmentation": describe_augmentation(),
         "timings_s": {"embed": round(t_embed, 1), "train": round(t_train, 1), "calibrate": round(t_cal, 1)},
     })
-    out = _resolve(recipe.get("out", "models/model.pt"))
+    out = recipe.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     model.name = model.meta["name"]
     model.save(out)
     log.info("saved %s", out)
@@ -312,20 +269,20 @@ def run_training(recipe: dict) -> Path:
     return out
 
 
-def calibrate(model, recipe: dict, val_bank: ds.ClipBank, real: dict, seed: int) -> dict:
+def calibrate(model, recipe: ClipRecipe, val_bank: ds.ClipBank, real: dict, seed: int) -> dict:
     """Choose the smoothing window and per-keyword thresholds on validation voices (see calibrate.py)."""
     from .calibrate import choose_thresholds, measure, sweep
-    cal = recipe["calibrate"]
-    budget = cal.get("budget_fa_per_hour", 0.5)
+    cal = recipe.calibrate
+    budget = cal.budget_fa_per_hour
     vaug = make_augmenter(recipe, real, seed + 2)
     neg, neg_info = negative_streams(val_bank, load_backgrounds(real["speech_eval"]),
                                      load_backgrounds(real["noise_eval"], max_files=60),
-                                     cal.get("negative_hours", 1.0), vaug, seed + 2)
-    pos = keyword_streams(val_bank, cal.get("positive_streams", 12), vaug, seed + 3)
+                                     cal.negative_hours, vaug, seed + 2)
+    pos = keyword_streams(val_bank, cal.positive_streams, vaug, seed + 3)
     neg_post = posteriors_of(model, neg)
     pos_post = [(stream_posteriors(model, a), notes) for a, notes, _ in pos]
     best = None
-    for smoothing in cal.get("smoothing_candidates", [model.detector.smoothing_steps]):
+    for smoothing in cal.smoothing_candidates or [model.detector.smoothing_steps]:
         model.detector.smoothing_steps = int(smoothing)
         thresholds = choose_thresholds(sweep(model, neg_post, pos_post), neg_info["hours"], budget)
         result = measure(model, thresholds, neg_post, pos_post, neg_info["hours"])
@@ -337,9 +294,9 @@ def calibrate(model, recipe: dict, val_bank: ds.ClipBank, real: dict, seed: int)
     return {"budget_fa_per_hour": budget, "negatives": neg_info, "smoothing_steps": best[0], "result": result}
 
 
-def finish(model, recipe: dict, out: Path, rows, real, t_start: float) -> None:
+def finish(model, recipe: ClipRecipe, out: Path, rows, real, t_start: float) -> None:
     """Evaluate on the test voices (unless disabled), store the figures, write artifact and model card."""
-    if recipe["evaluate"].get("enabled", True):
+    if recipe.evaluate.enabled:
         res = run_evaluation(recipe, model_path=out, model=model, rows=rows, real=real)
         model.meta["evaluation"] = res["figures"]
     model.meta.setdefault("timings_s", {})["total"] = round(time.time() - t_start, 1)
@@ -348,22 +305,23 @@ def finish(model, recipe: dict, out: Path, rows, real, t_start: float) -> None:
     log.info("done in %.1f min", (time.time() - t_start) / 60)
 
 
-def recalibrate(recipe: dict, model_path, out=None) -> Path:
-    """Re-run calibration, evaluation and the model card for an already trained model (head kept)."""
+def recalibrate(recipe: ClipRecipe, model_path, out=None) -> Path:
+    """Re-run calibration, evaluation and the model card for an already trained model (head kept). model_path
+    and out (default: model_path) are relative to the working directory."""
     t_start = time.time()
-    model = load_model(_resolve(model_path))
+    model = load_model(Path(model_path))
     rows, _ = synthesize_clips(recipe)
-    real = real_audio_files(recipe)
+    real = real_audio_files(recipe.data)
     val = ds.ClipBank([r for r in rows if r.split == "val"])
     t0 = time.time()
-    model.meta["calibration"] = calibrate(model, recipe, val, real, int(recipe.get("seed", 0)))
+    model.meta["calibration"] = calibrate(model, recipe, val, real, recipe.seed)
     model.meta.setdefault("timings_s", {})["calibrate"] = round(time.time() - t0, 1)
     model.meta["recalibrated"] = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                   "git_commit": _git_commit(),
                                   "head_trained": model.meta.get("created"),
                                   "timings_s_of_training_run": dict(model.meta.get("timings_s", {}))}
-    model.meta["recipe"]["calibrate"] = recipe["calibrate"]
-    out = _resolve(out or model_path)
+    model.meta["recipe"]["calibrate"] = recipe_meta(recipe)["calibrate"]
+    out = Path(out or model_path)
     model.save(out)
     t_train_total = model.meta["recalibrated"]["timings_s_of_training_run"].get("total")
     finish(model, recipe, out, rows, real, t_start)
@@ -374,28 +332,28 @@ def recalibrate(recipe: dict, model_path, out=None) -> Path:
     return out
 
 
-def run_evaluation(recipe: dict, model_path=None, out_dir=None, model=None, rows=None, real=None) -> dict:
+def run_evaluation(recipe: ClipRecipe, model_path=None, out_dir=None, model=None, rows=None, real=None) -> dict:
     """Evaluate on the test voices; writes evaluation.json, confusion.{png,txt}, det.png."""
     from .evaluate import evaluate
     from spotter.model import default_model_path
-    seed = int(recipe.get("seed", 0)) + 100
-    ev = recipe["evaluate"]
+    seed = recipe.seed + 100
+    ev = recipe.evaluate
     model = model or load_model(model_path or default_model_path())
     if rows is None:
         rows, _ = synthesize_clips(recipe)
-    real = real or real_audio_files(recipe)
+    real = real or real_audio_files(recipe.data)
     bank = ds.ClipBank([r for r in rows if r.split == "test"])
     backgrounds = load_backgrounds(real["noise_eval"] + real["speech_eval"])
     aug = make_augmenter(recipe, real, seed)
     maker = ds.WindowMaker(bank, backgrounds, aug, seed, load_backgrounds(real["speech_eval"]))
-    items = maker.plan(ev.get("test_windows_per_keyword", 100), ev.get("test_negative_windows", 1000))
+    items = maker.plan(ev.test_windows_per_keyword, ev.test_negative_windows)
     windows = ds.build_embeddings(model, maker, items, seed=seed, progress="test windows")
     neg, neg_info = negative_streams(bank, load_backgrounds(real["speech_eval"]),
                                      load_backgrounds(real["noise_eval"], max_files=60),
-                                     ev.get("negative_hours", 0.5), aug, seed + 1)
-    pos = keyword_streams(bank, ev.get("positive_streams", 12), aug, seed + 2)
-    calls = keyword_streams(bank, ev.get("calls", 40), aug, seed + 3, same_service=True)
-    out_dir = Path(out_dir) if out_dir else _resolve(recipe.get("work_dir", "runs/default")) / "evaluation"
+                                     ev.negative_hours, aug, seed + 1)
+    pos = keyword_streams(bank, ev.positive_streams, aug, seed + 2)
+    calls = keyword_streams(bank, ev.calls, aug, seed + 3, same_service=True)
+    out_dir = Path(out_dir) if out_dir else recipe.work_dir / "evaluation"
     res = evaluate(model, windows, posteriors_of(model, neg), neg_info["hours"],
                    [(stream_posteriors(model, a), n) for a, n, _ in pos],
                    [(stream_posteriors(model, a), n, s) for a, n, s in calls], out_dir)

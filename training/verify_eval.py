@@ -52,6 +52,12 @@ def accept_at(pos, neg, fa: float) -> float:
     return float(np.mean(np.asarray(pos) > thr))
 
 
+def calls_recipe():
+    """training/configs/calls.toml, the recipe whose sentences and noise this measurement uses."""
+    from training.recipes import load_recipe
+    return load_recipe(ROOT / "training" / "configs" / "calls.toml")
+
+
 def near_miss_owner() -> dict[str, str]:
     """Near-miss word -> the keyword it imitates (texts.NEAR_MISSES is grouped under one comment per keyword)."""
     src = (ROOT / "training" / "texts.py").read_text(encoding="utf-8")
@@ -70,12 +76,8 @@ def near_miss_owner() -> dict[str, str]:
 
 def cached_sentences(cache_dir: Path) -> list[dict]:
     """The evaluation sentences of the calls recipe that are in the cache: path, text, keyword, spans, engine."""
-    import tomllib
     from training import calltrain as CT, calls as C
-    recipe = tomllib.loads((ROOT / "training" / "configs" / "calls.toml").read_text())
-    c = recipe["calls"]
-    plan = CT.CallPlan(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in c.items()
-                          if k in CT.CallPlan.__dataclass_fields__})
+    plan = calls_recipe().calls
     voices, splits = CT.plan_voices(plan)
     jobs = CT.plan_jobs(plan, voices, splits)
     index = {}
@@ -140,11 +142,11 @@ def build_items(sents: list[dict], per_keyword: int, seed: int) -> list[dict]:
 
 def channel_audio(items: list[dict], kind: str, seed: int) -> list[np.ndarray]:
     from training.calls import Call, Channel
-    from training.recipe import _resolve, real_audio_files
+    from training.recipe import real_audio_files
     audio = [load_audio(it["s"]["path"]) for it in items]
     if kind == "clean":
         return audio
-    noise = real_audio_files({"data": {"noise_dir": str(_resolve("../shared/data/noise"))}})["noise_eval"]
+    noise = real_audio_files(calls_recipe().data)["noise_eval"]
     ch = Channel(noise, seed)
     rng = np.random.default_rng(seed)
     out = []
@@ -272,9 +274,9 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     model = load_model(DEFAULT_MODEL)
     thr = dict(model.detector.thresholds)
     cfg = replace(model.detector, thresholds={k: v * factor for k, v in thr.items()})
-    from training.recipe import _resolve, real_audio_files
+    from training.recipe import real_audio_files
     from training.calls import Channel
-    ch = Channel(real_audio_files({"data": {"noise_dir": str(_resolve("../shared/data/noise"))}})["noise_eval"], seed)
+    ch = Channel(real_audio_files(calls_recipe().data)["noise_eval"], seed)
     nrng = np.random.default_rng(seed)
     cands, n_notes, seconds, n_call, t_first = [], 0, 0.0, 0, 0.0
     for voice in sorted(by_voice):
