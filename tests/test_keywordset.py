@@ -93,3 +93,14 @@ def test_refused_artifact_leaves_the_active_set(tmp_path, english):
     with pytest.raises(SpotterError, match="smoothing_steps"):
         load_model(path)
     assert config.KEYWORDS == keywordset.default().keywords
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "spotter" / "keywordsets").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_dialect_is_an_espeak_voice(path):
+    import shutil
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    from training.espeak_lib import speak
+    for dialect in keywordset.load(path).espeak_dialects:     # a name espeak-ng cannot set drops every sentence
+        audio, rate, _ = speak("un deux", dialect, 175, 50, 50)
+        assert audio.size > rate // 10, dialect

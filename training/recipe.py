@@ -25,7 +25,7 @@ from spotter.audio import load_audio
 from spotter.model import KeywordHead, KeywordModel, load_model
 
 from . import dataset as ds
-from .recipes import REPO, ClipRecipe, DataSection, Recipe, load_recipe, recipe_meta  # noqa: F401 (load_recipe: API)
+from .recipes import REPO, ClipRecipe, DataSection, Recipe, load_recipe, recipe_meta  # noqa: F401  (load_recipe: API)
 from .streams import compose, stream_posteriors
 
 log = logging.getLogger("training")
