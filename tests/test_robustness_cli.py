@@ -87,7 +87,7 @@ def _stream_until_event(proc, is_event, limit_s: float):
 
 @pytest.mark.parametrize("mode", ["realtime", "plain-json"])
 def test_events_are_printed_when_decided_and_ctrl_c_keeps_them(models, tmp_path, mode):
-    seconds = 120.0 if mode == "realtime" else 900.0           # long enough that the first event comes well before the end, even on a loaded machine
+    seconds = 120.0 if mode == "realtime" else 900.0     # long: the first event comes well before the end, even under load
     path = tmp_path / "long.wav"
     sf.write(path, noise(seconds, seed=1), config.SAMPLE_RATE, subtype="PCM_16")
     log = tmp_path / "events.jsonl"
