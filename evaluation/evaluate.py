@@ -11,7 +11,7 @@ import torch
 from spotter import config
 from spotter.detector import CallAssessment, Event
 
-from .calibrate import THRESHOLD_GRID, measure, sweep
+from training.calibrate import THRESHOLD_GRID, measure, sweep
 from .streams import detect, score_stream
 
 FA_POINTS = (0.1, 0.5, 1.0)

@@ -1,7 +1,7 @@
 """End-to-end benchmark (`spotter bench`): detection quality on synthetic calls and keyword-free hours, call-level
 service suggestions, latency, and cost side by side with openWakeWord; writes bench.json, det.png and BENCH.md.
 
-Data (training/bench_data.py, seeded, clips cached): synthetic calls by held-out voices with keywords at known
+Data (evaluation/bench_data.py, seeded, clips cached): synthetic calls by held-out voices with keywords at known
 times under channel conditions (clean, telephone GSM, telephone + background noise at 20/10/5 dB SNR), keyword-free
 synthetic streams (2.5 h in the full run, about half of it speech), and the real non-keyword speech of
 ../shared/data/speech.
@@ -48,7 +48,7 @@ from . import bench_data as bd
 from .evaluate import FA_POINTS, frr_at
 from .streams import HIT_TOLERANCE_S, score_stream, stream_posteriors
 
-log = logging.getLogger("training.bench")
+log = logging.getLogger("evaluation.bench")
 
 BENCH_VERSION = 1
 OWW_MODEL = "hey_jarvis"            # openWakeWord bundled model run side by side (one wake word model)
@@ -354,7 +354,7 @@ def openwakeword_model():
 
 def live_costs(model, onnx_path: Path, audio: np.ndarray) -> dict:
     """CPU per audio second of one live stream: torch KeywordSpotter, ONNX step + Decider, openWakeWord."""
-    from .export import OnnxStepRunner
+    from training.export import OnnxStepRunner
     torch.set_num_threads(1)
     spotter = KeywordSpotter(model)
     torch_post = []
@@ -487,7 +487,7 @@ def cold_start(kind: str, model_path: Path, onnx_path: Path | None) -> dict:
 
 def onnx_export(model_path: Path, cache: Path) -> Path:
     """The model's ONNX step graph (training.export), cached by the artifact's hash."""
-    from .export import export_onnx
+    from training.export import export_onnx
     out = cache / "onnx" / f"{file_sha256(model_path)[:16]}.onnx"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
