@@ -31,6 +31,8 @@ import torch
 from spotter import config
 from spotter.errors import SpotterError
 
+from evaluation.det import plot_det
+
 from . import calls as C
 from .recipes import CallPlan, CallsRecipe, CallsTrainSection, display_path, recipe_meta
 from .sentences import keyword_sentence, negative_sentence
@@ -503,7 +505,9 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
     out["clip"] = clip_accuracy(kw_posts, kw)
     out["service"] = service_accuracy(kw_posts + neg_posts, _concat(kw, neg), thresholds, smoothing)
     if out_dir is not None:
-        _det_plot(out["det"], Path(out_dir) / "det.png", title)
+        plot_det([(p["fa_per_hour"], 1 - (p["recall"] or 0)) for p in out["det"]], Path(out_dir) / "det.png", title,
+                 negatives="held-out running speech",
+                 ylabel="miss rate (keywords inside sentences)", budget_fa=0.5)
     return out
 
 
@@ -513,26 +517,6 @@ def _concat(a: CallSet, b: CallSet) -> CallSet:
         for e, y, n, m in zip(cs.emb, cs.labels, cs.notes, cs.meta):
             out.add(e, y, n, m)
     return out
-
-
-def _det_plot(points, path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fa = [max(p["fa_per_hour"], 0.05) for p in points]
-    frr = [1 - (p["recall"] or 0) for p in points]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(fa, frr, marker=".")
-    ax.set_xscale("log")
-    ax.set_xlabel("false alarms per hour (held-out running speech)")
-    ax.set_ylabel("miss rate (keywords inside sentences)")
-    ax.axvline(0.5, ls=":", c="grey")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2, 3, 5)) -> tuple[dict, int, dict]:
