@@ -399,14 +399,14 @@ def _init_replay(model_path: str) -> None:
 
 
 def _replay_job(path: str) -> tuple[float, float, float]:
-    from spotter.cli import replay_file
+    from spotter.replay import replay_file
     t0 = time.time()
     duration, _, _ = replay_file(_REPLAY["spotter"], path)
     return t0, time.time(), duration
 
 
 def batch_replay(model_path: Path, files: list[Path], workers: int = REPLAY_WORKERS) -> dict:
-    """`spotter replay`-style processing (spotter.cli.replay_file) of files by worker processes, 1 thread each:
+    """`spotter replay`-style processing (spotter.replay.replay_file) of files by worker processes, 1 thread each:
     audio seconds per wall second, from the first file's start to the last file's end (model loading excluded)."""
     t_all = time.perf_counter()
     with mp.get_context("spawn").Pool(workers, _init_replay, (str(model_path),)) as pool:
