@@ -103,7 +103,8 @@ def _spotter(model_path: str):
 
 def scan_one(model_path: str, file: str) -> dict:
     """One file's record (never raises for a bad file: the error is the record)."""
-    from .cli import _event_dict, _problem, _suggestion_dict, run_file
+    from .cli import _event_dict, _problem, _suggestion_dict
+    from .replay import run_file
     try:
         model, spotter = _spotter(model_path)
         t0 = time.perf_counter()

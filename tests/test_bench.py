@@ -11,8 +11,8 @@ import torch
 
 from spotter import config
 from spotter.model import KeywordModel
-from training import bench_data as bd
-from training.bench import SWEEP_GRID, fast_decisions, readme_table, run_bench, timed_decisions
+from evaluation import bench_data as bd
+from evaluation.bench import SWEEP_GRID, fast_decisions, readme_table, run_bench, timed_decisions
 from training.texts import keyword_in
 
 

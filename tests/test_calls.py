@@ -114,7 +114,7 @@ def test_fast_decision_rule_equals_the_live_decider():
 def test_call_embeddings_give_the_streaming_posteriors():
     from spotter.model import KeywordHead, KeywordModel
     from training.calltrain import call_posteriors
-    from training.streams import stream_posteriors
+    from evaluation.streams import stream_posteriors
     torch.manual_seed(0)
     model = KeywordModel(head=KeywordHead()).eval()
     audio = np.random.default_rng(1).normal(0, 0.05, 16000 * 3 + 517).astype(np.float32)

@@ -10,7 +10,7 @@ from spotter import config
 from spotter.detector import STEP_S, CallAssessment, Event, KeywordSpotter, decide_sequence
 from spotter.eventlog import EventLog, read_log
 from spotter.model import KeywordModel
-from training.streams import stream_posteriors
+from evaluation.streams import stream_posteriors
 
 KW = config.KEYWORDS
 

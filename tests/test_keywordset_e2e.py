@@ -72,7 +72,7 @@ def test_english_set_trains_exports_and_replays(tmp_path, restore_set):
 def test_recorder_layout_is_what_recordings_read(tmp_path, restore_set):
     from gui.recorder import sample_path
     from spotter.audio import write_wav
-    from training.realeval import keyword_recordings, speech_span
+    from evaluation.realeval import keyword_recordings, speech_span
     config.use_keyword_set(keywordset.load(EN))
     audio = np.concatenate([np.zeros(4000, np.float32), _say("alexa"), np.zeros(4000, np.float32)])
     for kw in ("alexa", "alexa", None):                           # None: an unclassified take, not training data
@@ -87,7 +87,7 @@ def test_recorder_layout_is_what_recordings_read(tmp_path, restore_set):
 
 def test_recordings_folder_errors_name_the_folder(tmp_path, restore_set):
     from spotter.errors import SpotterError
-    from training.realeval import keyword_recordings
+    from evaluation.realeval import keyword_recordings
     config.use_keyword_set(keywordset.load(EN))
     with pytest.raises(SpotterError, match=str(tmp_path / "none")):
         keyword_recordings(tmp_path / "none")
@@ -98,7 +98,7 @@ def test_recordings_folder_errors_name_the_folder(tmp_path, restore_set):
 
 def test_real_negatives_never_include_keyword_recordings(tmp_path, restore_set):
     from spotter.audio import write_wav
-    from training.realeval import real_speech_files
+    from evaluation.realeval import real_speech_files
     config.use_keyword_set(keywordset.load(EN))
     tone = np.sin(np.arange(8000) / 5).astype(np.float32) * 0.1
     for rel in ("speech/real_kws/alexa/1.flac", "speech/real_kws/computer/2.wav", "speech/people_en/a.wav",

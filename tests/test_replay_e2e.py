@@ -11,11 +11,11 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from spotter.cli import replay_file
 from spotter.demo import espeak
 from spotter.detector import KeywordSpotter
 from spotter.eventlog import EventLog, read_log
 from spotter.model import load_model
+from spotter.replay import replay_file
 
 SR = 16000
 PARTS = [("Allô, venez vite s'il vous plaît, c'est au troisième étage.", None),

@@ -135,7 +135,7 @@ def main() -> None:
                    for k, v in colds.items()}
     # batch replay: spotter replay's offline path (run_file) on a file of --replay-min minutes, 1 thread
     from spotter.audio import write_wav
-    from spotter.cli import run_file
+    from spotter.replay import run_file
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "long.wav"
         write_wav(f, np.tile(audio, int(np.ceil(a.replay_min * 60 / a.seconds))), config.SAMPLE_RATE)

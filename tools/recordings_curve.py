@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from spotter import config
     from spotter.model import load_model
     from training.calltrain import train_from_calls
-    from training.realeval import compare_on_real, keyword_recordings
+    from evaluation.realeval import compare_on_real, keyword_recordings
     from training.recipe import load_recipe, real_audio_files, use_recipe_keywords
     torch.set_num_threads(1)
 

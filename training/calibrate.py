@@ -13,7 +13,7 @@ import numpy as np
 
 from spotter import config
 
-from .streams import detect, score_stream
+from evaluation.streams import detect, score_stream
 
 THRESHOLD_GRID = tuple(np.round(np.concatenate([np.arange(0.20, 0.90, 0.05), np.arange(0.90, 0.995, 0.01)]), 3))
 

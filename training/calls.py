@@ -314,6 +314,6 @@ def step_labels(n_steps: int, notes, speech) -> np.ndarray:
 
 
 def stream_embeddings(model, audio: np.ndarray, chunk_steps: int = 1500) -> np.ndarray:
-    """training.streams.stream_embeddings stored as float16 (calls are kept for hours of audio)."""
-    from training.streams import stream_embeddings as embeddings
+    """evaluation.streams.stream_embeddings stored as float16 (calls are kept for hours of audio)."""
+    from evaluation.streams import stream_embeddings as embeddings
     return embeddings(model, audio, chunk_steps, dtype=np.float16)

@@ -7,7 +7,7 @@
   train     the head on every labelled window of the training calls (class-balanced loss), then one round of
             hard-negative mining: negative windows it scores highest are added again and it is trained on
   calibrate per-keyword thresholds and smoothing against the false-alarm budget on validation voices' calls
-  evaluate  one scorer (training.streams.score_stream: a detection of the right keyword whose peak falls inside
+  evaluate  one scorer (evaluation.streams.score_stream: a detection of the right keyword whose peak falls inside
             [start, end + 0.8 s]); recall at the calibrated thresholds and at 0.5 / 1 FA/h, per keyword, engine
             and channel; keyword-clip accuracy; service at call end; a DET plot
 
@@ -30,6 +30,8 @@ import torch
 
 from spotter import config
 from spotter.errors import SpotterError
+
+from evaluation.det import plot_det
 
 from . import calls as C
 from .recipes import CallPlan, CallsRecipe, CallsTrainSection, display_path, recipe_meta
@@ -264,7 +266,7 @@ def embed_recordings(dirs: list, noise_files, seed: int, copies: int = 8) -> Cal
     (keyword span: its energetic part) between a 0.6 s lead and a 1 s tail at a -70 dBFS floor, as recorded and
     through `copies - 1` drawn channels (wideband / telephone, real noise 0-30 dB)."""
     from spotter.model import KeywordHead, KeywordModel
-    from .realeval import keyword_recordings, load_clip, speech_span
+    from evaluation.realeval import keyword_recordings, load_clip, speech_span
     model = KeywordModel(head=KeywordHead()).eval()
     channel = C.Channel(list(noise_files), seed, (0.0, 30.0))
     rng = np.random.default_rng([seed, 3])
@@ -317,7 +319,7 @@ def windows(cs: CallSet, max_negatives: int, rng: np.random.Generator, extra: li
 
 def call_posteriors(head, emb: np.ndarray, batch: int = 4096) -> np.ndarray:
     """(steps, 14) posteriors of one call's embeddings (head in eval mode)."""
-    from .streams import head_posteriors
+    from evaluation.streams import head_posteriors
     head.eval()
     return head_posteriors(head, emb, batch)
 
@@ -370,7 +372,7 @@ FA_TARGETS = (0.5, 1.0)
 
 
 def _annotations(notes):
-    from .streams import Annotation
+    from evaluation.streams import Annotation
     return [Annotation(k, a, b) for k, a, b in notes]
 
 
@@ -382,7 +384,7 @@ def _decide(post, thresholds, smoothing, refractory_s=1.0):
 
 def score_calls(posts: list[np.ndarray], cs: CallSet, thresholds: dict, smoothing: int) -> dict:
     """Hits, misses and false alarms of every call at the given thresholds (streams.score_stream rule)."""
-    from .streams import score_stream
+    from evaluation.streams import score_stream
     hits, fas, misses = [], [], []
     for post, notes, meta in zip(posts, cs.notes, cs.meta):
         res = score_stream(_decide(post, thresholds, smoothing), _annotations(notes))
@@ -503,7 +505,9 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
     out["clip"] = clip_accuracy(kw_posts, kw)
     out["service"] = service_accuracy(kw_posts + neg_posts, _concat(kw, neg), thresholds, smoothing)
     if out_dir is not None:
-        _det_plot(out["det"], Path(out_dir) / "det.png", title)
+        plot_det([(p["fa_per_hour"], 1 - (p["recall"] or 0)) for p in out["det"]], Path(out_dir) / "det.png", title,
+                 negatives="held-out running speech",
+                 ylabel="miss rate (keywords inside sentences)", budget_fa=0.5)
     return out
 
 
@@ -513,26 +517,6 @@ def _concat(a: CallSet, b: CallSet) -> CallSet:
         for e, y, n, m in zip(cs.emb, cs.labels, cs.notes, cs.meta):
             out.add(e, y, n, m)
     return out
-
-
-def _det_plot(points, path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fa = [max(p["fa_per_hour"], 0.05) for p in points]
-    frr = [1 - (p["recall"] or 0) for p in points]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(fa, frr, marker=".")
-    ax.set_xscale("log")
-    ax.set_xlabel("false alarms per hour (held-out running speech)")
-    ax.set_ylabel("miss rate (keywords inside sentences)")
-    ax.axvline(0.5, ls=":", c="grey")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2, 3, 5)) -> tuple[dict, int, dict]:

@@ -163,7 +163,7 @@ def calls_card(model) -> str:
               f"Negatives: {final.get('negative_hours', '?')} h of keyword-free running speech by held-out "
               "(test-split) voices, half through the telephone channel, noise 5-20 dB. Keyword calls: half "
               "telephone, noise 5-20 dB, test-split sentence frames (never used in training). One hit rule "
-              "(`training.streams.score_stream`): a detection of the right keyword decided inside "
+              "(`evaluation.streams.score_stream`): a detection of the right keyword decided inside "
               "[start, end + 0.8 s].", "",
               "| model (scored on) | recall at calibrated thresholds | recall at 0.5 FA/h | recall at 1 FA/h | "
               "keyword-clip accuracy | service correct at call end |", "|---|---|---|---|---|---|"]

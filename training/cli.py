@@ -65,7 +65,7 @@ def cmd_evaluate(args) -> int:
         model = load_model(args.model or default_model_path())
         out = Path(args.out) if args.out else work / "evaluation"
         if args.real:
-            from .realeval import compare_on_real, table
+            from evaluation.realeval import compare_on_real, table
             noise = real_audio_files(recipe.data)["noise_eval"]     # the evaluation half of the noise recordings
             res = compare_on_real(model, Path(args.real), work, recipe.data.speech_dir, noise, out / "real")
             print(table(res))
@@ -98,7 +98,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from evaluation.bench import run_bench
     _logging()
     run_bench(model_path=args.model, out_dir=args.out, quick=args.quick, seed=args.seed)
     return 0

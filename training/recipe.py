@@ -26,7 +26,7 @@ from spotter.model import KeywordHead, KeywordModel, load_model
 
 from . import dataset as ds
 from .recipes import REPO, ClipRecipe, DataSection, Recipe, load_recipe, recipe_meta  # noqa: F401  (load_recipe: API)
-from .streams import compose, stream_posteriors
+from evaluation.streams import compose, stream_posteriors
 
 log = logging.getLogger("training")
 TRAIN_SHARE = 0.5
@@ -334,7 +334,7 @@ def recalibrate(recipe: ClipRecipe, model_path, out=None) -> Path:
 
 def run_evaluation(recipe: ClipRecipe, model_path=None, out_dir=None, model=None, rows=None, real=None) -> dict:
     """Evaluate on the test voices; writes evaluation.json, confusion.{png,txt}, det.png."""
-    from .evaluate import evaluate
+    from evaluation.evaluate import evaluate
     from spotter.model import default_model_path
     seed = recipe.seed + 100
     ev = recipe.evaluate

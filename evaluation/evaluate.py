@@ -11,7 +11,8 @@ import torch
 from spotter import config
 from spotter.detector import CallAssessment, Event
 
-from .calibrate import THRESHOLD_GRID, measure, sweep
+from training.calibrate import THRESHOLD_GRID, measure, sweep
+from .det import plot_det
 from .streams import detect, score_stream
 
 FA_POINTS = (0.1, 0.5, 1.0)
@@ -100,28 +101,6 @@ def plot_confusion(cm: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_det(points: list[dict], path: Path, calibrated: dict | None = None) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    xs = [max(p["fa_per_hour"], 0.01) for p in points]
-    ax.plot(xs, [p["frr"] for p in points], "o-", ms=3, label="common threshold sweep")
-    if calibrated:
-        ax.plot([max(calibrated["fa_per_hour"], 0.01)], [1 - calibrated["recall"]], "r*", ms=12,
-                label="calibrated thresholds")
-    ax.set_xscale("log")
-    ax.set_xlabel("false alarms per hour (negative streams; 0 drawn at 0.01)")
-    ax.set_ylabel("false-reject rate")
-    ax.set_ylim(0, 1)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    ax.set_title("DET, held-out voices")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def evaluate(model, test_windows: tuple, negatives: list[np.ndarray], negative_hours: float,
              positives: list[tuple[np.ndarray, list]], calls: list, out_dir: Path) -> dict:
     """Everything above, written to out_dir/{evaluation.json, confusion.png, confusion.txt, det.png}."""
@@ -152,5 +131,7 @@ def evaluate(model, test_windows: tuple, negatives: list[np.ndarray], negative_h
     (out_dir / "evaluation.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
     (out_dir / "confusion.txt").write_text(confusion_text(cm) + "\n")
     plot_confusion(cm, out_dir / "confusion.png")
-    plot_det(pts, out_dir / "det.png", cal)
+    plot_det([(p["fa_per_hour"], p["frr"]) for p in pts], out_dir / "det.png", "DET, held-out voices",
+             (cal["fa_per_hour"], 1 - cal["recall"]), negatives="negative streams",
+             ylabel="false-reject rate")
     return result

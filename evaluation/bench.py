@@ -1,7 +1,7 @@
 """End-to-end benchmark (`spotter bench`): detection quality on synthetic calls and keyword-free hours, call-level
 service suggestions, latency, and cost side by side with openWakeWord; writes bench.json, det.png and BENCH.md.
 
-Data (training/bench_data.py, seeded, clips cached): synthetic calls by held-out voices with keywords at known
+Data (evaluation/bench_data.py, seeded, clips cached): synthetic calls by held-out voices with keywords at known
 times under channel conditions (clean, telephone GSM, telephone + background noise at 20/10/5 dB SNR), keyword-free
 synthetic streams (2.5 h in the full run, about half of it speech), and the real non-keyword speech of
 ../shared/data/speech.
@@ -45,10 +45,11 @@ from spotter.detector import STEP_S, CallAssessment, Decider, Decision, Event, K
 from spotter.model import default_model_path, file_sha256, load_model
 
 from . import bench_data as bd
+from .det import plot_det
 from .evaluate import FA_POINTS, frr_at
 from .streams import HIT_TOLERANCE_S, score_stream, stream_posteriors
 
-log = logging.getLogger("training.bench")
+log = logging.getLogger("evaluation.bench")
 
 BENCH_VERSION = 1
 OWW_MODEL = "hey_jarvis"            # openWakeWord bundled model run side by side (one wake word model)
@@ -354,7 +355,7 @@ def openwakeword_model():
 
 def live_costs(model, onnx_path: Path, audio: np.ndarray) -> dict:
     """CPU per audio second of one live stream: torch KeywordSpotter, ONNX step + Decider, openWakeWord."""
-    from .export import OnnxStepRunner
+    from training.export import OnnxStepRunner
     torch.set_num_threads(1)
     spotter = KeywordSpotter(model)
     torch_post = []
@@ -398,14 +399,14 @@ def _init_replay(model_path: str) -> None:
 
 
 def _replay_job(path: str) -> tuple[float, float, float]:
-    from spotter.cli import replay_file
+    from spotter.replay import replay_file
     t0 = time.time()
     duration, _, _ = replay_file(_REPLAY["spotter"], path)
     return t0, time.time(), duration
 
 
 def batch_replay(model_path: Path, files: list[Path], workers: int = REPLAY_WORKERS) -> dict:
-    """`spotter replay`-style processing (spotter.cli.replay_file) of files by worker processes, 1 thread each:
+    """`spotter replay`-style processing (spotter.replay.replay_file) of files by worker processes, 1 thread each:
     audio seconds per wall second, from the first file's start to the last file's end (model loading excluded)."""
     t_all = time.perf_counter()
     with mp.get_context("spawn").Pool(workers, _init_replay, (str(model_path),)) as pool:
@@ -487,7 +488,7 @@ def cold_start(kind: str, model_path: Path, onnx_path: Path | None) -> dict:
 
 def onnx_export(model_path: Path, cache: Path) -> Path:
     """The model's ONNX step graph (training.export), cached by the artifact's hash."""
-    from .export import export_onnx
+    from training.export import export_onnx
     out = cache / "onnx" / f"{file_sha256(model_path)[:16]}.onnx"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -520,32 +521,6 @@ def machine_info() -> dict:
 
 
 # --- plots and report --------------------------------------------------------------------------------------
-def plot_det(sw: dict, calibrated: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4.8))
-    for name, pts in sw["points"].items():
-        pts = [p for p in pts if p["frr"] is not None]
-        if not pts:
-            continue
-        ax.plot([max(p["fa_per_hour"], 0.01) for p in pts], [p["frr"] for p in pts], "o-", ms=2.5,
-                lw=2.2 if name == "overall" else 1.0, label=name)
-    if calibrated.get("recall") is not None:
-        ax.plot([max(calibrated["negatives"]["fa_per_hour"] or 0, 0.01)], [1 - calibrated["recall"]], "r*", ms=12,
-                label="calibrated thresholds")
-    ax.set_xscale("log")
-    ax.set_xlabel("false alarms per hour on keyword-free streams (0 drawn at 0.01)")
-    ax.set_ylabel("false-reject rate (keywords in calls)")
-    ax.set_ylim(0, 1)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("DET, held-out voices, common threshold sweep")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _f(x, spec: str = ".2f", suffix: str = "") -> str:
     return "n/a" if x is None else f"{x:{spec}}{suffix}"
 
@@ -767,7 +742,11 @@ def run_bench(model_path=None, out_dir="bench_out", quick: bool = False, seed: i
         "cost": {"live": live, "batch_replay": replay, "cold_start": cold}, "timings_s": timings,
     })
     (out / "bench.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
-    plot_det(sw, calibrated, out / "det.png")
+    cal_miss = None if calibrated.get("recall") is None else 1 - calibrated["recall"]
+    plot_det({name: [(p["fa_per_hour"], p["frr"]) for p in pts] for name, pts in sw["points"].items()},
+             out / "det.png", "DET, held-out voices, common threshold sweep",
+             (calibrated["negatives"]["fa_per_hour"] or 0, cal_miss),
+             negatives="keyword-free streams", ylabel="false-reject rate (keywords in calls)")
     (out / "BENCH.md").write_text(bench_markdown(result), encoding="utf-8")
     log.info("bench: wrote %s, %s, %s", out / "bench.json", out / "det.png", out / "BENCH.md")
     print(readme_table(result))

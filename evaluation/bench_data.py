@@ -33,13 +33,13 @@ from spotter import config
 from spotter.audio import load_audio
 from spotter.errors import SpotterError
 
-from .augment import NoiseBank, active_rms, colored_noise, find_noise_files, mix_at_snr, telephone_channel
+from training.augment import NoiseBank, active_rms, colored_noise, find_noise_files, mix_at_snr, telephone_channel
 from .streams import GAP_NOISE, Annotation, compose
-from .synth import SynthItem, clip_relpath, synthesize_set
-from .texts import (CALLER_SENTENCES, CALLER_WORDS, CARRIER_PHRASES, KEYWORD_NP, NEAR_MISSES, keyword_in)
-from .voices import Voice, available_voices, split_voices
+from training.synth import SynthItem, clip_relpath, synthesize_set
+from training.texts import (CALLER_SENTENCES, CALLER_WORDS, CARRIER_PHRASES, KEYWORD_NP, NEAR_MISSES, keyword_in)
+from training.voices import Voice, available_voices, split_voices
 
-log = logging.getLogger("training.bench")
+log = logging.getLogger("evaluation.bench")
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO.parent / "shared" / "data"          # ../shared/data: real noise and non-keyword speech (optional)
@@ -240,7 +240,7 @@ def _check_texts() -> None:
         if keyword_in(before.replace("{np}", "").replace("{kw}", "").replace("{Kw}", "")):
             bad.append(before)
     if bad:
-        raise SpotterError(f"training/bench_data.py: benchmark filler texts contain keywords: {bad[:3]}")
+        raise SpotterError(f"evaluation/bench_data.py: benchmark filler texts contain keywords: {bad[:3]}")
 
 
 def _carrier_frame(template: str) -> tuple[str, str]:
@@ -265,7 +265,7 @@ def bench_voices(model, size: BenchSize = FULL) -> tuple[list[Voice], str]:
     if voices:
         source = f"model meta: {len(voices)} of its {len(keys)} held-out test voices are installed"
     else:
-        from .recipes import load_recipe
+        from training.recipes import load_recipe
         recipe = load_recipe(DEFAULT_RECIPE)
         splits = split_voices(list(installed.values()), recipe.synth.val_fraction, recipe.synth.test_fraction,
                               recipe.seed)

@@ -28,10 +28,10 @@ import numpy as np
 from spotter import config
 from spotter.errors import SpotterError
 
-from . import calls as C
-from .calltrain import CallSet, call_posteriors, evaluate_posteriors
+from training import calls as C
+from training.calltrain import CallSet, call_posteriors, evaluate_posteriors
 
-log = logging.getLogger("training")
+log = logging.getLogger("evaluation")
 SR = config.SAMPLE_RATE
 AUDIO_EXT = (".wav", ".flac")
 TAIL_S = 1.0
@@ -69,13 +69,13 @@ def load_clip(path: Path) -> np.ndarray:
 
 def speech_span(audio: np.ndarray) -> tuple[float, float]:
     """(start, end) seconds of the clip's speech: its energetic part (30 dB below its loudest 10 ms)."""
-    from .sentences import refine_span
+    from training.sentences import refine_span
     return refine_span(audio, 0.0, audio.size / SR)
 
 
 def add_noise(audio: np.ndarray, noise, rng: np.random.Generator, snr_db: float) -> np.ndarray:
     """audio + a real noise segment scaled to snr_db below the speech's active level."""
-    from .augment import active_rms, colored_noise, scaled_noise
+    from training.augment import active_rms, colored_noise, scaled_noise
     seg = noise.segment(audio.size, rng) if noise is not None and len(noise) else None
     if seg is None:
         seg = colored_noise(audio.size, 1.0, rng)
@@ -182,7 +182,7 @@ def compare_on_real(model, root: Path, work: Path, speech_dir: Path | None, nois
                     out_dir: Path | None = None, with_openwakeword: bool = True, seed: int = 0) -> dict:
     """Recall at 0.5 and 1 FA/h on real keyword recordings, clean and at 10 dB, for the model and (alexa)
     openWakeWord; negatives as in the module doc."""
-    from .augment import NoiseBank
+    from training.augment import NoiseBank
     t0 = time.time()
     clips = keyword_recordings(root)
     neg_synth = CallSet.load(work / "calls_eval_neg.npz")
@@ -238,7 +238,7 @@ def _only(post: np.ndarray, keyword: str) -> np.ndarray:
 
 
 def _concat(a: CallSet, b: CallSet) -> CallSet:
-    from .calltrain import _concat as concat
+    from training.calltrain import _concat as concat
     return concat(a, b)
 
 
