@@ -39,11 +39,10 @@ def keeping_keyword_set_on_error(load):
 
 def activate_keyword_set(stored, path) -> None:
     """Make the keyword set stored in an artifact the active one (config.use_keyword_set). An artifact without a
-    stored set (made before sets were data) keeps the active set; a malformed one is a SpotterError naming path."""
-    if stored is None:
-        return
-    from .keywordset import KeywordSet
-    ks = KeywordSet.from_dict(stored, f"{path}: keyword_set")
+    stored set was made before sets were data, for the French default set; a malformed one is a SpotterError
+    naming path."""
+    from . import keywordset
+    ks = keywordset.default() if stored is None else keywordset.KeywordSet.from_dict(stored, f"{path}: keyword_set")
     if ks != config.KEYWORD_SET:
         config.use_keyword_set(ks)
 

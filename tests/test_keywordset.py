@@ -104,3 +104,11 @@ def test_every_shipped_dialect_is_an_espeak_voice(path):
     for dialect in keywordset.load(path).espeak_dialects:     # a name espeak-ng cannot set drops every sentence
         audio, rate, _ = speak("un deux", dialect, 175, 50, 50)
         assert audio.size > rate // 10, dialect
+
+
+def test_an_artifact_without_a_stored_set_is_french(english):
+    from spotter.artifact import default_runtime_model_path
+    from spotter.onnxmodel import load_onnx_model
+    assert config.KEYWORDS == ("alexa", "computer")
+    model = load_onnx_model(default_runtime_model_path())      # the shipped model predates stored sets
+    assert config.KEYWORD_SET == keywordset.default() and len(model.labels) == 14
