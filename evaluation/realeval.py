@@ -29,7 +29,7 @@ from spotter import config
 from spotter.errors import SpotterError
 
 from training import calls as C
-from training.calltrain import CallSet, call_posteriors, evaluate_posteriors
+from training.calltrain import CallSet, _concat, call_posteriors, evaluate_posteriors
 
 log = logging.getLogger("evaluation")
 SR = config.SAMPLE_RATE
@@ -235,11 +235,6 @@ def _only(post: np.ndarray, keyword: str) -> np.ndarray:
             p[:, config.LABELS.index(config.OTHER)] += p[:, j]
             p[:, j] = 0.0
     return p
-
-
-def _concat(a: CallSet, b: CallSet) -> CallSet:
-    from training.calltrain import _concat as concat
-    return concat(a, b)
 
 
 def table(res: dict) -> str:

@@ -14,12 +14,7 @@ MAX_KEYWORD_DURATION_S = 5.0
 MAX_MODEL_NAME = 200
 
 
-def _short(v) -> str:
-    """A value's type and a short one-line preview (an array or tensor by its shape) for error messages."""
-    if hasattr(v, "shape") and hasattr(v, "dtype"):
-        return f"{type(v).__name__} of shape {tuple(v.shape)}"
-    text = " ".join(repr(v).split())
-    return f"{type(v).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+_short = config._describe        # a value's type and a one-line preview, for error messages
 
 
 def keeping_keyword_set_on_error(load):

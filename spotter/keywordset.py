@@ -147,9 +147,6 @@ class KeywordSet:
         return cls(name=d["name"], language=d["language"], keywords=tuple(kws), service=service, services=services,
                    service_short=short, ascii=ascii_, forms=forms, **opt, **sentences)
 
-    def same_labels(self, other: "KeywordSet") -> bool:
-        return self.labels == other.labels and self.service == other.service
-
 
 def load(path) -> KeywordSet:
     """Read a keyword-set TOML file; SpotterError('<path>: <problem>') when it cannot be used."""

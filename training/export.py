@@ -30,6 +30,20 @@ from spotter.onnxmodel import (EMBEDDED_BACKBONE, METADATA_KEY, STEP_GRAPH_KEY, 
 OPSET = 17
 
 
+def _backbone_layer(x, i: int, kw: int, weights, k: int):
+    """Backbone conv layer i on x, its weights read from weights[k] (and its bias from weights[k + 1], every layer
+    but the last): conv, then leaky ReLU clamped at the activation floor, then the time pool where there is one.
+    Returns x and the index of the next layer's weights."""
+    w = weights[k]
+    b = weights[k + 1] if i < N_CONVS - 1 else None
+    x = F.conv2d(x, w, b, padding=(0, kw // 2))
+    if i < N_CONVS - 1:
+        x = torch.clamp(F.leaky_relu(x, LEAKY_SLOPE), min=ACTIVATION_FLOOR)
+    if i in POOL_AFTER:
+        x = F.max_pool2d(x, POOL_AFTER[i])
+    return x, k + (2 if b is not None else 1)
+
+
 class KeywordGraph(nn.Module):
     """The exported computation: backbone (weights as inputs) fully convolutional over T frames, then the head on
     the N windows of 16 embeddings that end at the new embeddings."""
@@ -43,14 +57,7 @@ class KeywordGraph(nn.Module):
         x = mel[:, None]                                            # (B, 1, T, 32)
         k = 0
         for i, (kh, kw) in enumerate(self.kernels):
-            w = weights[k]
-            b = weights[k + 1] if i < N_CONVS - 1 else None
-            k += 2 if b is not None else 1
-            x = F.conv2d(x, w, b, padding=(0, kw // 2))
-            if i < N_CONVS - 1:
-                x = torch.clamp(F.leaky_relu(x, LEAKY_SLOPE), min=ACTIVATION_FLOOR)
-            if i in POOL_AFTER:
-                x = F.max_pool2d(x, POOL_AFTER[i])
+            x, k = _backbone_layer(x, i, kw, weights, k)
         n = (mel.shape[1] - config.EMBED_WINDOW) // config.EMBED_STEP + 1
         e = x.flatten(2).transpose(1, 2)[:, :n]                     # (B, N, 96)
         emb = torch.cat([emb_prev, e], dim=1)                       # (B, 15 + N, 96)
@@ -86,14 +93,7 @@ class IncrementalStep(nn.Module):
                 x = torch.cat([caches[c], x], dim=2)
                 out_caches.append(x[:, :, x.shape[2] - (kh - 1):])
                 c += 1
-            w = weights[k]
-            b = weights[k + 1] if i < N_CONVS - 1 else None
-            k += 2 if b is not None else 1
-            x = F.conv2d(x, w, b, padding=(0, kw // 2))
-            if i < N_CONVS - 1:
-                x = torch.clamp(F.leaky_relu(x, LEAKY_SLOPE), min=ACTIVATION_FLOOR)
-            if i in POOL_AFTER:
-                x = F.max_pool2d(x, POOL_AFTER[i])
+            x, k = _backbone_layer(x, i, kw, weights, k)
         e = x.flatten(2).transpose(1, 2)                            # (B, 1, 96)
         emb = torch.cat([emb_prev, e], dim=1)                       # (B, 16, 96)
         return (torch.softmax(self.head(emb), dim=-1), emb[:, 1:], *out_caches)
