@@ -123,3 +123,31 @@ def test_call_embeddings_give_the_streaming_posteriors():
     got = call_posteriors(model.head, emb)
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() < 2e-3                            # float16 storage of the embeddings
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_extra_sets_change_no_other_set(tmp_path):
+    """The "_extra" sets (more sentences by chosen engines, new Kokoro mixtures) are drawn on their own: adding
+    them to a plan leaves every other set's sentences, voices and draws as they were (their stored calls stay
+    valid), and they hold only training and validation speakers."""
+    from dataclasses import replace
+    from training.calltrain import EXTRA_SUFFIX, is_extra, plan_jobs, plan_voices
+    from training.recipes import CallPlan
+    base = CallPlan(cache_dir=tmp_path, kokoro_random_blends=2, espeak_generated_speakers=0)
+    more = replace(base, extra_kw_sentences={"espeak": 1, "mbrola": 2, "kokoro": 1},
+                   extra_neg_sentences={"espeak": 2, "mbrola": 3, "kokoro": 1}, extra_kokoro_blends=4)
+    jobs_a = plan_jobs(base, *plan_voices(base))
+    voices, splits = plan_voices(more)
+    jobs_b = plan_jobs(more, voices, splits)
+    for name, jobs in jobs_a.items():
+        assert jobs_b[name] == jobs, name
+    extra = {n: j for n, j in jobs_b.items() if n.endswith(EXTRA_SUFFIX)}
+    assert set(jobs_b) - set(jobs_a) == set(extra) and extra["train" + EXTRA_SUFFIX]
+    for name, jobs in extra.items():
+        for j in jobs:
+            assert is_extra(j.voice) or splits[j.voice.key] == name.removesuffix(EXTRA_SUFFIX)
+            assert not (is_extra(j.voice) and name != "train" + EXTRA_SUFFIX)
+    kokoro_extra = [v for v in voices if is_extra(v)]
+    assert all(splits[v.key] == "train" for v in kokoro_extra)
+    test_styles = {s for v in voices if splits.get(v.key) == "test" for s in v.speakers}
+    assert not {s for v in kokoro_extra for s in v.speakers} & test_styles

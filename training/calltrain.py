@@ -74,6 +74,9 @@ def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
         if v.key not in splits:
             voices.append(v)
             splits[v.key] = "train"
+    for v in extra_blends(plan, voices, splits):
+        voices.append(v)
+        splits[v.key] = "train"
     if plan.max_voices_per_engine:
         keep = {}
         for v in sorted(voices, key=lambda v: v.key):
@@ -88,7 +91,8 @@ def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
 def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> dict[str, list[C.SayJob]]:
     """Jobs per set: 'train', 'val' (calibration calls), 'eval_kw' (keyword calls by every voice, test-frame
     sentences; for LOEO), 'eval_neg' (keyword-free running speech by test-split voices); the drawn espeak
-    speakers' jobs go to the same sets with GEN_SUFFIX ('train_gen', ...), built and cached on their own."""
+    speakers' jobs go to the same sets with GEN_SUFFIX ('train_gen', ...), and the extra sentences of
+    plan.extra_* with EXTRA_SUFFIX ('train_extra', 'val_extra'), each built and cached on their own."""
     rng = random.Random(plan.seed)
     sets: dict[str, list[C.SayJob]] = {"train": [], "val": [], "eval_kw": [], "eval_neg": []}
 
@@ -111,7 +115,7 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
         target += [job(negative_sentence(rng, "test"), v)
                    for _ in range(2 if v.engine == "kokoro" else plan.eval_kw_sentences[v.engine] * 4)]
 
-    base = [v for v in sorted(voices, key=lambda v: v.key) if not is_generated(v)]
+    base = [v for v in sorted(voices, key=lambda v: v.key) if not is_generated(v) and not is_extra(v)]
     for v in base:
         add_voice(v)
     # held-out negatives: test-split voices only, about eval_negative_hours (a sentence is ~2.4 s)
@@ -129,7 +133,40 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
     for v in sorted(voices, key=lambda v: v.key):
         if is_generated(v):
             add_voice(v, GEN_SUFFIX)
+    # the extra sets, with their own draws too: more sentences by the natural engines' voices
+    rng = random.Random(plan.seed + 29)
+    for v in sorted(voices, key=lambda v: v.key):
+        sp = "train" if is_extra(v) else splits.get(v.key)
+        n_kw, n_neg = plan.extra_kw_sentences.get(v.engine, 0), plan.extra_neg_sentences.get(v.engine, 0)
+        if is_generated(v) or sp not in ("train", "val") or not (n_kw or n_neg) or \
+                (v.engine == "kokoro" and v.blend and not is_extra(v)):
+            continue
+        target = sets.setdefault(sp + EXTRA_SUFFIX, [])
+        for kw in config.KEYWORDS:
+            target += [job(keyword_sentence(kw, rng, "train"), v) for _ in range(n_kw)]
+        target += [job(negative_sentence(rng, "train"), v) for _ in range(n_neg)]
     return sets
+
+
+EXTRA_BLEND_MARK = "x"
+
+
+def extra_blends(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> list[Voice]:
+    """plan.extra_kokoro_blends random mixtures of the training Kokoro styles (their id starts with
+    EXTRA_BLEND_MARK): training speakers that say only the extra sets' sentences."""
+    styles = sorted({s.split(":")[1] for v in voices if v.engine == "kokoro" and splits.get(v.key) == "train"
+                     for s in v.speakers})
+    rng = random.Random(plan.seed + 31)
+    out = []
+    for _ in range(plan.extra_kokoro_blends if len(styles) >= 2 else 0):
+        a, b = rng.sample(styles, 2)
+        v = kokoro_blend(a, b, round(rng.uniform(0.1, 0.9), 2), lang=language())
+        out.append(Voice(v.engine, EXTRA_BLEND_MARK + v.id, v.blend, v.lang))
+    return list({v.key: v for v in out}.values())
+
+
+def is_extra(v: Voice) -> bool:
+    return v.engine == "kokoro" and v.id.startswith(EXTRA_BLEND_MARK)
 
 
 def is_generated(v: Voice) -> bool:
@@ -546,6 +583,15 @@ def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2
 
 # --- the run ---------------------------------------------------------------------------------------------------
 GEN_SUFFIX = "_gen"
+EXTRA_SUFFIX = "_extra"
+SUFFIXES = (GEN_SUFFIX, EXTRA_SUFFIX)
+
+
+def base_set(name: str) -> str:
+    """'train_gen' and 'train_extra' -> 'train': the set a separately built part belongs to."""
+    for suffix in SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name
 # how each set is made: (noise half, SNR range, channel copies per call, alternate wide/tel, calls without keyword)
 SET_SPECS = {"train": ("train", (0.0, 30.0), None, False, 0.25), "val": ("eval", (5.0, 20.0), 1, False, 0.25),
              "eval_kw": ("eval", (5.0, 20.0), 1, True, 0.0), "eval_neg": ("eval", (5.0, 20.0), 1, True, 0.25)}
@@ -572,10 +618,10 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
         t0 = time.time()
         utts = C.synthesize_utterances(job_list, cache_dir, workers=2, progress=name)
         t_synth = time.time() - t0
-        noise_half, snr, copies, alternate, no_kw = SET_SPECS[name.removesuffix(GEN_SUFFIX)]
+        noise_half, snr, copies, alternate, no_kw = SET_SPECS[base_set(name)]
         seed = zlib.crc32(f"{plan.seed}:{name}".encode())
         groups = group_calls(utts, plan, np.random.default_rng(seed), no_kw_share=no_kw)
-        split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test"}[name.removesuffix(GEN_SUFFIX)]
+        split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test"}[base_set(name)]
         sets[name] = embed_calls(groups, noise[noise_half], seed, snr, copies=copies or plan.train_copies,
                                  split=split, alternate=alternate, progress=f"{name} calls")
         sets[name].save(path)
@@ -587,8 +633,7 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
         info_path.write_text(json.dumps(info, ensure_ascii=False, indent=1))
     merged = {}
     for name, cs in sets.items():
-        merged[name.removesuffix(GEN_SUFFIX)] = _concat(merged[name.removesuffix(GEN_SUFFIX)], cs) \
-            if name.removesuffix(GEN_SUFFIX) in merged else cs
+        merged[base_set(name)] = _concat(merged[base_set(name)], cs) if base_set(name) in merged else cs
     return merged, info
 
 

@@ -106,6 +106,12 @@ class CallPlan:
     espeak_generated_speakers: int = 0       # drawn espeak-ng variants (training/speakers.py): new speakers
     cache_dir: Path = Path("cache/sentences")  # synthesized sentences and their index
     kokoro_random_blends: int = 8            # extra Kokoro speakers: random mixtures of the training styles
+    # the "_extra" sets, built and cached on their own (adding them rebuilds nothing else): more sentences by the
+    # natural engines' training and validation voices, at new draws of rate, pitch and vocal tract, and new
+    # Kokoro random mixtures that say only these sentences (training split)
+    extra_kw_sentences: dict[str, int] = field(default_factory=dict)     # per engine: per keyword and voice
+    extra_neg_sentences: dict[str, int] = field(default_factory=dict)    # per engine: keyword-free, per voice
+    extra_kokoro_blends: int = 0
     max_voices_per_engine: int = 0           # small runs: at most this many voices per engine and split
     sentences_per_call: tuple[int, int] = (3, 7)
     train_copies: int = 2                    # channels drawn per training call
