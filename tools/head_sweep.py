@@ -1,0 +1,185 @@
+"""Compare head-training variants on a run's stored call embeddings, with the recipe's own folds and scorer.
+
+    python tools/head_sweep.py --work runs/calls2 --variant all_negatives --folds mbrola,espeak,kokoro,final
+
+Each variant changes the [train] section (and the head's width) of training/configs/calls.toml; the data, the
+leave-one-engine-out folds, the calibration and the scorer are exactly those of `spotter train` (training/calltrain.py).
+One JSON line per fold is appended to --out, and one summary line is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from training import calltrain as T            # noqa: E402
+from training.recipes import load_recipe        # noqa: E402
+
+VARIANTS = {
+    "recipe": {},                                                   # training/configs/calls.toml as it is
+    # every negative window of the training calls (not 30,000), and 20,000 mined ones searched in all of them
+    "all_negatives": {"negative_windows": 10 ** 7, "mining_windows": 20000, "mining_share": 1.0},
+    # embeddings minus their causal running mean (time constant 60 steps, 4.8 s): a speaker's and a channel's offset
+    "recipe_ema": {"ema_steps": 60},
+    # an engine classifier behind a gradient reversal on the head's pooled features (no mining round)
+    "dann": {"mining_windows": 0, "dann": 0.3},
+}
+
+
+def ema_normalise(emb: np.ndarray, steps: int, prior: np.ndarray) -> np.ndarray:
+    """Subtract a causal running mean (time constant `steps` embeddings, starting from `prior`) from each
+    embedding: a speaker's and a channel's constant offset, removed as a stream goes."""
+    from scipy.signal import lfilter
+    x = emb.astype(np.float32)
+    a = 1.0 / steps
+    m = lfilter([a], [1, -(1 - a)], x, axis=0, zi=((1 - a) * prior)[None, :].repeat(1, 0))[0]
+    return (x - m).astype(np.float16)
+
+
+class _Reverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lam):
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -ctx.lam * g, None
+
+
+def train_dann(train, val, cfg, seed: int, lam: float):
+    """The head trained as train_fold's first stage, plus an engine classifier on its pooled features behind a
+    gradient reversal: features that tell the keyword but not the synthesis engine (domain-adversarial training)."""
+    import copy
+    from spotter.model import KeywordHead
+    from training.train import class_weights, evaluate_head, seed_everything
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    engines = sorted({m["engine"] for m in train.meta})
+    xs, ys, ds = [], [], []
+    for i, e in enumerate(engines):
+        x, y = T.windows(train.select(lambda m, e=e: m["engine"] == e), cfg.negative_windows // len(engines), rng)
+        xs.append(x), ys.append(y), ds.append(torch.full((len(y),), i))
+    xtr, ytr, dtr = torch.cat(xs), torch.cat(ys), torch.cat(ds)
+    xva, yva = T.windows(val, cfg.val_negative_windows, rng)
+    head = KeywordHead()
+    feats = {}
+    head.out.register_forward_pre_hook(lambda mod, inp: feats.__setitem__("z", inp[0]))
+    dom = torch.nn.Sequential(torch.nn.Linear(head.out.in_features, 64), torch.nn.ReLU(), torch.nn.Linear(64, len(engines)))
+    w = class_weights(ytr)
+    dw = 1.0 / torch.bincount(dtr).float()
+    dw = dw / (dw * torch.bincount(dtr)).sum() * len(dtr)
+    params = list(head.parameters()) + list(dom.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=5e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    ce = torch.nn.CrossEntropyLoss(weight=w, label_smoothing=0.05)
+    dce = torch.nn.CrossEntropyLoss(weight=dw)
+    gen = torch.Generator().manual_seed(seed)
+    best, best_state, bad = float("inf"), None, 0
+    for epoch in range(cfg.epochs):
+        head.train(), dom.train()
+        perm = torch.randperm(len(xtr), generator=gen)
+        for i in range(0, len(perm), cfg.batch):
+            idx = perm[i:i + cfg.batch]
+            xb = xtr[idx].float()
+            xb = xb + 0.05 * xb.std() * torch.randn(xb.shape, generator=gen)
+            loss = ce(head(xb), ytr[idx]) + dce(dom(_Reverse.apply(feats["z"], lam)), dtr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        m = evaluate_head(head, xva, yva, w)
+        print(f"  dann epoch {epoch + 1}: val loss {m['loss']:.3f} bal.acc {m['balanced_acc']:.3f}", flush=True)
+        if m["loss"] < best - 1e-4:
+            best, best_state, bad = m["loss"], copy.deepcopy(head.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    head.load_state_dict(best_state)
+    head.eval()
+    return head, {"windows": int(len(ytr))}
+
+
+def load_sets(work: Path, extra: bool) -> tuple[dict, dict]:
+    """The run's stored call sets, each with its separately built parts (the "_extra" parts only with extra)."""
+    info = json.loads((work / "calls_info.json").read_text())
+    sets = {}
+    for path in sorted(work.glob("calls_*.npz")):
+        name = path.stem.removeprefix("calls_")
+        if name.endswith(T.EXTRA_SUFFIX) and not extra:
+            continue
+        base = T.base_set(name)
+        cs = T.CallSet.load(path)
+        sets[base] = T._concat(sets[base], cs) if base in sets else cs
+    return sets, info
+
+
+def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, dann: float = 0.0) -> dict:
+    t0 = time.time()
+    if held == "final":
+        keep = lambda m: True
+        kw = sets["eval_kw"].select(lambda m: info["voices"].get(m["voice"]) == "test")
+    else:
+        keep = lambda m: m["engine"] != held
+        kw = sets["eval_kw"].select(lambda m: m["engine"] == held)
+    if dann:
+        head, tinfo = train_dann(sets["train"].select(keep), sets["val"].select(keep), cfg, seed, dann)
+    else:
+        head, tinfo = T.train_fold(sets["train"].select(keep), sets["val"].select(keep), cfg, seed)
+    thr, sm, cal = T.calibrate_head(head, sets["val"].select(keep), budget)
+    res = T.evaluate_head(head, kw, sets["eval_neg"], thr, sm)
+    return {"fold": held, "seconds": round(time.time() - t0, 1), "windows": tinfo["windows"],
+            "calibrated": {"recall": res["calibrated"]["recall"]["recall"], "fa_per_hour": res["calibrated"]["fa_per_hour"]},
+            "at_0.5": (res["at_0.5_fa_h"] or {}).get("recall"), "at_1": (res["at_1.0_fa_h"] or {}).get("recall"),
+            "per_keyword_0.5": (res["at_0.5_fa_h"] or {}).get("per_keyword"),
+            "clip": res["clip"]["accuracy"], "service": res["service"]["service_correct"],
+            "det": res["det"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "training/configs/calls.toml"))
+    ap.add_argument("--work", default=str(ROOT / "runs/calls2"))
+    ap.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    ap.add_argument("--folds", default="mbrola,espeak,kokoro,final")
+    ap.add_argument("--extra", action="store_true", help="train with the run's _extra sets too")
+    ap.add_argument("--out", default=str(ROOT / "runs/sweep/results.jsonl"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    recipe = load_recipe(args.config)
+    change = dict(VARIANTS[args.variant])
+    ema = change.pop("ema_steps", 0)
+    dann = change.pop("dann", 0.0)
+    cfg = dataclasses.replace(recipe.train, **change)
+    sets, info = load_sets(Path(args.work), args.extra)
+    if ema:
+        prior = np.concatenate(sets["train"].emb).astype(np.float32).mean(0)
+        for cs in sets.values():
+            cs.emb = [ema_normalise(e, ema, prior) for e in cs.emb]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for held in args.folds.split(","):
+        r = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann)
+        r["variant"] = args.variant + ("+extra" if args.extra else "")
+        with out.open("a") as f:
+            f.write(json.dumps(r, ensure_ascii=False, default=float) + "\n")
+        a5 = r["at_0.5"] or {}
+        print(f"{r['variant']:22s} {held:7s} recall@0.5FA/h {a5.get('recall')} ({a5.get('found')}/{a5.get('of')}) "
+              f"@1 {(r['at_1'] or {}).get('recall')} clip {r['clip']} service {r['service']} "
+              f"calibrated {r['calibrated']} [{r['seconds']} s]", flush=True)
+
+
+if __name__ == "__main__":
+    main()
