@@ -89,6 +89,7 @@ class DetectorConfig:
     thresholds: dict = field(default_factory=lambda: {k: 0.5 for k in KEYWORDS})
     smoothing_steps: int = 5          # moving average of posteriors over this many 80 ms steps (calibrated)
     refractory_s: float = 1.0         # after an event, the same keyword cannot fire again for this long
+    max_hold_steps: int = 3           # an event is emitted at most this many steps after crossing its threshold
     # call-level suggestion
     suggestion_min_evidence: float = 0.5   # summed event scores needed before a service is suggested
 
@@ -122,6 +123,9 @@ class DetectorConfig:
             raise ValueError(f"smoothing_steps: expected a whole number from 1 to {MAX_SMOOTHING_STEPS}, "
                              f"got {_describe(self.smoothing_steps)}")
         _check_number("refractory_s", self.refractory_s, 0.0, MAX_REFRACTORY_S)
+        if not _is_int(self.max_hold_steps) or not 1 <= self.max_hold_steps <= MAX_SMOOTHING_STEPS:
+            raise ValueError(f"max_hold_steps: expected a whole number from 1 to {MAX_SMOOTHING_STEPS}, "
+                             f"got {_describe(self.max_hold_steps)}")
         _check_number("suggestion_min_evidence", self.suggestion_min_evidence, 0.0, MAX_MIN_EVIDENCE)
 
 

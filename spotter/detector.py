@@ -7,7 +7,7 @@ evaluation over the newest 16 embeddings; nothing is recomputed over the window.
 Decision rule per keyword k (thresholds from the model artifact):
   s_k(t) = mean of the last `smoothing_steps` posteriors of k
   while s_k is above its threshold and k is the top keyword, track the peak; the event is emitted when s_k
-  falls back (one step after the peak) or after MAX_HOLD_STEPS above threshold, whichever comes first.
+  falls back (one step after the peak) or after `max_hold_steps` above threshold, whichever comes first.
   A keyword cannot fire again within `refractory_s` of its previous event.
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ import numpy as np
 from . import config
 
 STEP_S = config.STEP_S                                   # 0.08 s
-MAX_HOLD_STEPS = 3                                       # emit at most 240 ms after crossing the threshold
 DEFAULT_KEYWORD_DURATION_S = 0.6
 KEYWORD_END_OFFSET_S = 0.25                              # keyword end ~ this before the window end (training placement)
 
@@ -160,7 +159,7 @@ class Decider:
                 tr.active_steps += 1
                 if s > tr.peak:
                     tr.peak, tr.peak_step = s, step
-                if tr.active_steps >= MAX_HOLD_STEPS:
+                if tr.active_steps >= self.cfg.max_hold_steps:
                     out.append(self._take(i, step))
             elif tr.active_steps:
                 out.append(self._take(i, step))

@@ -53,6 +53,15 @@ def test_below_threshold_and_smoothing_reject_single_spikes():
     assert decide_sequence(low, cfg(smoothing_steps=1, th=0.5)) == []
 
 
+def test_an_event_is_decided_within_max_hold_steps_of_crossing():
+    post = posterior_track(100, {20: ("incendie", 0.95, 8)})           # above threshold from step 21 to 28
+    for hold in (1, 3):
+        (d,) = decide_sequence(post, cfg(smoothing_steps=1, max_hold_steps=hold))
+        assert d.step == 21 + hold - 1                                  # decide_sequence's first step is 1
+    (d,) = decide_sequence(post, cfg(smoothing_steps=1, max_hold_steps=20))
+    assert d.step == 29                                                 # one step after it falls back
+
+
 def test_only_the_top_keyword_fires():
     p = posterior_track(60, {20: ("vol", 0.55, 6)})
     p[20:26, config.LABELS.index("violences")] = 0.45

@@ -168,6 +168,7 @@ BAD_MODELS = [
     ("smoothing 0", _set(["detector", "smoothing_steps"], 0), "detector.smoothing_steps: expected a whole number"),
     ("smoothing float", _set(["detector", "smoothing_steps"], 2.5), "detector.smoothing_steps"),
     ("refractory negative", _set(["detector", "refractory_s"], -1.0), "detector.refractory_s"),
+    ("hold 0", _set(["detector", "max_hold_steps"], 0), "detector.max_hold_steps: expected a whole number"),
     ("detector a list", _set(["detector"], [1, 2]), "detector: expected a table"),
     ("durations a string", _set(["meta", "keyword_durations_s"], "0.5"),
      "meta.keyword_durations_s: expected a table"),

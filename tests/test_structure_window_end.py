@@ -20,7 +20,7 @@ from spotter.model import KeywordModel
 
 
 def eager_model() -> KeywordModel:
-    """Untrained head, zero thresholds: its first event is decided within MAX_HOLD_STEPS of the stream start."""
+    """Untrained head, zero thresholds: its first event is decided within max_hold_steps of the stream start."""
     torch.manual_seed(0)
     detector = config.DetectorConfig(thresholds={k: 0.0 for k in config.KEYWORDS})
     return KeywordModel(detector=detector, meta={"name": "eager"}).eval()

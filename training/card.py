@@ -62,6 +62,7 @@ def model_card(model) -> str:
     lines += ["## Augmentation", "", m.get("augmentation", "n/a"), ""]
     lines += ["## Thresholds (calibrated)",
               f"Posterior smoothing: moving average over {model.detector.smoothing_steps} steps of 80 ms; "
+              f"decided at most {model.detector.max_hold_steps} step(s) after crossing the threshold; "
               f"refractory period {model.detector.refractory_s} s. "
               f"Budget {cal.get('budget_fa_per_hour', '?')} false alarms per hour on the negatives; "
               f"measured at the chosen thresholds: {cal.get('result', {}).get('fa_per_hour', float('nan')):.2f} FA/h, "
@@ -153,7 +154,8 @@ def calls_card(model) -> str:
                 f"{info['recordings'].get('clips')}, from {info['recordings'].get('folders')}; each as recorded and "
                 f"through drawn channels.", ""] if info.get("recordings") else []),
              "## Thresholds (calibrated on validation voices' calls)",
-             f"Smoothing over {model.detector.smoothing_steps} steps; budget "
+             f"Smoothing over {model.detector.smoothing_steps} steps; an event is decided at most "
+             f"{model.detector.max_hold_steps} step(s) after its score crosses the threshold; budget "
              f"{m.get('recipe', {}).get('calibrate', {}).get('budget_fa_per_hour', 0.5)} FA/h; on validation: "
              f"{final.get('calibration', {})}.", "",
              "| keyword | service | threshold |", "|---|---|---|"]
