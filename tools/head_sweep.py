@@ -111,20 +111,6 @@ def train_dann(train, val, cfg, seed: int, lam: float):
     return head, {"windows": int(len(ytr))}
 
 
-def load_sets(work: Path, extra: bool) -> tuple[dict, dict]:
-    """The run's stored call sets, each with its separately built parts (the "_extra" parts only with extra)."""
-    info = json.loads((work / "calls_info.json").read_text())
-    sets = {}
-    for path in sorted(work.glob("calls_*.npz")):
-        name = path.stem.removeprefix("calls_")
-        if name.endswith(T.EXTRA_SUFFIX) and not extra:
-            continue
-        base = T.base_set(name)
-        cs = T.CallSet.load(path)
-        sets[base] = T._concat(sets[base], cs) if base in sets else cs
-    return sets, info
-
-
 def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, dann: float = 0.0) -> dict:
     t0 = time.time()
     if held == "final":
@@ -163,7 +149,8 @@ def main() -> None:
     ema = change.pop("ema_steps", 0)
     dann = change.pop("dann", 0.0)
     cfg = dataclasses.replace(recipe.train, **change)
-    sets, info = load_sets(Path(args.work), args.extra)
+    sets = T.load_callsets(Path(args.work), args.extra)
+    info = json.loads((Path(args.work) / "calls_info.json").read_text())
     if ema:
         prior = np.concatenate(sets["train"].emb).astype(np.float32).mean(0)
         for cs in sets.values():

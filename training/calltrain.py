@@ -637,6 +637,18 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
     return merged, info
 
 
+def load_callsets(work: Path, extra: bool = True) -> dict[str, CallSet]:
+    """A run's stored call sets, each merged with its separately built parts ('_gen', and '_extra' with extra)."""
+    sets: dict[str, CallSet] = {}
+    for path in sorted(Path(work).glob("calls_*.npz")):
+        name = path.stem.removeprefix("calls_")
+        if name.endswith(EXTRA_SUFFIX) and not extra:
+            continue
+        cs = CallSet.load(path)
+        sets[base_set(name)] = _concat(sets[base_set(name)], cs) if base_set(name) in sets else cs
+    return sets
+
+
 def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebuild: bool = False) -> dict:
     """The whole recipe: call sets, leave-one-engine-out folds, the shipped model (all engines), report. With
     rebuild, the call sets stored in the work dir are made again (build_callsets)."""
