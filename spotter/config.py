@@ -89,7 +89,8 @@ class DetectorConfig:
     thresholds: dict = field(default_factory=lambda: {k: 0.5 for k in KEYWORDS})
     smoothing_steps: int = 5          # moving average of posteriors over this many 80 ms steps (calibrated)
     refractory_s: float = 1.0         # after an event, the same keyword cannot fire again for this long
-    max_hold_steps: int = 3           # an event is emitted at most this many steps after crossing its threshold
+    max_hold_steps: int = 1           # an event is emitted at most this many steps after crossing its threshold
+    #                                   (1: at the crossing; tools/latency_tradeoff.py measured 1-3 at equal recall)
     # call-level suggestion
     suggestion_min_evidence: float = 0.5   # summed event scores needed before a service is suggested
 
