@@ -1,6 +1,9 @@
 """Compare head-training variants on a run's stored call embeddings, with the recipe's own folds and scorer.
 
     python tools/head_sweep.py --work runs/calls2 --variant all_negatives --folds mbrola,espeak,kokoro,final
+    python tools/head_sweep.py --work runs/calls2 --build --extra --variant recipe --folds mbrola,espeak \
+        --set 'calls.extra_kw_sentences={"mbrola": 8, "kokoro": 1}' \
+        --set 'calls.extra_neg_sentences={"mbrola": 40, "kokoro": 3}' --set calls.extra_kokoro_blends=16
 
 Each variant changes the [train] section (and the head's width) of training/configs/calls.toml; the data, the
 leave-one-engine-out folds, the calibration and the scorer are exactly those of `spotter train` (training/calltrain.py).
@@ -139,12 +142,19 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "runs/calls2"))
     ap.add_argument("--variant", required=True, choices=sorted(VARIANTS))
     ap.add_argument("--folds", default="mbrola,espeak,kokoro,final")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, as spotter train")
+    ap.add_argument("--build", action="store_true", help="first build the recipe's call sets missing from --work")
     ap.add_argument("--extra", action="store_true", help="train with the run's _extra sets too")
     ap.add_argument("--out", default=str(ROOT / "runs/sweep/results.jsonl"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    recipe = load_recipe(args.config)
+    recipe = load_recipe(args.config, args.set)
+    if args.build:
+        from training.recipe import real_audio_files
+        real = real_audio_files(recipe.data)
+        T.build_callsets(recipe.calls, recipe.calls.cache_dir, Path(args.work),
+                         {"train": real["noise_train"], "eval": real["noise_eval"]})
     change = dict(VARIANTS[args.variant])
     ema = change.pop("ema_steps", 0)
     dann = change.pop("dann", 0.0)
