@@ -105,6 +105,17 @@ def test_overrides_are_typed_like_the_file(tmp_path):
     assert "expected KEY=VALUE" in refusal(path, ["train.epochs"])
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_every_set_option_is_kept(command):
+    """`--set a=1 --set b=2` keeps both (a repeated option must not silently drop the earlier values)."""
+    import argparse
+    from training.cli import register_cli
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args([command, "--set", "train.epochs=3", "seed=1", "--set", "out=m.pt"])
+    assert args.set == ["train.epochs=3", "seed=1", "out=m.pt"]
+
+
 def test_defaults_come_from_the_dataclasses(tmp_path):
     r = load_recipe(write(tmp_path, ""))
     assert isinstance(r, ClipRecipe) and r.train == ClipTrainSection() and r.seed == 0 and r.name == "model"

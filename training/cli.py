@@ -113,7 +113,7 @@ def register_cli(sub) -> None:
     p.add_argument("--recordings", nargs="*", metavar="DIR", help="extra recordings folders <DIR>/<keyword>/*.wav")
     p.add_argument("--init", metavar="MODEL", help="start from this model artifact's head (retraining)")
     p.add_argument("--out", metavar="PATH", help="output artifact (default: the recipe's `out`)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="override recipe values, e.g. train.epochs=5 (paths in the recipe are relative to its file, "
                         "paths on the command line to the working directory)")
     p.add_argument("--keywords", metavar="FILE",
@@ -128,7 +128,7 @@ def register_cli(sub) -> None:
     p.add_argument("--model", help="model artifact (default: models/default.pt)")
     p.add_argument("--config", default="training/configs/default.toml", help="recipe TOML (default: %(default)s)")
     p.add_argument("--out", help="output folder for evaluation.json and plots (default: the recipe's work dir)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe values")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="override recipe values")
     p.add_argument("--keywords", metavar="FILE", help="keyword set TOML (default: the recipe's `keywords`)")
     p.add_argument("--real", metavar="DIR", help="[calls] recipes: score real recordings DIR/<keyword>/*.wav|flac "
                    "(clean and at 10 dB noise) against the run's held-out negatives, beside openWakeWord's alexa")
