@@ -264,7 +264,8 @@ def cmd_listen(args) -> int:
     from .sources import MicSource
     threads_from_env()
     devices = args.device if isinstance(args.device, list) else [args.device]
-    sources = [MicSource(d) for d in devices]          # every device is checked before the model is loaded
+    mics = [MicSource(d, channels=args.channels) for d in devices]   # every device is checked before the model
+    sources = [line for mic in mics for line in mic.lines()] if args.channels > 1 else mics
     log = _open_log(args.log)
     try:
         model = _load(args.model)
@@ -331,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("listen", help="spot keywords live from an input device until Ctrl-C")
     p.add_argument("--device", action="append", help="input device index or (part of its) name; see `spotter "
                                                      "devices`; repeat for several lines (one batched step per tick)")
+    p.add_argument("--channels", type=int, default=1, metavar="N",
+                   help="capture N channels of each device, one line per channel (default 1: the first channel)")
     _add_model_log(p)
     p.set_defaults(func=cmd_listen)
 

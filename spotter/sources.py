@@ -158,53 +158,88 @@ def resolve_device(device: int | str | None, devices: list[dict]) -> dict:
 
 
 # --- microphone ----------------------------------------------------------------------------------------
+class _ChannelReader:
+    """Consumer side of one captured channel: RingBuffer (device rate) -> StreamResampler -> 16 kHz steps."""
+
+    def __init__(self, capacity: int, rate: int):
+        self.rate = rate
+        self.ring = RingBuffer(capacity)
+        self.resampler = StreamResampler(rate, SAMPLE_RATE)
+        self.audio_stats = AudioStats()
+        self.pending = np.zeros(0, dtype=np.float32)
+        self.out_samples = 0
+
+    def read_step(self, n: int, timeout: float, where: str) -> np.ndarray | None:
+        while len(self.pending) < n:
+            need = min(self.ring.capacity, max(1, ceil((n - len(self.pending)) * self.rate / SAMPLE_RATE)))
+            chunk = self.ring.read(need, timeout=timeout)
+            if chunk is None:
+                if self.ring.closed:
+                    return None
+                raise SpotterError(f"{where}: no audio for {timeout:g} s")
+            out = self.resampler.process(sanitize(chunk, self.audio_stats))
+            self.pending = np.concatenate([self.pending, out]) if len(self.pending) else out
+        step, self.pending = self.pending[:n], self.pending[n:]
+        self.out_samples += n
+        return step
+
+    @property
+    def position_s(self) -> float:
+        return self.out_samples / SAMPLE_RATE + self.ring.overrun_samples / self.rate
+
+
 class MicSource(AudioSource):
     """Live input at the device's native rate; callback -> RingBuffer -> (consumer) Resampler -> 16 kHz.
 
+    With channels=C > 1 the device is opened once with C channels and each channel gets its own ring: the
+    MicSource reads channel 1, and `lines()` gives one AudioSource per channel (one telephone line each).
     `stream_factory` builds the stream (default sounddevice.InputStream) and is called with keyword
-    arguments device, samplerate, channels=1, dtype='float32', callback, finished_callback; `devices`
+    arguments device, samplerate, channels, dtype='float32', callback, finished_callback; `devices`
     replaces the device list from list_input_devices() (both let tests run without audio hardware).
     """
 
     def __init__(self, device: int | str | None = None, ring_seconds: float = RING_SECONDS, *,
                  stream_factory: Callable | None = None, devices: list[dict] | None = None,
-                 read_timeout_s: float = READ_TIMEOUT_S):
+                 read_timeout_s: float = READ_TIMEOUT_S, channels: int = 1):
         self._device = resolve_device(device, list_input_devices() if devices is None else list(devices))
+        available = int(self._device.get("channels", 1))
+        if not isinstance(channels, int) or not 1 <= channels <= available:
+            raise SpotterError(f"input device [{self._device['index']}] {self._device['name']}: cannot capture "
+                               f"{channels} channels (it has {available})")
         self._rate = int(round(self._device["default_samplerate"]))
-        self._ring = RingBuffer(max(1, int(ring_seconds * self._rate)))
-        self._resampler = StreamResampler(self._rate, SAMPLE_RATE)
+        self._readers = [_ChannelReader(max(1, int(ring_seconds * self._rate)), self._rate) for _ in range(channels)]
+        self._rings = [r.ring for r in self._readers]
         self._stream_factory = stream_factory
         self._stream = None
         self._started = False
         self.read_timeout_s = read_timeout_s
         self._overflows = 0
-        self._audio_stats = AudioStats()
-        self._pending = np.zeros(0, dtype=np.float32)
-        self._out_samples = 0
 
     # --- producer side (audio thread) ----------------------------------------------------------------
     def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
-        """PortAudio callback: count overflow flags and copy the first channel into the ring (no allocation)."""
+        """PortAudio callback: count overflow flags and copy each channel into its ring (no allocation)."""
         if status is not None and getattr(status, "input_overflow", False):
             self._overflows += 1
-        self._ring.write(indata[:frames, 0])
+        for c, ring in enumerate(self._rings):
+            ring.write(indata[:frames, c])
 
     def _finished(self) -> None:
         """Called by the stream when it becomes inactive (stopped, aborted or failed)."""
-        self._ring.close()
+        for ring in self._rings:
+            ring.close()
 
     # --- control -------------------------------------------------------------------------------------
     def start(self) -> None:
         """Open and start the input stream (a stopped MicSource cannot be restarted: make a new one)."""
         if self._started:
-            if self._ring.closed:
+            if self._rings[0].closed:
                 raise RuntimeError("MicSource cannot be restarted after stop(); create a new one")
             return
         factory = self._stream_factory
         if factory is None:
             factory = _sounddevice().InputStream
         try:
-            self._stream = factory(device=self._device["index"], samplerate=self._rate, channels=1,
+            self._stream = factory(device=self._device["index"], samplerate=self._rate, channels=len(self._rings),
                                    dtype="float32", callback=self._callback, finished_callback=self._finished)
             self._stream.start()
         except SpotterError:
@@ -226,25 +261,22 @@ class MicSource(AudioSource):
         except Exception:   # a device that vanished cannot be stopped cleanly; nothing left to release
             pass
         finally:
-            self._ring.close()
+            self._finished()
+
+    def lines(self) -> list["AudioSource"]:
+        """One AudioSource per captured channel; starting or stopping any of them starts or stops the device."""
+        return [_ChannelLine(self, c) for c in range(len(self._readers))]
 
     # --- consumer side -------------------------------------------------------------------------------
     def read_step(self, n: int = STEP_SAMPLES) -> np.ndarray | None:
+        return self._read_channel(0, n)
+
+    def _read_channel(self, c: int, n: int) -> np.ndarray | None:
         if not self._started:
             raise RuntimeError("MicSource.read_step() called before start()")
-        while len(self._pending) < n:
-            need = min(self._ring.capacity, max(1, ceil((n - len(self._pending)) * self._rate / SAMPLE_RATE)))
-            chunk = self._ring.read(need, timeout=self.read_timeout_s)
-            if chunk is None:
-                if self._ring.closed:
-                    return None
-                raise SpotterError(f"input device [{self._device['index']}] {self._device['name']}: "
-                                   f"no audio for {self.read_timeout_s:g} s")
-            out = self._resampler.process(sanitize(chunk, self._audio_stats))
-            self._pending = np.concatenate([self._pending, out]) if len(self._pending) else out
-        step, self._pending = self._pending[:n], self._pending[n:]
-        self._out_samples += n
-        return step
+        where = f"input device [{self._device['index']}] {self._device['name']}"
+        return self._readers[c].read_step(n, self.read_timeout_s, where if c == 0 and len(self._readers) == 1
+                                          else f"{where}, channel {c + 1}")
 
     # --- state ---------------------------------------------------------------------------------------
     @property
@@ -261,20 +293,55 @@ class MicSource(AudioSource):
 
     @property
     def ring(self) -> RingBuffer:
-        return self._ring
+        return self._rings[0]
+
+    def _channel_stats(self, c: int) -> SourceStats:
+        r = self._readers[c]
+        return SourceStats(device_overflows=self._overflows, ring_overruns=r.ring.overrun_events,
+                           ring_lost_samples=r.ring.overrun_samples,
+                           nonfinite=r.audio_stats.nonfinite, clipped=r.audio_stats.clipped)
 
     @property
     def stats(self) -> SourceStats:
-        return SourceStats(device_overflows=self._overflows, ring_overruns=self._ring.overrun_events,
-                           ring_lost_samples=self._ring.overrun_samples,
-                           nonfinite=self._audio_stats.nonfinite, clipped=self._audio_stats.clipped)
+        return self._channel_stats(0)
 
     @property
     def position_s(self) -> float:
-        return self._out_samples / SAMPLE_RATE + self._ring.overrun_samples / self._rate
+        return self._readers[0].position_s
 
 
-# --- file ----------------------------------------------------------------------------------------------
+class _ChannelLine(AudioSource):
+    """Channel c of a multi-channel MicSource, as a source of its own (one line of `spotter listen`)."""
+
+    def __init__(self, mic: MicSource, channel: int):
+        self._mic, self._c = mic, channel
+
+    def start(self) -> None:
+        self._mic.start()
+
+    def stop(self) -> None:
+        self._mic.stop()
+
+    def read_step(self, n: int = STEP_SAMPLES) -> np.ndarray | None:
+        return self._mic._read_channel(self._c, n)
+
+    @property
+    def sample_rate(self) -> int:
+        return self._mic.sample_rate
+
+    @property
+    def name(self) -> str:
+        return f"{self._mic.name}, channel {self._c + 1}"
+
+    @property
+    def stats(self) -> SourceStats:
+        return self._mic._channel_stats(self._c)
+
+    @property
+    def position_s(self) -> float:
+        return self._mic._readers[self._c].position_s
+
+
 class FileSource(AudioSource):
     """A file streamed as 16 kHz steps; `realtime` paces steps to the wall clock at `speed` x.
 

@@ -170,16 +170,18 @@ class FakeFlags:
 
 def fake_stream(signal: np.ndarray, block: int = 512, overflow_every: int = 0, pace_s: float = 0.0,
                 loop: bool = False):
-    """A stand-in for sounddevice.InputStream that plays `signal` through the callback from its own thread."""
+    """A stand-in for sounddevice.InputStream that plays `signal` ((n,) or (n, channels)) through the callback
+    from its own thread."""
+    signal = signal if signal.ndim == 2 else signal[:, None]
 
     class FakeInputStream:
         instances: list = []
 
         def __init__(self, *, device, samplerate, channels, dtype, callback, finished_callback=None, **_):
-            assert channels == 1 and dtype == "float32"
+            assert channels == signal.shape[1] and dtype == "float32"
             self.device, self.samplerate = device, samplerate
             self.callback, self.finished_callback = callback, finished_callback
-            self.indata = np.zeros((block, 1), np.float32)       # PortAudio reuses its buffer
+            self.indata = np.zeros((block, channels), np.float32)   # PortAudio reuses its buffer
             self.done = threading.Event()
             self._stop = threading.Event()
             self.thread = threading.Thread(target=self._run, daemon=True)
@@ -193,7 +195,7 @@ def fake_stream(signal: np.ndarray, block: int = 512, overflow_every: int = 0, p
                     if not loop:
                         break
                     i = 0
-                self.indata[:, 0] = signal[i:i + block]
+                self.indata[:] = signal[i:i + block]
                 k += 1
                 self.callback(self.indata, block, None, FakeFlags(bool(overflow_every) and k % overflow_every == 0))
                 self.indata[:] = np.nan      # the buffer is garbage after the callback returns
@@ -240,6 +242,41 @@ def test_mic_delivers_speech_intact_at_16k(speech_44k):
     while mic.read_step() is not None:
         left += 1
     assert left <= 1
+
+
+def test_each_channel_of_one_device_is_a_line_of_its_own(speech_44k):
+    """A 2-channel device opened once: each line delivers its own channel, intact, at 16 kHz."""
+    t = np.arange(len(speech_44k)) / 44100
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    factory = fake_stream(np.stack([speech_44k, tone], axis=1), block=441)
+    devices = [{**d, "channels": 2} for d in FAKE_DEVICES]
+    mic = MicSource(devices=devices, stream_factory=factory, channels=2)
+    lines = mic.lines()
+    assert [ln.name for ln in lines] == ["USB Headset Mic, channel 1", "USB Headset Mic, channel 2"]
+    usable = len(speech_44k) // 441 * 441
+    n_steps = (usable * SAMPLE_RATE // 44100 - 1280) // STEP_SAMPLES
+    for ln in lines:
+        ln.start()
+    got = [[], []]
+    for _ in range(n_steps):
+        for c, ln in enumerate(lines):
+            got[c].append(ln.read_step())
+    lines[1].stop()                                             # stopping a line stops the device: every line ends
+    assert len(factory.instances) == 1 and factory.instances[0].closed
+    for c, x in enumerate((speech_44k, tone)):
+        y = np.concatenate(got[c])
+        assert np.abs(y - offline_resample(x[:usable], 44100)[:len(y)]).max() < 1e-4
+        assert lines[c].position_s == pytest.approx(len(y) / SAMPLE_RATE)
+        assert lines[c].stats.ring_overruns == 0
+    for ln in lines:
+        while ln.read_step() is not None:
+            pass
+
+
+def test_a_device_refuses_more_channels_than_it_has():
+    with pytest.raises(SpotterError, match=r"cannot capture 3 channels \(it has 2\)"):
+        MicSource(devices=[{**d, "channels": 2} for d in FAKE_DEVICES], stream_factory=fake_stream(np.zeros(10)),
+                  channels=3)
 
 
 def test_mic_counts_overflow_flags(speech_44k):
