@@ -151,3 +151,37 @@ def test_extra_sets_change_no_other_set(tmp_path):
     assert all(splits[v.key] == "train" for v in kokoro_extra)
     test_styles = {s for v in voices if splits.get(v.key) == "test" for s in v.speakers}
     assert not {s for v in kokoro_extra for s in v.speakers} & test_styles
+
+
+def test_recall_at_a_false_alarm_budget_carries_a_bootstrap_interval():
+    """evaluate_posteriors' recall at <= 0.5 FA/h comes with a 90 % interval over resampled calls: it contains the
+    figure, and it is wide when the budget rests on a few false alarms."""
+    from training.calltrain import CallSet, evaluate_posteriors
+    n_kw, steps_kw = 40, 60
+    kw_cs, kw_posts = CallSet(), []
+    kw_col = config.LABELS.index("incendie")
+    other = config.LABELS.index(config.OTHER)
+    for i in range(n_kw):
+        p = np.zeros((steps_kw, len(config.LABELS)), np.float32)
+        p[:, other] = 1.0
+        p[30:34, kw_col], p[30:34, other] = (0.995, 0.005) if i % 2 else (0.93, 0.07)    # half strong, half weak
+        kw_posts.append(p)
+        kw_cs.add(np.zeros((steps_kw + 15, 96), np.float16), np.full(steps_kw, other, np.int16),
+                  [("incendie", 30 * C.STEP_S - 0.5, 30 * C.STEP_S - 0.1)], {"engine": "e", "channel": "wide",
+                                                                               "service": "18"})
+    neg_cs, neg_posts = CallSet(), []
+    steps_neg = int(0.25 * 3600 / C.STEP_S)                   # 10 calls of 15 min: 2.5 h of negatives
+    for i in range(10):
+        p = np.zeros((steps_neg, len(config.LABELS)), np.float32)
+        p[:, other] = 1.0
+        if i < 2:                                               # one false alarm at 0.95 in two calls: 0.8 FA/h
+            p[100:104, kw_col], p[100:104, other] = 0.95, 0.05
+        neg_posts.append(p)
+        neg_cs.add(np.zeros((steps_neg + 15, 96), np.float16), np.full(steps_neg, other, np.int16), [],
+                   {"engine": "e", "channel": "tel", "service": None})
+    res = evaluate_posteriors(kw_posts, neg_posts, kw_cs, neg_cs, {k: 0.5 for k in config.KEYWORDS}, 1)
+    a5 = res["at_0.5_fa_h"]
+    assert a5["threshold"] > 0.95 and a5["recall"]["recall"] == 0.5          # only the strong half survives
+    lo, hi = a5["recall_interval_90"]
+    assert lo <= a5["recall"]["recall"] <= hi
+    assert hi - lo > 0.3      # draws without the two false alarms allow 0.93: recall 1.0; draws with both: 0.5

@@ -36,7 +36,20 @@ VARIANTS = {
     "recipe_ema": {"ema_steps": 60},
     # an engine classifier behind a gradient reversal on the head's pooled features (no mining round)
     "dann": {"mining_windows": 0, "dann": 0.3},
+    # the recipe's head trained from 3 seeds, posteriors averaged
+    "ensemble3": {"ensemble": 3},
 }
+
+
+class Ensemble(torch.nn.Module):
+    """Heads whose posteriors are averaged (returned as log-posteriors: a softmax of them gives the average)."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = torch.nn.ModuleList(heads)
+
+    def forward(self, x):
+        return torch.log(torch.stack([torch.softmax(h(x), dim=1) for h in self.heads]).mean(0) + 1e-12)
 
 
 def ema_normalise(emb: np.ndarray, steps: int, prior: np.ndarray) -> np.ndarray:
@@ -114,7 +127,8 @@ def train_dann(train, val, cfg, seed: int, lam: float):
     return head, {"windows": int(len(ytr))}
 
 
-def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, dann: float = 0.0) -> dict:
+def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, dann: float = 0.0,
+             ensemble: int = 0) -> dict:
     t0 = time.time()
     if held == "final":
         keep = lambda m: True
@@ -124,6 +138,9 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
         kw = sets["eval_kw"].select(lambda m: m["engine"] == held)
     if dann:
         head, tinfo = train_dann(sets["train"].select(keep), sets["val"].select(keep), cfg, seed, dann)
+    elif ensemble:
+        heads = [T.train_fold(sets["train"].select(keep), sets["val"].select(keep), cfg, seed + i) for i in range(ensemble)]
+        head, tinfo = Ensemble([h for h, _ in heads]).eval(), heads[0][1]
     else:
         head, tinfo = T.train_fold(sets["train"].select(keep), sets["val"].select(keep), cfg, seed)
     thr, sm, cal = T.calibrate_head(head, sets["val"].select(keep), budget)
@@ -131,6 +148,7 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
     return {"fold": held, "seconds": round(time.time() - t0, 1), "windows": tinfo["windows"],
             "calibrated": {"recall": res["calibrated"]["recall"]["recall"], "fa_per_hour": res["calibrated"]["fa_per_hour"]},
             "at_0.5": (res["at_0.5_fa_h"] or {}).get("recall"), "at_1": (res["at_1.0_fa_h"] or {}).get("recall"),
+            "interval_0.5": (res["at_0.5_fa_h"] or {}).get("recall_interval_90"),
             "per_keyword_0.5": (res["at_0.5_fa_h"] or {}).get("per_keyword"),
             "clip": res["clip"]["accuracy"], "service": res["service"]["service_correct"],
             "det": res["det"]}
@@ -158,6 +176,7 @@ def main() -> None:
     change = dict(VARIANTS[args.variant])
     ema = change.pop("ema_steps", 0)
     dann = change.pop("dann", 0.0)
+    ensemble = change.pop("ensemble", 0)
     cfg = dataclasses.replace(recipe.train, **change)
     sets = T.load_callsets(Path(args.work), args.extra)
     info = json.loads((Path(args.work) / "calls_info.json").read_text())
@@ -168,12 +187,12 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for held in args.folds.split(","):
-        r = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann)
+        r = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann, ensemble)
         r["variant"] = args.variant + ("+extra" if args.extra else "")
         with out.open("a") as f:
             f.write(json.dumps(r, ensure_ascii=False, default=float) + "\n")
         a5 = r["at_0.5"] or {}
-        print(f"{r['variant']:22s} {held:7s} recall@0.5FA/h {a5.get('recall')} ({a5.get('found')}/{a5.get('of')}) "
+        print(f"{r['variant']:22s} {held:7s} recall@0.5FA/h {a5.get('recall')} ({a5.get('found')}/{a5.get('of')}) 90% {r['interval_0.5']} "
               f"@1 {(r['at_1'] or {}).get('recall')} clip {r['clip']} service {r['service']} "
               f"calibrated {r['calibrated']} [{r['seconds']} s]", flush=True)
 

@@ -521,8 +521,10 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
     for th in GRID:
         thr = {k: float(th) for k in config.KEYWORDS}
         r = score_calls(kw_posts, kw, thr, smoothing)
-        fa = len(score_calls(neg_posts, neg, thr, smoothing)["false_alarms"])
-        det.append({"threshold": float(th), "fa_per_hour": fa / hours if hours else 0.0, "result": r})
+        falses = score_calls(neg_posts, neg, thr, smoothing)["false_alarms"]
+        det.append({"threshold": float(th), "fa_per_hour": len(falses) / hours if hours else 0.0, "result": r,
+                    "falses": falses})
+    intervals = bootstrap_recall(det, kw, neg, FA_TARGETS)
     for target in FA_TARGETS:
         ok = [d for d in det if d["fa_per_hour"] <= target]
         if not ok:
@@ -533,6 +535,7 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
         out[f"at_{target}_fa_h"] = {
             "threshold": best["threshold"], "fa_per_hour": round(best["fa_per_hour"], 3),
             "recall": _recall_table(r, lambda k, m: "all")["all"],
+            "recall_interval_90": intervals[target],
             "per_keyword": _recall_table(r, lambda k, m: k),
             "per_engine": _recall_table(r, lambda k, m: m["engine"]),
             "per_channel": _recall_table(r, lambda k, m: m["channel"]),
@@ -545,6 +548,35 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
         plot_det([(p["fa_per_hour"], 1 - (p["recall"] or 0)) for p in out["det"]], Path(out_dir) / "det.png", title,
                  negatives="held-out running speech",
                  ylabel="miss rate (keywords inside sentences)", budget_fa=0.5)
+    return out
+
+
+def bootstrap_recall(det: list[dict], kw: CallSet, neg: CallSet, targets, draws: int = 1000, seed: int = 0) -> dict:
+    """90 % interval of "recall at <= target FA/h" over resamplings of the keyword calls and the negative calls
+    (each with replacement), the threshold chosen again in each draw as evaluate_posteriors chooses it. At 0.5 FA/h
+    a few hours of negatives hold only a handful of false alarms: this says how much the figure can move."""
+    call_of = lambda cs: {id(m): i for i, m in enumerate(cs.meta)}
+    ki, ni = call_of(kw), call_of(neg)
+    hits = np.zeros((len(kw.meta), len(det)))
+    fas = np.zeros((len(neg.meta), len(det)))
+    for t, d in enumerate(det):
+        for _, m in d["result"]["hits"]:
+            hits[ki[id(m)], t] += 1
+        for _, m in d["falses"]:
+            fas[ni[id(m)], t] += 1
+    occ = np.array([len(n) for n in kw.notes], float)
+    hours = np.array([len(y) * C.STEP_S / 3600 for y in neg.labels])
+    rng = np.random.default_rng(seed)
+    wk = rng.multinomial(len(occ), np.full(len(occ), 1 / len(occ)), size=draws).astype(float)
+    wn = rng.multinomial(len(hours), np.full(len(hours), 1 / len(hours)), size=draws).astype(float)
+    fa_rate = (wn @ fas) / (wn @ hours)[:, None]                      # (draws, thresholds)
+    recall = (wk @ hits) / np.maximum(1, wk @ occ)[:, None]
+    out = {}
+    for target in targets:
+        ok = fa_rate <= target
+        first = np.where(ok.any(1), ok.argmax(1), -1)                # lowest threshold within the budget
+        r = np.where(first >= 0, recall[np.arange(draws), np.maximum(first, 0)], 0.0)
+        out[target] = [round(float(x), 4) for x in np.percentile(r, [5, 95])]
     return out
 
 

@@ -109,11 +109,18 @@ def _r(d) -> str:
     return f"{100 * d['recall']:.1f} % ({d['found']}/{d['of']})"
 
 
+def _ci(d: dict) -> str:
+    """' [90 % interval 2.1-9.5 %]' from an at_*_fa_h entry (nothing for reports made before intervals)."""
+    lo_hi = d.get("recall_interval_90")
+    return f" [90 % interval {100 * lo_hi[0]:.1f}-{100 * lo_hi[1]:.1f} %]" if lo_hi else ""
+
+
 def _fold_rows(name: str, res: dict) -> str:
     a5, a1 = res.get("at_0.5_fa_h") or {}, res.get("at_1.0_fa_h") or {}
     cal = res["calibrated"]
-    return (f"| {name} | {_r(cal['recall'])} at {cal['fa_per_hour']:.2f} FA/h | {_r(a5.get('recall'))} | "
-            f"{_r(a1.get('recall'))} | {_pct(res['clip']['accuracy'])} | {_pct(res['service']['service_correct'])} |")
+    return (f"| {name} | {_r(cal['recall'])} at {cal['fa_per_hour']:.2f} FA/h | {_r(a5.get('recall'))}{_ci(a5)} | "
+            f"{_r(a1.get('recall'))}{_ci(a1)} | {_pct(res['clip']['accuracy'])} | "
+            f"{_pct(res['service']['service_correct'])} |")
 
 
 def calls_card(model) -> str:

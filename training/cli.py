@@ -81,7 +81,8 @@ def cmd_evaluate(args) -> int:
             a5 = r.get("at_0.5_fa_h") or {}
             print(f"{name}: recall at calibrated thresholds {r['calibrated']['recall']['recall']:.3f} "
                   f"({r['calibrated']['fa_per_hour']:.2f} FA/h on {r['negative_hours']} h); recall at 0.5 FA/h "
-                  f"{(a5.get('recall') or {}).get('recall')}; keyword-clip accuracy {r['clip']['accuracy']}; "
+                  f"{(a5.get('recall') or {}).get('recall')} (90 % interval {a5.get('recall_interval_90')}); "
+                  f"keyword-clip accuracy {r['clip']['accuracy']}; "
                   f"service correct {r['service']['service_correct']}")
         print(f"details: {out / 'evaluation.json'}")
         return 0
