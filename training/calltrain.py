@@ -796,8 +796,8 @@ def evaluate_stored(model, work: Path, out_dir: Path | None = None) -> dict:
     """Score any model on a run's stored evaluation calls (the before/after comparison): held-out voices, and
     each engine's calls (for a model trained on every engine these are *not* leave-one-engine-out figures)."""
     info = json.loads((work / "calls_info.json").read_text())
-    kw = CallSet.load(work / "calls_eval_kw.npz")
-    neg = CallSet.load(work / "calls_eval_neg.npz")
+    sets = load_callsets(work, extra=False)             # with their '_gen' parts, as the run scored them
+    kw, neg = sets["eval_kw"], sets["eval_neg"]
     th, sm = model.detector.thresholds, model.detector.smoothing_steps
     res = {"held_out_voices": evaluate_head(model.head, kw.select(lambda m: info["voices"].get(m["voice"]) == "test"),
                                             neg, th, sm, out_dir, f"{model.name}: held-out voices")}
