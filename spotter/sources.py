@@ -342,6 +342,7 @@ class _ChannelLine(AudioSource):
         return self._mic._readers[self._c].position_s
 
 
+# --- file ----------------------------------------------------------------------------------------------
 class FileSource(AudioSource):
     """A file streamed as 16 kHz steps; `realtime` paces steps to the wall clock at `speed` x.
 

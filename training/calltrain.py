@@ -624,6 +624,8 @@ def base_set(name: str) -> str:
     for suffix in SUFFIXES:
         name = name.removesuffix(suffix)
     return name
+
+
 # how each set is made: (noise half, SNR range, channel copies per call, alternate wide/tel, calls without keyword)
 SET_SPECS = {"train": ("train", (0.0, 30.0), None, False, 0.25), "val": ("eval", (5.0, 20.0), 1, False, 0.25),
              "eval_kw": ("eval", (5.0, 20.0), 1, True, 0.0), "eval_neg": ("eval", (5.0, 20.0), 1, True, 0.25)}
