@@ -5,7 +5,7 @@
         --set 'calls.extra_kw_sentences={"mbrola": 8, "kokoro": 1}' \
         --set 'calls.extra_neg_sentences={"mbrola": 40, "kokoro": 3}' --set calls.extra_kokoro_blends=16
 
-Each variant changes the [train] section (and the head's width) of training/configs/calls.toml; the data, the
+Each variant changes the [train] section or the head's training in training/configs/calls.toml's recipe; the data, the
 leave-one-engine-out folds, the calibration and the scorer are exactly those of `spotter train` (training/calltrain.py).
 One JSON line per fold is appended to --out, and one summary line is printed.
 """
@@ -91,7 +91,8 @@ def train_dann(train, val, cfg, seed: int, lam: float):
     head = KeywordHead()
     feats = {}
     head.out.register_forward_pre_hook(lambda mod, inp: feats.__setitem__("z", inp[0]))
-    dom = torch.nn.Sequential(torch.nn.Linear(head.out.in_features, 64), torch.nn.ReLU(), torch.nn.Linear(64, len(engines)))
+    dom = torch.nn.Sequential(torch.nn.Linear(head.out.in_features, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, len(engines)))
     w = class_weights(ytr)
     dw = 1.0 / torch.bincount(dtr).float()
     dw = dw / (dw * torch.bincount(dtr)).sum() * len(dtr)
@@ -132,21 +133,23 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
     t0 = time.time()
     if held == "final":
         keep = lambda m: True
-        kw = sets["eval_kw"].select(lambda m: info["voices"].get(m["voice"]) == "test")
+        kw = T.held_out_voices(sets["eval_kw"], info)
     else:
         keep = lambda m: m["engine"] != held
         kw = sets["eval_kw"].select(lambda m: m["engine"] == held)
+    train, val = sets["train"].select(keep), sets["val"].select(keep)
     if dann:
-        head, tinfo = train_dann(sets["train"].select(keep), sets["val"].select(keep), cfg, seed, dann)
+        head, tinfo = train_dann(train, val, cfg, seed, dann)
     elif ensemble:
-        heads = [T.train_fold(sets["train"].select(keep), sets["val"].select(keep), cfg, seed + i) for i in range(ensemble)]
+        heads = [T.train_fold(train, val, cfg, seed + i) for i in range(ensemble)]
         head, tinfo = Ensemble([h for h, _ in heads]).eval(), heads[0][1]
     else:
-        head, tinfo = T.train_fold(sets["train"].select(keep), sets["val"].select(keep), cfg, seed)
-    thr, sm, cal = T.calibrate_head(head, sets["val"].select(keep), budget)
+        head, tinfo = T.train_fold(train, val, cfg, seed)
+    thr, sm, cal = T.calibrate_head(head, val, budget)
     res = T.evaluate_head(head, kw, sets["eval_neg"], thr, sm)
     return {"fold": held, "seconds": round(time.time() - t0, 1), "windows": tinfo["windows"],
-            "calibrated": {"recall": res["calibrated"]["recall"]["recall"], "fa_per_hour": res["calibrated"]["fa_per_hour"]},
+            "calibrated": {"recall": res["calibrated"]["recall"]["recall"],
+                           "fa_per_hour": res["calibrated"]["fa_per_hour"]},
             "at_0.5": (res["at_0.5_fa_h"] or {}).get("recall"), "at_1": (res["at_1.0_fa_h"] or {}).get("recall"),
             "interval_0.5": (res["at_0.5_fa_h"] or {}).get("recall_interval_90"),
             "per_keyword_0.5": (res["at_0.5_fa_h"] or {}).get("per_keyword"),
@@ -178,8 +181,7 @@ def main() -> None:
     dann = change.pop("dann", 0.0)
     ensemble = change.pop("ensemble", 0)
     cfg = dataclasses.replace(recipe.train, **change)
-    sets = T.load_callsets(Path(args.work), args.extra)
-    info = json.loads((Path(args.work) / "calls_info.json").read_text())
+    sets, info = T.load_callsets(Path(args.work), args.extra)
     if ema:
         prior = np.concatenate(sets["train"].emb).astype(np.float32).mean(0)
         for cs in sets.values():
@@ -192,7 +194,8 @@ def main() -> None:
         with out.open("a") as f:
             f.write(json.dumps(r, ensure_ascii=False, default=float) + "\n")
         a5 = r["at_0.5"] or {}
-        print(f"{r['variant']:22s} {held:7s} recall@0.5FA/h {a5.get('recall')} ({a5.get('found')}/{a5.get('of')}) 90% {r['interval_0.5']} "
+        print(f"{r['variant']:22s} {held:7s} recall@0.5FA/h {a5.get('recall')} ({a5.get('found')}/{a5.get('of')}) "
+              f"90% {r['interval_0.5']} "
               f"@1 {(r['at_1'] or {}).get('recall')} clip {r['clip']} service {r['service']} "
               f"calibrated {r['calibrated']} [{r['seconds']} s]", flush=True)
 

@@ -4,9 +4,10 @@
 
 The model's head scores the held-out voices' keyword calls and the held-out negatives once (training/calltrain.py's
 stored calls, half telephone); then, for each (max_hold_steps, smoothing_steps), a common threshold is swept on the
-negatives (calltrain.GRID from 0.5 up) and the lowest one within each false-alarm budget is kept. Latency is the decision's stream
-time minus the keyword's end (the synthesiser's span), for the hits at that threshold: what the operator waits after
-the caller finished the word, compute time excluded. The hit rule is evaluation.streams.score_stream's.
+negatives (calltrain.GRID from 0.5 up) and the lowest one within each false-alarm budget is kept. Latency is the
+decision's stream time minus the keyword's end (the synthesiser's span), for the hits at that threshold: what the
+operator waits after the caller finished the word, compute time excluded. The hit rule is
+evaluation.streams.score_stream's.
 """
 from __future__ import annotations
 
@@ -54,9 +55,8 @@ def main() -> None:
     from spotter.model import load_model
     model = load_model(args.model)
     work = Path(args.work)
-    info = json.loads((work / "calls_info.json").read_text())
-    sets = T.load_callsets(work, extra=False)          # the evaluation sets (and their '_gen' parts)
-    kw = sets["eval_kw"].select(lambda m: info["voices"].get(m["voice"]) == "test")
+    sets, info = T.load_callsets(work, extra=False)    # the evaluation sets (and their '_gen' parts)
+    kw = T.held_out_voices(sets["eval_kw"], info)
     neg = sets["eval_neg"]
     kw_posts = [T.call_posteriors(model.head, e) for e in kw.emb]
     neg_posts = [T.call_posteriors(model.head, e) for e in neg.emb]
@@ -84,7 +84,8 @@ def main() -> None:
                        "recall": len(lat) / n_kw, "found": len(lat), "of": n_kw,
                        "latency_p50_s": float(p50), "latency_p95_s": float(p95)}
                 rows.append(row)
-                print(f"| {hold} | {sm} | {budget} | {th:.3f} | {fa_at[th]:.2f} | {row['recall']:.1%} ({len(lat)}/{n_kw}) "
+                print(f"| {hold} | {sm} | {budget} | {th:.3f} | {fa_at[th]:.2f} | "
+                      f"{row['recall']:.1%} ({len(lat)}/{n_kw}) "
                       f"| {p50:.2f} s | {p95:.2f} s |", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))

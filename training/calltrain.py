@@ -665,22 +665,28 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
                     speakers={sp: sorted({s for v in voices if splits.get(v.key) == sp for s in v.speakers})
                               for sp in ("train", "val", "test")})
         info_path.write_text(json.dumps(info, ensure_ascii=False, indent=1))
-    merged = {}
-    for name, cs in sets.items():
+    return merge_parts(sets), info
+
+
+def merge_parts(parts: dict[str, CallSet]) -> dict[str, CallSet]:
+    """{'train': ..., 'train_gen': ...} -> {'train': both}: each set merged with its separately built parts."""
+    merged: dict[str, CallSet] = {}
+    for name, cs in parts.items():
         merged[base_set(name)] = _concat(merged[base_set(name)], cs) if base_set(name) in merged else cs
-    return merged, info
+    return merged
 
 
-def load_callsets(work: Path, extra: bool = True) -> dict[str, CallSet]:
-    """A run's stored call sets, each merged with its separately built parts ('_gen', and '_extra' with extra)."""
-    sets: dict[str, CallSet] = {}
-    for path in sorted(Path(work).glob("calls_*.npz")):
-        name = path.stem.removeprefix("calls_")
-        if name.endswith(EXTRA_SUFFIX) and not extra:
-            continue
-        cs = CallSet.load(path)
-        sets[base_set(name)] = _concat(sets[base_set(name)], cs) if base_set(name) in sets else cs
-    return sets
+def load_callsets(work: Path, extra: bool = True) -> tuple[dict[str, CallSet], dict]:
+    """A run's stored call sets, each merged with its separately built parts ('_gen', and '_extra' with extra),
+    and the run's calls_info.json (voice splits, set sizes)."""
+    names = [p.stem.removeprefix("calls_") for p in sorted(Path(work).glob("calls_*.npz"))]
+    parts = {n: CallSet.load(Path(work) / f"calls_{n}.npz") for n in names if extra or not n.endswith(EXTRA_SUFFIX)}
+    return merge_parts(parts), json.loads((Path(work) / "calls_info.json").read_text())
+
+
+def held_out_voices(cs: CallSet, info: dict) -> CallSet:
+    """The calls of `cs` spoken by test-split voices (held out from every model of the run)."""
+    return cs.select(lambda m: info["voices"].get(m["voice"]) == "test")
 
 
 def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebuild: bool = False) -> dict:
@@ -731,7 +737,7 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
     t0 = time.time()
     head, tinfo = train_fold(sets["train"], sets["val"], tr, seed)
     thr, sm, cal = calibrate_head(head, sets["val"], budget)
-    held_voices = sets["eval_kw"].select(lambda m: info["voices"].get(m["voice"]) == "test")
+    held_voices = held_out_voices(sets["eval_kw"], info)
     final = evaluate_head(head, held_voices, sets["eval_neg"], thr, sm, work / "final", "all engines, held-out voices")
     final.update(calibration=cal, thresholds=thr, train=tinfo, seconds=round(time.time() - t0, 1))
     report["final"] = final
@@ -797,12 +803,11 @@ def train_from_calls(recipe: CallsRecipe, folds: bool = True) -> Path:
 def evaluate_stored(model, work: Path, out_dir: Path | None = None) -> dict:
     """Score any model on a run's stored evaluation calls (the before/after comparison): held-out voices, and
     each engine's calls (for a model trained on every engine these are *not* leave-one-engine-out figures)."""
-    info = json.loads((work / "calls_info.json").read_text())
-    sets = load_callsets(work, extra=False)             # with their '_gen' parts, as the run scored them
+    sets, info = load_callsets(work, extra=False)      # with their '_gen' parts, as the run scored them
     kw, neg = sets["eval_kw"], sets["eval_neg"]
     th, sm = model.detector.thresholds, model.detector.smoothing_steps
-    res = {"held_out_voices": evaluate_head(model.head, kw.select(lambda m: info["voices"].get(m["voice"]) == "test"),
-                                            neg, th, sm, out_dir, f"{model.name}: held-out voices")}
+    res = {"held_out_voices": evaluate_head(model.head, held_out_voices(kw, info), neg, th, sm, out_dir,
+                                            f"{model.name}: held-out voices")}
     for e in sorted({m["engine"] for m in kw.meta}):
         res[f"engine_{e}"] = evaluate_head(model.head, kw.select(lambda m, e=e: m["engine"] == e), neg, th, sm)
     return res
