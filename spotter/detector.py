@@ -145,9 +145,46 @@ class Decider:
         self.tracks = [_Track() for _ in config.KEYWORDS]
 
     def update(self, posteriors: np.ndarray, step: int) -> list[Decision]:
-        """Feed the head posteriors (14,) of `step`; returns the decisions taken at this step."""
-        self._recent.append(posteriors[self.kw_cols])
-        return self.update_scores(np.mean(self._recent, axis=0), step)
+        """Feed the head posteriors (14,) of `step`; returns the decisions taken at this step (update_many's rule
+        for one row: a step with no score at or above its threshold and no open track changes nothing)."""
+        self._recent.append(np.asarray(posteriors, np.float32)[self.kw_cols])
+        scores = np.mean(self._recent, axis=0)
+        if (scores >= self.thresholds).any() or any(tr.active_steps for tr in self.tracks):
+            return self.update_scores(scores, step)
+        return []
+
+    def update_many(self, posteriors: np.ndarray, first_step: int) -> list[Decision]:
+        """Feed the posteriors (k, 14) of k consecutive steps, the first being `first_step`; returns the decisions
+        taken at them, each with its own step. The same arithmetic as k update() calls, so the live (step by step)
+        and batch (chunk) paths decide alike; only steps that can change the state are visited: a score at or
+        above its threshold, or the step after one (where an open track is closed)."""
+        kw = np.asarray(posteriors, np.float32)[:, self.kw_cols]
+        if len(kw) == 0:
+            return []
+        smooth = self._smooth(kw)
+        above = (smooth >= self.thresholds).any(axis=1)
+        visit = above.copy()
+        visit[1:] |= above[:-1]
+        visit[0] |= any(tr.active_steps for tr in self.tracks)
+        out = []
+        for j in np.flatnonzero(visit):
+            out += self.update_scores(smooth[j], first_step + int(j))
+        return out
+
+    def _smooth(self, kw: np.ndarray) -> np.ndarray:
+        """Moving average over the last smoothing_steps rows (fewer after a reset) of every new row, summed row by
+        row in float32 and divided in float64 as np.mean does; keeps the last rows for the next call."""
+        s = self.cfg.smoothing_steps
+        ext = np.concatenate([np.asarray(self._recent, np.float32).reshape(-1, kw.shape[1]), kw])
+        end = np.arange(len(self._recent), len(ext))
+        start = np.maximum(0, end - s + 1)
+        count = end - start + 1
+        acc = ext[start].copy()
+        for d in range(1, s):
+            sel = count > d
+            acc[sel] += ext[start[sel] + d]
+        self._recent.extend(kw[-s:])
+        return (acc.astype(np.float64) / count[:, None]).astype(np.float32)
 
     def update_scores(self, scores: np.ndarray, step: int) -> list[Decision]:
         """The decision rule on already smoothed keyword scores (12,) of `step`."""
@@ -178,22 +215,7 @@ class Decider:
 def decide_sequence(posteriors: np.ndarray, cfg: config.DetectorConfig, first_step: int = 1) -> list[Decision]:
     """Run the decision rule over a whole (steps, 14) posterior sequence (offline calibration/evaluation)."""
     dec = Decider(cfg)
-    kw = np.asarray(posteriors, np.float64)[:, dec.kw_cols]
-    if len(kw) == 0:
-        return []
-    # the moving average of Decider.update, vectorised (fewer than smoothing_steps rows at the start)
-    csum = np.concatenate([np.zeros((1, kw.shape[1])), np.cumsum(kw, axis=0)])
-    idx = np.arange(len(kw))
-    lo = np.maximum(0, idx - cfg.smoothing_steps + 1)
-    smooth = ((csum[idx + 1] - csum[lo]) / (idx + 1 - lo)[:, None]).astype(np.float32)
-    # a step changes the decider's state only when a score is at or above its threshold, or on the step after
-    # such a step (where an active track is closed); every other step is a no-op and is skipped
-    above = np.flatnonzero((smooth >= dec.thresholds).any(axis=1))
-    out = []
-    for j in np.union1d(above, above + 1):
-        if j < len(kw):
-            out += dec.update_scores(smooth[j], first_step + int(j))
-    return out + dec.finish(first_step + len(posteriors))
+    return dec.update_many(posteriors, first_step) + dec.finish(first_step + len(posteriors))
 
 
 class _TorchStream:
@@ -338,10 +360,8 @@ class KeywordSpotter:
         used = n_steps * config.STEP_SAMPLES
         mel, posts = self.stream.steps(samples[:used])
         self._pending = samples[used:].copy()
-        events = []
-        for post in posts:
-            self.step += 1
-            events.extend(self._publish(self.decider.update(post, self.step)))
+        events = self._publish(self.decider.update_many(posts, self.step + 1))
+        self.step += len(posts)
         return StepOutput(mel, posts.astype(np.float32, copy=False), events)
 
     def _publish(self, decisions: list[Decision]) -> list[Event]:
@@ -352,7 +372,7 @@ class KeywordSpotter:
             end_s = max(0.0, window_end_s - KEYWORD_END_OFFSET_S)
             start_s = max(0.0, end_s - self.durations.get(d.keyword, DEFAULT_KEYWORD_DURATION_S))
             event = Event(d.keyword, config.KEYWORD_SERVICE.get(d.keyword), d.score, start_s, end_s,
-                          self.stream_time_s, time.time(), window_end_s)
+                          d.step * STEP_S, time.time(), window_end_s)
             for sink in self.sinks:
                 sink(event)
             self.assessment.add(event)

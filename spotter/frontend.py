@@ -77,20 +77,44 @@ def mel_filterbank() -> np.ndarray:
     return fb.astype(np.float64)
 
 
+@functools.lru_cache(maxsize=1)
+def _mel_bins() -> tuple[slice, np.ndarray]:
+    """The DFT bins the filterbank reads (60-3800 Hz: the others have zero weight) and its rows for them."""
+    fb = mel_filterbank()
+    used = np.flatnonzero(fb.any(axis=1))
+    bins = slice(int(used[0]), int(used[-1]) + 1)
+    return bins, np.ascontiguousarray(fb[bins])
+
+
 def log_mel(audio: np.ndarray) -> np.ndarray:
-    """Float audio (n,) at 16 kHz in [-1, 1] -> (n_frames(n), 32) float32 log-mel."""
+    """Float audio (n,) at 16 kHz in [-1, 1] -> (n_frames(n), 32) float32 log-mel; (N, n) -> (N, n_frames(n), 32)
+    for N streams at once."""
     x = np.asarray(audio)
-    if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
+    if x.ndim not in (1, 2) or not np.issubdtype(x.dtype, np.floating):
         raise SpotterError(f"log-mel: expected 1-D float audio, got {x.dtype} of shape {x.shape}")
-    t = n_frames(x.size)
+    t = n_frames(x.shape[-1])
     if t == 0:
-        return np.zeros((0, N_MELS), np.float32)
+        return np.zeros((*x.shape[:-1], 0, N_MELS), np.float32)
     x = x.astype(np.float64) * INT16_SCALE
-    frames = np.lib.stride_tricks.as_strided(x, shape=(t, N_FFT), strides=(HOP_SAMPLES * x.strides[0], x.strides[0]))
-    spec = np.fft.rfft(frames * _window512(), axis=1)       # = frames' 400 windowed taps @ dft_basis(), in float64
+    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT, axis=-1)[..., ::HOP_SAMPLES, :][..., :t, :]
+    bins, fb = _mel_bins()
+    spec = np.fft.rfft(frames * _window512(), axis=-1)[..., bins]   # = frames' 400 windowed taps @ dft_basis()
     power = spec.real ** 2 + spec.imag ** 2
-    mel = (power @ mel_filterbank()).astype(np.float32)
+    mel = (power @ fb).astype(np.float32)
     return np.log10(np.maximum(mel, np.float32(POWER_FLOOR))) + np.float32(LOG_OFFSET)
+
+
+def push_streams(streams: list["MelStream"], frames: np.ndarray) -> np.ndarray:
+    """One 80 ms step of N streams at once (the multi-line tick): frames (N, 1280) -> (N, 8, 32), exactly what N
+    MelStream.push calls give, in one FFT and one matmul."""
+    frames = np.asarray(frames, np.float32)
+    if frames.shape != (len(streams), STEP_SAMPLES):
+        raise SpotterError(f"push_streams: expected frames of shape ({len(streams)}, {STEP_SAMPLES}), got "
+                           f"{frames.shape}")
+    x = np.concatenate([np.stack([s.context for s in streams]), frames], axis=1)
+    for s, row in zip(streams, x):
+        s.context = row[-STREAM_CONTEXT:].copy()
+    return log_mel(x)
 
 
 class MelStream:

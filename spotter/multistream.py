@@ -20,6 +20,7 @@ import numpy as np
 from . import config
 from .detector import KeywordSpotter, StepOutput
 from .errors import SpotterError
+from .frontend import push_streams
 
 
 class MultiSpotter:
@@ -45,11 +46,11 @@ class MultiSpotter:
             raise SpotterError(f"MultiSpotter.step: expected frames of shape ({len(self.lines)}, "
                                f"{config.STEP_SAMPLES}), got {frames.shape}")
         streams = [self.spotters[line].stream for line in self.lines]
-        new = [s.mel_stream.push(f) for s, f in zip(streams, frames)]
+        new = push_streams([s.mel_stream for s in streams], frames)      # (N, 8, 32)
         for s, m in zip(streams, new):
             s.window = np.concatenate([s.window[len(m):], m])
         if all(s.caches is not None for s in streams):          # the incremental graph, batched
-            post, emb, caches = self.model.run_step(np.stack(new), np.stack([s.emb for s in streams]),
+            post, emb, caches = self.model.run_step(new, np.stack([s.emb for s in streams]),
                                                     [np.stack(c) for c in zip(*(s.caches for s in streams))])
             for i, s in enumerate(streams):
                 s.caches = [c[i] for c in caches]

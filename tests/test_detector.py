@@ -70,6 +70,41 @@ def test_only_the_top_keyword_fires():
     assert [d.keyword for d in decisions] == ["vol"]
 
 
+def reference_decisions(post: np.ndarray, c: config.DetectorConfig) -> list:
+    """The decision rule written out step by step, its moving average taken with np.mean over the last rows."""
+    from collections import deque
+    from spotter.detector import Decider
+    dec, recent, kw_cols, out = Decider(c), deque(maxlen=c.smoothing_steps), [config.LABELS.index(k) for k in KW], []
+    for j, row in enumerate(post):
+        recent.append(row[kw_cols])
+        out += dec.update_scores(np.mean(recent, axis=0), j + 1)
+    return out + dec.finish(len(post) + 1)
+
+
+def test_chunked_decisions_equal_the_step_by_step_rule():
+    """Decider.update_many (batch replay's chunks, calibration's whole streams) decides exactly as one step at a
+    time, whatever the chunking, on posteriors that hover around the thresholds."""
+    from spotter.detector import Decider
+    rng = np.random.default_rng(3)
+    for trial in range(12):
+        n = 400
+        post = 0.2 * rng.dirichlet(np.full(len(config.LABELS), 0.3), size=n)
+        for start in rng.integers(0, n - 8, 40):                      # keyword bursts, some overlapping
+            post[start:start + rng.integers(1, 9), config.LABELS.index(str(rng.choice(KW)))] += rng.uniform(0.3, 1.0)
+        post = (post / post.sum(axis=1, keepdims=True)).astype(np.float32)
+        c = cfg(th=float(rng.uniform(0.3, 0.7)), smoothing_steps=int(rng.integers(1, 6)),
+                max_hold_steps=int(rng.integers(1, 4)), refractory_s=float(rng.choice([0.0, 0.4, 1.0])))
+        ref = reference_decisions(post, c)
+        assert ref, "the test posteriors must cross the thresholds"
+        assert decide_sequence(post, c) == ref
+        dec, got, j = Decider(c), [], 0
+        while j < n:
+            k = int(rng.integers(1, 40))
+            got += dec.update_many(post[j:j + k], j + 1)
+            j += k
+        assert got + dec.finish(n + 1) == ref
+
+
 def test_call_assessment_accumulates_and_resets():
     ca = CallAssessment(min_evidence=0.5)
     assert ca.suggestion() is None

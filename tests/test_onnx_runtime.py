@@ -71,6 +71,20 @@ def test_numpy_log_mel_equals_torch_log_mel(speech_wav):
     assert np.abs(ms.push(chunk) - tms.push(chunk).numpy()).max() < 2e-5
 
 
+def test_many_streams_at_once_equal_one_at_a_time(speech_wav, tone_noise):
+    """The multi-line tick's front end (one FFT for N lines) gives each line exactly its own MelStream frames."""
+    x = speech_wav("Il y a un incendie.")
+    rows = np.stack([x[:6 * config.STEP_SAMPLES], 0.3 * tone_noise[:6 * config.STEP_SAMPLES],
+                     np.zeros(6 * config.STEP_SAMPLES, np.float32)])
+    batched, single = [frontend.MelStream() for _ in rows], [frontend.MelStream() for _ in rows]
+    for k in range(6):
+        step = rows[:, k * config.STEP_SAMPLES:(k + 1) * config.STEP_SAMPLES]
+        got = frontend.push_streams(batched, step)
+        assert got.shape == (3, 8, config.N_MELS)
+        for i, ms in enumerate(single):
+            assert np.array_equal(got[i], ms.push(step[i]))
+
+
 def test_onnx_spotter_equals_torch_spotter(keyword_model_path, exported, call_audio):
     from spotter.detector import KeywordSpotter
     from spotter.model import load_model
