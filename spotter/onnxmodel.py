@@ -83,15 +83,19 @@ EMBEDDING_MODEL = "embedding_model.onnx"
 
 def openwakeword_model_path(name: str) -> Path:
     """Path of a model file shipped with the installed openwakeword 0.5.1 (e.g. 'embedding_model.onnx'),
-    found without importing openwakeword (whose import loads its own runtime)."""
-    from importlib.metadata import PackageNotFoundError, distribution
-    try:
-        dist = distribution("openwakeword")
-    except PackageNotFoundError:
-        raise SpotterError(f"openwakeword {OPENWAKEWORD_VERSION} is not installed (needed for {name})") from None
-    if dist.version != OPENWAKEWORD_VERSION:
-        raise SpotterError(f"openwakeword {dist.version} is installed, {OPENWAKEWORD_VERSION} is required (for {name})")
-    path = Path(dist.locate_file(f"openwakeword/resources/models/{name}"))
+    found without importing openwakeword (whose import loads its own runtime) nor importlib.metadata (slow to
+    import: the runtime's cold start): the package's folder and its dist-info folder beside it."""
+    import importlib.util
+    spec = importlib.util.find_spec("openwakeword")
+    if spec is None or not spec.submodule_search_locations:
+        raise SpotterError(f"openwakeword {OPENWAKEWORD_VERSION} is not installed (needed for {name})")
+    pkg = Path(list(spec.submodule_search_locations)[0])
+    infos = sorted(pkg.parent.glob("openwakeword-*.dist-info"))
+    versions = [d.name[len("openwakeword-"):-len(".dist-info")] for d in infos]
+    if OPENWAKEWORD_VERSION not in versions:
+        found = ", ".join(versions) or "an unknown version"
+        raise SpotterError(f"openwakeword {found} is installed, {OPENWAKEWORD_VERSION} is required (for {name})")
+    path = pkg / "resources" / "models" / name
     if not path.is_file():
         raise SpotterError(f"{path}: model file missing from the openwakeword package")
     return path
@@ -112,9 +116,10 @@ class OnnxKeywordModel:
 
     kind = "onnx"
 
-    def __init__(self, path: Path, session, info: dict, sha256: str, step_session=None):
+    def __init__(self, path: Path, make_session, info: dict, sha256: str, step_session=None):
         self.path = Path(path)
-        self.session = session
+        self._make_session = make_session          # the whole-window graph, built on first use (batch replay,
+        self._session = None                       # explanations): a live stream never needs it
         self.step_session = step_session          # None: every live step runs the whole 76-frame window
         self.info = info
         self.labels = config.LABELS
@@ -127,6 +132,12 @@ class OnnxKeywordModel:
 
     def eval(self) -> "OnnxKeywordModel":
         return self
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = self._make_session()
+        return self._session
 
     def run(self, mel: np.ndarray, emb_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """mel (B, 76 + 8 (N-1), 32), emb_prev (B, 15, 96) -> posteriors (B, N, 14), emb_last (B, 15, 96)."""
@@ -147,26 +158,39 @@ class OnnxKeywordModel:
         """The conv caches after a stream of digital silence (None without the incremental step graph)."""
         if self.step_session is None:
             return None
-        if getattr(self, "_silence_caches", None) is None:
-            mel, emb = self.silence_state()
-            caches = [np.zeros((1, *shape), np.float32) for shape in self.info["step_caches"]]
-            silent = mel[-config.EMBED_STEP:][None]
-            for _ in range(config.PRIME_STEPS):     # longer than every cache's receptive field: all silence now
-                _, _, caches = self.run_step(silent, emb[None], caches)
-            self._silence_caches = [c[0] for c in caches]
+        self.silence_state()
         return [c.copy() for c in self._silence_caches]
 
     def silence_state(self) -> tuple[np.ndarray, np.ndarray]:
         """(mel window (76, 32), emb_prev (15, 96)) as after config.PRIME_STEPS steps of digital silence: the state
-        every stream starts from (the torch KeywordSpotter's priming)."""
+        every stream starts from (the torch KeywordSpotter's priming). With the step graph it is run on silent frames
+        until the caches and the new embedding stop changing: every later step then gives that embedding again, so
+        the 15 embeddings of any longer silence are 15 copies of it. Loading a model never builds the whole-window
+        graph."""
         if self._silence is None:
             ms = MelStream()
             frames = np.concatenate([ms.push(np.zeros(config.STEP_SAMPLES, np.float32))
                                      for _ in range(config.PRIME_STEPS)])
             mel = frames[-config.EMBED_WINDOW:].copy()
-            _, emb = self.run(mel[None], np.zeros((1, PREV, config.EMBED_DIM), np.float32))
-            silence_emb = emb[0, -1]
-            self._silence = (mel, np.repeat(silence_emb[None], PREV, axis=0))
+            if self.step_session is None:
+                _, emb = self.run(mel[None], np.zeros((1, PREV, config.EMBED_DIM), np.float32))
+                emb = np.repeat(emb[0, -1][None], PREV, axis=0)
+            else:
+                emb = np.zeros((1, PREV, config.EMBED_DIM), np.float32)
+                caches = [np.zeros((1, *shape), np.float32) for shape in self.info["step_caches"]]
+                silent = mel[-config.EMBED_STEP:][None]
+                for _ in range(4 * config.PRIME_STEPS):       # a bound; the state settles within PRIME_STEPS
+                    _, new_emb, new_caches = self.run_step(silent, emb, caches)
+                    settled = (np.array_equal(new_emb[0, -1], emb[0, -1])
+                               and all(map(np.array_equal, new_caches, caches)))
+                    emb, caches = new_emb, new_caches
+                    if settled:
+                        break
+                else:
+                    raise SpotterError(f"{self.path}: the step graph's state does not settle on silence")
+                self._silence_caches = [c[0] for c in caches]
+                emb = np.repeat(emb[0, -1][None], PREV, axis=0)
+            self._silence = (mel, emb)
         mel, emb = self._silence
         return mel.copy(), emb.copy()
 
@@ -286,23 +310,28 @@ def load_onnx_model(path, threads: int | None = None) -> OnnxKeywordModel:
         step = base64.b64decode(step, validate=True) if step else None
     except ValueError:
         raise SpotterError(f"{path}: {STEP_GRAPH_KEY} metadata is not base64") from None
-    if info["backbone"] == OPENWAKEWORD_BACKBONE:
-        weights = openwakeword_backbone()
-        data = protobuf.with_initializers(data, weights)
-        if step is not None:
-            step = protobuf.with_initializers(step, weights)
-    step_session = None
-    try:
-        session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
-        if step is not None:
-            step_session = ort.InferenceSession(step, session_options(threads), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
-        raise SpotterError(f"{path}: onnxruntime cannot load the model ({type(exc).__name__}: "
-                           f"{' '.join(str(exc).split())[:200]})") from None
-    names = {i.name for i in session.get_inputs()}
-    if names != {"mel", "emb_prev"}:
-        raise SpotterError(f"{path}: graph inputs {sorted(names)} are not (mel, emb_prev)")
-    return OnnxKeywordModel(path, session, info, file_sha256(path), step_session)
+    weights = openwakeword_backbone() if info["backbone"] == OPENWAKEWORD_BACKBONE else None
+
+    def make_session(graph: bytes, inputs: set[str] | None = None):
+        """A session of one graph, openwakeword's backbone weights spliced in as constants."""
+        if weights is not None:
+            graph = protobuf.with_initializers(graph, weights)
+        try:
+            session = ort.InferenceSession(graph, session_options(threads), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+            raise SpotterError(f"{path}: onnxruntime cannot load the model ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:200]})") from None
+        names = {i.name for i in session.get_inputs()}
+        if inputs is not None and names != inputs:
+            raise SpotterError(f"{path}: graph inputs {sorted(names)} are not ({', '.join(sorted(inputs))})")
+        return session
+
+    step_session = make_session(step) if step is not None else None
+    model = OnnxKeywordModel(path, lambda: make_session(data, {"emb_prev", "mel"}), info, file_sha256(path),
+                             step_session)
+    if step_session is None:
+        model.session                             # noqa: B018 - built now: the live path runs it at once
+    return model
 
 
 def torch_available() -> bool:

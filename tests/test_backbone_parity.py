@@ -108,6 +108,18 @@ def test_bad_inputs_are_one_line_errors(backbone):
         openwakeword_model_path("no_such_model.onnx")
 
 
+def test_another_openwakeword_version_is_refused_in_one_line(tmp_path, monkeypatch):
+    """The backbone is found beside the package's dist-info folder; a version other than 0.5.1 is named."""
+    import sys
+    (tmp_path / "openwakeword" / "resources" / "models").mkdir(parents=True)
+    (tmp_path / "openwakeword" / "__init__.py").write_text("")
+    (tmp_path / "openwakeword-0.6.0.dist-info").mkdir()
+    monkeypatch.delitem(sys.modules, "openwakeword", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SpotterError, match=r"openwakeword 0\.6\.0 is installed, 0\.5\.1 is required"):
+        openwakeword_model_path("embedding_model.onnx")
+
+
 def test_streaming_embedder_equals_window_embeddings(backbone, speech_wav):
     """Pushing 8 frames at a time gives the embedding of every 76-frame window (step 8), like embed_windows."""
     from spotter.backbone import StreamingEmbedder
