@@ -17,8 +17,9 @@ event after which the suggestion is the true service, minus the end of the call'
 Latency: the real KeywordSpotter on a subset of calls: keyword end -> Event.detected_s (algorithmic), plus the
 measured compute time of one 80 ms step.
 Cost: CPU seconds per audio second of one live stream (1 thread) for the torch path, the ONNX export and
-openWakeWord's own streaming pipeline on the same audio; batch replay throughput with 2 worker processes; cold
-start and peak RSS of a fresh process.
+openWakeWord's own streaming pipeline on the same audio. Runtime (evaluation/bench_runtime.py): CPU interleaved with
+openWakeWord, batched lines per core, cold start and peak RSS, install size, archive scan throughput, each beside
+issue 13's target.
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ import multiprocessing as mp
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -40,11 +40,11 @@ import numpy as np
 import torch
 
 from spotter import config
-from spotter.audio import write_wav
 from spotter.detector import STEP_S, CallAssessment, Decider, Decision, Event, KeywordSpotter, decide_sequence
 from spotter.model import default_model_path, file_sha256, load_model
 
 from . import bench_data as bd
+from . import bench_runtime
 from .det import plot_det
 from .evaluate import FA_POINTS, frr_at
 from .streams import HIT_TOLERANCE_S, score_stream, stream_posteriors
@@ -52,16 +52,14 @@ from .streams import HIT_TOLERANCE_S, score_stream, stream_posteriors
 log = logging.getLogger("evaluation.bench")
 
 BENCH_VERSION = 1
-OWW_MODEL = "hey_jarvis"            # openWakeWord bundled model run side by side (one wake word model)
+OWW_MODEL = bench_runtime.OWW_MODEL  # openWakeWord bundled model run side by side (one wake word model)
 OWW_CHUNK = config.STEP_SAMPLES     # 1280 samples, openWakeWord's native 80 ms frame
 LATENCY_CONDITION = "tel"           # channel of the live latency runs and of the cost audio
 WARMUP_STEPS = 12                   # steps run before timing a live stream
-COLD_START_TIMEOUT_S = 300
 # Common thresholds of the DET sweep: dense near 1, where calibrated thresholds and <= 1 FA/h live (below 0.5 the
 # false alarms run into the thousands per hour and only cost time).
 SWEEP_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.993, 0.995,
               0.997, 0.998, 0.999)
-REPLAY_WORKERS = 2
 POSTERIOR_CHUNK_STEPS = 500         # stream_posteriors batch: bounded memory, small overlap overhead (15 / 500)
 
 
@@ -69,11 +67,10 @@ POSTERIOR_CHUNK_STEPS = 500         # stream_posteriors batch: bounded memory, s
 class MeasureSize:
     latency_calls: int              # calls (with keywords) replayed through the live KeywordSpotter
     cost_audio_s: float             # audio per live cost measurement (>= 60 s in the full run)
-    replay_files: int               # files of the batch replay throughput run
 
 
-FULL_MEASURE = MeasureSize(latency_calls=8, cost_audio_s=120.0, replay_files=6)
-QUICK_MEASURE = MeasureSize(latency_calls=1, cost_audio_s=8.0, replay_files=2)
+FULL_MEASURE = MeasureSize(latency_calls=8, cost_audio_s=120.0)
+QUICK_MEASURE = MeasureSize(latency_calls=1, cost_audio_s=8.0)
 
 
 # --- small helpers ----------------------------------------------------------------------------------------
@@ -390,102 +387,6 @@ def live_costs(model, onnx_path: Path, audio: np.ndarray) -> dict:
     return out
 
 
-_REPLAY: dict = {}
-
-
-def _init_replay(model_path: str) -> None:
-    torch.set_num_threads(1)
-    _REPLAY["spotter"] = KeywordSpotter(load_model(model_path))
-
-
-def _replay_job(path: str) -> tuple[float, float, float]:
-    from spotter.replay import replay_file
-    t0 = time.time()
-    duration, _, _ = replay_file(_REPLAY["spotter"], path)
-    return t0, time.time(), duration
-
-
-def batch_replay(model_path: Path, files: list[Path], workers: int = REPLAY_WORKERS) -> dict:
-    """`spotter replay`-style processing (spotter.replay.replay_file) of files by worker processes, 1 thread each:
-    audio seconds per wall second, from the first file's start to the last file's end (model loading excluded)."""
-    t_all = time.perf_counter()
-    with mp.get_context("spawn").Pool(workers, _init_replay, (str(model_path),)) as pool:
-        res = pool.map(_replay_job, [str(f) for f in files], chunksize=1)
-    wall_all = time.perf_counter() - t_all
-    wall = max(r[1] for r in res) - min(r[0] for r in res)
-    audio = sum(r[2] for r in res)
-    return {"workers": workers, "files": len(files), "audio_s": audio, "wall_s": wall,
-            "audio_s_per_wall_s": audio / wall, "wall_s_with_startup": wall_all}
-
-
-COLD_SCRIPTS = {
-    "torch": """
-import time, json
-t0 = time.perf_counter()
-import numpy as np, torch
-torch.set_num_threads(1)
-from spotter.model import load_model
-from spotter.detector import KeywordSpotter
-t1 = time.perf_counter()
-spotter = KeywordSpotter(load_model({model!r}))
-t2 = time.perf_counter()
-spotter.process(np.zeros(1280, np.float32))
-t3 = time.perf_counter()
-""",
-    # the runtime's ONNX path: onnxruntime and numpy only (no torch import), primed like the live spotter
-    "onnx": """
-import time, json
-t0 = time.perf_counter()
-import numpy as np
-from spotter.onnxmodel import load_onnx_model
-from spotter.detector import KeywordSpotter
-t1 = time.perf_counter()
-spotter = KeywordSpotter(load_onnx_model({onnx!r}, threads=1))
-t2 = time.perf_counter()
-spotter.process(np.zeros(1280, np.float32))
-t3 = time.perf_counter()
-""",
-    "openwakeword": """
-import time, json
-t0 = time.perf_counter()
-import numpy as np
-from openwakeword.model import Model
-t1 = time.perf_counter()
-m = Model(wakeword_models=[{oww!r}], inference_framework="onnx", ncpu=1)
-t2 = time.perf_counter()
-m.predict(np.zeros(1280, np.int16))
-t3 = time.perf_counter()
-""",
-}
-# VmHWM, not ru_maxrss: ru_maxrss survives exec and would report the forking benchmark process's own peak
-COLD_REPORT = """
-status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
-mb = lambda key: int(status[key].split()[0]) / 1024
-print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_step_s": t3 - t2,
-                  "rss_mb": mb("VmRSS"), "peak_rss_mb": mb("VmHWM")}))
-"""
-
-
-def cold_start(kind: str, model_path: Path, onnx_path: Path | None) -> dict:
-    """Time from launching a fresh Python to its first processed step, and its peak RSS (ru_maxrss)."""
-    script = COLD_SCRIPTS[kind].format(model=str(model_path), onnx=str(onnx_path), prime=config.PRIME_STEPS,
-                                       oww=OWW_MODEL)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(bd.REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run([sys.executable, "-c", script + COLD_REPORT], capture_output=True, text=True, env=env,
-                              timeout=COLD_START_TIMEOUT_S, cwd=str(bd.REPO))
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {COLD_START_TIMEOUT_S} s"}
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["wall_s"] = wall
-    return out
-
-
 def onnx_export(model_path: Path, cache: Path) -> Path:
     """The model's ONNX step graph (training.export), cached by the artifact's hash."""
     from training.export import export_onnx
@@ -546,7 +447,8 @@ def readme_table(bench_json) -> str:
     cal, lat, cost = ev["calibrated"], b["latency"], b["cost"]
     neg, real = cal["negatives"], cal["real_speech"]
     t, o, w = cost["live"]["torch"], cost["live"]["onnx"], cost["live"]["openwakeword"]
-    cold = cost["cold_start"]
+    rt = b["runtime"]
+    rcpu, cold, scan = rt["cpu"], rt["cold_start"], rt["scan"]
     delays = [cl[c]["delay_s"]["p50"] for c in d["conditions"] if cl[c]["delay_s"]["p50"] is not None]
     svc = ", ".join(f"{c} {_pc(cl[c]['service_accuracy'])}" for c in d["conditions"])
     rows = [
@@ -580,11 +482,22 @@ def readme_table(bench_json) -> str:
          f"x{_f(cost['live']['onnx_to_openwakeword_cpu_ratio'])}"),
         ("compute per 80 ms hop, p50 / p95", f"torch {_f(t['hop_ms']['p50'], '.1f')} / {_f(t['hop_ms']['p95'], '.1f')} ms, "
          f"ONNX {_f(o['hop_ms']['p50'], '.1f')} / {_f(o['hop_ms']['p95'], '.1f')} ms"),
-        ("batch replay throughput", f"{_f(cost['batch_replay'].get('audio_s_per_wall_s'), '.1f')} audio s per wall s "
-         f"({cost['batch_replay'].get('workers')} worker processes)"),
-        ("cold start (launch to first step)", ", ".join(f"{k} {_f(v.get('wall_s'), '.1f')} s" for k, v in cold.items())),
-        ("RSS after the first step (peak)", ", ".join(
-            f"{k} {_f(v.get('rss_mb'), '.0f')} MB ({_f(v.get('peak_rss_mb'), '.0f')})" for k, v in cold.items())),
+        ("runtime CPU per stream, interleaved with openWakeWord (1 thread)",
+         f"one stream {_f(rcpu['cpu_ms_per_hop']['ours'])} ms per hop, {rcpu['lines']} lines batched "
+         f"{_f(rcpu['cpu_ms_per_hop']['ours_batched_per_stream'])} ms per stream-hop, openWakeWord "
+         f"{_f(rcpu['cpu_ms_per_hop']['openwakeword'])} ms (ratios x{_f(rcpu['ratio_single_to_openwakeword'])}, "
+         f"x{_f(rcpu['ratio_batched_to_openwakeword'])})"),
+        ("concurrent live lines per core", f"{_f(rcpu['lines_per_core_batched'], '.0f')} batched, "
+         f"{_f(rcpu['lines_per_core_single'], '.0f')} one stream per call, openWakeWord "
+         f"{_f(rcpu['lines_per_core_openwakeword'], '.0f')}"),
+        ("archive scan (`spotter scan`, 2 workers)", "n/a" if "error" in scan else
+         f"{_f(scan['x_realtime'], '.0f')}x real time ({scan['audio_s']:.0f} s of audio in {scan['wall_s']:.1f} s, "
+         "start-up included)"),
+        ("cold start, interpreter to first result", ", ".join(
+            f"{k} {_f(v.get('first_result_s'))} s" for k, v in cold.items())),
+        ("peak RSS of that process", ", ".join(f"{k} {_f(v.get('peak_rss_mb'), '.0f')} MB" for k, v in cold.items())),
+        ("operator install (runtime dependency closure)", f"{_f(rt['install']['mb'], '.0f')} MB, CUDA/torch: "
+         f"{', '.join(rt['install']['cuda_or_torch']) or 'none'}"),
         ("ONNX vs torch", f"max posterior difference {_f(cost['live']['onnx_vs_torch_max_abs_posterior_diff'], '.1e')}; "
          f"CPU x{_f(_ratio(o['cpu_s_per_audio_s'], t['cpu_s_per_audio_s']))} of torch"),
     ]
@@ -646,9 +559,20 @@ def bench_markdown(b: dict) -> str:
             f"- Cost: {b['cost']['live']['torch']['audio_s']:.0f} s of `{b['cost']['live']['audio_condition']}` call "
             "audio per live "
             "stream, 1 thread, CPU = time.process_time; openWakeWord 0.5.1 `Model` with its bundled "
-            f"`{OWW_MODEL}` ONNX model, 1280-sample int16 chunks, onnxruntime 1 thread. Cold start = launching "
-            "`python` to the first processed step in a fresh process; RSS = its VmRSS then (peak: VmHWM). The ONNX cold start uses "
-            "onnxruntime + numpy only.",
+            f"`{OWW_MODEL}` ONNX model, 1280-sample int16 chunks, onnxruntime 1 thread.",
+            f"- Runtime (issue 13): {b['runtime']['cpu']['rounds']} rounds of {b['runtime']['cpu']['audio_s_per_round']:.0f} s, "
+            "each running the runtime's ONNX KeywordSpotter, openWakeWord and a MultiSpotter tick over "
+            f"{b['runtime']['cpu']['lines']} lines in turn on the same audio (medians of CPU per hop; lines per core = "
+            "80 ms / CPU per stream-hop). Cold start: a fresh `python` from its first statement to the first processed "
+            "step (runtime: onnxruntime + numpy, no torch; bytecode compiled once beforehand, as `pip install` does), "
+            "alternated with openWakeWord's, median; peak RSS = VmHWM. Install: bytes on disk of the `spotter` "
+            "distribution and its requirements without extras, from the installed file lists. Scan: `spotter scan "
+            "DIR --workers 2` over files of the call audio, launch to exit.",
+            "",
+            "## Issue 13's targets",
+            "",
+            bench_runtime.targets_markdown(b["runtime"], b["latency"]),
+            "",
             f"- Timings depend on other load on the machine (load average {b['machine']['load_average_at_start']} at "
             f"start, {b['machine'].get('load_average_at_end')} at end). Phases (s): {b['timings_s']}.", ""]
     return "\n".join(out)
@@ -712,23 +636,17 @@ def run_bench(model_path=None, out_dir="bench_out", quick: bool = False, seed: i
         need = int((msize.cost_audio_s + WARMUP_STEPS * STEP_S) * config.SAMPLE_RATE)
         pool, have = [], 0
         for c in data.calls:
-            if have >= need and len(pool) >= msize.replay_files:
+            if have >= need:
                 break
-            pool.append((c, bd.conditioned(c.audio, cond, data.noise, seed, 0, c.index)))
-            have += pool[-1][1].size
-        cost_audio = np.concatenate([a for _, a in pool])
+            pool.append(bd.conditioned(c.audio, cond, data.noise, seed, 0, c.index))
+            have += pool[-1].size
+        cost_audio = np.concatenate(pool)
         cost_audio = np.tile(cost_audio, -(-need // cost_audio.size))[:need]
         onnx_path = onnx_export(model_path, cache)
         live = live_costs(model, onnx_path, cost_audio)
         live["audio_condition"] = cond
-        replay_dir = cache / "replay"
-        replay_dir.mkdir(parents=True, exist_ok=True)
-        files = []
-        for c, audio in pool[:msize.replay_files]:
-            files.append(replay_dir / f"call{c.index:03d}-{cond}.wav")
-            write_wav(files[-1], audio)
-        replay = batch_replay(model_path, files)
-        cold = {k: cold_start(k, model_path, onnx_path) for k in ("torch", "onnx", "openwakeword")}
+    with _phase(timings, "runtime"):
+        runtime = bench_runtime.run_runtime(onnx_path, cost_audio, cache / "runtime", quick)
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     timings["total"] = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
     result = _round({
@@ -739,7 +657,7 @@ def run_bench(model_path=None, out_dir="bench_out", quick: bool = False, seed: i
         "hit_tolerance_s": HIT_TOLERANCE_S, "data": {**data.info, "conditions": list(size.conditions),
                                                      "condition_details": data.info["conditions"]},
         "events": {"calibrated": calibrated, "sweep": sw}, "calls": calls, "latency": latency,
-        "cost": {"live": live, "batch_replay": replay, "cold_start": cold}, "timings_s": timings,
+        "cost": {"live": live}, "runtime": runtime, "timings_s": timings,
     })
     (out / "bench.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     cal_miss = None if calibrated.get("recall") is None else 1 - calibrated["recall"]

@@ -74,16 +74,25 @@ def test_quick_bench_runs_end_to_end_with_sane_numbers(model_path, tmp_path):
         assert live[engine]["cpu_s_per_audio_s"] > 0 and live[engine]["hop_ms"]["p50"] > 0
     assert live["onnx_vs_torch_max_abs_posterior_diff"] < 1e-4
     assert live["torch_to_openwakeword_cpu_ratio"] > 0
-    assert b["cost"]["batch_replay"]["audio_s_per_wall_s"] > 0
-    for kind, cold in b["cost"]["cold_start"].items():
+    rt = b["runtime"]
+    cpu = rt["cpu"]
+    assert all(v > 0 for v in cpu["cpu_ms_per_hop"].values()) and cpu["lines_per_core_batched"] > 0
+    for kind, cold in rt["cold_start"].items():
         assert "error" not in cold, (kind, cold)
-        assert cold["wall_s"] > 0 and 0 < cold["rss_mb"] <= cold["peak_rss_mb"]
+        assert 0 < cold["first_result_s"] < cold["launch_to_exit_s"] and cold["peak_rss_mb"] > 0
+    assert rt["cold_start"]["ours"]["heavy_modules"] == []          # the runtime imports no torch, scipy, onnx
+    assert rt["install"]["mb"] > 0 and rt["install"]["cuda_or_torch"] == [] and "onnxruntime" in rt["install"][
+        "distributions"]
+    assert "error" not in rt["scan"] and rt["scan"]["errors"] == 0 and rt["scan"]["x_realtime"] > 0
 
     table = readme_table(out / "bench.json")
     assert table == readme_table(b) and table.startswith("| benchmark | result |")
     assert "FRR at 0.5 FA/h" in table and "openWakeWord" in table
     md = (out / "BENCH.md").read_text()
     assert table in md and "det.png" in md
+    from evaluation.bench_runtime import TARGETS
+    assert "## Issue 13's targets" in md and all(f"| {measure} | {target} |" in md for measure, target, _ in
+                                                 TARGETS.values())
 
 
 def _planned_call(tmp_path, seed=3):
