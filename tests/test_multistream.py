@@ -50,6 +50,31 @@ def test_lines_equal_single_streams_and_log_line_ids(speech_wav, tone_noise, tmp
     assert {r["line"] for r in records} <= {"l1", "l2"} and all(r["source"] == f"line:{r['line']}" for r in records)
 
 
+def test_a_line_reset_mid_call_restarts_only_that_line(speech_wav):
+    """Resetting one line's stream between ticks gives that line a fresh stream and leaves the others alone."""
+    model = load_onnx_model(DEFAULT_ONNX_MODEL)
+    a = speech_wav("Il y a un incendie, venez vite.")
+    n = (a.size // config.STEP_SAMPLES) * config.STEP_SAMPLES
+    rows = np.stack([a[:n], a[:n][::-1].copy()])
+    ms = MultiSpotter(model, ["x", "y"])
+    refs = [KeywordSpotter(model), KeywordSpotter(model)]
+    half = (n // config.STEP_SAMPLES // 2) * config.STEP_SAMPLES
+    got = {"x": [], "y": []}
+    for i in range(0, n, config.STEP_SAMPLES):
+        if i == half:
+            ms.spotters["y"].reset_stream()
+        for line, o in ms.step(rows[:, i:i + config.STEP_SAMPLES]).items():
+            got[line].append(o.posteriors[0])
+    for line, ref, row in zip("xy", refs, rows):
+        if line == "y":
+            first = ref.process(row[:half]).posteriors
+            ref.reset_stream()
+            want = np.concatenate([first, ref.process(row[half:]).posteriors])
+        else:
+            want = ref.process(row).posteriors
+        assert np.abs(np.stack(got[line]) - want).max() < 1e-5
+
+
 def test_step_checks_frames():
     from spotter.errors import SpotterError
     ms = MultiSpotter(load_onnx_model(DEFAULT_ONNX_MODEL), ["a", "b"])
