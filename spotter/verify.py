@@ -31,7 +31,7 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -403,6 +403,14 @@ class VerifiedEvent:
     def is_detection(self) -> bool:
         return self.verified is not False
 
+    # the candidate's own fields, so that the event log and the CLI take a VerifiedEvent like an Event
+    keyword = property(lambda self: self.event.keyword)
+    service = property(lambda self: self.event.service)
+    score = property(lambda self: self.event.score)
+    start_s = property(lambda self: self.event.start_s)
+    end_s = property(lambda self: self.event.end_s)
+    detected_s = property(lambda self: self.event.detected_s)
+
     def to_dict(self) -> dict:
         d = self.event.to_dict()
         d.update({"first_score": round(self.first_score, 3),
@@ -466,7 +474,12 @@ class VerifiedSpotter:
             self._worker.start()
 
     # -- audio thread side ------------------------------------------------------------------------------
+    offline_capable = False                # run_file feeds it block by block (the ring keeps each candidate's audio)
+
     def process(self, samples: np.ndarray):
+        """Feed audio; returns the first stage's mel frames and posteriors. Its events are candidates, not
+        detections: they come back verified through `sinks` and results()."""
+        from .detector import StepOutput
         samples = np.asarray(samples, np.float32).reshape(-1)
         self._samples_in += samples.size
         if samples.size >= self.context:
@@ -476,7 +489,12 @@ class VerifiedSpotter:
         out = self.first.process(samples)
         for ev in out.events:
             self._candidate(ev)
-        return out
+        return StepOutput(out.mel, out.posteriors, [])
+
+    def reset(self) -> None:
+        """A new file or call: forget the stream and the call."""
+        self.reset_stream()
+        self.new_call()
 
     def reset_stream(self) -> None:
         """A new stream (file): stream time restarts at 0; waits for the candidates already submitted."""

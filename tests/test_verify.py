@@ -3,6 +3,7 @@
 Skipped cleanly when the `verify` extra is not installed (pip install '.[verify]'); CI installs it."""
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -145,3 +146,51 @@ def test_cascade_verifies_off_the_audio_thread(verifier, speech_wav):
         d = ve.to_dict()
         assert {"first_score", "verifier_score", "combined_score", "verified"} <= d.keys()
         assert ve.is_detection == ve.verified
+
+
+def _replay_verify(tmp_path, wav, capsys, model=None):
+    from spotter import cli
+    log = tmp_path / "events.jsonl"
+    args = ["replay", "--verify", "--json", "--log", str(log), str(wav)] + (["--model", str(model)] if model else [])
+    code = cli.main(args)
+    printed = capsys.readouterr()
+    out = [json.loads(x) for x in printed.out.splitlines() if x.strip()]
+    recs = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    return code, out, recs, printed.err
+
+
+@needs_extra
+def test_replay_verify_prints_and_logs_both_scores_and_rejections(tmp_path, speech_wav, capsys):
+    """`spotter replay --verify`: every candidate is logged with both scores and `verified`; the summary's events
+    are the detections, the rejected candidates are listed apart (audit) and never count for the service."""
+    from spotter.audio import write_wav
+    a = np.concatenate([np.zeros(8000, np.float32), speech_wav("Il y a un incendie dans la cuisine, ça sent le gaz."),
+                        np.zeros(16000, np.float32)])
+    wav = tmp_path / "call.wav"
+    write_wav(wav, a)
+    code, out, recs, err = _replay_verify(tmp_path, wav, capsys)
+    assert code == 0 and "verification is on" in err
+    assert recs, "the first stage must propose candidates here"
+    live, summary = out[:-1], out[-1]
+    assert summary["file"] == str(wav) and "rejected" in summary
+    assert len(live) == len(recs) == len(summary["events"]) + len(summary["rejected"])
+    for rec in recs:
+        assert {"first_score", "verifier_score", "combined_score", "verified"} <= rec.keys()
+        assert rec["verified"] in (True, False) and rec["verifier_score"] is not None
+    assert all(e["verified"] for e in summary["events"]) and not any(e["verified"] for e in summary["rejected"])
+    if not summary["events"]:
+        assert summary["suggestion"] is None          # rejected candidates never suggest a service
+
+
+def test_replay_verify_without_extra_is_the_first_stage(tmp_path, speech_wav, capsys, monkeypatch):
+    """Without the extra, --verify says so and the first stage decides alone (verified null on every event)."""
+    from spotter.audio import write_wav
+    monkeypatch.setattr(verify, "shared_verifier", lambda *a, **k: (_ for _ in ()).throw(
+        verify.VerifierUnavailable(verify.OFF_LINE)))
+    wav = tmp_path / "call.wav"
+    write_wav(wav, np.concatenate([speech_wav("Il y a un incendie dans la cuisine."), np.zeros(16000, np.float32)]))
+    code, out, recs, err = _replay_verify(tmp_path, wav, capsys)
+    assert code == 0 and "verification is off" in err
+    summary = out[-1]
+    assert summary["rejected"] == [] and all(e["verified"] is None for e in summary["events"])
+    assert [r["keyword"] for r in recs] == [e["keyword"] for e in summary["events"]]
