@@ -259,7 +259,6 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     from dataclasses import replace
     from spotter.detector import KeywordSpotter
     from spotter.model import DEFAULT_MODEL, load_model
-    from spotter.verify import Combiner
     from training.calls import Call
     rng = random.Random(seed)
     test = [s for s in sents if s["split"] == "test"]
@@ -382,7 +381,7 @@ def cascade_report(d: dict) -> dict:
         print(f"{fa:6g} " + " ".join(f"{recall_at(c, fa):25.1%}" for c in curves.values()))
         res[f"recall_at_{fa}"] = {k: recall_at(c, fa) for k, c in curves.items()}
     neg_h = (1 - y).sum() / hours
-    print(f"candidates if the first stage proposed at f x its thresholds (peaks >= f x threshold among these):")
+    print("candidates if the first stage proposed at f x its thresholds (peaks >= f x threshold among these):")
     for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
         m = rel >= f
         print(f"  f={f}: {m.sum() / hours:.0f}/h ({int(y[m].sum())} true, {int((1 - y[m]).sum())} false = "
@@ -398,6 +397,7 @@ def cascade_report(d: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    from spotter.verify import VerifierConfig
     ap = argparse.ArgumentParser(prog="python -m training.verify_eval", description=__doc__.split("\n")[0])
     ap.add_argument("--per-keyword", type=int, default=6, help="windows of each kind per keyword (default 6)")
     ap.add_argument("--conditions", default="clean,tel")
@@ -410,13 +410,14 @@ def main(argv=None) -> int:
     ap.add_argument("--factor", type=float, default=0.6, help="candidate thresholds = factor x calibrated")
     ap.add_argument("--lead", default="1.4", help="crop starts, seconds before the keyword end (one crop each)")
     ap.add_argument("--tail", type=float, default=0.35, help="seconds kept after the keyword end")
-    ap.add_argument("--decode", type=int, default=8, help="greedy tokens decoded per crop")
-    ap.add_argument("--positions", type=int, default=4, help="last word starts (+ end) of the transcript tried")
+    ap.add_argument("--decode", type=int, default=VerifierConfig.decode_tokens, help="greedy tokens decoded per crop")
+    ap.add_argument("--positions", type=int, default=VerifierConfig.positions,
+                    help="last word starts (+ end) of the transcript tried")
     ap.add_argument("--band-limit", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
-    from spotter.verify import Verifier, VerifierConfig
+    from spotter.verify import Verifier
 
     def factory(lang="fr"):
         return Verifier(VerifierConfig(lead_s=tuple(float(x) for x in args.lead.split(",")), tail_s=args.tail,
