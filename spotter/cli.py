@@ -208,24 +208,43 @@ def cmd_replay(args, out=None) -> int:
     return EXIT_ERROR if failures else 0
 
 
-def listen(source, model, log, stop=None, out=None) -> int:
+def listen(source, model, log, stop=None, out=None, verify: bool = False) -> int:
     """Run the live detector on `source` until it ends, fails, `stop` (a threading.Event) is set or Ctrl-C;
-    prints each event and the current suggestion when decided. Returns the exit code."""
+    prints each event and the current suggestion when decided. Returns the exit code. `verify`: the Whisper
+    cascade (spotter.verify.VerifiedSpotter): candidates are printed as the worker thread verifies them."""
     import queue
     from .detector import Event, KeywordSpotter
     from .pipeline import Failed, Finished, Pipeline
     out = _out(out)
     log.source = f"mic:{source.name}"
-    spotter = KeywordSpotter(model, sinks=[log])
+    if verify:
+        from .verify import VerifiedEvent, VerifiedSpotter
+        spotter = VerifiedSpotter(model, sinks=[log], first_stage=lambda c: KeywordSpotter(model, detector=c))
+        print(f"spotter: {spotter.status_line}", file=sys.stderr, flush=True)
+    else:
+        spotter = KeywordSpotter(model, sinks=[log])
     pipe = Pipeline(source, spotter, publish_steps=False).start()
     print(f"listening on {printable(source.name)} ({source.sample_rate} Hz), model {printable(model.name)}; "
           f"Ctrl-C to stop", file=out, flush=True)
+
+    def show_verified(done) -> None:
+        for ve in done:
+            _print_verified(ve, out=out)
+            if ve.is_detection:
+                _print_suggestion(spotter.suggestion(), out=out)
+
     code = 0
     try:
         while stop is None or not stop.is_set():
             try:
-                item = pipe.results.get(timeout=0.5)
+                item = pipe.results.get(timeout=0.1 if verify else 0.5)
             except queue.Empty:
+                item = None
+            if verify:             # each verified candidate is taken once: here, or by the end-of-stream flush
+                show_verified(spotter.results())
+                if isinstance(item, VerifiedEvent):
+                    show_verified([item])
+            if item is None:
                 continue
             if isinstance(item, Event):
                 _print_event(item, out=out)
@@ -240,6 +259,10 @@ def listen(source, model, log, stop=None, out=None) -> int:
         print("\nstopping", file=sys.stderr)
     finally:
         pipe.stop()
+        if verify:
+            spotter.join()                     # candidates already submitted are verified, logged and shown
+            show_verified(spotter.results())
+            spotter.close()
         log.close()
     stats = source.stats
     print(f"stopped after {spotter.stream_time_s:.1f} s; device overflows {stats.device_overflows}, "
@@ -304,8 +327,11 @@ def cmd_listen(args) -> int:
         raise
     log.model, log.model_sha256 = model.name, model.artifact_sha256
     if len(sources) > 1:
+        if args.verify:
+            log.close()
+            raise SpotterError("listen: --verify runs on one line (one --device, one channel)")
         return listen_lines(sources, model, log)
-    return listen(sources[0], model, log)
+    return listen(sources[0], model, log, verify=args.verify)
 
 
 def cmd_scan(args) -> int:
@@ -370,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "devices`; repeat for several lines (one batched step per tick)")
     p.add_argument("--channels", type=int, default=1, metavar="N",
                    help="capture N channels of each device, one line per channel (default 1: the first channel)")
+    p.add_argument("--verify", action="store_true", help="second stage with Whisper base, as `replay --verify` "
+                                                        "(one line only)")
     _add_model_log(p)
     p.set_defaults(func=cmd_listen)
 

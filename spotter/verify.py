@@ -512,6 +512,15 @@ class VerifiedSpotter:
         with self._done_lock:
             self.assessment.reset()
 
+    @property
+    def stream_time_s(self) -> float:
+        return self.first.stream_time_s
+
+    def call_state(self):
+        """The call's state from verified detections only."""
+        with self._done_lock:
+            return self.assessment.state()
+
     def suggestion(self):
         """The suggested service from verified detections only (the first stage's own suggestion also counts
         its rejected candidates)."""

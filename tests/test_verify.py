@@ -194,3 +194,28 @@ def test_replay_verify_without_extra_is_the_first_stage(tmp_path, speech_wav, ca
     summary = out[-1]
     assert summary["rejected"] == [] and all(e["verified"] is None for e in summary["events"])
     assert [r["keyword"] for r in recs] == [e["keyword"] for e in summary["events"]]
+
+
+@needs_extra
+def test_listen_verify_shows_and_logs_each_candidate_once(tmp_path, speech_wav):
+    """`spotter listen --verify`'s loop on a file source standing in for a device: every candidate the worker
+    verified is printed once and logged once, rejections marked as such."""
+    import io
+    from spotter.artifact import DEFAULT_ONNX_MODEL
+    from spotter.audio import write_wav
+    from spotter.cli import listen
+    from spotter.eventlog import EventLog
+    from spotter.onnxmodel import load_onnx_model
+    from spotter.sources import FileSource
+    wav = tmp_path / "call.wav"
+    write_wav(wav, np.concatenate([np.zeros(8000, np.float32),
+                                   speech_wav("Il y a un incendie dans la cuisine, ça sent le gaz."),
+                                   np.zeros(16000, np.float32)]))
+    log = EventLog(tmp_path / "ev.jsonl")
+    out = io.StringIO()
+    assert listen(FileSource(str(wav)), load_onnx_model(DEFAULT_ONNX_MODEL), log, out=out, verify=True) == 0
+    recs = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    shown = [x for x in out.getvalue().splitlines() if "verified" in x.lower() or "REJECTED" in x]
+    assert recs and len(shown) == len(recs)
+    assert all(r["verified"] in (True, False) for r in recs)
+    assert sum("REJECTED" in x for x in shown) == sum(not r["verified"] for r in recs)
