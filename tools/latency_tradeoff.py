@@ -1,6 +1,6 @@
 """Recall / false alarms / latency of the decision rule, for each hold and smoothing, on a run's stored calls.
 
-    python tools/latency_tradeoff.py --model models/default.pt --work runs/calls2
+    python tools/latency_tradeoff.py --model models/default.pt --work runs/calls2 [--fine] [--holds 1]
 
 The model's head scores the held-out voices' keyword calls and the held-out negatives once (training/calltrain.py's
 stored calls, half telephone); then, for each (max_hold_steps, smoothing_steps), a common threshold is swept on the
@@ -50,7 +50,12 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "models/default.pt"))
     ap.add_argument("--work", default=str(ROOT / "runs/calls2"))
     ap.add_argument("--out", default=None, help="write the table as JSON here")
+    ap.add_argument("--fine", action="store_true", help="thresholds every 0.001 from 0.95 up (calltrain.GRID has "
+                                                        "0.01 steps there)")
+    ap.add_argument("--holds", default=",".join(map(str, HOLDS)), help="holds to try (default 1,2,3)")
     args = ap.parse_args()
+    grid = sorted({float(t) for t in T.GRID if t >= 0.5} | ({round(float(t), 4) for t in np.arange(0.95, 0.9995, 0.001)}
+                                                            if args.fine else set()))
     torch.set_num_threads(1)
     from spotter.model import load_model
     model = load_model(args.model)
@@ -66,10 +71,10 @@ def main() -> None:
     print("| hold | smoothing | budget | threshold | FA/h | recall | latency p50 | latency p95 |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
-    for hold in HOLDS:
+    for hold in (int(h) for h in args.holds.split(",")):
         for sm in SMOOTHINGS:
             fa_at = {}
-            for th in (float(t) for t in T.GRID if t >= 0.5):     # ascending: stop within the smallest budget
+            for th in grid:                                       # ascending: stop within the smallest budget
                 fa_at[th] = outcomes(neg_posts, neg, th, hold, sm)[2] / hours
                 if fa_at[th] <= min(BUDGETS):
                     break
