@@ -121,6 +121,15 @@ def _print_verified(ve, out=None) -> None:
           + tail, file=_out(out), flush=True)
 
 
+def _cascade(model, log):
+    """The Whisper cascade (--verify) around `model`'s first stage, logging every verified candidate; says on stderr
+    whether verification is on."""
+    from .verify import VerifiedSpotter
+    spotter = VerifiedSpotter(model, sinks=[log])
+    print(f"spotter: {spotter.status_line}", file=sys.stderr, flush=True)
+    return spotter
+
+
 def _problem(exc: Exception, path: str) -> str:
     """The message of a per-file error without its leading '<path>: '."""
     msg = str(exc)
@@ -177,15 +186,11 @@ def cmd_replay(args, out=None) -> int:
     if not files:
         raise SpotterError("replay: give at least one audio file (or --demo)")
     log = _open_log(args.log)              # writable before any audio is processed
+    spotter = None
     try:
         model = _load(args.model)
         log.model, log.model_sha256 = model.name, model.artifact_sha256
-        if args.verify:
-            from .verify import VerifiedSpotter
-            spotter = VerifiedSpotter(model, sinks=[log], first_stage=lambda c: KeywordSpotter(model, detector=c))
-            print(f"spotter: {spotter.status_line}", file=sys.stderr, flush=True)
-        else:
-            spotter = KeywordSpotter(model, sinks=[log])
+        spotter = _cascade(model, log) if args.verify else KeywordSpotter(model, sinks=[log])
         failures = 0
         for f in files:
             log.source = os.path.abspath(f)
@@ -202,7 +207,7 @@ def cmd_replay(args, out=None) -> int:
         print("spotter: interrupted; the events printed above are logged", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     finally:
-        if args.verify and "spotter" in locals():
+        if hasattr(spotter, "close"):          # the cascade's worker thread
             spotter.close()
         log.close()
     return EXIT_ERROR if failures else 0
@@ -218,11 +223,8 @@ def listen(source, model, log, stop=None, out=None, verify: bool = False) -> int
     out = _out(out)
     log.source = f"mic:{source.name}"
     if verify:
-        from .verify import VerifiedEvent, VerifiedSpotter
-        spotter = VerifiedSpotter(model, sinks=[log], first_stage=lambda c: KeywordSpotter(model, detector=c))
-        print(f"spotter: {spotter.status_line}", file=sys.stderr, flush=True)
-    else:
-        spotter = KeywordSpotter(model, sinks=[log])
+        from .verify import VerifiedEvent
+    spotter = _cascade(model, log) if verify else KeywordSpotter(model, sinks=[log])
     pipe = Pipeline(source, spotter, publish_steps=False).start()
     print(f"listening on {printable(source.name)} ({source.sample_rate} Hz), model {printable(model.name)}; "
           f"Ctrl-C to stop", file=out, flush=True)
