@@ -8,7 +8,7 @@ def cmd_console(args) -> int:
     from .console import run_console
     return run_console(model=args.model, file=args.file, device=args.device, log=args.log,
                        recordings=args.recordings, speed=args.speed, screenshot=args.screenshot,
-                       screenshot_after=args.screenshot_after)
+                       screenshot_after=args.screenshot_after, verify=args.verify)
 
 
 def register_cli(subparsers) -> None:
@@ -21,6 +21,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--model", metavar="PATH", help="model: ONNX export (default models/default.onnx or $SPOTTER_MODEL) "
                                                    "or torch artifact (.pt, needs torch)")
     p.add_argument("--file", metavar="FILE", help="replay this recorded call on start")
+    p.add_argument("--verify", action="store_true",
+                   help="second stage (issue 9, needs '.[verify]'): the first stage proposes candidates at 0.6x its "
+                        "thresholds and Whisper base checks each one; the table shows each detection once verified, "
+                        "rejected candidates are counted in the status bar and logged, never shown as detections")
     p.add_argument("--device", metavar="X", help="monitor this input device on start (index or part of its name)")
     p.add_argument("--speed", choices=("1", "2", "max"), default="1", help="replay speed (default 1)")
     p.add_argument("--log", metavar="PATH", help="event log, JSON Lines (default: $SPOTTER_LOG or "

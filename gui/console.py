@@ -37,7 +37,8 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
     """Operator console. Public methods are the actions of the buttons (also used by tests and the CLI)."""
 
     def __init__(self, model_path: str | os.PathLike | None = None, model=None, log_path=None,
-                 recordings_root: str | os.PathLike | None = None, detector: config.DetectorConfig | None = None):
+                 recordings_root: str | os.PathLike | None = None, detector: config.DetectorConfig | None = None,
+                 verify: bool = False):
         super().__init__()
         self.setWindowTitle("Spotter — Console opérateur")
         self.resize(1480, 900)
@@ -47,7 +48,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         self._cam_job: tuple[int, concurrent.futures.Future] | None = None
         self._last_status = 0.0
         self._closed = False
-        self.session = ConsoleSession(detector=detector, view=self)
+        self.session = ConsoleSession(detector=detector, view=self, verify=verify)
         self.samples = SamplesPanel(recordings_root, self, self.device_combo_data, self.selected_detection)
 
         self._build_ui()
@@ -198,8 +199,10 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         self.status_drops = QtWidgets.QLabel("Audio perdu : 0 débordement · 0 saturation")
         self.status_load = QtWidgets.QLabel("Charge : –")
         self.status_model = QtWidgets.QLabel("Modèle : aucun")
+        self.status_verify = QtWidgets.QLabel("")
+        self.status_verify.setVisible(False)
         sb.addWidget(self.status_note, 1)
-        for w in (self.status_input, self.status_drops, self.status_load, self.status_model):
+        for w in (self.status_input, self.status_drops, self.status_load, self.status_verify, self.status_model):
             sb.addPermanentWidget(w)
 
     def _fill_devices(self) -> None:
@@ -288,6 +291,8 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         self.session.install_model(model, device=self.device_combo_data())
         self.samples.set_keywords()             # the model's keyword set is now the active one
         self._model_label = label
+        self.table.setColumnHidden(widgets.DetectionTable.VERIFIED_COLUMN, not self.session.verify)
+        self._show_verification()
         self._show_call()
         self.status_model.setText(f"Modèle : {label}")
         self._refresh_controls()
@@ -364,7 +369,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
 
     def _show_drained(self, d: Drained) -> None:
         for det in d.detections:
-            self.table.add_detection(det.id, det.event, det.start_s)
+            self.table.add_detection(det.id, det.event, det.start_s, det.verified)
             self.spectrogram.add_marker(det.start_s, det.end_s, det.event.keyword,
                                         widgets.service_color(det.event.service))
         if d.frames is not None:
@@ -373,9 +378,30 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         self.spectrogram.refresh()
         if d.call_changed:
             self._show_call()
+        if d.rejected:
+            self._show_verification()
         self._update_position()
         if d.ended:
             self._refresh_controls()
+
+    def _show_verification(self) -> None:
+        """Status bar: whether Whisper checks the detections, and how many candidates it rejected in this call."""
+        s = self.session
+        self.status_verify.setVisible(s.verify)
+        if not s.verify:
+            return
+        if s.verify_status and s.verify_status.startswith("verification is on"):
+            n = s.rejected
+            self.status_verify.setText(f"Vérification : active · {n} candidat{'s' if n > 1 else ''} "
+                                       f"rejeté{'s' if n > 1 else ''}")
+            self.status_verify.setToolTip("Chaque détection est confirmée par un second avis (Whisper base). "
+                                          "Les candidats rejetés sont consignés dans le journal, sans être "
+                                          "affichés comme détections.")
+            self.status_verify.setStyleSheet("")
+        else:
+            self.status_verify.setText("Vérification : indisponible")
+            self.status_verify.setToolTip(f"{s.verify_status} — le premier étage décide seul.")
+            self.status_verify.setStyleSheet("color: #d6a531;")
 
     def _show_call(self) -> None:
         state = self.session.call_state
@@ -551,7 +577,7 @@ def _headless() -> bool:
 
 def run_console(model: str | None = None, file: str | None = None, device: str | None = None,
                 log: str | None = None, recordings: str | None = None, speed: str = "1",
-                screenshot: str | None = None, screenshot_after: float = 5.0) -> int:
+                screenshot: str | None = None, screenshot_after: float = 5.0, verify: bool = False) -> int:
     """Open the console (blocking until it is closed); with `screenshot`, save the window after N s and exit."""
     if _needs_offscreen():
         if not screenshot:
@@ -568,7 +594,7 @@ def run_console(model: str | None = None, file: str | None = None, device: str |
     font = app.font()
     font.setPointSize(10)
     app.setFont(font)
-    win = ConsoleWindow(model_path=model, log_path=log, recordings_root=recordings)
+    win = ConsoleWindow(model_path=model, log_path=log, recordings_root=recordings, verify=verify)
     win.set_speed({"1": 0, "2": 1, "max": 2}[speed])
     win.show()
     problems = []
@@ -598,8 +624,13 @@ def run_console(model: str | None = None, file: str | None = None, device: str |
                 result["code"] = 2
                 print(f"spotter: error: {screenshot}: cannot write the screenshot")
             win.close()
-            app.quit()
+            loop.quit()
+        # a local event loop, not app.exec_() + app.quit(): after QApplication.quit() every later event loop of
+        # this process returns at once (Qt keeps its quit flag), so a caller's Qt code could no longer wait
+        loop = QtCore.QEventLoop()
         QtCore.QTimer.singleShot(int(screenshot_after * 1000), grab)
-    app.exec_()
+        loop.exec_()
+    else:
+        app.exec_()
     win.shutdown()
     return result["code"]

@@ -10,6 +10,12 @@ the queue; items queued before it belong to the old call and are discarded. The 
 detector's own CallState, received through the queue. A seek or a model swap stops the thread, drains the old
 queue (same call) and starts a new Pipeline on the same call (KeywordSpotter.reset_stream / continue_call).
 
+With verification on (`verify=True`, issue 9's cascade), the spotter is a VerifiedSpotter: the first stage's
+candidates are checked by Whisper in its worker thread, which puts each VerifiedEvent into the current Pipeline's
+queue. Detections are the verified candidates (and those the first stage decided alone when the verifier was busy
+or failed); rejected ones are counted, and logged as such, never shown as detections. A stop, a seek or a model
+swap waits for the candidates already submitted, so none lands in a queue that is no longer drained.
+
 What the session has to say goes to a `SessionView` (French text, shown by the window): messages, "the call
 was cleared", "a new stream segment starts". `MessageLog` is the Qt-free one that tests read.
 """
@@ -28,6 +34,7 @@ from spotter.detector import CallState, Event, KeywordSpotter
 from spotter.errors import SpotterError
 from spotter.features import MEL_FLOOR
 from spotter.pipeline import CallReset, Failed, Finished, NewCall, Pipeline, StepResult
+from spotter.verify import VerifiedEvent
 
 from . import recorder
 
@@ -116,6 +123,9 @@ class Detection:
     mel: np.ndarray | None             # (196, 32) log-mel window of the head decision
     window_end_s: float                # call time of the window's end
     heat: np.ndarray | None = None
+    verified: bool | None = None       # True: checked by the verifier; None: first stage alone (verification off,
+    #                                    verifier busy or failed)
+    verification: VerifiedEvent | None = None
 
     @property
     def start_s(self) -> float:
@@ -138,6 +148,7 @@ class Drained:
     frames: np.ndarray | None = None           # newest mel frames (about max_frames), ending at position_s
     peak_db: float | None = None               # loudest step level, dBFS
     detections: list = field(default_factory=list)   # new Detections, in order
+    rejected: list = field(default_factory=list)     # VerifiedEvents the verifier rejected (not detections)
     call_changed: bool = False                 # the call state (suggestion, evidence) changed
     ended: bool = False                        # the pipeline finished or failed
 
@@ -151,8 +162,12 @@ class ConsoleSession:
     the end. Every public action reports problems to the view and returns False instead of raising.
     """
 
-    def __init__(self, log=None, detector: config.DetectorConfig | None = None, view: SessionView | None = None):
+    def __init__(self, log=None, detector: config.DetectorConfig | None = None, view: SessionView | None = None,
+                 verify: bool = False):
         self.view = view if view is not None else MessageLog()
+        self.verify = verify                    # the Whisper cascade (spotter.verify.VerifiedSpotter)
+        self.verify_status: str | None = None   # its one-line status once a model is installed
+        self.rejected = 0                       # candidates of this call the verifier rejected
         self.log = log                          # EventLog (a sink: events are on disk before they are shown)
         self.detector_cfg = detector
         self.model = None
@@ -180,6 +195,7 @@ class ConsoleSession:
         self._mel_history = MelHistory()
         self._out = Drained()                   # consumed but not yet handed to the window (see drain)
         self._frames: list[np.ndarray] = []
+        self._verified_to: queue.Queue | None = None     # where the verifier's worker puts VerifiedEvents
 
     # ==== model ========================================================================================
     def install_model(self, model, device=None) -> None:
@@ -192,14 +208,28 @@ class ConsoleSession:
         self.model = model.eval()
         previous = self.spotter
         sinks = [self.log] if self.log is not None else []
-        self.spotter = KeywordSpotter(self.model, sinks=sinks, detector=self.detector_cfg)
+        if self.verify:
+            from spotter.verify import VerifiedSpotter
+            self.spotter = VerifiedSpotter(self.model, sinks=sinks + [self._queue_verified], collect=False,
+                                           detector=self.detector_cfg)
+            self.verify_status = self.spotter.status_line
+        else:
+            self.spotter = KeywordSpotter(self.model, sinks=sinks, detector=self.detector_cfg)
         if previous is not None:
             self.spotter.continue_call(previous)
+            if hasattr(previous, "close"):
+                previous.close()
         self.call_state = self.spotter.call_state()     # the new model's suggestion rule on the call so far
         if resume == "file":
             self._start_file_segment(position, paused=paused)
         elif resume == "live":
             self.start_live(device)
+
+    def _queue_verified(self, ve: VerifiedEvent) -> None:
+        """The verifier's sink (its worker thread): into the queue of the Pipeline that proposed the candidate."""
+        target = self._verified_to
+        if target is not None:
+            target.put(ve)
 
     def _need_model(self) -> bool:
         if self.spotter is None:
@@ -276,6 +306,7 @@ class ConsoleSession:
         if self.log is not None:
             self.log.source = log_source
         self.results = queue.Queue()
+        self._verified_to = self.results
         self.source = source
         self.offset_s = self.position_s = offset_s
         self.finished = False
@@ -291,6 +322,8 @@ class ConsoleSession:
         try:
             if pipe is not None:
                 pipe.stop()
+                if hasattr(self.spotter, "join"):
+                    self.spotter.join()           # the candidates already submitted reach this queue first
             if drain and self.results is not None:
                 self._consume(budget_s=None)
         finally:
@@ -385,7 +418,9 @@ class ConsoleSession:
     def _clear_call(self, clear_signal: bool) -> None:
         self.detections.clear()
         self.call_state = no_call_state()
+        self.rejected = 0
         self._out.detections.clear()
+        self._out.rejected.clear()
         if clear_signal:
             self._discard_until_reset = False
             self.position_s = 0.0
@@ -432,8 +467,16 @@ class ConsoleSession:
                 last_step = item
                 out.peak_db = item.level_db if out.peak_db is None else max(out.peak_db, item.level_db)
                 self.load = 0.9 * self.load + 0.1 * item.load
-            elif self._discard_until_reset and isinstance(item, (Event, CallState)):
+            elif self._discard_until_reset and isinstance(item, (Event, CallState, VerifiedEvent)):
                 continue                                  # the old call's: forgotten by "Nouvel appel"
+            elif isinstance(item, VerifiedEvent):
+                if item.is_detection:
+                    out.detections.append(self._add_detection(item.event, item))
+                    self.call_state = self.spotter.call_state()
+                    out.call_changed = True
+                else:
+                    self.rejected += 1
+                    out.rejected.append(item)
             elif isinstance(item, Event):
                 out.detections.append(self._add_detection(item))
             elif isinstance(item, CallState):
@@ -447,10 +490,11 @@ class ConsoleSession:
         if last_step is not None:
             self.position_s = self.offset_s + last_step.stream_s
 
-    def _add_detection(self, e: Event) -> Detection:
+    def _add_detection(self, e: Event, verification: VerifiedEvent | None = None) -> Detection:
         mel = self._mel_history.window(int(round(e.window_end_s / FRAME_S)))
         det = Detection(self._next_id, e, self.offset_s, self.file_path if self.mode == "file" else None,
-                        mel, self.offset_s + e.window_end_s)
+                        mel, self.offset_s + e.window_end_s,
+                        verified=None if verification is None else verification.verified, verification=verification)
         self._next_id += 1
         self.detections[det.id] = det
         return det
@@ -482,6 +526,8 @@ class ConsoleSession:
 
     # ==== lifetime =====================================================================================
     def shutdown(self) -> None:
-        """Stop the stream (its queued events are consumed) and the replay audio."""
+        """Stop the stream (its queued events are consumed), the replay audio and the verifier's worker."""
         self._stop_pipeline(drain=True)
         self._stop_monitor()
+        if hasattr(self.spotter, "close"):
+            self.spotter.close()

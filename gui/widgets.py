@@ -314,7 +314,8 @@ class ServicePanel(QtWidgets.QFrame):
 class DetectionTable(QtWidgets.QTableWidget):
     """Detections of the current call, newest first. Each row carries the detection id (Qt.UserRole)."""
 
-    HEADERS = ("Heure", "Position", "Mot-clé", "Score", "Service")
+    HEADERS = ("Heure", "Position", "Mot-clé", "Score", "Service", "Vérif.")
+    VERIFIED_COLUMN = 5                # shown only with verification on (`spotter console --verify`)
 
     def __init__(self, parent=None):
         super().__init__(0, len(self.HEADERS), parent)
@@ -328,15 +329,18 @@ class DetectionTable(QtWidgets.QTableWidget):
         self.setFocusPolicy(QtCore.Qt.NoFocus)
         h = self.horizontalHeader()
         h.setDefaultAlignment(QtCore.Qt.AlignLeft | QtCore.Qt.AlignVCenter)
-        for i, mode in enumerate((QtWidgets.QHeaderView.ResizeToContents,) * 4 + (QtWidgets.QHeaderView.Stretch,)):
+        for i, mode in enumerate((QtWidgets.QHeaderView.ResizeToContents,) * 4 + (QtWidgets.QHeaderView.Stretch,)
+                                 + (QtWidgets.QHeaderView.ResizeToContents,)):
             h.setSectionResizeMode(i, mode)
+        self.setColumnHidden(self.VERIFIED_COLUMN, True)
         self.verticalHeader().setDefaultSectionSize(26)
 
-    def add_detection(self, det_id: int, event, position_s: float) -> None:
+    def add_detection(self, det_id: int, event, position_s: float, verified: bool | None = None) -> None:
+        """`verified`: True once the second stage confirmed it; None when the first stage decided alone."""
         self.insertRow(0)
         color = QtGui.QColor(service_color(event.service))
         cells = (fmt_clock(event.wall_time), fmt_position(position_s), event.keyword, fr_num(event.score),
-                 service_label(event.service))
+                 service_label(event.service), "✓ vérifié" if verified else "non vérifié")
         for col, text in enumerate(cells):
             item = QtWidgets.QTableWidgetItem(text)
             item.setData(QtCore.Qt.UserRole, det_id)
@@ -356,6 +360,9 @@ class DetectionTable(QtWidgets.QTableWidget):
 
     def services(self) -> list[str]:
         return [self.item(r, 4).text().split(" ")[0] for r in range(self.rowCount())]
+
+    def verified(self) -> list[str]:
+        return [self.item(r, self.VERIFIED_COLUMN).text() for r in range(self.rowCount())]
 
     def selected_id(self) -> int | None:
         rows = self.selectionModel().selectedRows()

@@ -437,11 +437,15 @@ class VerifiedSpotter:
     """
 
     def __init__(self, model, sinks=(), candidate_factor: float = 0.6, combiner: Combiner | None = None,
-                 verifier=None, context_s: float = 2.4, max_pending: int = 8, first_stage=None):
+                 verifier=None, context_s: float = 2.4, max_pending: int = 8, first_stage=None,
+                 collect: bool = True, detector=None):
         """`model` has .detector (DetectorConfig with the calibrated thresholds). `first_stage(detector_config)`,
         if given, builds the first-stage spotter (any object with KeywordSpotter's process/flush/reset_stream/
-        new_call, an ONNX runtime one say); by default a spotter.detector.KeywordSpotter of `model`."""
+        new_call, an ONNX runtime one say); by default a spotter.detector.KeywordSpotter of `model`.
+        `collect=False`: verified candidates go to `sinks` only (results() and flush() return none), for a caller
+        whose sink already queues them (the console). `detector`: a DetectorConfig in place of the model's."""
         self.sinks = list(sinks)
+        self.collect = collect
         self.status_line = OFF_LINE
         self.verifier = None
         if verifier is not False:
@@ -450,7 +454,8 @@ class VerifiedSpotter:
                 self.status_line = "verification is on (Whisper base, int8, CPU)"
             except VerifierUnavailable as e:
                 self.status_line = str(e)
-        cfg = model.detector
+        cfg = detector or model.detector
+        calibrated = cfg.thresholds
         if self.verifier is not None:
             from dataclasses import replace
             cfg = replace(cfg, thresholds={k: v * candidate_factor for k, v in cfg.thresholds.items()})
@@ -462,7 +467,7 @@ class VerifiedSpotter:
         self.first = first_stage(cfg)
         self.combiner = combiner or default_combiner()
         if not self.combiner.f0:
-            self.combiner.set_first_thresholds(model.detector.thresholds)
+            self.combiner.set_first_thresholds(calibrated)
         self.context = int(context_s * SR)
         self._ring = np.zeros(self.context, np.float32)
         self._samples_in = 0
@@ -511,6 +516,12 @@ class VerifiedSpotter:
         self.first.new_call()
         with self._done_lock:
             self.assessment.reset()
+
+    def continue_call(self, previous) -> None:
+        """Take over `previous`'s call evidence (a model swapped mid-call): a VerifiedSpotter's verified
+        detections, or a KeywordSpotter's events."""
+        with self._done_lock:
+            self.assessment.events = list(previous.assessment.events)
 
     @property
     def stream_time_s(self) -> float:
@@ -568,7 +579,8 @@ class VerifiedSpotter:
         for sink in self.sinks:
             sink(ve)
         with self._done_lock:
-            self._done.append(ve)
+            if self.collect:
+                self._done.append(ve)
             if ve.is_detection:
                 self.assessment.add(ve.event)
 

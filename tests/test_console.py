@@ -308,3 +308,33 @@ def test_cli_screenshot_of_a_replay(tmp_path, qapp, eager_model_path, call_8k):
     from PyQt5.QtGui import QImage
     img = QImage(str(png))
     assert img.width() > 800 and img.height() > 500
+
+
+def test_verified_detections_are_marked_and_rejections_counted(qtbot, tmp_path, speech_wav):
+    """`spotter console --verify` (real Whisper base; skipped without the verify extra): the table lists the
+    verified detections with their mark, the status bar counts the rejected candidates, and the log holds both."""
+    from spotter import verify
+    from spotter.artifact import DEFAULT_ONNX_MODEL
+    from gui.console import ConsoleWindow
+    if not verify.status()[0]:
+        pytest.skip(verify.status()[1])
+    say = speech_wav("Allô, il y a un incendie dans la cuisine, ça sent le gaz, venez vite.")
+    z = np.zeros(8000, np.float32)
+    path = tmp_path / "appel.wav"
+    sf.write(path, np.concatenate([z, say, z, say, z, z]), config.SAMPLE_RATE)
+    win = ConsoleWindow(model_path=DEFAULT_ONNX_MODEL, log_path=tmp_path / "events.jsonl",
+                        recordings_root=tmp_path / "echantillons", verify=True)
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        replay_to_end(qtbot, win, path)
+        win._show_verification()
+        records = [json.loads(line) for line in open(tmp_path / "events.jsonl", encoding="utf-8")]
+        assert records and all(r["verified"] in (True, False) for r in records)
+        kept = [r for r in records if r["verified"]]
+        assert win.table.rowCount() == len(kept) == len(win.detections)
+        assert win.table.verified() == ["✓ vérifié"] * len(kept)
+        assert not win.table.isColumnHidden(win.table.VERIFIED_COLUMN)
+        assert win.status_verify.text().startswith(f"Vérification : active · {len(records) - len(kept)} candidat")
+    finally:
+        win.shutdown()
