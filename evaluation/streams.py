@@ -96,9 +96,25 @@ def decisions_times(decisions: list[Decision]) -> list[tuple[str, float, float]]
 def score_stream(decisions: list[Decision], notes: list[Annotation], tolerance_s: float = HIT_TOLERANCE_S) -> dict:
     """The one hit rule of calibration, evaluation and the benchmark: a hit is a detection of the right keyword
     decided inside [start, end + tolerance]; one hit per occurrence; everything else is a false alarm."""
-    used = [False] * len(notes)
+    times = decisions_times(decisions)
+    matched = match_detections([(kw, t) for kw, t, _ in times], notes, tolerance_s)
     hits, fas = [], []
-    for kw, t, score in decisions_times(decisions):
+    for (kw, t, score), i in zip(times, matched):
+        if i is None:
+            fas.append((kw, t, score))
+        else:
+            hits.append((kw, t, score, t - notes[i].end_s))
+    used = set(i for i in matched if i is not None)
+    return {"hits": hits, "false_alarms": fas, "missed": [n for i, n in enumerate(notes) if i not in used]}
+
+
+def match_detections(detections: list[tuple[str, float]], notes: list[Annotation],
+                     tolerance_s: float = HIT_TOLERANCE_S) -> list[int | None]:
+    """score_stream's rule for (keyword, decided time) detections in time order: the index of the occurrence each
+    one hits, or None for a false alarm (it falls in no unused occurrence's span, or in another keyword's)."""
+    used = [False] * len(notes)
+    out = []
+    for kw, t in detections:
         match = None
         for i, n in enumerate(notes):
             if not used[i] and n.start_s <= t <= n.end_s + tolerance_s:
@@ -106,11 +122,10 @@ def score_stream(decisions: list[Decision], notes: list[Annotation], tolerance_s
                 break
         if match is not None and notes[match].keyword == kw:
             used[match] = True
-            hits.append((kw, t, score, t - notes[match].end_s))
+            out.append(match)
         else:
-            fas.append((kw, t, score))
-    missed = [n for i, n in enumerate(notes) if not used[i]]
-    return {"hits": hits, "false_alarms": fas, "missed": missed}
+            out.append(None)
+    return out
 
 
 def detect(model, posteriors: np.ndarray, thresholds: dict) -> list[Decision]:

@@ -2,6 +2,8 @@
 
   python -m training.verify_eval --per-keyword 6 --conditions clean,tel
   python -m training.verify_eval --real-en 60          # English real recordings: "computer" vs "alexa" / speech
+  python -m training.verify_eval --only-real --cascade 120,300                # the cascade, shipped first stage
+  python -m training.verify_eval --only-real --cascade 400,3000 --fold mbrola  # leave-one-engine-out cascade
 
 Synthetic data: the caller sentences of the calls recipe (training/configs/calls.toml) already synthesised in the
 sentence cache. Their keyword is not stored in utterances.jsonl, so the recipe's plan is rebuilt (no synthesis) and
@@ -252,32 +254,49 @@ def real_english(ver_factory, n: int, seed: int) -> None:
     print(f"ms per verifier call: p50 {np.median(t):.1f}, p95 {np.quantile(t, 0.95):.1f}")
 
 
-def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: int, ver) -> dict:
-    """First stage (models/default.pt at factor x its thresholds) on calls of test-split voices (held out from
-    the shipped model), every candidate scored by the verifier; recall vs FA/h of the first stage alone (its
-    candidates whose peak reaches threshold x s) and of the cascade (a pooled logistic combiner, 2-fold by voice)."""
-    from dataclasses import replace
-    from spotter.detector import KeywordSpotter
-    from spotter.model import DEFAULT_MODEL, load_model
-    from training.calls import Call
-    rng = random.Random(seed)
-    test = [s for s in sents if s["split"] == "test"]
-    kw = [s for s in test if s["keyword"] and s["spans"]]
-    neg = [s for s in test if not s["keyword"]]
-    kw = rng.sample(kw, min(n_kw, len(kw)))
-    neg = rng.sample(neg, min(n_neg, len(neg)))
-    # calls: one voice each, keyword sentences among keyword-free ones, then the channel (clean / tel alternate)
+def fold_first_stage(work: Path, engine: str) -> Path:
+    """The leave-one-engine-out first stage: the calls recipe's head trained and calibrated without `engine`
+    (calltrain.train_fold and calibrate_head on the run's stored call sets, as `spotter train` makes its fold),
+    saved with its ONNX export as work/fold_<engine>/first_stage.{pt,onnx}; reused when already there."""
+    import torch
+    from spotter.model import KeywordModel, KeywordHead
+    from training import calltrain as CT
+    from training.export import export_onnx
+    out = work / f"fold_{engine}" / "first_stage.onnx"
+    if out.is_file():
+        return out
+    recipe = calls_recipe()
+    torch.set_num_threads(1)
+    sets, _ = CT.load_callsets(work, extra=False)
+    keep = lambda m: m["engine"] != engine
+    if not any(not keep(m) for m in sets["train"].meta):
+        raise SystemExit(f"{work}: no training call is spoken by engine {engine!r}")
+    t0 = time.time()
+    head, _ = CT.train_fold(sets["train"].select(keep), sets["val"].select(keep), recipe.train, recipe.calls.seed)
+    thr, sm, cal = CT.calibrate_head(head, sets["val"].select(keep), recipe.calibrate.budget_fa_per_hour)
+    model = KeywordModel(head=head)
+    model.detector.thresholds, model.detector.smoothing_steps = thr, sm
+    model.name = f"fold-without-{engine}"
+    model.meta.update(name=model.name, calibration=cal,
+                      keyword_durations_s=CT.keyword_durations(sets["train"].select(keep)))
+    model.save(out.with_suffix(".pt"))
+    export_onnx(out.with_suffix(".pt"), out)
+    print(f"first stage without {engine}: trained and calibrated in {time.time() - t0:.0f} s ({cal})")
+    return out
+
+
+def cascade_calls(kw: list[dict], neg: list[dict], seed: int):
+    """Calls of one voice each: up to 6 sentences (keyword and keyword-free, shuffled together) with pauses,
+    alternately clean and through the telephone channel (room, real noise 5-20 dB, band, codec).
+    Yields (audio, notes [(keyword, start_s, end_s)], voice, engine, kind)."""
+    from training.calls import Call, Channel
+    from training.recipe import real_audio_files
     by_voice: dict = {}
     for s in kw + neg:
         by_voice.setdefault(s["voice"], []).append(s)
-    model = load_model(DEFAULT_MODEL)
-    thr = dict(model.detector.thresholds)
-    cfg = replace(model.detector, thresholds={k: v * factor for k, v in thr.items()})
-    from training.recipe import real_audio_files
-    from training.calls import Channel
     ch = Channel(real_audio_files(calls_recipe().data)["noise_eval"], seed)
     nrng = np.random.default_rng(seed)
-    cands, n_notes, seconds, n_call, t_first = [], 0, 0.0, 0, 0.0
+    n_call = 0
     for voice in sorted(by_voice):
         ss = by_voice[voice]
         for i in range(0, len(ss), 6):
@@ -295,35 +314,62 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
             if kind == "tel":
                 audio = ch(Call(audio, notes, [], voice, part[0]["engine"], "clean"), "tel", nrng).audio
             n_call += 1
-            n_notes += len(notes)
-            seconds += audio.size / SR
-            sp = KeywordSpotter(model, detector=cfg)
-            t0 = time.process_time()
-            evs = []
-            for j in range(0, audio.size, 12800):
-                evs += sp.process(audio[j:j + 12800]).events
-            evs += sp.flush()
-            t_first += time.process_time() - t0
-            hit = set()
-            for ev in evs:
-                y = 0
-                for n_i, (k, a0, a1) in enumerate(notes):
-                    if k == ev.keyword and a0 - 0.3 <= ev.end_s <= a1 + 0.8 and n_i not in hit:
-                        hit.add(n_i)
-                        y = 1
-                        break
-                w0 = max(0.0, ev.end_s - 2.0)
-                win = audio[int(w0 * SR):int((ev.end_s + 0.4) * SR)]
-                t0, c0 = time.perf_counter(), time.process_time()
-                v = ver.score(win, [ev.keyword], end_s=ev.end_s - w0)[ev.keyword]
-                cands.append({"kw": ev.keyword, "first": ev.score, "v": v, "y": y, "voice": voice, "kind": kind,
-                              "ms": 1000 * (time.perf_counter() - t0), "cpu_ms": 1000 * (time.process_time() - c0),
-                              "call": n_call})
+            yield audio, notes, voice, part[0]["engine"], kind
+
+
+def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: int, ver,
+                 model_path: Path | None = None, engine: str | None = None) -> dict:
+    """First stage at factor x its thresholds on calls, every candidate scored by the verifier; recall vs FA/h of
+    the first stage alone (its candidates whose peak reaches threshold x s) and of the cascade (a pooled logistic
+    combiner, 2-fold by voice).
+    engine None: the shipped model (models/default.onnx) on calls of test-split voices (held out from it).
+    engine E: `model_path`, a first stage that never heard engine E (fold_first_stage), on the keyword sentences
+    of all of E's voices and the keyword-free sentences of test-split voices (the recipe's fold scoring)."""
+    from dataclasses import replace
+    from spotter.detector import KeywordSpotter
+    from spotter.artifact import DEFAULT_ONNX_MODEL
+    from spotter.onnxmodel import load_any
+    from evaluation.streams import Annotation, match_detections
+    rng = random.Random(seed)
+    test = [s for s in sents if s["split"] == "test"]
+    if engine is None:
+        kw = [s for s in test if s["keyword"] and s["spans"]]
+    else:
+        kw = [s for s in sents if s["keyword"] and s["spans"] and s["engine"] == engine]
+    neg = [s for s in test if not s["keyword"]]
+    kw = rng.sample(kw, min(n_kw, len(kw)))
+    neg = rng.sample(neg, min(n_neg, len(neg)))
+    model_path = Path(model_path or DEFAULT_ONNX_MODEL)
+    model = load_any(model_path, threads=1)
+    thr = dict(model.detector.thresholds)
+    cfg = replace(model.detector, thresholds={k: v * factor for k, v in thr.items()})
+    cands, n_notes, seconds, n_call, t_first = [], 0, 0.0, 0, 0.0
+    for audio, notes, voice, eng, kind in cascade_calls(kw, neg, seed):
+        n_call += 1
+        n_notes += len(notes)
+        seconds += audio.size / SR
+        sp = KeywordSpotter(model, detector=cfg)
+        t0 = time.process_time()
+        evs = (sp.process_offline(audio) if sp.offline_capable else sp.process(audio)).events + sp.flush()
+        t_first += time.process_time() - t0
+        matched = match_detections([(ev.keyword, ev.detected_s) for ev in evs], [Annotation(*n) for n in notes])
+        for ev, m in zip(evs, matched):
+            y = int(m is not None)
+            w0 = max(0.0, ev.end_s - 2.0)
+            win = audio[int(w0 * SR):int((ev.end_s + 0.4) * SR)]
+            t0, c0 = time.perf_counter(), time.process_time()
+            v = ver.score(win, [ev.keyword], end_s=ev.end_s - w0)[ev.keyword]
+            cands.append({"kw": ev.keyword, "first": ev.score, "v": v, "y": y, "voice": voice, "kind": kind,
+                          "engine": eng, "ms": 1000 * (time.perf_counter() - t0),
+                          "cpu_ms": 1000 * (time.process_time() - c0), "call": n_call})
+    who = "test-split voices" if engine is None else f"engine {engine} (never heard by this first stage) and " \
+        "keyword-free speech of test-split voices"
     hours = seconds / 3600
-    print(f"\n== cascade on {n_call} calls of test-split voices ({hours * 60:.1f} min, {n_notes} keywords, half "
+    print(f"\n== cascade on {n_call} calls of {who} ({hours * 60:.1f} min, {n_notes} keywords, half "
           f"telephone+noise): {len(cands)} candidates at {factor} x thresholds ({len(cands) / hours:.0f} per hour)")
     print(f"first stage CPU (process time, whole calls): {100 * t_first / seconds:.1f} % of a core")
-    res = {"hours": hours, "keywords": n_notes, "factor": factor, "thresholds": thr, "cands": cands}
+    res = {"hours": hours, "keywords": n_notes, "factor": factor, "thresholds": thr, "cands": cands,
+           "engine": engine, "first_stage": str(model_path)}
     res.update(cascade_report(res))
     return res
 
@@ -407,6 +453,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cascade", default="", help="KW,NEG: cascade on calls of KW keyword and NEG keyword-free "
                     "sentences of test-split voices (e.g. 120,300)")
     ap.add_argument("--cascade-json", help="re-analyse the candidates stored by an earlier --cascade --json run")
+    ap.add_argument("--fold", metavar="ENGINE", help="--cascade with a first stage trained and calibrated without "
+                    "ENGINE (espeak, mbrola, kokoro) on the calls run in --work, scored on ENGINE's keyword sentences")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "calls"), help="the calls run whose stored call sets "
+                    "train the --fold first stage (default runs/calls)")
     ap.add_argument("--factor", type=float, default=0.6, help="candidate thresholds = factor x calibrated")
     ap.add_argument("--lead", default="1.4", help="crop starts, seconds before the keyword end (one crop each)")
     ap.add_argument("--tail", type=float, default=0.35, help="seconds kept after the keyword end")
@@ -432,7 +482,8 @@ def main(argv=None) -> int:
     if args.cascade:
         sents = cached_sentences(Path(args.cache))
         n_kw, n_neg = (int(x) for x in args.cascade.split(","))
-        out["cascade"] = cascade_eval(sents, n_kw, n_neg, args.factor, args.seed, factory())
+        first = fold_first_stage(Path(args.work), args.fold) if args.fold else None
+        out["cascade"] = cascade_eval(sents, n_kw, n_neg, args.factor, args.seed, factory(), first, args.fold)
     if not args.only_real:
         t0 = time.time()
         sents = cached_sentences(Path(args.cache))
