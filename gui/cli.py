@@ -1,6 +1,8 @@
 """`spotter console`: the operator console (PyQt5). Qt is imported only when the sub-command runs."""
 from __future__ import annotations
 
+import argparse
+
 
 def cmd_console(args) -> int:
     from spotter.cli import threads_from_env
@@ -21,10 +23,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--model", metavar="PATH", help="model: ONNX export (default models/default.onnx or $SPOTTER_MODEL) "
                                                    "or torch artifact (.pt, needs torch)")
     p.add_argument("--file", metavar="FILE", help="replay this recorded call on start")
-    p.add_argument("--verify", action="store_true",
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="second stage (issue 9, needs '.[verify]'): the first stage proposes candidates at 0.6x its "
                         "thresholds and Whisper base checks each one; the table shows each detection once verified, "
-                        "rejected candidates are counted in the status bar and logged, never shown as detections")
+                        "rejected candidates are counted in the status bar and logged, never shown as detections. "
+                        "Default as for `spotter replay`: on for a French model when the extra is installed")
     p.add_argument("--device", metavar="X", help="monitor this input device on start (index or part of its name)")
     p.add_argument("--speed", choices=("1", "2", "max"), default="1", help="replay speed (default 1)")
     p.add_argument("--log", metavar="PATH", help="event log, JSON Lines (default: $SPOTTER_LOG or "

@@ -38,7 +38,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
 
     def __init__(self, model_path: str | os.PathLike | None = None, model=None, log_path=None,
                  recordings_root: str | os.PathLike | None = None, detector: config.DetectorConfig | None = None,
-                 verify: bool = False):
+                 verify: bool | None = None):
         super().__init__()
         self.setWindowTitle("Spotter — Console opérateur")
         self.resize(1480, 900)
@@ -291,7 +291,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         self.session.install_model(model, device=self.device_combo_data())
         self.samples.set_keywords()             # the model's keyword set is now the active one
         self._model_label = label
-        self.table.setColumnHidden(widgets.DetectionTable.VERIFIED_COLUMN, not self.session.verify)
+        self.table.setColumnHidden(widgets.DetectionTable.VERIFIED_COLUMN, not self.session.verifying)
         self._show_verification()
         self._show_call()
         self.status_model.setText(f"Modèle : {label}")
@@ -387,8 +387,8 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
     def _show_verification(self) -> None:
         """Status bar: whether Whisper checks the detections, and how many candidates it rejected in this call."""
         s = self.session
-        self.status_verify.setVisible(s.verify)
-        if not s.verify:
+        self.status_verify.setVisible(s.verifying)
+        if not s.verifying:
             return
         if s.verify_status and s.verify_status.startswith("verification is on"):
             n = s.rejected
@@ -577,7 +577,7 @@ def _headless() -> bool:
 
 def run_console(model: str | None = None, file: str | None = None, device: str | None = None,
                 log: str | None = None, recordings: str | None = None, speed: str = "1",
-                screenshot: str | None = None, screenshot_after: float = 5.0, verify: bool = False) -> int:
+                screenshot: str | None = None, screenshot_after: float = 5.0, verify: bool | None = None) -> int:
     """Open the console (blocking until it is closed); with `screenshot`, save the window after N s and exit."""
     if _needs_offscreen():
         if not screenshot:

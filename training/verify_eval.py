@@ -76,8 +76,9 @@ def near_miss_owner() -> dict[str, str]:
     return owner
 
 
-def cached_sentences(cache_dir: Path) -> list[dict]:
-    """The evaluation sentences of the calls recipe that are in the cache: path, text, keyword, spans, engine."""
+def cached_sentences(cache_dir: Path, sets=("eval_kw", "eval_neg")) -> list[dict]:
+    """The calls recipe's sentences of `sets` (default: the evaluation ones) that are in the cache: path, text,
+    keyword, spans, engine, voice and the voice's split."""
     from training import calltrain as CT, calls as C
     plan = calls_recipe().calls
     voices, splits = CT.plan_voices(plan)
@@ -88,7 +89,7 @@ def cached_sentences(cache_dir: Path) -> list[dict]:
             r = json.loads(line)
             index[r["hash"]] = r
     out = []
-    for set_name in ("eval_kw", "eval_neg"):
+    for set_name in sets:
         for j in jobs[set_name]:
             r = index.get(C._job_hash(j))
             if r and (cache_dir / r["path"]).is_file():
@@ -318,20 +319,21 @@ def cascade_calls(kw: list[dict], neg: list[dict], seed: int):
 
 
 def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: int, ver,
-                 model_path: Path | None = None, engine: str | None = None) -> dict:
+                 model_path: Path | None = None, engine: str | None = None, split: str = "test") -> dict:
     """First stage at factor x its thresholds on calls, every candidate scored by the verifier; recall vs FA/h of
     the first stage alone (its candidates whose peak reaches threshold x s) and of the cascade (a pooled logistic
     combiner, 2-fold by voice).
     engine None: the shipped model (models/default.onnx) on calls of test-split voices (held out from it).
     engine E: `model_path`, a first stage that never heard engine E (fold_first_stage), on the keyword sentences
-    of all of E's voices and the keyword-free sentences of test-split voices (the recipe's fold scoring)."""
-    from dataclasses import replace
+    of all of E's voices and the keyword-free sentences of test-split voices (the recipe's fold scoring).
+    split: the voices whose sentences are used ("val" for calibrate_cascade)."""
     from spotter.detector import KeywordSpotter
     from spotter.artifact import DEFAULT_ONNX_MODEL
+    from spotter.verify import candidate_config
     from spotter.onnxmodel import load_any
     from evaluation.streams import Annotation, match_detections
     rng = random.Random(seed)
-    test = [s for s in sents if s["split"] == "test"]
+    test = [s for s in sents if s["split"] == split]
     if engine is None:
         kw = [s for s in test if s["keyword"] and s["spans"]]
     else:
@@ -342,7 +344,7 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     model_path = Path(model_path or DEFAULT_ONNX_MODEL)
     model = load_any(model_path, threads=1)
     thr = dict(model.detector.thresholds)
-    cfg = replace(model.detector, thresholds={k: v * factor for k, v in thr.items()})
+    cfg = candidate_config(model.detector, factor)            # as spotter.verify.VerifiedSpotter runs it
     cands, n_notes, seconds, n_call, t_first = [], 0, 0.0, 0, 0.0
     for audio, notes, voice, eng, kind in cascade_calls(kw, neg, seed):
         n_call += 1
@@ -362,7 +364,7 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
             cands.append({"kw": ev.keyword, "first": ev.score, "v": v, "y": y, "voice": voice, "kind": kind,
                           "engine": eng, "ms": 1000 * (time.perf_counter() - t0),
                           "cpu_ms": 1000 * (time.process_time() - c0), "call": n_call})
-    who = "test-split voices" if engine is None else f"engine {engine} (never heard by this first stage) and " \
+    who = f"{split}-split voices" if engine is None else f"engine {engine} (never heard by this first stage) and " \
         "keyword-free speech of test-split voices"
     hours = seconds / 3600
     print(f"\n== cascade on {n_call} calls of {who} ({hours * 60:.1f} min, {n_notes} keywords, half "
@@ -372,6 +374,26 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
            "engine": engine, "first_stage": str(model_path)}
     res.update(cascade_report(res))
     return res
+
+
+def calibrate_cascade(d: dict, budget: float) -> float:
+    """The combined-score threshold (one for every keyword) at which the cascade's false alarms on `d`'s calls
+    stay within `budget` per hour, with the most recall: spotter.verify.CASCADE_THRESHOLD is set from this, run on
+    the validation voices' calls (cascade_eval(split="val"))."""
+    from spotter.verify import Combiner
+    cands, hours = d["cands"], d["hours"]
+    ref = Combiner()
+    ref.set_first_thresholds(d["thresholds"])
+    comb = np.array([ref.combine(c["kw"], c["first"], c["v"]) for c in cands])
+    y = np.array([c["y"] for c in cands])
+    best = (1.0, 0)
+    for t in sorted(set(comb)):
+        acc = comb >= t
+        if np.sum(acc & (y == 0)) / hours <= budget and np.sum(acc & (y == 1)) > best[1]:
+            best = (float(t), int(np.sum(acc & (y == 1))))
+    print(f"\ncascade threshold for {budget} FA/h on these calls: {best[0]:.6f} (recall {best[1] / max(d['keywords'], 1):.1%}, "
+          f"{d['keywords']} keywords, {hours:.2f} h; 1 false alarm = {1 / hours:.2f} FA/h)")
+    return best[0]
 
 
 def cascade_report(d: dict) -> dict:
@@ -416,12 +438,17 @@ def cascade_report(d: dict) -> dict:
     def recall_at(c, fa):
         ok = [r for f_, r in c if f_ <= fa + 1e-9]
         return max(ok) if ok else 0.0
+    res = {}
     curves = {"first stage": curve(rel), "cascade (provisional)": curve(provisional),
               "cascade (fitted, 2-fold)": curve(comb)}
-    res = {}
     at1 = rel >= 1.0
     print(f"first stage at its calibrated thresholds: recall {np.sum(at1 & (y == 1)) / n_notes:.1%}, "
           f"FA/h {np.sum(at1 & (y == 0)) / hours:.1f}")
+    ship = np.array([ref.accepts(k, c) for k, c in zip(kws, provisional)])
+    res["cascade_at_shipped_threshold"] = {"recall": float(np.sum(ship & (y == 1)) / max(n_notes, 1)),
+                                           "fa_per_hour": float(np.sum(ship & (y == 0)) / hours)}
+    print(f"cascade as shipped (provisional combiner, its threshold): recall "
+          f"{res['cascade_at_shipped_threshold']['recall']:.1%}, FA/h {res['cascade_at_shipped_threshold']['fa_per_hour']:.2f}")
     print(f"{'FA/h':>6s} " + " ".join(f"{k:>25s}" for k in curves))
     for fa in (0.5, 1, 2, 5, 10, 20, 50):
         print(f"{fa:6g} " + " ".join(f"{recall_at(c, fa):25.1%}" for c in curves.values()))
@@ -457,6 +484,10 @@ def main(argv=None) -> int:
                     "ENGINE (espeak, mbrola, kokoro) on the calls run in --work, scored on ENGINE's keyword sentences")
     ap.add_argument("--work", default=str(ROOT / "runs" / "calls"), help="the calls run whose stored call sets "
                     "train the --fold first stage (default runs/calls)")
+    ap.add_argument("--calibrate", action="store_true", help="--cascade on the validation voices' calls (the "
+                    "recipe's val sets) and print the combined-score threshold for --budget FA/h; with --cascade-json, "
+                    "that threshold on the stored run's calls")
+    ap.add_argument("--budget", type=float, default=0.5, help="false alarms per hour for --calibrate (default 0.5)")
     ap.add_argument("--factor", type=float, default=0.6, help="candidate thresholds = factor x calibrated")
     ap.add_argument("--lead", default="1.4", help="crop starts, seconds before the keyword end (one crop each)")
     ap.add_argument("--tail", type=float, default=0.35, help="seconds kept after the keyword end")
@@ -477,13 +508,20 @@ def main(argv=None) -> int:
           f"{args.decode}, positions {args.positions}, band limit {args.band_limit}")
     out = {}
     if args.cascade_json:
-        cascade_report(json.loads(Path(args.cascade_json).read_text())["cascade"])
+        d = json.loads(Path(args.cascade_json).read_text())["cascade"]
+        cascade_report(d)
+        if args.calibrate:
+            calibrate_cascade(d, args.budget)
         return 0
     if args.cascade:
-        sents = cached_sentences(Path(args.cache))
+        sets = ("val", "val_gen") if args.calibrate else ("eval_kw", "eval_neg")
+        sents = cached_sentences(Path(args.cache), sets)
         n_kw, n_neg = (int(x) for x in args.cascade.split(","))
         first = fold_first_stage(Path(args.work), args.fold) if args.fold else None
-        out["cascade"] = cascade_eval(sents, n_kw, n_neg, args.factor, args.seed, factory(), first, args.fold)
+        out["cascade"] = cascade_eval(sents, n_kw, n_neg, args.factor, args.seed, factory(), first, args.fold,
+                                      split="val" if args.calibrate else "test")
+        if args.calibrate:
+            out["cascade"]["threshold"] = calibrate_cascade(out["cascade"], args.budget)
     if not args.only_real:
         t0 = time.time()
         sents = cached_sentences(Path(args.cache))
