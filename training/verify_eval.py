@@ -54,10 +54,11 @@ def accept_at(pos, neg, fa: float) -> float:
     return float(np.mean(np.asarray(pos) > thr))
 
 
-def calls_recipe():
-    """training/configs/calls.toml, the recipe whose sentences and noise this measurement uses."""
+def calls_recipe(name: str = "calls"):
+    """training/configs/<name>.toml (default calls.toml, the French recipe), the recipe whose sentences and noise
+    this measurement uses."""
     from training.recipes import load_recipe
-    return load_recipe(ROOT / "training" / "configs" / "calls.toml")
+    return load_recipe(ROOT / "training" / "configs" / f"{name}.toml")
 
 
 def near_miss_owner() -> dict[str, str]:
@@ -76,11 +77,11 @@ def near_miss_owner() -> dict[str, str]:
     return owner
 
 
-def cached_sentences(cache_dir: Path, sets=("eval_kw", "eval_neg")) -> list[dict]:
+def cached_sentences(cache_dir: Path, sets=("eval_kw", "eval_neg"), recipe: str = "calls") -> list[dict]:
     """The calls recipe's sentences of `sets` (default: the evaluation ones) that are in the cache: path, text,
     keyword, spans, engine, voice and the voice's split."""
     from training import calltrain as CT, calls as C
-    plan = calls_recipe().calls
+    plan = calls_recipe(recipe).calls
     voices, splits = CT.plan_voices(plan)
     jobs = CT.plan_jobs(plan, voices, splits)
     index = {}
@@ -286,7 +287,7 @@ def fold_first_stage(work: Path, engine: str) -> Path:
     return out
 
 
-def cascade_calls(kw: list[dict], neg: list[dict], seed: int):
+def cascade_calls(kw: list[dict], neg: list[dict], seed: int, recipe=None):
     """Calls of one voice each: up to 6 sentences (keyword and keyword-free, shuffled together) with pauses,
     alternately clean and through the telephone channel (room, real noise 5-20 dB, band, codec).
     Yields (audio, notes [(keyword, start_s, end_s)], voice, engine, kind)."""
@@ -295,7 +296,7 @@ def cascade_calls(kw: list[dict], neg: list[dict], seed: int):
     by_voice: dict = {}
     for s in kw + neg:
         by_voice.setdefault(s["voice"], []).append(s)
-    ch = Channel(real_audio_files(calls_recipe().data)["noise_eval"], seed)
+    ch = Channel(real_audio_files((recipe or calls_recipe()).data)["noise_eval"], seed)
     nrng = np.random.default_rng(seed)
     n_call = 0
     for voice in sorted(by_voice):
@@ -327,11 +328,8 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     engine E: `model_path`, a first stage that never heard engine E (fold_first_stage), on the keyword sentences
     of all of E's voices and the keyword-free sentences of test-split voices (the recipe's fold scoring).
     split: the voices whose sentences are used ("val" for calibrate_cascade)."""
-    from spotter.detector import KeywordSpotter
     from spotter.artifact import DEFAULT_ONNX_MODEL
-    from spotter.verify import candidate_config
     from spotter.onnxmodel import load_any
-    from evaluation.streams import Annotation, match_detections
     rng = random.Random(seed)
     test = [s for s in sents if s["split"] == split]
     if engine is None:
@@ -343,10 +341,24 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     neg = rng.sample(neg, min(n_neg, len(neg)))
     model_path = Path(model_path or DEFAULT_ONNX_MODEL)
     model = load_any(model_path, threads=1)
-    thr = dict(model.detector.thresholds)
-    cfg = candidate_config(model.detector, factor)            # as spotter.verify.VerifiedSpotter runs it
+    who = f"{split}-split voices" if engine is None else f"engine {engine} (never heard by this first stage) and " \
+        "keyword-free speech of test-split voices"
+    res = verify_candidates(model, cascade_calls(kw, neg, seed), factor, ver, f"calls of {who}")
+    res.update(engine=engine, first_stage=str(model_path))
+    res.update(cascade_report(res))
+    return res
+
+
+def verify_candidates(model, streams, factor: float, ver, what: str) -> dict:
+    """The first stage (at factor x its thresholds, as VerifiedSpotter runs it) over each stream of `streams`
+    ((audio, notes [(keyword, start_s, end_s)], voice, engine, kind) tuples), every candidate labelled by the one hit
+    rule and scored by the verifier on the last 2 s before its estimated end (+0.4 s)."""
+    from spotter.detector import KeywordSpotter
+    from spotter.verify import candidate_config
+    from evaluation.streams import Annotation, match_detections
+    cfg = candidate_config(model.detector, factor)
     cands, n_notes, seconds, n_call, t_first = [], 0, 0.0, 0, 0.0
-    for audio, notes, voice, eng, kind in cascade_calls(kw, neg, seed):
+    for audio, notes, voice, eng, kind in streams:
         n_call += 1
         n_notes += len(notes)
         seconds += audio.size / SR
@@ -356,22 +368,54 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
         t_first += time.process_time() - t0
         matched = match_detections([(ev.keyword, ev.detected_s) for ev in evs], [Annotation(*n) for n in notes])
         for ev, m in zip(evs, matched):
-            y = int(m is not None)
             w0 = max(0.0, ev.end_s - 2.0)
             win = audio[int(w0 * SR):int((ev.end_s + 0.4) * SR)]
             t0, c0 = time.perf_counter(), time.process_time()
             v = ver.score(win, [ev.keyword], end_s=ev.end_s - w0)[ev.keyword]
-            cands.append({"kw": ev.keyword, "first": ev.score, "v": v, "y": y, "voice": voice, "kind": kind,
-                          "engine": eng, "ms": 1000 * (time.perf_counter() - t0),
+            cands.append({"kw": ev.keyword, "first": ev.score, "v": v, "y": int(m is not None), "voice": voice,
+                          "kind": kind, "engine": eng, "ms": 1000 * (time.perf_counter() - t0),
                           "cpu_ms": 1000 * (time.process_time() - c0), "call": n_call})
-    who = f"{split}-split voices" if engine is None else f"engine {engine} (never heard by this first stage) and " \
-        "keyword-free speech of test-split voices"
     hours = seconds / 3600
-    print(f"\n== cascade on {n_call} calls of {who} ({hours * 60:.1f} min, {n_notes} keywords, half "
-          f"telephone+noise): {len(cands)} candidates at {factor} x thresholds ({len(cands) / hours:.0f} per hour)")
-    print(f"first stage CPU (process time, whole calls): {100 * t_first / seconds:.1f} % of a core")
-    res = {"hours": hours, "keywords": n_notes, "factor": factor, "thresholds": thr, "cands": cands,
-           "engine": engine, "first_stage": str(model_path)}
+    print(f"\n== cascade on {n_call} {what} ({hours * 60:.1f} min, {n_notes} keywords): {len(cands)} candidates at "
+          f"{factor} x thresholds ({len(cands) / hours:.0f} per hour)")
+    print(f"first stage CPU (process time, whole streams): {100 * t_first / seconds:.1f} % of a core")
+    return {"hours": hours, "keywords": n_notes, "factor": factor, "thresholds": dict(model.detector.thresholds),
+            "cands": cands}
+
+
+def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ver, condition: str = "clean") -> dict:
+    """The cascade with the English first stage (the en_wake recipe's model, trained on synthetic voices only) on
+    real people: every real "alexa" / "computer" clip as a stream of its own (as `spotter evaluate --real` scores
+    the first stage), against the en_wake recipe's held-out keyword-free sentences (test-split voices, as calls,
+    half telephone) and the real non-keyword speech files, each file a stream of its own. `condition`: "clean" or
+    "noise_10dB" (real noise at 10 dB on the real files, as `spotter evaluate --real`)."""
+    from spotter.onnxmodel import load_any
+    from evaluation import realeval as R
+    from training.augment import NoiseBank
+    from training.recipe import real_audio_files
+    model = load_any(model_path, threads=1)                    # its keyword set becomes the active one
+    recipe = calls_recipe("en_wake")
+    sents = cached_sentences(recipe.calls.cache_dir, ("eval_neg",), "en_wake")
+    neg = [s for s in sents if s["split"] == "test" and not s["keyword"]]
+    clips = R.keyword_recordings(real_root)
+    speech = R.real_speech_files(recipe.data.speech_dir, real_root)
+    noise = NoiseBank(real_audio_files(recipe.data)["noise_eval"]) if condition != "clean" else None
+    rng = np.random.default_rng(seed)
+    floor = np.random.default_rng(seed + 1).normal(0, 10 ** (-70 / 20), int(R.TAIL_S * SR)).astype(np.float32)
+
+    def streams():
+        for kw, path in clips + [(None, f) for f in speech]:
+            audio = R.load_clip(path)
+            if audio.size < SR // 10:
+                continue
+            if noise is not None:
+                audio = R.add_noise(audio, noise, rng, R.NOISE_SNR_DB)
+            notes = [(kw, *R.speech_span(audio))] if kw else []
+            yield np.concatenate([audio, floor]), notes, str(path), "real", condition
+        yield from cascade_calls([], neg, seed, recipe)
+    res = verify_candidates(model, streams(), factor, ver, f"streams: {len(clips)} real keyword clips, {len(speech)} "
+                            f"real speech files, {len(neg)} held-out synthetic keyword-free sentences ({condition})")
+    res.update(first_stage=str(model_path), condition=condition)
     res.update(cascade_report(res))
     return res
 
@@ -484,6 +528,8 @@ def main(argv=None) -> int:
                     "ENGINE (espeak, mbrola, kokoro) on the calls run in --work, scored on ENGINE's keyword sentences")
     ap.add_argument("--work", default=str(ROOT / "runs" / "calls"), help="the calls run whose stored call sets "
                     "train the --fold first stage (default runs/calls)")
+    ap.add_argument("--real-cascade", metavar="MODEL", help="the cascade with this English first stage (the en_wake "
+                    "recipe's model, ONNX export) on the real recordings of ../shared/data/speech/real_kws_en")
     ap.add_argument("--calibrate", action="store_true", help="--cascade on the validation voices' calls (the "
                     "recipe's val sets) and print the combined-score threshold for --budget FA/h; with --cascade-json, "
                     "that threshold on the stored run's calls")
@@ -513,6 +559,11 @@ def main(argv=None) -> int:
         if args.calibrate:
             calibrate_cascade(d, args.budget)
         return 0
+    if args.real_cascade:
+        root = Path(os.environ.get("SPOTTER_SPEECH_DIR", ROOT.parent / "shared" / "data" / "speech")) / "real_kws_en"
+        for cond in args.conditions.split(","):
+            out[f"real_cascade_{cond}"] = real_cascade(Path(args.real_cascade), root, args.factor, args.seed,
+                                                       factory("en"), cond)
     if args.cascade:
         sets = ("val", "val_gen") if args.calibrate else ("eval_kw", "eval_neg")
         sents = cached_sentences(Path(args.cache), sets)
