@@ -27,7 +27,7 @@ def register_cli(subparsers) -> None:
                    help="second stage (issue 9, needs '.[verify]'): the first stage proposes candidates at 0.6x its "
                         "thresholds and Whisper base checks each one; the table shows each detection once verified, "
                         "rejected candidates are counted in the status bar and logged, never shown as detections. "
-                        "Default as for `spotter replay`: on for a French model when the extra is installed")
+                        "Default as for `spotter replay`: on for a French or English model when the extra is installed")
     p.add_argument("--device", metavar="X", help="monitor this input device on start (index or part of its name)")
     p.add_argument("--speed", choices=("1", "2", "max"), default="1", help="replay speed (default 1)")
     p.add_argument("--log", metavar="PATH", help="event log, JSON Lines (default: $SPOTTER_LOG or "

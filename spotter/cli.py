@@ -122,15 +122,15 @@ def _print_verified(ve, out=None) -> None:
 
 
 def _verify_wanted(flag: bool | None) -> bool:
-    """--verify / --no-verify, else the default (spotter.verify.cascade_default: on for a French model when the
-    extra is installed, or $SPOTTER_VERIFY). Called once the model is loaded (its keyword set gives the language).
+    """--verify / --no-verify, else the default (spotter.verify.cascade_default: on for a French or English model
+    when the extra is installed, or $SPOTTER_VERIFY). Called once the model is loaded (its keyword set gives the language).
     Says on stderr when the default would verify but the extra is missing."""
-    from .verify import OFF_LINE, VERIFY_ENV, cascade_default
+    from .verify import MEASURED_LANGUAGES, OFF_LINE, VERIFY_ENV, cascade_default
     if flag is not None:
         return flag
     if cascade_default(config.KEYWORD_SET.language):
         return True
-    if config.KEYWORD_SET.language == "fr" and not os.environ.get(VERIFY_ENV):
+    if config.KEYWORD_SET.language in MEASURED_LANGUAGES and not os.environ.get(VERIFY_ENV):
         print(f"spotter: {OFF_LINE}", file=sys.stderr, flush=True)
     return False
 
@@ -405,9 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="second stage: the first stage proposes candidates at 0.6x its thresholds and Whisper base "
                         "checks each one (needs '.[verify]'; without it the first stage decides alone); events carry "
                         "both scores and `verified`, rejected candidates are printed and logged with verified false "
-                        "but are not detections. Default: on for a French model when the extra is installed "
+                        "but are not detections. Default: on for a French or English model when the extra is installed "
                         "($SPOTTER_VERIFY=on/off overrides): on calls by an engine the first stage never heard it "
-                        "raised recall at 0.5 FA/h (README)")
+                        "raised recall at 0.5 FA/h, and on real English recordings (README)")
     _add_model_log(p)
     p.set_defaults(func=cmd_replay)
 

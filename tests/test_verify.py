@@ -280,16 +280,17 @@ def test_console_session_verify_hands_out_each_candidate_once(tmp_path, speech_w
 
 
 def test_cascade_default_is_on_for_french_with_the_extra(monkeypatch):
-    """Without --verify / --no-verify: on for a French keyword set when the extra is installed; $SPOTTER_VERIFY
-    overrides; a bad value is one clear error."""
+    """Without --verify / --no-verify: on for the languages it was measured in (French, English) when the extra is
+    installed; $SPOTTER_VERIFY overrides; a bad value is one clear error."""
     from spotter.errors import SpotterError
     monkeypatch.delenv("SPOTTER_VERIFY", raising=False)
     assert verify.cascade_default("fr") == AVAILABLE
-    assert verify.cascade_default("en") is False
+    assert verify.cascade_default("en") == AVAILABLE
+    assert verify.cascade_default("de") is False
     monkeypatch.setenv("SPOTTER_VERIFY", "off")
     assert verify.cascade_default("fr") is False
     monkeypatch.setenv("SPOTTER_VERIFY", "on")
-    assert verify.cascade_default("en") is True
+    assert verify.cascade_default("de") is True
     monkeypatch.setenv("SPOTTER_VERIFY", "maybe")
     with pytest.raises(SpotterError, match=r"SPOTTER_VERIFY='maybe': expected on or off"):
         verify.cascade_default("fr")
