@@ -10,9 +10,9 @@ the queue; items queued before it belong to the old call and are discarded. The 
 detector's own CallState, received through the queue. A seek or a model swap stops the thread, drains the old
 queue (same call) and starts a new Pipeline on the same call (KeywordSpotter.reset_stream / continue_call).
 
-With verification on (`verify=True`, or None and spotter.verify.cascade_default says so; issue 9's cascade), the spotter is a VerifiedSpotter: the first stage's
-candidates are checked by Whisper in its worker thread, which puts each VerifiedEvent into the current Pipeline's
-queue. Detections are the verified candidates (and those the first stage decided alone when the verifier was busy
+With verification on (`verify=True`, or None and spotter.verify.cascade_default says so; issue 9's cascade), the
+spotter is a VerifiedSpotter: the first stage's candidates are checked by Whisper in its worker thread, which puts
+each VerifiedEvent into the current Pipeline's queue. Detections are the verified candidates (and those the first stage decided alone when the verifier was busy
 or failed); rejected ones are counted, and logged as such, never shown as detections. A stop, a seek or a model
 swap waits for the candidates already submitted, so none lands in a queue that is no longer drained.
 

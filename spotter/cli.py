@@ -123,7 +123,8 @@ def _print_verified(ve, out=None) -> None:
 
 def _verify_wanted(flag: bool | None) -> bool:
     """--verify / --no-verify, else the default (spotter.verify.cascade_default: on for a French or English model
-    when the extra is installed, or $SPOTTER_VERIFY). Called once the model is loaded (its keyword set gives the language).
+    when the extra is installed, or $SPOTTER_VERIFY). Called once the model is loaded (its keyword set gives the
+    language).
     Says on stderr when the default would verify but the extra is missing."""
     from .verify import MEASURED_LANGUAGES, OFF_LINE, VERIFY_ENV, cascade_default
     if flag is not None:
