@@ -12,9 +12,10 @@ queue (same call) and starts a new Pipeline on the same call (KeywordSpotter.res
 
 With verification on (`verify=True`, or None and spotter.verify.cascade_default says so; issue 9's cascade), the
 spotter is a VerifiedSpotter: the first stage's candidates are checked by Whisper in its worker thread, which puts
-each VerifiedEvent into the current Pipeline's queue. Detections are the verified candidates (and those the first stage decided alone when the verifier was busy
-or failed); rejected ones are counted, and logged as such, never shown as detections. A stop, a seek or a model
-swap waits for the candidates already submitted, so none lands in a queue that is no longer drained.
+each VerifiedEvent into the current Pipeline's queue. Detections are the verified candidates (and those the first
+stage decided alone when the verifier was busy or failed); rejected ones are counted, and logged as such, never
+shown as detections. A stop, a seek or a model swap waits for the candidates already submitted, so none lands in a
+queue that is no longer drained.
 
 What the session has to say goes to a `SessionView` (French text, shown by the window): messages, "the call
 was cleared", "a new stream segment starts". `MessageLog` is the Qt-free one that tests read.

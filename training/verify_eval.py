@@ -435,7 +435,8 @@ def calibrate_cascade(d: dict, budget: float) -> float:
         acc = comb >= t
         if np.sum(acc & (y == 0)) / hours <= budget and np.sum(acc & (y == 1)) > best[1]:
             best = (float(t), int(np.sum(acc & (y == 1))))
-    print(f"\ncascade threshold for {budget} FA/h on these calls: {best[0]:.6f} (recall {best[1] / max(d['keywords'], 1):.1%}, "
+    print(f"\ncascade threshold for {budget} FA/h on these calls: {best[0]:.6f} "
+          f"(recall {best[1] / max(d['keywords'], 1):.1%}, "
           f"{d['keywords']} keywords, {hours:.2f} h; 1 false alarm = {1 / hours:.2f} FA/h)")
     return best[0]
 
@@ -491,8 +492,9 @@ def cascade_report(d: dict) -> dict:
     ship = np.array([ref.accepts(k, c) for k, c in zip(kws, provisional)])
     res["cascade_at_shipped_threshold"] = {"recall": float(np.sum(ship & (y == 1)) / max(n_notes, 1)),
                                            "fa_per_hour": float(np.sum(ship & (y == 0)) / hours)}
-    print(f"cascade as shipped (provisional combiner, its threshold): recall "
-          f"{res['cascade_at_shipped_threshold']['recall']:.1%}, FA/h {res['cascade_at_shipped_threshold']['fa_per_hour']:.2f}")
+    at = res["cascade_at_shipped_threshold"]
+    print(f"cascade as shipped (provisional combiner, its threshold): recall {at['recall']:.1%}, "
+          f"FA/h {at['fa_per_hour']:.2f}")
     print(f"{'FA/h':>6s} " + " ".join(f"{k:>25s}" for k in curves))
     for fa in (0.5, 1, 2, 5, 10, 20, 50):
         print(f"{fa:6g} " + " ".join(f"{recall_at(c, fa):25.1%}" for c in curves.values()))
