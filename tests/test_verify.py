@@ -71,10 +71,11 @@ def test_combiner_fit_and_combine():
     assert 0 <= s_false < s_true <= 1
     assert verify.Combiner.from_dict(c.to_dict()).combine("gaz", 0.8, -8.0) == pytest.approx(s_true)
     # the provisional combiner: a candidate at its first-stage threshold with the keyword's typical verifier
-    # score is at 0.5; a better verifier score raises it
+    # score is at 0.5; a better verifier score, or a higher first-stage score, raises it
     d = verify.default_combiner({"gaz": 0.8})
     assert d.combine("gaz", 0.8, verify.DEFAULT_V0["gaz"]) == pytest.approx(0.5)
     assert d.combine("gaz", 0.8, verify.DEFAULT_V0["gaz"] + 5) > 0.5
+    assert d.combine("gaz", 0.9, verify.DEFAULT_V0["gaz"]) > 0.5
 
 
 @needs_extra

@@ -441,6 +441,55 @@ def calibrate_cascade(d: dict, budget: float) -> float:
     return best[0]
 
 
+def det_curve(score: np.ndarray, y: np.ndarray, hours: float, n_notes: int) -> list[tuple[float, float]]:
+    """(false alarms per hour, recall) of candidates accepted at each threshold on `score` (y: 1 for a hit)."""
+    out = []
+    for t in sorted(set(score)) + [np.inf]:
+        acc = score >= t
+        out.append((np.sum(acc & (y == 0)) / hours, np.sum(acc & (y == 1)) / max(n_notes, 1)))
+    return out
+
+
+def recall_at(curve: list[tuple[float, float]], fa: float) -> float:
+    """The best recall of a DET curve within `fa` false alarms per hour."""
+    ok = [r for f_, r in curve if f_ <= fa + 1e-9]
+    return max(ok) if ok else 0.0
+
+
+def cross_engine_combiner(fold_runs: list[Path], apply_runs: list[Path]) -> dict:
+    """The combiner's (a, b, c) fitted across engines: for each leave-one-engine-out run, fitted on the candidates
+    of the other runs (each candidate's first-stage feature against its own run's thresholds) and scored on it;
+    then fitted on every run and scored on `apply_runs` (e.g. the shipped model's). Recall at 0.5 / 1 FA/h beside
+    the provisional combiner's."""
+    from spotter.verify import Combiner, fit_logistic
+    runs = {p.stem: json.loads(Path(p).read_text())["cascade"] for p in list(fold_runs) + list(apply_runs)}
+
+    def features(d):
+        cb = Combiner()
+        cb.set_first_thresholds(d["thresholds"])
+        X = np.array([(1.0, *cb.features(c["kw"], c["first"], c["v"])) for c in d["cands"]])
+        prov = np.array([cb.combine(c["kw"], c["first"], c["v"]) for c in d["cands"]])
+        return X, np.array([c["y"] for c in d["cands"]]), prov
+    feats = {name: features(d) for name, d in runs.items()}
+    folds = [Path(p).stem for p in fold_runs]
+    out = {}
+    print(f"\n{'run':14s} {'fitted on':32s} {'(a, b, c)':>22s}   recall at 0.5 / 1 FA/h: provisional | cross-engine fit")
+    for name in folds + [Path(p).stem for p in apply_runs]:
+        train = [f for f in folds if f != name]
+        X = np.concatenate([feats[f][0] for f in train])
+        y = np.concatenate([feats[f][1] for f in train])
+        w = fit_logistic(X, y)
+        Xt, yt, prov = feats[name]
+        d = runs[name]
+        fitted = 1 / (1 + np.exp(-np.clip(Xt @ w, -60, 60)))
+        rp = [recall_at(det_curve(prov, yt, d["hours"], d["keywords"]), fa) for fa in (0.5, 1)]
+        rf = [recall_at(det_curve(fitted, yt, d["hours"], d["keywords"]), fa) for fa in (0.5, 1)]
+        out[name] = {"params": [float(x) for x in w], "fitted_on": train, "provisional": rp, "cross_engine": rf}
+        print(f"{name:14s} {'+'.join(train):32s} {w[0]:6.2f} {w[1]:6.2f} {w[2]:6.3f}   "
+              f"{rp[0]:6.1%} / {rp[1]:6.1%} | {rf[0]:6.1%} / {rf[1]:6.1%}")
+    return out
+
+
 def cascade_report(d: dict) -> dict:
     """Recall vs FA/h of the first stage alone and of the cascade, from stored candidates (cascade_eval)."""
     from spotter.verify import Combiner
@@ -457,7 +506,7 @@ def cascade_report(d: dict) -> dict:
     ref = Combiner()
     ref.set_first_thresholds(thr)
     vn = np.array([ref.features(k, f, v)[1] for k, f, v in zip(kws, first, vs)])
-    provisional = np.array([ref.combine(k, f, v) for k, f, v in zip(kws, first, vs)])
+    shipped = np.array([ref.combine(k, f, v) for k, f, v in zip(kws, first, vs)])
     # 2-fold by voice: fit the pooled combiner on one half of the voices, score the other
     voices = sorted({c["voice"] for c in cands})
     fold = np.array([voices.index(c["voice"]) % 2 for c in cands])
@@ -473,27 +522,18 @@ def cascade_report(d: dict) -> dict:
             comb[i] = cb.combine(kws[i], first[i], vs[i])
     print("fitted (a, b, c) per fold: " + "; ".join(f"{p['a']:.2f}, {p['b']:.2f}, {p['c']:.3f}" for p in fits))
 
-    def curve(score):
-        out = []
-        for t in sorted(set(score)) + [np.inf]:
-            acc = score >= t
-            out.append((np.sum(acc & (y == 0)) / hours, np.sum(acc & (y == 1)) / max(n_notes, 1)))
-        return out
-
-    def recall_at(c, fa):
-        ok = [r for f_, r in c if f_ <= fa + 1e-9]
-        return max(ok) if ok else 0.0
     res = {}
-    curves = {"first stage": curve(rel), "cascade (provisional)": curve(provisional),
-              "cascade (fitted, 2-fold)": curve(comb)}
+    curves = {"first stage": det_curve(rel, y, hours, n_notes),
+              "cascade (shipped combiner)": det_curve(shipped, y, hours, n_notes),
+              "cascade (fitted, 2-fold)": det_curve(comb, y, hours, n_notes)}
     at1 = rel >= 1.0
     print(f"first stage at its calibrated thresholds: recall {np.sum(at1 & (y == 1)) / n_notes:.1%}, "
           f"FA/h {np.sum(at1 & (y == 0)) / hours:.1f}")
-    ship = np.array([ref.accepts(k, c) for k, c in zip(kws, provisional)])
+    ship = np.array([ref.accepts(k, c) for k, c in zip(kws, shipped)])
     res["cascade_at_shipped_threshold"] = {"recall": float(np.sum(ship & (y == 1)) / max(n_notes, 1)),
                                            "fa_per_hour": float(np.sum(ship & (y == 0)) / hours)}
     at = res["cascade_at_shipped_threshold"]
-    print(f"cascade as shipped (provisional combiner, its threshold): recall {at['recall']:.1%}, "
+    print(f"cascade as shipped (its combiner and threshold): recall {at['recall']:.1%}, "
           f"FA/h {at['fa_per_hour']:.2f}")
     print(f"{'FA/h':>6s} " + " ".join(f"{k:>25s}" for k in curves))
     for fa in (0.5, 1, 2, 5, 10, 20, 50):
@@ -510,8 +550,8 @@ def cascade_report(d: dict) -> dict:
     print(f"added latency per event (verifier wall time on this loaded machine): p50 {np.median(ms):.0f} ms, "
           f"p95 {np.quantile(ms, 0.95):.0f} ms; CPU p95 {np.quantile(cpu, 0.95):.0f} ms; false candidates {neg_h:.0f}/h")
     print(f"(1 false alarm = {1 / hours:.1f} FA/h here.) Candidate-level AUC: first stage {auc(rel[y == 1], rel[y == 0]):.3f}, "
-          f"verifier alone (per-keyword offset) {auc(vn[y == 1], vn[y == 0]):.3f}, provisional cascade "
-          f"{auc(provisional[y == 1], provisional[y == 0]):.3f}, fitted cascade {auc(comb[y == 1], comb[y == 0]):.3f}")
+          f"verifier alone (per-keyword offset) {auc(vn[y == 1], vn[y == 0]):.3f}, shipped cascade "
+          f"{auc(shipped[y == 1], shipped[y == 0]):.3f}, fitted cascade {auc(comb[y == 1], comb[y == 0]):.3f}")
     return res
 
 
@@ -532,6 +572,9 @@ def main(argv=None) -> int:
                     "train the --fold first stage (default runs/calls)")
     ap.add_argument("--real-cascade", metavar="MODEL", help="the cascade with this English first stage (the en_wake "
                     "recipe's model, ONNX export) on the real recordings of ../shared/data/speech/real_kws_en")
+    ap.add_argument("--cross-engine", metavar="RUNS", help="comma-separated --fold runs' JSON files: fit the combiner "
+                    "on all but one and score the one left out (and, with --apply, fitted on all, other runs)")
+    ap.add_argument("--apply", metavar="RUNS", default="", help="comma-separated runs' JSON files for --cross-engine")
     ap.add_argument("--calibrate", action="store_true", help="--cascade on the validation voices' calls (the "
                     "recipe's val sets) and print the combined-score threshold for --budget FA/h; with --cascade-json, "
                     "that threshold on the stored run's calls")
@@ -555,6 +598,10 @@ def main(argv=None) -> int:
     print(f"verifier: crop starts {args.lead} s before the keyword end, tail {args.tail} s, greedy tokens "
           f"{args.decode}, positions {args.positions}, band limit {args.band_limit}")
     out = {}
+    if args.cross_engine:
+        cross_engine_combiner([Path(x) for x in args.cross_engine.split(",")],
+                              [Path(x) for x in args.apply.split(",") if x])
+        return 0
     if args.cascade_json:
         d = json.loads(Path(args.cascade_json).read_text())["cascade"]
         cascade_report(d)
