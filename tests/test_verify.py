@@ -309,3 +309,20 @@ def test_replay_verifies_by_default_and_no_verify_turns_it_off(tmp_path, speech_
         printed = capsys.readouterr()
         summary = json.loads(printed.out.splitlines()[-1])
         assert ("verification is on" in printed.err) == on and ("rejected" in summary) == on
+
+
+def test_cascade_threshold_keeps_the_budget():
+    """training.verify_eval.calibrate_cascade: the combined-score threshold with the most hits whose false alarms
+    stay within the budget (1 h of calls, 4 keywords: candidates (first, verifier, hit))."""
+    from training.verify_eval import calibrate_cascade, det_curve, recall_at
+    thr = {"gaz": 0.8}
+    cands = [{"kw": "gaz", "first": f, "v": v, "y": y} for f, v, y in
+             [(0.95, -5.0, 1), (0.9, -8.0, 1), (0.85, -9.0, 0), (0.7, -10.0, 1), (0.6, -30.0, 0), (0.5, -30.0, 1)]]
+    d = {"cands": cands, "hours": 1.0, "keywords": 4, "thresholds": thr}
+    c = verify.default_combiner(thr)
+    score = np.array([c.combine("gaz", x["first"], x["v"]) for x in cands])
+    t = calibrate_cascade(d, budget=0.5)                   # no false alarm allowed: stop above the first one
+    assert t == pytest.approx(score[1]) and score[2] < t
+    assert calibrate_cascade(d, budget=1.0) == pytest.approx(score[3])      # one allowed: down to the next hit
+    curve = det_curve(score, np.array([x["y"] for x in cands]), 1.0, 4)
+    assert recall_at(curve, 0.5) == 0.5 and recall_at(curve, 1.0) == 0.75 and recall_at(curve, 2.0) == 1.0
