@@ -7,6 +7,9 @@ import argparse
 def cmd_console(args) -> int:
     from spotter.cli import threads_from_env
     threads_from_env()                      # one clear line for a bad SPOTTER_THREADS, before Qt starts
+    from spotter import config
+    from spotter.verify import cascade_default
+    cascade_default(config.KEYWORD_SET.language)   # and for a bad SPOTTER_VERIFY
     from .console import run_console
     return run_console(model=args.model, file=args.file, device=args.device, log=args.log,
                        recordings=args.recordings, speed=args.speed, screenshot=args.screenshot,
