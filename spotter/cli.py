@@ -287,13 +287,27 @@ def listen(source, model, log, stop=None, out=None, verify: bool = False) -> int
     return code
 
 
-def listen_lines(sources, model, log, stop=None, out=None) -> int:
+def listen_lines(sources, model, log, stop=None, out=None, verify: bool = False) -> int:
     """Several live lines in one process: each tick reads one 80 ms step from every source and runs them as one
-    batched graph call (spotter.multistream.MultiSpotter); events print and log with their line id."""
+    batched graph call (spotter.multistream.MultiSpotter); events print and log with their line id. `verify`: the
+    Whisper cascade over every line (spotter.verify.VerifiedLines: one worker verifies all lines' candidates)."""
     from .multistream import MultiSpotter
     out = _out(out)
     lines = [f"L{i + 1}" for i in range(len(sources))]
-    ms = MultiSpotter(model, lines, log=log)
+    if verify:
+        from .verify import VerifiedLines
+        ms = VerifiedLines(model, lines, log=log, language=config.KEYWORD_SET.language)
+        print(f"spotter: {ms.status_line}", file=sys.stderr, flush=True)
+    else:
+        ms = MultiSpotter(model, lines, log=log)
+
+    def show_verified(done) -> None:
+        for line, ve in done:
+            print(f"{line} ", end="", file=out)
+            _print_verified(ve, out=out)
+            if ve.is_detection:
+                print(f"{line} ", end="", file=out)
+                _print_suggestion(ms.suggestion(line), out=out)
     for line, src in zip(lines, sources):
         print(f"{line}: listening on {printable(src.name)} ({src.sample_rate} Hz)", file=out, flush=True)
     print(f"model {printable(model.name)}; Ctrl-C to stop", file=out, flush=True)
@@ -315,6 +329,8 @@ def listen_lines(sources, model, log, stop=None, out=None) -> int:
                     _print_event(e, out=out)
                     print(f"{line} ", end="", file=out)
                     _print_suggestion(ms.suggestion(line), out=out)
+            if verify:
+                show_verified(ms.results())
     except KeyboardInterrupt:
         print("\nstopping", file=sys.stderr)
     except SpotterError as exc:
@@ -326,6 +342,10 @@ def listen_lines(sources, model, log, stop=None, out=None) -> int:
                 src.stop()
             except Exception:
                 pass
+        if verify:                          # candidates already submitted are verified, logged and shown
+            ms.join()
+            show_verified(ms.results())
+            ms.close()
         log.close()
     return code
 
@@ -343,15 +363,10 @@ def cmd_listen(args) -> int:
         log.close()
         raise
     log.model, log.model_sha256 = model.name, model.artifact_sha256
+    verify = _verify_wanted(args.verify)
     if len(sources) > 1:
-        if args.verify:
-            log.close()
-            raise SpotterError("listen: --verify runs on one line (one --device, one channel)")
-        if args.verify is None and _verify_wanted(None):
-            print(f"spotter: verification runs on one line; these {len(sources)} lines are decided by the first "
-                  f"stage alone", file=sys.stderr, flush=True)
-        return listen_lines(sources, model, log)
-    return listen(sources[0], model, log, verify=_verify_wanted(args.verify))
+        return listen_lines(sources, model, log, verify=verify)
+    return listen(sources[0], model, log, verify=verify)
 
 
 def cmd_scan(args) -> int:
@@ -418,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=1, metavar="N",
                    help="capture N channels of each device, one line per channel (default 1: the first channel)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
-                   help="second stage with Whisper base, as `replay --verify`, and with the same default (one line "
-                        "only: several lines are decided by the first stage alone)")
+                   help="second stage with Whisper base, as `replay --verify`, and with the same default (several "
+                        "lines: one verifier checks every line's candidates)")
     _add_model_log(p)
     p.set_defaults(func=cmd_listen)
 

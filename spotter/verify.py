@@ -480,6 +480,94 @@ class VerifiedEvent:
         return d
 
 
+def open_verifier(verifier=None, language: str = "fr"):
+    """(the verifier or None, one status line): `verifier` if given, None if it is False, else the shared one for
+    `language`, or None with the reason when the extra is missing."""
+    if verifier is False:
+        return None, OFF_LINE
+    try:
+        return verifier or shared_verifier(language), "verification is on (Whisper base, int8, CPU)"
+    except VerifierUnavailable as e:
+        return None, str(e)
+
+
+class AudioRing:
+    """The last `context_s` of a stream (a candidate's audio for the verifier) and the stream time of its start."""
+
+    def __init__(self, context_s: float = 2.4):
+        self.context = int(context_s * SR)
+        self.reset()
+
+    def reset(self) -> None:
+        self.buf = np.zeros(self.context, np.float32)
+        self.samples_in = 0
+
+    def push(self, samples: np.ndarray) -> None:
+        if samples.size >= self.context:
+            self.buf = samples[-self.context:].copy()
+        elif samples.size:
+            self.buf = np.concatenate([self.buf[samples.size:], samples])
+        self.samples_in += samples.size
+
+    @property
+    def start_s(self) -> float:
+        """Stream time of the ring's first sample."""
+        return (self.samples_in - self.context) / SR
+
+
+class VerifyWorker:
+    """One thread that verifies candidates of any number of streams, in order. submit() never waits: it returns
+    False when `max_pending` candidates are already waiting. Each result, a VerifiedEvent, goes to
+    `done(tag, verified_event)` from the worker thread; a verifier failure gives the first stage's decision alone
+    (verified None, with the reason), so no candidate is ever lost."""
+
+    def __init__(self, verifier, combiner: Combiner, done, max_pending: int = 8):
+        self.verifier, self.combiner, self.done = verifier, combiner, done
+        self._q: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._thread = threading.Thread(target=self._run, name="spotter-verify", daemon=True)
+        self._thread.start()
+
+    def submit(self, tag, ev, window: np.ndarray, end_s: float) -> bool:
+        try:
+            self._q.put_nowait((tag, ev, window, end_s))
+            return True
+        except queue.Full:
+            return False
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                self._q.task_done()
+                return
+            tag, ev, window, end_s = item
+            try:
+                t0 = time.perf_counter()
+                v = self.verifier.score(window, [ev.keyword], end_s=end_s)[ev.keyword]
+                ms = 1000 * (time.perf_counter() - t0)
+                c = self.combiner.combine(ev.keyword, ev.score, v)
+                ve = VerifiedEvent(ev, ev.score, v, c, self.combiner.accepts(ev.keyword, c), ms)
+            except Exception as e:             # never lose a candidate: the first stage decides alone
+                ve = VerifiedEvent(ev, ev.score, None, None, None, note=f"verifier failed: {e}")
+            try:
+                self.done(tag, ve)
+            finally:
+                self._q.task_done()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self) -> None:
+        """Wait until every submitted candidate has been verified."""
+        self._q.join()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join(timeout=10)
+
+
 class VerifiedSpotter:
     """The cascade around a KeywordSpotter.
 
@@ -502,14 +590,7 @@ class VerifiedSpotter:
         `language`: the verifier's (Whisper's language token), that of the model's keyword set."""
         self.sinks = list(sinks)
         self.collect = collect
-        self.status_line = OFF_LINE
-        self.verifier = None
-        if verifier is not False:
-            try:
-                self.verifier = verifier or shared_verifier(language)
-                self.status_line = "verification is on (Whisper base, int8, CPU)"
-            except VerifierUnavailable as e:
-                self.status_line = str(e)
+        self.verifier, self.status_line = open_verifier(verifier, language)
         cfg = detector or model.detector
         calibrated = cfg.thresholds
         if self.verifier is not None:
@@ -523,18 +604,14 @@ class VerifiedSpotter:
         self.combiner = combiner or default_combiner()
         if not self.combiner.f0:
             self.combiner.set_first_thresholds(calibrated)
-        self.context = int(context_s * SR)
-        self._ring = np.zeros(self.context, np.float32)
-        self._samples_in = 0
+        self.ring = AudioRing(context_s)
         from .detector import CallAssessment
         self.assessment = CallAssessment(cfg.suggestion_min_evidence)
         self._done: list[VerifiedEvent] = []
         self._done_lock = threading.Lock()
-        self._q: queue.Queue = queue.Queue(maxsize=max_pending)
         self._worker = None
         if self.verifier is not None:
-            self._worker = threading.Thread(target=self._run, name="spotter-verify", daemon=True)
-            self._worker.start()
+            self._worker = VerifyWorker(self.verifier, self.combiner, lambda _tag, ve: self._emit(ve), max_pending)
 
     # -- audio thread side ------------------------------------------------------------------------------
     offline_capable = False                # run_file feeds it block by block (the ring keeps each candidate's audio)
@@ -544,11 +621,7 @@ class VerifiedSpotter:
         detections: they come back verified through `sinks` and results()."""
         from .detector import StepOutput
         samples = np.asarray(samples, np.float32).reshape(-1)
-        self._samples_in += samples.size
-        if samples.size >= self.context:
-            self._ring = samples[-self.context:].copy()
-        elif samples.size:
-            self._ring = np.concatenate([self._ring[samples.size:], samples])
+        self.ring.push(samples)
         out = self.first.process(samples)
         for ev in out.events:
             self._candidate(ev)
@@ -563,8 +636,7 @@ class VerifiedSpotter:
         """A new stream (file): stream time restarts at 0; waits for the candidates already submitted."""
         self.join()
         self.first.reset_stream()
-        self._ring[:] = 0
-        self._samples_in = 0
+        self.ring.reset()
 
     def new_call(self) -> None:
         self.join()
@@ -601,34 +673,10 @@ class VerifiedSpotter:
         return self.results()
 
     def _candidate(self, ev) -> None:
-        if self.verifier is None:
+        if self._worker is None:
             self._emit(VerifiedEvent(ev, ev.score, None, None, None))
-            return
-        ring_start = (self._samples_in - self.context) / SR      # stream time of the ring's first sample
-        end_in_window = ev.end_s - ring_start
-        try:
-            self._q.put_nowait((ev, self._ring.copy(), end_in_window))
-        except queue.Full:
+        elif not self._worker.submit(None, ev, self.ring.buf.copy(), ev.end_s - self.ring.start_s):
             self._emit(VerifiedEvent(ev, ev.score, None, None, None, note="verifier busy"))
-
-    # -- worker side ------------------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                self._q.task_done()
-                return
-            ev, window, end_s = item
-            try:
-                t0 = time.perf_counter()
-                v = self.verifier.score(window, [ev.keyword], end_s=end_s)[ev.keyword]
-                ms = 1000 * (time.perf_counter() - t0)
-                c = self.combiner.combine(ev.keyword, ev.score, v)
-                self._emit(VerifiedEvent(ev, ev.score, v, c, self.combiner.accepts(ev.keyword, c), ms))
-            except Exception as e:             # never lose a candidate: the first stage decides alone
-                self._emit(VerifiedEvent(ev, ev.score, None, None, None, note=f"verifier failed: {e}"))
-            finally:
-                self._q.task_done()
 
     def _emit(self, ve: VerifiedEvent) -> None:
         for sink in self.sinks:
@@ -647,9 +695,100 @@ class VerifiedSpotter:
 
     def join(self) -> None:
         """Wait until every submitted candidate has been verified."""
-        self._q.join()
+        if self._worker is not None:
+            self._worker.join()
 
     def close(self) -> None:
-        if self._worker is not None and self._worker.is_alive():
-            self._q.put(None)
-            self._worker.join(timeout=10)
+        if self._worker is not None:
+            self._worker.close()
+
+
+class VerifiedLines:
+    """The cascade for many lines (spotter.multistream.MultiSpotter): the lines' first stage runs as one batched
+    step per tick at candidate thresholds, one worker (one Whisper) verifies every line's candidates in order.
+
+    step(frames) feeds one 80 ms tick (N, 1280) and returns MultiSpotter's outputs without events; verified
+    candidates come back as (line, VerifiedEvent) through results(), after `log` (written with the line id) and
+    `sinks(ve, line=...)`. suggestion(line) counts that line's verified detections only."""
+
+    def __init__(self, model, lines, log=None, sinks=(), candidate_factor: float = 0.6,
+                 combiner: Combiner | None = None, verifier=None, context_s: float = 2.4, max_pending: int = 16,
+                 language: str = "fr"):
+        from .detector import CallAssessment
+        from .multistream import MultiSpotter
+        self.verifier, self.status_line = open_verifier(verifier, language)
+        cfg = model.detector
+        if self.verifier is not None:
+            cfg = candidate_config(cfg, candidate_factor)
+        self.multi = MultiSpotter(model, lines, detector=cfg)       # candidates are logged once verified
+        self.lines = self.multi.lines
+        self.log, self.sinks = log, list(sinks)
+        self.combiner = combiner or default_combiner()
+        if not self.combiner.f0:
+            self.combiner.set_first_thresholds(model.detector.thresholds)
+        self.rings = {line: AudioRing(context_s) for line in self.lines}
+        self.assessments = {line: CallAssessment(cfg.suggestion_min_evidence) for line in self.lines}
+        self._done: list[tuple[str, VerifiedEvent]] = []
+        self._lock = threading.Lock()
+        self._worker = (VerifyWorker(self.verifier, self.combiner, self._emit, max_pending)
+                        if self.verifier is not None else None)
+
+    def step(self, frames: np.ndarray):
+        frames = np.asarray(frames, dtype=np.float32)
+        for line, f in zip(self.lines, frames):
+            self.rings[line].push(f)
+        out = self.multi.step(frames)
+        for line, o in out.items():
+            for ev in o.events:
+                self._candidate(line, ev)
+            o.events = []
+        return out
+
+    def flush(self) -> list[tuple[str, VerifiedEvent]]:
+        """End of all streams: the last candidates, verified; returns what results() would."""
+        for line, evs in self.multi.flush().items():
+            for ev in evs:
+                self._candidate(line, ev)
+        self.join()
+        return self.results()
+
+    def _candidate(self, line: str, ev) -> None:
+        ring = self.rings[line]
+        if self._worker is None:
+            self._emit(line, VerifiedEvent(ev, ev.score, None, None, None))
+        elif not self._worker.submit(line, ev, ring.buf.copy(), ev.end_s - ring.start_s):
+            self._emit(line, VerifiedEvent(ev, ev.score, None, None, None, note="verifier busy"))
+
+    def _emit(self, line: str, ve: VerifiedEvent) -> None:
+        if self.log is not None:
+            self.log.write(ve, source=f"line:{line}", line=line)
+        for sink in self.sinks:
+            sink(ve, line=line)
+        with self._lock:
+            self._done.append((line, ve))
+            if ve.is_detection:
+                self.assessments[line].add(ve.event)
+
+    def results(self) -> list[tuple[str, VerifiedEvent]]:
+        """(line, verified candidate) completed since the last call, oldest first."""
+        with self._lock:
+            out, self._done = self._done, []
+        return out
+
+    def suggestion(self, line: str):
+        with self._lock:
+            return self.assessments[line].suggestion()
+
+    def new_call(self, line: str) -> None:
+        self.join()
+        self.multi.new_call(line)
+        with self._lock:
+            self.assessments[line].reset()
+
+    def join(self) -> None:
+        if self._worker is not None:
+            self._worker.join()
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()

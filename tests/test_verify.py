@@ -264,7 +264,7 @@ def test_console_session_verify_hands_out_each_candidate_once(tmp_path, speech_w
     worker = s.spotter._worker
     s.shutdown()
     s.log.close()
-    assert not worker.is_alive()
+    assert not worker.alive
     recs = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert recs, "the first stage must propose candidates here"
     assert len(recs) == len(shown) + len(rejected) and s.rejected == len(rejected)
@@ -326,3 +326,61 @@ def test_cascade_threshold_keeps_the_budget():
     assert calibrate_cascade(d, budget=1.0) == pytest.approx(score[3])      # one allowed: down to the next hit
     curve = det_curve(score, np.array([x["y"] for x in cands]), 1.0, 4)
     assert recall_at(curve, 0.5) == 0.5 and recall_at(curve, 1.0) == 0.75 and recall_at(curve, 2.0) == 1.0
+
+
+@needs_extra
+def test_listen_over_several_lines_verifies_every_line(tmp_path, speech_wav):
+    """`spotter listen --device A --device B` with the cascade (spotter.verify.VerifiedLines), on file sources
+    standing in for devices: every line's candidates are verified by the one worker, each logged once with its
+    line id and both scores, and shown once with the line id; each line's suggestion counts its verified
+    detections only."""
+    import io
+    from spotter.artifact import DEFAULT_ONNX_MODEL
+    from spotter.audio import write_wav
+    from spotter.cli import listen_lines
+    from spotter.eventlog import EventLog
+    from spotter.onnxmodel import load_onnx_model
+    from spotter.sources import FileSource
+    z = np.zeros(8000, np.float32)
+    for name, text in (("a.wav", "Il y a un incendie dans la cuisine, ça sent le gaz."),
+                       ("b.wav", "Il y a eu une agression dans la rue, un vol aussi.")):
+        write_wav(tmp_path / name, np.concatenate([z, speech_wav(text), z, z]))
+    model = load_onnx_model(DEFAULT_ONNX_MODEL)
+    sources = [FileSource(str(tmp_path / "a.wav")), FileSource(str(tmp_path / "b.wav"))]
+    out = io.StringIO()
+    assert listen_lines(sources, model, EventLog(tmp_path / "ev.jsonl"), out=out, verify=True) == 0
+    recs = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert recs and {r["line"] for r in recs} <= {"L1", "L2"}
+    assert all(r["verified"] in (True, False) and r["verifier_score"] is not None for r in recs)
+    shown = [x for x in out.getvalue().splitlines() if "verified" in x.lower() or "REJECTED" in x]
+    assert len(shown) == len(recs)
+    assert sorted(x.split()[0] for x in shown) == sorted(r["line"] for r in recs)
+
+
+def test_several_lines_without_the_extra_are_the_first_stage(tmp_path, speech_wav):
+    """VerifiedLines without a verifier: MultiSpotter at its own thresholds, every event passed with verified
+    None and logged with its line id."""
+    from spotter.artifact import DEFAULT_ONNX_MODEL
+    from spotter.eventlog import EventLog
+    from spotter.multistream import MultiSpotter
+    from spotter.onnxmodel import load_onnx_model
+    from dataclasses import replace
+    model = load_onnx_model(DEFAULT_ONNX_MODEL)
+    model.detector = replace(model.detector, thresholds={k: 0.3 for k in model.detector.thresholds})   # eager
+    a = np.concatenate([np.zeros(8000, np.float32), speech_wav("Il y a un incendie dans la cuisine."),
+                        np.zeros(16000, np.float32)])
+    n = a.size // 1280
+    frames = np.stack([a[:n * 1280], np.zeros(n * 1280, np.float32)]).reshape(2, n, 1280)
+    vl = verify.VerifiedLines(model, ["x", "y"], log=EventLog(tmp_path / "ev.jsonl"), verifier=False)
+    ref = MultiSpotter(model, ["x", "y"])
+    expected = []
+    for t in range(n):
+        vl.step(frames[:, t])
+        expected += [("x", e.keyword) for e in ref.step(frames[:, t])["x"].events]
+    expected += [("x", e.keyword) for e in ref.flush()["x"]]
+    got = vl.flush()
+    vl.close()
+    assert expected and [(line, ve.keyword) for line, ve in got] == expected
+    assert all(ve.verified is None for _, ve in got)
+    recs = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["keyword"]) for r in recs] == expected
