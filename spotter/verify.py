@@ -568,7 +568,28 @@ class VerifyWorker:
             self._thread.join(timeout=10)
 
 
-class VerifiedSpotter:
+class _Cascade:
+    """What VerifiedSpotter and VerifiedLines share: their worker (or None) and the verified candidates not yet
+    taken by results()."""
+    _worker: VerifyWorker | None = None
+
+    def results(self) -> list:
+        """Verified candidates completed since the last call (detections and rejections), oldest first."""
+        with self._done_lock:
+            out, self._done = self._done, []
+        return out
+
+    def join(self) -> None:
+        """Wait until every submitted candidate has been verified."""
+        if self._worker is not None:
+            self._worker.join()
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+
+
+class VerifiedSpotter(_Cascade):
     """The cascade around a KeywordSpotter.
 
     The first stage runs at `candidate_factor` x its calibrated thresholds; each candidate's audio (the last
@@ -687,28 +708,13 @@ class VerifiedSpotter:
             if ve.is_detection:
                 self.assessment.add(ve.event)
 
-    def results(self) -> list[VerifiedEvent]:
-        """Verified candidates completed since the last call (detections and rejections), oldest first."""
-        with self._done_lock:
-            out, self._done = self._done, []
-        return out
 
-    def join(self) -> None:
-        """Wait until every submitted candidate has been verified."""
-        if self._worker is not None:
-            self._worker.join()
-
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-
-
-class VerifiedLines:
+class VerifiedLines(_Cascade):
     """The cascade for many lines (spotter.multistream.MultiSpotter): the lines' first stage runs as one batched
     step per tick at candidate thresholds, one worker (one Whisper) verifies every line's candidates in order.
 
     step(frames) feeds one 80 ms tick (N, 1280) and returns MultiSpotter's outputs without events; verified
-    candidates come back as (line, VerifiedEvent) through results(), after `log` (written with the line id) and
+    candidates come back as (line, VerifiedEvent) pairs through results(), after `log` (written with the line id) and
     `sinks(ve, line=...)`. suggestion(line) counts that line's verified detections only."""
 
     def __init__(self, model, lines, log=None, sinks=(), candidate_factor: float = 0.6,
@@ -729,7 +735,7 @@ class VerifiedLines:
         self.rings = {line: AudioRing(context_s) for line in self.lines}
         self.assessments = {line: CallAssessment(cfg.suggestion_min_evidence) for line in self.lines}
         self._done: list[tuple[str, VerifiedEvent]] = []
-        self._lock = threading.Lock()
+        self._done_lock = threading.Lock()
         self._worker = (VerifyWorker(self.verifier, self.combiner, self._emit, max_pending)
                         if self.verifier is not None else None)
 
@@ -764,31 +770,18 @@ class VerifiedLines:
             self.log.write(ve, source=f"line:{line}", line=line)
         for sink in self.sinks:
             sink(ve, line=line)
-        with self._lock:
+        with self._done_lock:
             self._done.append((line, ve))
             if ve.is_detection:
                 self.assessments[line].add(ve.event)
 
-    def results(self) -> list[tuple[str, VerifiedEvent]]:
-        """(line, verified candidate) completed since the last call, oldest first."""
-        with self._lock:
-            out, self._done = self._done, []
-        return out
-
     def suggestion(self, line: str):
-        with self._lock:
+        with self._done_lock:
             return self.assessments[line].suggestion()
 
     def new_call(self, line: str) -> None:
         self.join()
         self.multi.new_call(line)
-        with self._lock:
+        with self._done_lock:
             self.assessments[line].reset()
 
-    def join(self) -> None:
-        if self._worker is not None:
-            self._worker.join()
-
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
