@@ -121,6 +121,17 @@ def _print_verified(ve, out=None) -> None:
           + tail, file=_out(out), flush=True)
 
 
+def _show_verified(ve, suggestion, out=None, line: str | None = None) -> None:
+    """A verified candidate as `listen` shows it, then, for a detection, the call's suggestion (`suggestion()`),
+    both after the line id when there are several lines."""
+    prefix = f"{line} " if line is not None else ""
+    print(prefix, end="", file=_out(out))
+    _print_verified(ve, out=out)
+    if ve.is_detection:
+        print(prefix, end="", file=_out(out))
+        _print_suggestion(suggestion(), out=out)
+
+
 def _verify_wanted(flag: bool | None) -> bool:
     """--verify / --no-verify, else the default (spotter.verify.cascade_default: on for a French or English model
     when the extra is installed, or $SPOTTER_VERIFY). Called once the model is loaded (its keyword set gives the
@@ -246,9 +257,7 @@ def listen(source, model, log, stop=None, out=None, verify: bool = False) -> int
 
     def show_verified(done) -> None:
         for ve in done:
-            _print_verified(ve, out=out)
-            if ve.is_detection:
-                _print_suggestion(spotter.suggestion(), out=out)
+            _show_verified(ve, spotter.suggestion, out)
 
     code = 0
     try:
@@ -303,11 +312,7 @@ def listen_lines(sources, model, log, stop=None, out=None, verify: bool = False)
 
     def show_verified(done) -> None:
         for line, ve in done:
-            print(f"{line} ", end="", file=out)
-            _print_verified(ve, out=out)
-            if ve.is_detection:
-                print(f"{line} ", end="", file=out)
-                _print_suggestion(ms.suggestion(line), out=out)
+            _show_verified(ve, functools.partial(ms.suggestion, line), out, line)
     for line, src in zip(lines, sources):
         print(f"{line}: listening on {printable(src.name)} ({src.sample_rate} Hz)", file=out, flush=True)
     print(f"model {printable(model.name)}; Ctrl-C to stop", file=out, flush=True)

@@ -569,9 +569,17 @@ class VerifyWorker:
 
 
 class _Cascade:
-    """What VerifiedSpotter and VerifiedLines share: their worker (or None) and the verified candidates not yet
-    taken by results()."""
+    """What VerifiedSpotter and VerifiedLines share: their worker (or None), the submission of a candidate and the
+    verified candidates not yet taken by results(). `_emit(tag, verified_event)` is each one's own."""
     _worker: VerifyWorker | None = None
+
+    def _submit(self, tag, ev, ring: AudioRing) -> None:
+        """A first-stage candidate to the worker with its audio; decided by the first stage alone (verified None)
+        without a verifier, or when `max_pending` candidates already wait (note 'verifier busy')."""
+        if self._worker is None:
+            self._emit(tag, VerifiedEvent(ev, ev.score, None, None, None))
+        elif not self._worker.submit(tag, ev, ring.buf.copy(), ev.end_s - ring.start_s):
+            self._emit(tag, VerifiedEvent(ev, ev.score, None, None, None, note="verifier busy"))
 
     def results(self) -> list:
         """Verified candidates completed since the last call (detections and rejections), oldest first."""
@@ -632,7 +640,7 @@ class VerifiedSpotter(_Cascade):
         self._done_lock = threading.Lock()
         self._worker = None
         if self.verifier is not None:
-            self._worker = VerifyWorker(self.verifier, self.combiner, lambda _tag, ve: self._emit(ve), max_pending)
+            self._worker = VerifyWorker(self.verifier, self.combiner, self._emit, max_pending)
 
     # -- audio thread side ------------------------------------------------------------------------------
     offline_capable = False                # run_file feeds it block by block (the ring keeps each candidate's audio)
@@ -645,7 +653,7 @@ class VerifiedSpotter(_Cascade):
         self.ring.push(samples)
         out = self.first.process(samples)
         for ev in out.events:
-            self._candidate(ev)
+            self._submit(None, ev, self.ring)
         return StepOutput(out.mel, out.posteriors, [])
 
     def reset(self) -> None:
@@ -689,17 +697,11 @@ class VerifiedSpotter(_Cascade):
     def flush(self) -> list[VerifiedEvent]:
         """End of stream: decide the last candidates and wait for their verification."""
         for ev in self.first.flush():
-            self._candidate(ev)
+            self._submit(None, ev, self.ring)
         self.join()
         return self.results()
 
-    def _candidate(self, ev) -> None:
-        if self._worker is None:
-            self._emit(VerifiedEvent(ev, ev.score, None, None, None))
-        elif not self._worker.submit(None, ev, self.ring.buf.copy(), ev.end_s - self.ring.start_s):
-            self._emit(VerifiedEvent(ev, ev.score, None, None, None, note="verifier busy"))
-
-    def _emit(self, ve: VerifiedEvent) -> None:
+    def _emit(self, _tag, ve: VerifiedEvent) -> None:
         for sink in self.sinks:
             sink(ve)
         with self._done_lock:
@@ -746,7 +748,7 @@ class VerifiedLines(_Cascade):
         out = self.multi.step(frames)
         for line, o in out.items():
             for ev in o.events:
-                self._candidate(line, ev)
+                self._submit(line, ev, self.rings[line])
             o.events = []
         return out
 
@@ -754,16 +756,9 @@ class VerifiedLines(_Cascade):
         """End of all streams: the last candidates, verified; returns what results() would."""
         for line, evs in self.multi.flush().items():
             for ev in evs:
-                self._candidate(line, ev)
+                self._submit(line, ev, self.rings[line])
         self.join()
         return self.results()
-
-    def _candidate(self, line: str, ev) -> None:
-        ring = self.rings[line]
-        if self._worker is None:
-            self._emit(line, VerifiedEvent(ev, ev.score, None, None, None))
-        elif not self._worker.submit(line, ev, ring.buf.copy(), ev.end_s - ring.start_s):
-            self._emit(line, VerifiedEvent(ev, ev.score, None, None, None, note="verifier busy"))
 
     def _emit(self, line: str, ve: VerifiedEvent) -> None:
         if self.log is not None:

@@ -261,7 +261,7 @@ def fold_first_stage(work: Path, engine: str) -> Path:
     (calltrain.train_fold and calibrate_head on the run's stored call sets, as `spotter train` makes its fold),
     saved with its ONNX export as work/fold_<engine>/first_stage.{pt,onnx}; reused when already there."""
     import torch
-    from spotter.model import KeywordModel, KeywordHead
+    from spotter.model import KeywordModel
     from training import calltrain as CT
     from training.export import export_onnx
     out = work / f"fold_{engine}" / "first_stage.onnx"
