@@ -492,7 +492,7 @@ class ConsoleSession:
             elif isinstance(item, (Finished, Failed)):
                 self._end(item)
                 out.ended = True
-        if last_step is not None:
+        if last_step is not None and not self.finished:    # the end of the file (_end) is the file's duration
             self.position_s = self.offset_s + last_step.stream_s
 
     def _add_detection(self, e: Event, verification: VerifiedEvent | None = None) -> Detection:

@@ -176,3 +176,16 @@ def test_without_a_model_nothing_starts(tmp_path, call_path):
     assert not s.open_file(call_path) and not s.start_live()
     assert all(kind == "error" and "Aucun modèle" in text for kind, text in s.view.messages)
     assert s.drain(None).items == 0
+
+
+def test_the_end_of_a_file_drained_in_one_go_leaves_the_position_at_its_end(session, call_path):
+    """The last steps and the end of the file consumed by one drain: the position is the file's end, not the last
+    step's (the last partial step is shorter than 80 ms)."""
+    session.set_speed(MAX)
+    assert session.open_file(call_path)
+    t_end = time.monotonic() + TIMEOUT_S
+    while session.pipe is not None and session.pipe.running:       # nothing drained until the thread ends
+        assert time.monotonic() < t_end, "timed out"
+        time.sleep(0.01)
+    session.drain(None)
+    assert session.finished and session.position_s == session.file_duration
