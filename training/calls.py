@@ -137,14 +137,20 @@ def _mbrola_say(s: Sentence, voice: str, wpm: int, pitch: int):
     import tempfile
     from training.sentences import parse_pho, pho_span
     from training.voices import MBROLA_DIR
-    pho_text = _espeak_cli(["-v", voice, "-q", "--pho", "-s", str(wpm), "-p", str(pitch)], s.text).decode()
+    from training import accent
+    name = voice.removeprefix("mb-")
+    front = accent.FRONT_END if name.startswith(accent.PREFIX) else voice
+    pho_text = _espeak_cli(["-v", front, "-q", "--pho", "-s", str(wpm), "-p", str(pitch)], s.text).decode()
     pho = parse_pho(pho_text)
     spans = []
     for c0, c1 in s.spans:
-        word = [p for p, _ in parse_pho(_espeak_cli(["-v", voice, "-q", "--pho"], s.text[c0:c1]).decode())
+        word = [p for p, _ in parse_pho(_espeak_cli(["-v", front, "-q", "--pho"], s.text[c0:c1]).decode())
                 if p != "_"]
         spans.append(pho_span(pho, word, c0 / max(1, len(s.text))))
-    db = MBROLA_DIR / voice.removeprefix("mb-") / voice.removeprefix("mb-")
+    if name.startswith(accent.PREFIX):      # French phonemes said by another language's diphones (one for one)
+        name = name.removeprefix(accent.PREFIX)
+        pho_text = accent.map_pho(pho_text, name)
+    db = MBROLA_DIR / name / name
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.pho", Path(tmp) / "out.wav"
         src.write_text(pho_text)

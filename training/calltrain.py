@@ -77,6 +77,11 @@ def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
     for v in extra_blends(plan, voices, splits):
         voices.append(v)
         splits[v.key] = "train"
+    if plan.accent_voices and "mbrola" in plan.engines:
+        from .accent import ACCENT_VOICES, accent_voices
+        for v in accent_voices(ACCENT_VOICES if tuple(plan.accent_voices) == ("all",) else plan.accent_voices):
+            voices.append(v)
+            splits[v.key] = "train"
     if plan.max_voices_per_engine:
         keep = {}
         for v in sorted(voices, key=lambda v: v.key):
@@ -115,7 +120,9 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
         target += [job(negative_sentence(rng, "test"), v)
                    for _ in range(2 if v.engine == "kokoro" else plan.eval_kw_sentences[v.engine] * 4)]
 
-    base = [v for v in sorted(voices, key=lambda v: v.key) if not is_generated(v) and not is_extra(v)]
+    from .accent import is_accent
+    base = [v for v in sorted(voices, key=lambda v: v.key)
+            if not is_generated(v) and not is_extra(v) and not is_accent(v)]
     for v in base:
         add_voice(v)
     # held-out negatives: test-split voices only, about eval_negative_hours (a sentence is ~2.4 s)
@@ -138,13 +145,22 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
     for v in sorted(voices, key=lambda v: v.key):
         sp = "train" if is_extra(v) else splits.get(v.key)
         n_kw, n_neg = plan.extra_kw_sentences.get(v.engine, 0), plan.extra_neg_sentences.get(v.engine, 0)
-        if is_generated(v) or sp not in ("train", "val") or not (n_kw or n_neg) or \
+        if is_generated(v) or is_accent(v) or sp not in ("train", "val") or not (n_kw or n_neg) or \
                 (v.engine == "kokoro" and v.blend and not is_extra(v)):
             continue
         target = sets.setdefault(sp + EXTRA_SUFFIX, [])
         for kw in config.KEYWORDS:
             target += [job(keyword_sentence(kw, rng, "train"), v) for _ in range(n_kw)]
         target += [job(negative_sentence(rng, "train"), v) for _ in range(n_neg)]
+    # the accent voices, with their own draws: training speakers only
+    rng = random.Random(plan.seed + 37)
+    for v in sorted(voices, key=lambda v: v.key):
+        if not is_accent(v):
+            continue
+        target = sets.setdefault("train" + ACCENT_SUFFIX, [])
+        for kw in config.KEYWORDS:
+            target += [job(keyword_sentence(kw, rng, "train"), v) for _ in range(plan.accent_kw_sentences)]
+        target += [job(negative_sentence(rng, "train"), v) for _ in range(plan.accent_neg_sentences)]
     return sets
 
 
@@ -616,7 +632,8 @@ def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2
 # --- the run ---------------------------------------------------------------------------------------------------
 GEN_SUFFIX = "_gen"
 EXTRA_SUFFIX = "_extra"
-SUFFIXES = (GEN_SUFFIX, EXTRA_SUFFIX)
+ACCENT_SUFFIX = "_accent"
+SUFFIXES = (GEN_SUFFIX, EXTRA_SUFFIX, ACCENT_SUFFIX)
 
 
 def base_set(name: str) -> str:

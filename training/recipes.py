@@ -112,6 +112,11 @@ class CallPlan:
     extra_kw_sentences: dict[str, int] = field(default_factory=dict)     # per engine: per keyword and voice
     extra_neg_sentences: dict[str, int] = field(default_factory=dict)    # per engine: keyword-free, per voice
     extra_kokoro_blends: int = 0
+    # the "_accent" set, built and cached on its own: French said by MBROLA voices of other languages (training/
+    # accent.py), training speakers only; "all" = accent.ACCENT_VOICES that are installed
+    accent_voices: tuple[str, ...] = ()
+    accent_kw_sentences: int = 0             # per keyword and voice
+    accent_neg_sentences: int = 0            # keyword-free, per voice
     max_voices_per_engine: int = 0           # small runs: at most this many voices per engine and split
     sentences_per_call: tuple[int, int] = (3, 7)
     train_copies: int = 2                    # channels drawn per training call

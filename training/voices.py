@@ -49,7 +49,7 @@ def reserved_reason(engine: str, name: str) -> str | None:
     e, n = engine.lower(), name.lower()
     if e in RESERVED or "pico" in e or "svox" in e or "pico" in n or "svox" in n:
         return f"SVOX pico ({engine}:{name}) is reserved for independent evaluation"
-    base = n.split("+")[0]
+    base = n.split("+")[0].removeprefix("acc-")         # acc-XX: French said by MBROLA voice XX (accent.py)
     if f"{e}:{base}" in RESERVED or f"mbrola:{base.removeprefix('mb-')}" in RESERVED:
         return f"mbrola voice {engine}:{name} is reserved for independent evaluation"
     return None
