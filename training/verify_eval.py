@@ -349,6 +349,16 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     return res
 
 
+CROPS: list | None = None       # --crops: every candidate's window is kept here, in candidate order
+
+
+def save_crops(path: Path, crops: list) -> None:
+    """The candidates' windows (float16, 16 kHz) in one array with their offsets: re-score them with
+    another verifier without running the first stage again (tools/verifier_sweep.py)."""
+    off = np.cumsum([0] + [c.size for c in crops])
+    np.savez(path, audio=np.concatenate(crops) if crops else np.zeros(0, np.float16), offsets=off)
+
+
 def verify_candidates(model, streams, factor: float, ver, what: str) -> dict:
     """The first stage (at factor x its thresholds, as VerifiedSpotter runs it) over each stream of `streams`
     ((audio, notes [(keyword, start_s, end_s)], voice, engine, kind) tuples), every candidate labelled by the one hit
@@ -374,7 +384,9 @@ def verify_candidates(model, streams, factor: float, ver, what: str) -> dict:
             v = ver.score(win, [ev.keyword], end_s=ev.end_s - w0)[ev.keyword]
             cands.append({"kw": ev.keyword, "first": ev.score, "v": v, "y": int(m is not None), "voice": voice,
                           "kind": kind, "engine": eng, "ms": 1000 * (time.perf_counter() - t0),
-                          "cpu_ms": 1000 * (time.process_time() - c0), "call": n_call})
+                          "cpu_ms": 1000 * (time.process_time() - c0), "call": n_call, "end": ev.end_s - w0})
+            if CROPS is not None:
+                CROPS.append(win.astype(np.float16))
     hours = seconds / 3600
     print(f"\n== cascade on {n_call} {what} ({hours * 60:.1f} min, {n_notes} keywords): {len(cands)} candidates at "
           f"{factor} x thresholds ({len(cands) / hours:.0f} per hour)")
@@ -588,8 +600,11 @@ def main(argv=None) -> int:
     ap.add_argument("--band-limit", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--crops", help="with --cascade or --real-cascade: keep every candidate's window in this .npz")
     args = ap.parse_args(argv)
     from spotter.verify import Verifier
+    global CROPS
+    CROPS = [] if args.crops else None
 
     def factory(lang="fr"):
         return Verifier(VerifierConfig(lead_s=tuple(float(x) for x in args.lead.split(",")), tail_s=args.tail,
@@ -639,6 +654,8 @@ def main(argv=None) -> int:
         c = np.asarray(CPU_MS)
         print(f"\nprocess CPU per verifier call (all synthetic windows): p50 {np.median(c):.0f} ms, "
               f"p95 {np.quantile(c, 0.95):.0f} ms, mean {c.mean():.0f} ms (n={c.size})")
+    if args.crops and CROPS is not None:
+        save_crops(Path(args.crops), CROPS)
     if args.json:
         Path(args.json).write_text(json.dumps(out, ensure_ascii=False, indent=1))
     return 0

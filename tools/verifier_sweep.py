@@ -1,0 +1,207 @@
+"""Compare second-stage verifier scores on stored cascade candidates, across engines.
+
+    python -m training.verify_eval --only-real --cascade 100000,100000 --fold mbrola --factor 0.4 \
+        --json runs/vsweep/fold_mbrola.json --crops runs/vsweep/fold_mbrola.npz        # (and espeak, kokoro)
+    python tools/verifier_sweep.py --runs runs/vsweep/fold_espeak,runs/vsweep/fold_kokoro,runs/vsweep/fold_mbrola \
+        --apply runs/vsweep/shipped --out runs/vsweep/features.json
+
+Each run's candidates (the first stage at --factor x its thresholds; their windows kept by --crops) are re-scored
+by Whisper base once, and every verifier feature below is taken from that one pass:
+  v      the shipped score: the keyword's tokens forced at a few positions of a short greedy transcript, the best
+         sum of log-probabilities (spotter.verify.Verifier.score), less the keyword's offset v0;
+  lr     the same forced tokens' mean log-probability less that of the greedy transcript's own tokens over the
+         same positions (how far the keyword is from what Whisper would write there; <= about 0);
+  text   how well the keyword's letters match the greedy transcript's (1 - edit distance / length, best substring).
+The first stage's feature is the logit of its peak less the logit of its threshold. A logistic combiner of each
+feature set is fitted across engines (on the other runs' candidates) and scored on each run: recall at 0.5 and
+1 false alarms per hour, as training.verify_eval's --cross-engine does for the shipped pair (--within: 2-fold by
+voice inside each run).
+
+Measured (2026-12-02) on the MBROLA fold's 926 candidates at 0.4 x thresholds (121 true, 308 keywords, 6.81 h),
+`python tools/verifier_sweep.py --runs runs/vsweep/fold_mbrola --within`, greedy transcripts of 12 tokens: recall at
+0.5 FA/h first+v 19.2 %, first+lr 14.9 %, first+text 7.5 %, first+v+lr 19.2 %, first+v+lr+text 15.6 %. Neither
+feature adds to the shipped pair: Whisper base writes the keyword (text match 1) in only 11 % of the true
+candidates' crops. The shipped verifier is unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SR = 16000
+FEATURE_SETS = {
+    "first": ("first",),
+    "first+v (shipped pair)": ("first", "v"),
+    "first+lr": ("first", "lr"),
+    "first+text": ("first", "text"),
+    "first+v+lr": ("first", "v", "lr"),
+    "first+v+text": ("first", "v", "text"),
+    "first+v+lr+text": ("first", "v", "lr", "text"),
+}
+
+
+def letters(s: str) -> str:
+    """Lower-case letters only, accents removed."""
+    s = unicodedata.normalize("NFD", s.lower())
+    return "".join(c for c in s if "a" <= c <= "z")
+
+
+def substring_match(word: str, text: str) -> float:
+    """1 - (smallest edit distance between `word` and any substring of `text`) / len(word), at least 0."""
+    if not word:
+        return 0.0
+    prev = np.zeros(len(text) + 1)                       # a match may start anywhere in text
+    for i, c in enumerate(word, 1):
+        cur = np.empty_like(prev)
+        cur[0] = i
+        for j, t in enumerate(text, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (c != t))
+        prev = cur
+    return max(0.0, 1.0 - float(prev.min()) / len(word))
+
+
+def crop_features(ver, window: np.ndarray, end_s: float, kw: str) -> dict:
+    """Every feature of one candidate from one encode, one greedy decode and one batched align."""
+    mel = ver._mel(np.asarray(window, np.float32), end_s, ver.cfg.lead_s[0])
+    enc = ver.model.encode(ver._sv.from_array(np.ascontiguousarray(mel[None], np.float32)))
+    prefix = ver._decode(enc)
+    for t in prefix:
+        if t not in ver._space:
+            ver._space[t] = ver.tokenizer.id_to_token(t).startswith("\u0120")
+    forms = ver.keyword_tokens(kw)
+    items = [([], list(prefix))]                                      # the transcript's own probabilities
+    for i in sorted({p for toks in forms for p in ver._positions(prefix, toks[0])}):
+        for toks in (forms if i == 0 else forms[:1]):
+            items.append((list(prefix[:i]), toks))
+    e = np.asarray(enc)
+    res = ver.model.align(ver._sv.from_array(np.ascontiguousarray(np.repeat(e, len(items), 0))), ver.prompt,
+                          [pre + toks for pre, toks in items], mel.shape[1])
+    own = np.log(np.maximum(np.asarray(res[0].text_token_probs, np.float64)[:len(prefix)], 1e-30))
+    v, lr = -np.inf, -np.inf
+    for (pre, toks), r in zip(items[1:], res[1:]):
+        lp = np.log(np.maximum(np.asarray(r.text_token_probs, np.float64)[len(pre):len(pre) + len(toks)], 1e-30))
+        v = max(v, float(lp.sum()))
+        ref = own[len(pre):len(pre) + len(toks)]
+        lr = max(lr, float(lp.mean() - (ref.mean() if ref.size else 0.0)))
+    text = letters(ver.tokenizer.decode(prefix))
+    best = max(substring_match(letters(f), text) for f in _forms(kw))
+    return {"v": v, "lr": lr, "text": best, "transcript": ver.tokenizer.decode(prefix)}
+
+
+def _forms(kw: str):
+    from spotter.verify import KEYWORD_FORMS
+    return KEYWORD_FORMS.get(kw, (kw,))
+
+
+def score_run(ver, run: Path) -> list[dict]:
+    """Features of every candidate of a stored run (cached beside it as <run>.features<decode>.json)."""
+    cache = run.with_suffix(f".features{ver.cfg.decode_tokens}.json")
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    d = json.loads(run.with_suffix(".json").read_text())
+    d = d.get("cascade") or next(v for k, v in d.items() if k.startswith("real_cascade"))
+    z = np.load(run.with_suffix(".npz"))
+    audio, off = z["audio"], z["offsets"]
+    out, t0 = [], time.time()
+    for i, c in enumerate(d["cands"]):
+        c0 = time.process_time()
+        f = crop_features(ver, audio[off[i]:off[i + 1]].astype(np.float32), c["end"], c["kw"])
+        out.append({**{k: c[k] for k in ("kw", "first", "y", "voice", "kind", "engine")}, "v_shipped": c["v"],
+                    **f, "cpu_ms": 1000 * (time.process_time() - c0)})
+    meta = {"hours": d["hours"], "keywords": d["keywords"], "thresholds": d["thresholds"], "factor": d["factor"]}
+    cache.write_text(json.dumps({"meta": meta, "cands": out}, ensure_ascii=False))
+    print(f"{run.name}: {len(out)} candidates scored in {time.time() - t0:.0f} s", flush=True)
+    return json.loads(cache.read_text())
+
+
+def design(d: dict, names) -> tuple[np.ndarray, np.ndarray]:
+    from spotter.verify import Combiner
+    cb = Combiner()
+    cb.set_first_thresholds(d["meta"]["thresholds"])
+    rows, y = [], []
+    for c in d["cands"]:
+        x1, xv = cb.features(c["kw"], c["first"], c["v"])
+        f = {"first": x1, "v": xv, "lr": max(c["lr"], -30.0), "text": c["text"]}
+        rows.append([1.0] + [f[n] for n in names])
+        y.append(c["y"])
+    return np.array(rows), np.array(y)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", required=True, help="comma-separated leave-one-engine-out runs (path without suffix)")
+    ap.add_argument("--apply", default="", help="comma-separated other runs, scored with the fit on all --runs")
+    ap.add_argument("--language", default="fr")
+    ap.add_argument("--factor", type=float, default=0.0, help="keep candidates whose peak >= factor x threshold")
+    ap.add_argument("--decode", type=int, default=12, help="greedy tokens decoded per crop")
+    ap.add_argument("--within", action="store_true", help="fit 2-fold by voice inside each run instead (one run is "
+                    "enough)")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    from spotter.verify import Verifier, VerifierConfig, fit_logistic
+    from training.verify_eval import det_curve, recall_at
+    folds = [Path(x) for x in args.runs.split(",")]
+    apply = [Path(x) for x in args.apply.split(",") if x]
+    vers = {}
+    data = {}
+    for r in folds + apply:
+        lang = "en" if r.name.startswith("real") else args.language
+        if lang not in vers:
+            vers[lang] = Verifier(VerifierConfig(decode_tokens=args.decode, language=lang))
+        data[r.name] = score_run(vers[lang], r)
+    for d in data.values():
+        thr = d["meta"]["thresholds"]
+        d["cands"] = [c for c in d["cands"] if c["first"] >= args.factor * thr[c["kw"]] - 1e-9]
+    results = {}
+    names = [r.name for r in folds] + [r.name for r in apply]
+    how = "2-fold by voice inside each run" if args.within else "across engines (on the other runs)"
+    print(f"\nrecall at 0.5 / 1 FA/h; combiner fitted {how}, candidates at "
+          f">= {args.factor or 'their run'}'s factor")
+    print(f"{'features':26s} " + " ".join(f"{n:>22s}" for n in names))
+    for fs, cols in FEATURE_SETS.items():
+        line, results[fs] = [], {}
+        for n in names:
+            Xt, yt = design(data[n], cols)
+            if args.within:                    # 2-fold by voice inside the run
+                voices = sorted({c["voice"] for c in data[n]["cands"]})
+                half = np.array([voices.index(c["voice"]) % 2 for c in data[n]["cands"]])
+                s, w = np.zeros(len(yt)), np.zeros(Xt.shape[1])
+                for h in (0, 1):
+                    w = fit_logistic(Xt[half != h], yt[half != h])
+                    s[half == h] = Xt[half == h] @ w
+            else:
+                train = [f.name for f in folds if f.name != n]
+                X = np.concatenate([design(data[t], cols)[0] for t in train])
+                y = np.concatenate([design(data[t], cols)[1] for t in train])
+                w = fit_logistic(X, y)
+                s = Xt @ w
+            meta = data[n]["meta"]
+            curve = det_curve(s, yt, meta["hours"], meta["keywords"])
+            r = [recall_at(curve, fa) for fa in (0.5, 1)]
+            results[fs][n] = {"w": [float(x) for x in w], "recall_0.5": r[0], "recall_1": r[1]}
+            line.append(f"{r[0]:9.1%} / {r[1]:6.1%}   ")
+        print(f"{fs:26s} " + " ".join(line))
+    for n in names:
+        d = data[n]
+        y = np.array([c["y"] for c in d["cands"]])
+        cpu = np.array([c["cpu_ms"] for c in d["cands"]])
+        print(f"{n}: {len(y)} candidates ({int(y.sum())} true), {d['meta']['keywords']} keywords, "
+              f"{d['meta']['hours']:.2f} h; verifier CPU p50 {np.median(cpu):.0f} ms; text match = 1 on "
+              f"{np.mean([c['text'] >= 0.999 for c, t in zip(d['cands'], y) if t]):.0%} of true and "
+              f"{np.mean([c['text'] >= 0.999 for c, t in zip(d['cands'], y) if not t]):.1%} of false candidates")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
