@@ -5,7 +5,8 @@ other languages. Here espeak-ng's French MBROLA front end (FRONT_END) makes the 
 durations, pitch), and each French phoneme is replaced one for one by the nearest phoneme the foreign voice has
 (FRENCH_TO_FOREIGN: preference lists, checked against the voice's database). Durations, and the keyword spans
 taken from them, are unchanged. The result is French said by a German, Dutch, Portuguese, ... speaker's voice
-with a foreign accent: new timbres for training, as callers with an accent are.
+with a foreign accent: new timbres for training, as callers with an accent are. English keyword sets (the
+real-people check) work the same way from espeak-ng's US MBROLA front end (ENGLISH_TO_FOREIGN).
 
 These voices are training speakers only (never in validation or test): the recipe's held-out sets stay the same.
 The reserved voice (ca2) is refused like everywhere else.
@@ -22,7 +23,9 @@ from spotter.errors import SpotterError
 from .voices import MBROLA_DIR, Voice, refuse_reserved
 
 PREFIX = "acc-"                # Voice("mbrola", "acc-de4"): French through the de4 diphones
-FRONT_END = "mb-fr1"           # the espeak-ng voice whose .pho is mapped
+# per language family of the keyword set: the espeak-ng voice whose .pho is mapped
+FRONT_ENDS = {"fr": "mb-fr1", "en": "mb-us1"}
+FRONT_END = FRONT_ENDS["fr"]
 # Installed with training/install_tts.sh; chosen for their phoneme coverage (26 or more of the probed SAMPA
 # phonemes between vowels). it1/it2, es1/es4 and mx1/mx2 cover too few.
 ACCENT_VOICES = ("de1", "de2", "de3", "de4", "de5", "de8", "nl2", "nl3", "lt2", "pt1", "hu1", "sw1", "sw2", "it3",
@@ -42,6 +45,20 @@ FRENCH_TO_FOREIGN = {
     "R": ("R", "r", "rr", "x", "h"), "j": ("j", "i", "I"), "w": ("w", "u", "u:", "U"),
     "H": ("H", "w", "j", "y", "y:", "u"),
 }
+# US English SAMPA (espeak-ng's mb-us* output; diphthongs to their nearest single vowel) -> the phonemes tried
+ENGLISH_TO_FOREIGN = {
+    "i": ("i", "i:", "I"), "I": ("I", "i", "e"), "E": ("E", "e", "E:"), "{": ("{", "E", "a", "e"),
+    "A": ("A", "a", "a:", "A:"), "O": ("O", "O:", "o", "o:"), "U": ("U", "u", "u:"), "u": ("u", "u:", "U"),
+    "V": ("V", "a", "6", "@", "A"), "@": ("@", "6", "e", "E"), "r=": ("3", "@", "9", "6", "e"),
+    "EI": ("e", "e:", "E"), "AI": ("a", "A", "a:"), "OI": ("O", "o", "o:"), "aU": ("a", "A", "a:"),
+    "@U": ("o", "o:", "O"), "p": ("p",), "b": ("b", "p"), "t": ("t",), "d": ("d", "t"), "k": ("k",),
+    "g": ("g", "k"), "p_h": ("p",), "t_h": ("t",), "k_h": ("k",), "4": ("4", "d", "t", "r"),
+    "f": ("f",), "v": ("v", "f", "B", "w"), "T": ("T", "t", "s", "f"), "D": ("D", "d", "z"), "s": ("s",),
+    "z": ("z", "s"), "S": ("S", "s"), "Z": ("Z", "z", "jj", "S", "s"), "tS": ("tS", "ts", "S", "t"),
+    "dZ": ("dZ", "dz", "Z", "jj", "d"), "h": ("h", "x", "C"), "m": ("m",), "n": ("n",), "N": ("N", "n"),
+    "l": ("l", "L"), "r": ("r", "R", "rr", "x"), "j": ("j", "i", "I"), "w": ("w", "u", "u:", "U"),
+}
+TABLES = {"fr": FRENCH_TO_FOREIGN, "en": ENGLISH_TO_FOREIGN}
 _CONTEXT = ("a", "a:", "A", "e", "i")     # vowels a probe puts the phoneme between
 
 
@@ -53,13 +70,20 @@ def is_accent(v: Voice) -> bool:
     return v.engine == "mbrola" and v.id.startswith(PREFIX)
 
 
-def accent_voices(names=ACCENT_VOICES) -> list[Voice]:
-    """The accent voices whose MBROLA database is installed (reserved ones refused)."""
+def family(lang: str) -> str:
+    """'en-us' -> 'en': the TABLES / FRONT_ENDS key of a keyword set's language."""
+    return lang.split("-")[0]
+
+
+def accent_voices(names=ACCENT_VOICES, lang: str = "fr") -> list[Voice]:
+    """The accent voices whose MBROLA database is installed (reserved ones refused), saying `lang`."""
+    if family(lang) not in TABLES:
+        raise SpotterError(f"accent voices: no phoneme table for language {lang!r} (known: {', '.join(TABLES)})")
     out = []
     for n in names:
         refuse_reserved("mbrola", n)
         if database(n).is_file():
-            out.append(Voice("mbrola", PREFIX + n))
+            out.append(Voice("mbrola", PREFIX + n, lang=lang))
     return out
 
 
@@ -77,14 +101,15 @@ def has_phoneme(name: str, ph: str) -> bool:
 
 
 @lru_cache(maxsize=None)
-def phoneme_map(name: str) -> dict[str, str]:
-    """French phoneme -> the first of its FRENCH_TO_FOREIGN choices that voice `name` has ('_' if none)."""
-    return {fr: next((c for c in choices if has_phoneme(name, c)), "_") for fr, choices in FRENCH_TO_FOREIGN.items()}
+def phoneme_map(name: str, lang: str = "fr") -> dict[str, str]:
+    """Phoneme of `lang` -> the first of its TABLES choices that voice `name` has ('_' if none)."""
+    return {ph: next((c for c in choices if has_phoneme(name, c)), "_")
+            for ph, choices in TABLES[family(lang)].items()}
 
 
-def map_pho(pho_text: str, name: str) -> str:
-    """A French .pho with every phoneme replaced by voice `name`'s nearest (durations and pitch kept)."""
-    table = phoneme_map(name)
+def map_pho(pho_text: str, name: str, lang: str = "fr") -> str:
+    """A .pho of `lang` with every phoneme replaced by voice `name`'s nearest (durations and pitch kept)."""
+    table = phoneme_map(name, family(lang))
     out = []
     for line in pho_text.splitlines():
         parts = line.split()
@@ -92,6 +117,6 @@ def map_pho(pho_text: str, name: str) -> str:
             out.append(line)
             continue
         if parts[0] not in table:
-            raise SpotterError(f"accent voice {name}: no mapping for French phoneme {parts[0]!r}")
+            raise SpotterError(f"accent voice {name}: no mapping for {lang} phoneme {parts[0]!r}")
         out.append(" ".join([table[parts[0]], *parts[1:]]))
     return "\n".join(out) + "\n"

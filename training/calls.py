@@ -98,7 +98,7 @@ def say(job: SayJob) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
     """Synthesise a sentence whole; returns 16 kHz float32 audio and the keyword spans (seconds) in it."""
     s, v = job.sentence, job.voice
     if v.engine == "mbrola":
-        raw, rate, spans = _mbrola_say(s, v.espeak_name, round(175 * job.speed), job.pitch)
+        raw, rate, spans = _mbrola_say(s, v, round(175 * job.speed), job.pitch)
         audio = _to_16k(raw, max(1000, round(rate * job.tract / 100) * 100))
         spans = [(a / job.tract, b / job.tract) for a, b in spans]
     elif v.engine == "espeak":
@@ -130,7 +130,7 @@ def _espeak_cli(args: list[str], text: str) -> bytes:
     return proc.stdout
 
 
-def _mbrola_say(s: Sentence, voice: str, wpm: int, pitch: int):
+def _mbrola_say(s: Sentence, v: Voice, wpm: int, pitch: int):
     """MBROLA speech of the whole sentence from espeak-ng's .pho, and the keyword spans from the .pho's own
     phoneme durations (the keyword's phonemes located by matching the keyword said alone)."""
     import subprocess
@@ -138,8 +138,8 @@ def _mbrola_say(s: Sentence, voice: str, wpm: int, pitch: int):
     from training.sentences import parse_pho, pho_span
     from training.voices import MBROLA_DIR
     from training import accent
-    name = voice.removeprefix("mb-")
-    front = accent.FRONT_END if name.startswith(accent.PREFIX) else voice
+    voice, name = v.espeak_name, v.id
+    front = accent.FRONT_ENDS[accent.family(v.lang)] if accent.is_accent(v) else voice
     pho_text = _espeak_cli(["-v", front, "-q", "--pho", "-s", str(wpm), "-p", str(pitch)], s.text).decode()
     pho = parse_pho(pho_text)
     spans = []
@@ -147,9 +147,9 @@ def _mbrola_say(s: Sentence, voice: str, wpm: int, pitch: int):
         word = [p for p, _ in parse_pho(_espeak_cli(["-v", front, "-q", "--pho"], s.text[c0:c1]).decode())
                 if p != "_"]
         spans.append(pho_span(pho, word, c0 / max(1, len(s.text))))
-    if name.startswith(accent.PREFIX):      # French phonemes said by another language's diphones (one for one)
+    if accent.is_accent(v):                 # the front end's phonemes said by another language's diphones
         name = name.removeprefix(accent.PREFIX)
-        pho_text = accent.map_pho(pho_text, name)
+        pho_text = accent.map_pho(pho_text, name, v.lang)
     db = MBROLA_DIR / name / name
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.pho", Path(tmp) / "out.wav"

@@ -79,7 +79,9 @@ def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
         splits[v.key] = "train"
     if plan.accent_voices and "mbrola" in plan.engines:
         from .accent import ACCENT_VOICES, accent_voices
-        for v in accent_voices(ACCENT_VOICES if tuple(plan.accent_voices) == ("all",) else plan.accent_voices):
+        native = {v.id for v in voices if v.engine == "mbrola"}          # the set's own language's voices
+        names = ACCENT_VOICES if tuple(plan.accent_voices) == ("all",) else plan.accent_voices
+        for v in accent_voices([n for n in names if n not in native], language()):
             voices.append(v)
             splits[v.key] = "train"
     if plan.max_voices_per_engine:
