@@ -17,11 +17,22 @@ feature set is fitted across engines (on the other runs' candidates) and scored 
 1 false alarms per hour, as training.verify_eval's --cross-engine does for the shipped pair (--within: 2-fold by
 voice inside each run).
 
-Measured (2026-12-02) on the MBROLA fold's 926 candidates at 0.4 x thresholds (121 true, 308 keywords, 6.81 h),
-`python tools/verifier_sweep.py --runs runs/vsweep/fold_mbrola --within`, greedy transcripts of 12 tokens: recall at
-0.5 FA/h first+v 19.2 %, first+lr 14.9 %, first+text 7.5 %, first+v+lr 19.2 %, first+v+lr+text 15.6 %. Neither
-feature adds to the shipped pair: Whisper base writes the keyword (text match 1) in only 11 % of the true
-candidates' crops. The shipped verifier is unchanged.
+Measured (2026-12-02), greedy transcripts of 12 tokens, candidates at 0.4 x thresholds of the leave-one-engine-out
+first stages (runs/vsweep/fold_E: `verify_eval --fold E --factor 0.4 --crops`) and of the shipped model:
+`python tools/verifier_sweep.py --runs runs/vsweep/fold_mbrola,runs/vsweep/fold_espeak,runs/vsweep/fold_kokoro
+--apply runs/vsweep/shipped`. Recall at 0.5 / 1 FA/h, combiner fitted across engines:
+
+  features          MBROLA (308 kw)   espeak (821)    Kokoro (63)     shipped, held-out voices (162)
+  first               3.2 /  4.2 %    2.1 / 5.8 %     3.2 /  3.2 %    23.5 / 32.7 %
+  first+v (shipped)  15.3 / 17.2 %    3.2 / 4.8 %    17.5 / 17.5 %    14.8 / 19.1 %
+  first+lr           11.7 / 14.6 %    4.0 / 6.7 %    14.3 / 17.5 %    25.3 / 28.4 %
+  first+v+lr         16.6 / 16.9 %    4.8 / 5.7 %    17.5 / 17.5 %    17.3 / 19.1 %
+  first+v+lr+text    16.6 / 18.5 %    4.9 / 5.7 %    15.9 / 17.5 %    15.4 / 17.9 %
+
+The text match is weak: Whisper base writes the keyword in 2-11 % of the true candidates' crops. Adding lr to the
+shipped pair gains 4, 13, 0 and 4 keywords at 0.5 FA/h, each within the noise of 2-3 false alarms, for 12 decoded
+tokens instead of 6 (verifier CPU p50 170-200 ms here, on a loaded machine). The shipped verifier is unchanged;
+v + lr is the candidate to measure end to end next.
 """
 from __future__ import annotations
 
