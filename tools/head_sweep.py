@@ -188,7 +188,7 @@ def main() -> None:
             cs.emb = [ema_normalise(e, ema, prior) for e in cs.emb]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for held in args.folds.split(","):
+    for held in [f for f in args.folds.split(",") if f]:          # --folds "": only --build
         r = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann, ensemble)
         r["variant"] = args.variant + ("+extra" if args.extra else "")
         with out.open("a") as f:
