@@ -256,6 +256,11 @@ class Verifier:
         mel = self.features(c, padding=0)
         return mel[:, :mel.shape[1] // 2 * 2]
 
+    def encode(self, audio: np.ndarray, end_s: float, lead: float):
+        """(Whisper's encoding of the crop from `lead` s before end_s to tail_s after it, its mel frames)."""
+        mel = self._mel(audio, end_s, lead)
+        return self.model.encode(self._sv.from_array(np.ascontiguousarray(mel[None], np.float32))), mel.shape[1]
+
     def score(self, audio: np.ndarray, keywords, end_s: float | None = None) -> dict[str, float]:
         audio = np.asarray(audio, np.float32).reshape(-1)
         if isinstance(keywords, str):
@@ -267,11 +272,10 @@ class Verifier:
         best = {kw: -math.inf for kw in keywords}
         with self._lock:
             for lead in self.cfg.lead_s:
-                mel = self._mel(audio, end_s, lead)
-                enc = self.model.encode(self._sv.from_array(np.ascontiguousarray(mel[None], np.float32)))
+                enc, n_frames = self.encode(audio, end_s, lead)
                 prefix = self._decode(enc)
                 for kw in keywords:
-                    for s in self._forced(enc, mel.shape[1], prefix, kw):
+                    for s in self._forced(enc, n_frames, prefix, kw):
                         best[kw] = max(best[kw], s)
         return best
 
@@ -295,8 +299,8 @@ class Verifier:
         found = [i for i, t in enumerate(prefix) if t == first_token]
         return sorted({0, len(prefix), *starts[-self.cfg.positions:], *found})
 
-    def _forced(self, enc, n_frames: int, prefix: list[int], kw: str) -> list[float]:
-        """Forced scores of kw at the candidate positions, in one batched `align` call."""
+    def forced_items(self, prefix: list[int], kw: str) -> list[tuple[list[int], list[int]]]:
+        """(transcript prefix, keyword tokens) for every position where kw is forced (see _positions)."""
         for t in prefix:
             if t not in self._space:
                 self._space[t] = self.tokenizer.id_to_token(t).startswith("\u0120")   # byte-level BPE space
@@ -305,14 +309,20 @@ class Verifier:
         for i in sorted({p for toks in forms for p in self._positions(prefix, toks[0])}):
             for toks in (forms if i == 0 else forms[:1]):
                 items.append((list(prefix[:i]), toks))
+        return items
+
+    def align_logprobs(self, enc, n_frames: int, items) -> list[np.ndarray]:
+        """Log-probabilities of each item's second part given its first ((prefix, tokens) pairs), in one batched
+        `align` call on the encoded crop."""
         e = np.asarray(enc)
         res = self.model.align(self._sv.from_array(np.ascontiguousarray(np.repeat(e, len(items), 0))),
                                self.prompt, [pre + toks for pre, toks in items], n_frames)
-        out = []
-        for (pre, toks), r in zip(items, res):
-            p = np.maximum(np.asarray(r.text_token_probs, np.float64)[len(pre):len(pre) + len(toks)], 1e-30)
-            out.append(float(np.sum(np.log(p))))
-        return out
+        return [np.log(np.maximum(np.asarray(r.text_token_probs, np.float64)[len(pre):len(pre) + len(toks)], 1e-30))
+                for (pre, toks), r in zip(items, res)]
+
+    def _forced(self, enc, n_frames: int, prefix: list[int], kw: str) -> list[float]:
+        """Forced scores of kw at the candidate positions, in one batched `align` call."""
+        return [float(lp.sum()) for lp in self.align_logprobs(enc, n_frames, self.forced_items(prefix, kw))]
 
 
 # --- the cascade ------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
         runs/calls/fold_espeak/first_stage.pt runs/acc2_work/fold_espeak/first_stage.pt models/default.pt
 
 For each model: per engine, the hours of keyword-free calls and the calls per hour whose best keyword score
-(smoothed over 3 steps, as the detector does) reaches 0.9 and 0.97. A leave-one-engine-out fold that fires on the
+(smoothed over SMOOTHING steps, the same for every model, so that models compare) reaches 0.9 and 0.97. A leave-one-engine-out fold that fires on the
 engine it never heard, and not on the others, is failing on that engine's voices, not on running speech as such.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 LEVELS = (0.9, 0.97)
+SMOOTHING = 3          # steps of the moving average (the shipped model's own)
 
 
 def peaks_by_engine(model, calls) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -30,8 +31,8 @@ def peaks_by_engine(model, calls) -> tuple[dict[str, float], dict[str, list[floa
     peaks: dict[str, list[float]] = {}
     for emb, meta in zip(calls.emb, calls.meta):
         s = call_posteriors(model.head, emb)[:, cols].max(1)
-        s = np.convolve(s, np.ones(3) / 3, mode="same")
-        hours[meta["engine"]] = hours.get(meta["engine"], 0.0) + s.size * 0.08 / 3600
+        s = np.convolve(s, np.ones(SMOOTHING) / SMOOTHING, mode="same")
+        hours[meta["engine"]] = hours.get(meta["engine"], 0.0) + s.size * config.STEP_S / 3600
         peaks.setdefault(meta["engine"], []).append(float(s.max()))
     return hours, peaks
 

@@ -82,30 +82,18 @@ def substring_match(word: str, text: str) -> float:
 
 def crop_features(ver, window: np.ndarray, end_s: float, kw: str) -> dict:
     """Every feature of one candidate from one encode, one greedy decode and one batched align."""
-    mel = ver._mel(np.asarray(window, np.float32), end_s, ver.cfg.lead_s[0])
-    enc = ver.model.encode(ver._sv.from_array(np.ascontiguousarray(mel[None], np.float32)))
+    enc, n_frames = ver.encode(np.asarray(window, np.float32), end_s, ver.cfg.lead_s[0])
     prefix = ver._decode(enc)
-    for t in prefix:
-        if t not in ver._space:
-            ver._space[t] = ver.tokenizer.id_to_token(t).startswith("\u0120")
-    forms = ver.keyword_tokens(kw)
-    items = [([], list(prefix))]                                      # the transcript's own probabilities
-    for i in sorted({p for toks in forms for p in ver._positions(prefix, toks[0])}):
-        for toks in (forms if i == 0 else forms[:1]):
-            items.append((list(prefix[:i]), toks))
-    e = np.asarray(enc)
-    res = ver.model.align(ver._sv.from_array(np.ascontiguousarray(np.repeat(e, len(items), 0))), ver.prompt,
-                          [pre + toks for pre, toks in items], mel.shape[1])
-    own = np.log(np.maximum(np.asarray(res[0].text_token_probs, np.float64)[:len(prefix)], 1e-30))
+    items = ver.forced_items(prefix, kw)
+    own, *forced = ver.align_logprobs(enc, n_frames, [([], list(prefix))] + items)   # + the transcript's own
     v, lr = -np.inf, -np.inf
-    for (pre, toks), r in zip(items[1:], res[1:]):
-        lp = np.log(np.maximum(np.asarray(r.text_token_probs, np.float64)[len(pre):len(pre) + len(toks)], 1e-30))
+    for (pre, toks), lp in zip(items, forced):
         v = max(v, float(lp.sum()))
         ref = own[len(pre):len(pre) + len(toks)]
         lr = max(lr, float(lp.mean() - (ref.mean() if ref.size else 0.0)))
-    text = letters(ver.tokenizer.decode(prefix))
-    best = max(substring_match(letters(f), text) for f in _forms(kw))
-    return {"v": v, "lr": lr, "text": best, "transcript": ver.tokenizer.decode(prefix)}
+    transcript = ver.tokenizer.decode(prefix)
+    best = max(substring_match(letters(f), letters(transcript)) for f in _forms(kw))
+    return {"v": v, "lr": lr, "text": best, "transcript": transcript}
 
 
 def _forms(kw: str):
@@ -180,8 +168,9 @@ def main(argv=None) -> int:
     print(f"{'features':26s} " + " ".join(f"{n:>22s}" for n in names))
     for fs, cols in FEATURE_SETS.items():
         line, results[fs] = [], {}
+        designs = {n: design(data[n], cols) for n in names}
         for n in names:
-            Xt, yt = design(data[n], cols)
+            Xt, yt = designs[n]
             if args.within:                    # 2-fold by voice inside the run
                 voices = sorted({c["voice"] for c in data[n]["cands"]})
                 half = np.array([voices.index(c["voice"]) % 2 for c in data[n]["cands"]])
@@ -190,10 +179,8 @@ def main(argv=None) -> int:
                     w = fit_logistic(Xt[half != h], yt[half != h])
                     s[half == h] = Xt[half == h] @ w
             else:
-                train = [f.name for f in folds if f.name != n]
-                X = np.concatenate([design(data[t], cols)[0] for t in train])
-                y = np.concatenate([design(data[t], cols)[1] for t in train])
-                w = fit_logistic(X, y)
+                train = [designs[f.name] for f in folds if f.name != n]
+                w = fit_logistic(np.concatenate([X for X, _ in train]), np.concatenate([y for _, y in train]))
                 s = Xt @ w
             meta = data[n]["meta"]
             curve = det_curve(s, yt, meta["hours"], meta["keywords"])

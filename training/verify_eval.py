@@ -320,7 +320,8 @@ def cascade_calls(kw: list[dict], neg: list[dict], seed: int, recipe=None):
 
 
 def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: int, ver,
-                 model_path: Path | None = None, engine: str | None = None, split: str = "test") -> dict:
+                 model_path: Path | None = None, engine: str | None = None, split: str = "test",
+                 crops: list | None = None) -> dict:
     """First stage at factor x its thresholds on calls, every candidate scored by the verifier; recall vs FA/h of
     the first stage alone (its candidates whose peak reaches threshold x s) and of the cascade (a pooled logistic
     combiner, 2-fold by voice).
@@ -343,13 +344,10 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     model = load_any(model_path, threads=1)
     who = f"{split}-split voices" if engine is None else f"engine {engine} (never heard by this first stage) and " \
         "keyword-free speech of test-split voices"
-    res = verify_candidates(model, cascade_calls(kw, neg, seed), factor, ver, f"calls of {who}")
+    res = verify_candidates(model, cascade_calls(kw, neg, seed), factor, ver, f"calls of {who}", crops)
     res.update(engine=engine, first_stage=str(model_path))
     res.update(cascade_report(res))
     return res
-
-
-CROPS: list | None = None       # --crops: every candidate's window is kept here, in candidate order
 
 
 def save_crops(path: Path, crops: list) -> None:
@@ -359,10 +357,11 @@ def save_crops(path: Path, crops: list) -> None:
     np.savez(path, audio=np.concatenate(crops) if crops else np.zeros(0, np.float16), offsets=off)
 
 
-def verify_candidates(model, streams, factor: float, ver, what: str) -> dict:
+def verify_candidates(model, streams, factor: float, ver, what: str, crops: list | None = None) -> dict:
     """The first stage (at factor x its thresholds, as VerifiedSpotter runs it) over each stream of `streams`
     ((audio, notes [(keyword, start_s, end_s)], voice, engine, kind) tuples), every candidate labelled by the one hit
-    rule and scored by the verifier on the last 2 s before its estimated end (+0.4 s)."""
+    rule and scored by the verifier on the last 2 s before its estimated end (+0.4 s). `crops`, if a list, gets
+    every candidate's window (float16), in candidate order (save_crops)."""
     from spotter.detector import KeywordSpotter
     from spotter.verify import candidate_config
     from evaluation.streams import Annotation, match_detections
@@ -385,8 +384,8 @@ def verify_candidates(model, streams, factor: float, ver, what: str) -> dict:
             cands.append({"kw": ev.keyword, "first": ev.score, "v": v, "y": int(m is not None), "voice": voice,
                           "kind": kind, "engine": eng, "ms": 1000 * (time.perf_counter() - t0),
                           "cpu_ms": 1000 * (time.process_time() - c0), "call": n_call, "end": ev.end_s - w0})
-            if CROPS is not None:
-                CROPS.append(win.astype(np.float16))
+            if crops is not None:
+                crops.append(win.astype(np.float16))
     hours = seconds / 3600
     print(f"\n== cascade on {n_call} {what} ({hours * 60:.1f} min, {n_notes} keywords): {len(cands)} candidates at "
           f"{factor} x thresholds ({len(cands) / hours:.0f} per hour)")
@@ -395,7 +394,8 @@ def verify_candidates(model, streams, factor: float, ver, what: str) -> dict:
             "cands": cands}
 
 
-def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ver, condition: str = "clean") -> dict:
+def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ver, condition: str = "clean",
+                 crops: list | None = None) -> dict:
     """The cascade with the English first stage (the en_wake recipe's model, trained on synthetic voices only) on
     real people: every real "alexa" / "computer" clip as a stream of its own (as `spotter evaluate --real` scores
     the first stage), against the en_wake recipe's held-out keyword-free sentences (test-split voices, as calls,
@@ -426,7 +426,7 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
             yield np.concatenate([audio, floor]), notes, str(path), "real", condition
         yield from cascade_calls([], neg, seed, recipe)
     res = verify_candidates(model, streams(), factor, ver, f"streams: {len(clips)} real keyword clips, {len(speech)} "
-                            f"real speech files, {len(neg)} held-out synthetic keyword-free sentences ({condition})")
+                            f"real speech files, {len(neg)} held-out synthetic keyword-free sentences ({condition})", crops)
     res.update(first_stage=str(model_path), condition=condition)
     res.update(cascade_report(res))
     return res
@@ -603,8 +603,7 @@ def main(argv=None) -> int:
     ap.add_argument("--crops", help="with --cascade or --real-cascade: keep every candidate's window in this .npz")
     args = ap.parse_args(argv)
     from spotter.verify import Verifier
-    global CROPS
-    CROPS = [] if args.crops else None
+    crops = [] if args.crops else None
 
     def factory(lang="fr"):
         return Verifier(VerifierConfig(lead_s=tuple(float(x) for x in args.lead.split(",")), tail_s=args.tail,
@@ -627,14 +626,14 @@ def main(argv=None) -> int:
         root = Path(os.environ.get("SPOTTER_SPEECH_DIR", ROOT.parent / "shared" / "data" / "speech")) / "real_kws_en"
         for cond in args.conditions.split(","):
             out[f"real_cascade_{cond}"] = real_cascade(Path(args.real_cascade), root, args.factor, args.seed,
-                                                       factory("en"), cond)
+                                                       factory("en"), cond, crops)
     if args.cascade:
         sets = ("val", "val_gen") if args.calibrate else ("eval_kw", "eval_neg")
         sents = cached_sentences(Path(args.cache), sets)
         n_kw, n_neg = (int(x) for x in args.cascade.split(","))
         first = fold_first_stage(Path(args.work), args.fold) if args.fold else None
         out["cascade"] = cascade_eval(sents, n_kw, n_neg, args.factor, args.seed, factory(), first, args.fold,
-                                      split="val" if args.calibrate else "test")
+                                      split="val" if args.calibrate else "test", crops=crops)
         if args.calibrate:
             out["cascade"]["threshold"] = calibrate_cascade(out["cascade"], args.budget)
     if not args.only_real:
@@ -654,8 +653,8 @@ def main(argv=None) -> int:
         c = np.asarray(CPU_MS)
         print(f"\nprocess CPU per verifier call (all synthetic windows): p50 {np.median(c):.0f} ms, "
               f"p95 {np.quantile(c, 0.95):.0f} ms, mean {c.mean():.0f} ms (n={c.size})")
-    if args.crops and CROPS is not None:
-        save_crops(Path(args.crops), CROPS)
+    if crops is not None:
+        save_crops(Path(args.crops), crops)
     if args.json:
         Path(args.json).write_text(json.dumps(out, ensure_ascii=False, indent=1))
     return 0
