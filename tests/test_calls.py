@@ -185,3 +185,48 @@ def test_recall_at_a_false_alarm_budget_carries_a_bootstrap_interval():
     lo, hi = a5["recall_interval_90"]
     assert lo <= a5["recall"]["recall"] <= hi
     assert hi - lo > 0.3      # draws without the two false alarms allow 0.93: recall 1.0; draws with both: 0.5
+
+
+@needs_espeak
+def test_leave_one_engine_out_negatives_are_the_held_out_engines_own_speech(tmp_path):
+    """A fold's false alarms are counted on keyword-free speech of the engine it never heard: 'loeo_neg' tops each
+    engine up with test-frame sentences by its non-test voices, drawn on its own (no other set changes), and
+    engine_negatives gives one engine's calls only."""
+    from dataclasses import replace
+    from training.calltrain import (CALL_S_PER_SENTENCE, CallSet, engine_negatives, jobs_fingerprint, plan_jobs,
+                                    plan_voices)
+    from training.recipes import CallPlan
+    base = CallPlan(cache_dir=tmp_path, kokoro_random_blends=0, espeak_generated_speakers=0, eval_negative_hours=0.2)
+    more = replace(base, loeo_negative_hours=0.5)
+    voices, splits = plan_voices(more)
+    jobs_a, jobs_b = plan_jobs(base, voices, splits), plan_jobs(more, voices, splits)
+    assert "loeo_neg" not in jobs_a and jobs_b["loeo_neg"]
+    for name, jobs in jobs_a.items():
+        assert jobs_b[name] == jobs and jobs_fingerprint(jobs_b[name]) == jobs_fingerprint(jobs), name
+    assert jobs_fingerprint(jobs_b["eval_neg"][1:]) != jobs_fingerprint(jobs_b["eval_neg"])
+    for engine in {v.engine for v in voices}:
+        have = sum(1 for j in jobs_b["eval_neg"] if j.voice.engine == engine)
+        added = [j for j in jobs_b["loeo_neg"] if j.voice.engine == engine]
+        if any(v.engine == engine and splits.get(v.key) != "test" for v in voices):
+            assert have + len(added) == max(have, int(0.5 * 3600 / CALL_S_PER_SENTENCE)), engine
+    seen = {j.sentence.text for name in ("train", "val") for j in jobs_b[name]}
+    for j in jobs_b["loeo_neg"]:                    # test-frame sentences, by voices the fold never heard
+        assert j.sentence.keyword is None and splits[j.voice.key] != "test" and j.sentence.text not in seen
+
+    sets = {"eval_neg": CallSet(), "loeo_neg": CallSet()}
+    for name, engine in (("eval_neg", "a"), ("eval_neg", "b"), ("loeo_neg", "a")):
+        sets[name].add(np.zeros((20, 96), np.float16), np.zeros(5, np.int16), [], {"engine": engine})
+    assert [m["engine"] for m in engine_negatives(sets, "a").meta] == ["a", "a"]
+    assert [m["engine"] for m in engine_negatives({"eval_neg": sets["eval_neg"]}, "b").meta] == ["b"]
+
+
+def test_no_negatives_give_no_operating_point():
+    """Without keyword-free speech there is no false-alarm rate: recall 'at 0.5 FA/h' is not reported (rather than
+    taken at the lowest threshold as if no false alarm could happen)."""
+    from training.calltrain import CallSet, evaluate_posteriors
+    kw_cs, p = CallSet(), np.zeros((40, len(config.LABELS)), np.float32)
+    p[:, config.LABELS.index(config.OTHER)] = 1.0
+    kw_cs.add(np.zeros((55, 96), np.float16), np.zeros(40, np.int16), [("gaz", 1.0, 1.3)],
+              {"engine": "e", "channel": "wide", "service": "18"})
+    res = evaluate_posteriors([p], [], kw_cs, CallSet(), {k: 0.5 for k in config.KEYWORDS}, 1)
+    assert res["negative_hours"] == 0 and res["at_0.5_fa_h"] is None and res["at_1.0_fa_h"] is None

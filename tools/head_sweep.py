@@ -129,14 +129,16 @@ def train_dann(train, val, cfg, seed: int, lam: float):
 
 
 def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, dann: float = 0.0,
-             ensemble: int = 0) -> dict:
+             ensemble: int = 0, fold_negatives: str = "engine") -> dict:
     t0 = time.time()
     if held == "final":
         keep = lambda m: True
-        kw = T.held_out_voices(sets["eval_kw"], info)
+        kw, neg = T.held_out_voices(sets["eval_kw"], info), sets["eval_neg"]
     else:
         keep = lambda m: m["engine"] != held
         kw = sets["eval_kw"].select(lambda m: m["engine"] == held)
+        # "test-voices": the rule before 2026-12-02 (every engine's test-split voices), kept to compare with
+        neg = T.engine_negatives(sets, held) if fold_negatives == "engine" else sets["eval_neg"]
     train, val = sets["train"].select(keep), sets["val"].select(keep)
     if dann:
         head, tinfo = train_dann(train, val, cfg, seed, dann)
@@ -146,12 +148,13 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
     else:
         head, tinfo = T.train_fold(train, val, cfg, seed)
     thr, sm, cal = T.calibrate_head(head, val, budget)
-    res = T.evaluate_head(head, kw, sets["eval_neg"], thr, sm)
+    res = T.evaluate_head(head, kw, neg, thr, sm)
     return {"fold": held, "seconds": round(time.time() - t0, 1), "windows": tinfo["windows"],
             "calibrated": {"recall": res["calibrated"]["recall"]["recall"],
                            "fa_per_hour": res["calibrated"]["fa_per_hour"]},
             "at_0.5": (res["at_0.5_fa_h"] or {}).get("recall"), "at_1": (res["at_1.0_fa_h"] or {}).get("recall"),
             "interval_0.5": (res["at_0.5_fa_h"] or {}).get("recall_interval_90"),
+            "negative_hours": res["negative_hours"], "threshold_0.5": (res["at_0.5_fa_h"] or {}).get("threshold"),
             "per_keyword_0.5": (res["at_0.5_fa_h"] or {}).get("per_keyword"),
             "clip": res["clip"]["accuracy"], "service": res["service"]["service_correct"],
             "det": res["det"]}
@@ -167,6 +170,9 @@ def main() -> None:
     ap.add_argument("--build", action="store_true", help="first build the recipe's call sets missing from --work")
     ap.add_argument("--extra", action="store_true", help="train with the run's _extra sets too")
     ap.add_argument("--out", default=str(ROOT / "runs/sweep/results.jsonl"))
+    ap.add_argument("--fold-negatives", choices=("engine", "test-voices"), default="engine",
+                    help="a fold's false alarms on the held-out engine's own speech (the recipe), or on every "
+                         "engine's test-split voices (the rule before 2026-12-02, to compare)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -189,12 +195,15 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for held in [f for f in args.folds.split(",") if f]:          # --folds "": only --build
-        r = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann, ensemble)
+        r = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann, ensemble,
+                     args.fold_negatives)
         r["variant"] = args.variant + ("+extra" if args.extra else "")
+        r["fold_negatives"] = args.fold_negatives
         with out.open("a") as f:
             f.write(json.dumps(r, ensure_ascii=False, default=float) + "\n")
         a5 = r["at_0.5"] or {}
-        print(f"{r['variant']:22s} {held:7s} recall@0.5FA/h {a5.get('recall')} ({a5.get('found')}/{a5.get('of')}) "
+        print(f"{r['variant']:22s} {held:7s} negatives {r['negative_hours']} h; "
+              f"recall@0.5FA/h {a5.get('recall')} ({a5.get('found')}/{a5.get('of')}) thr {r['threshold_0.5']} "
               f"90% {r['interval_0.5']} "
               f"@1 {(r['at_1'] or {}).get('recall')} clip {r['clip']} service {r['service']} "
               f"calibrated {r['calibrated']} [{r['seconds']} s]", flush=True)

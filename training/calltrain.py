@@ -12,8 +12,10 @@
             and channel; keyword-clip accuracy; service at call end; a DET plot
 
 Leave-one-engine-out: fold E trains (and calibrates) on the other engines only and is scored on calls spoken by
-engine E's voices, which no part of its training heard. Negatives for every score are >= `negative_hours` of
-keyword-free running speech from test-split voices (held out from every model), half through the telephone.
+engine E's voices, which no part of its training heard: its keywords, and its false alarms on E's own keyword-free
+running speech (engine_negatives: E's test-split voices, topped up by its other voices to `loeo_negative_hours`).
+The model trained on every engine is scored on test-split voices (held out from every model) against their
+keyword-free running speech (`eval_negative_hours`). Negative calls alternate wideband and telephone.
 Because the backbone is frozen, the embeddings of all calls are computed once and every fold retrains the head.
 """
 from __future__ import annotations
@@ -131,11 +133,11 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
     test_voices = [v for v in base if splits.get(v.key) == "test"]
     weights = {"espeak": 1.0, "mbrola": 3.0, "kokoro": 0.5}       # per voice: more from the natural engines
     total_w = sum(weights[v.engine] for v in test_voices) or 1.0
-    n_total = int(plan.eval_negative_hours * 3600 / 2.4)
+    n_total = int(plan.eval_negative_hours * 3600 / SENTENCE_S)
     for v in test_voices:
         n = int(n_total * weights[v.engine] / total_w)
         if v.engine == "kokoro":
-            n = min(n, plan.kokoro_eval_negatives)       # ~8 s of CPU per Kokoro sentence
+            n = min(n, plan.kokoro_eval_negatives)       # ~1.2 s of CPU per Kokoro sentence
         sets["eval_neg"] += [job(negative_sentence(rng, "test"), v) for _ in range(n)]
     # drawn espeak speakers last, with their own draws: adding them changes no other voice's sentences (cache)
     rng = random.Random(plan.seed + 17)
@@ -163,7 +165,20 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
         for kw in config.KEYWORDS:
             target += [job(keyword_sentence(kw, rng, "train"), v) for _ in range(plan.accent_kw_sentences)]
         target += [job(negative_sentence(rng, "train"), v) for _ in range(plan.accent_neg_sentences)]
+    # each engine's keyword-free speech for its leave-one-engine-out fold, topped up to plan.loeo_negative_hours by
+    # the engine's other voices (a fold never heard any voice of it), with their own draws
+    rng = random.Random(plan.seed + 41)
+    for engine in plan.engines:
+        have = sum(1 for j in sets["eval_neg"] if j.voice.engine == engine)
+        others = [v for v in base if v.engine == engine and splits.get(v.key) != "test"]
+        need = int(plan.loeo_negative_hours * 3600 / CALL_S_PER_SENTENCE) - have
+        for i in range(max(0, need) if others else 0):
+            sets.setdefault("loeo_neg", []).append(job(negative_sentence(rng, "test"), others[i % len(others)]))
     return sets
+
+
+SENTENCE_S = 2.4            # a synthesised caller sentence lasts about this long (plans count sentences) ...
+CALL_S_PER_SENTENCE = 3.2   # ... and takes this much of a call with its pauses (eval_neg: 6.55 h, 7,220 sentences)
 
 
 EXTRA_BLEND_MARK = "x"
@@ -518,7 +533,7 @@ def evaluate_head(head, kw: CallSet, neg: CallSet, thresholds: dict, smoothing: 
 def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray], kw: CallSet, neg: CallSet,
                         thresholds: dict, smoothing: int, out_dir: Path | None = None, title: str = "") -> dict:
     """evaluate_head on posteriors already computed (any scorer: a head, or another engine's model)."""
-    hours = neg.hours()
+    hours = neg.hours()         # no negatives: no false-alarm rate, so no operating point (never "0 FA/h")
     out = {"negative_hours": round(hours, 2), "keyword_occurrences": sum(len(n) for n in kw.notes),
            "keyword_calls": len(kw.emb), "smoothing_steps": smoothing}
     cal = score_calls(kw_posts, kw, thresholds, smoothing)
@@ -542,9 +557,9 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
         falses = score_calls(neg_posts, neg, thr, smoothing)["false_alarms"]
         det.append({"threshold": float(th), "fa_per_hour": len(falses) / hours if hours else 0.0, "result": r,
                     "falses": falses})
-    intervals = bootstrap_recall(det, kw, neg, FA_TARGETS)
+    intervals = bootstrap_recall(det, kw, neg, FA_TARGETS) if hours else {}
     for target in FA_TARGETS:
-        ok = [d for d in det if d["fa_per_hour"] <= target]
+        ok = [d for d in det if d["fa_per_hour"] <= target] if hours else []
         if not ok:
             out[f"at_{target}_fa_h"] = None
             continue
@@ -647,7 +662,8 @@ def base_set(name: str) -> str:
 
 # how each set is made: (noise half, SNR range, channel copies per call, alternate wide/tel, calls without keyword)
 SET_SPECS = {"train": ("train", (0.0, 30.0), None, False, 0.25), "val": ("eval", (5.0, 20.0), 1, False, 0.25),
-             "eval_kw": ("eval", (5.0, 20.0), 1, True, 0.0), "eval_neg": ("eval", (5.0, 20.0), 1, True, 0.25)}
+             "eval_kw": ("eval", (5.0, 20.0), 1, True, 0.0), "eval_neg": ("eval", (5.0, 20.0), 1, True, 0.25),
+             "loeo_neg": ("eval", (5.0, 20.0), 1, True, 0.25)}
 
 
 def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, rebuild: bool = False,
@@ -665,26 +681,39 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
         if only is not None and name not in only:
             continue
         path = work / f"calls_{name}.npz"
-        if path.is_file() and not rebuild and name in info["sets"]:
+        fingerprint = jobs_fingerprint(job_list)
+        stored = info["sets"].get(name, {}).get("jobs")
+        if path.is_file() and not rebuild and name in info["sets"] and stored in (fingerprint, None):
+            if stored is None:
+                log.warning("%s: stored before job fingerprints; kept as it is (delete it if the recipe changed)", path)
             sets[name] = CallSet.load(path)
             continue
+        if path.is_file() and stored not in (fingerprint, None):
+            log.info("%s: the recipe's sentences for this set changed; building it again", path)
         t0 = time.time()
         utts = C.synthesize_utterances(job_list, cache_dir, workers=2, progress=name)
         t_synth = time.time() - t0
         noise_half, snr, copies, alternate, no_kw = SET_SPECS[base_set(name)]
         seed = zlib.crc32(f"{plan.seed}:{name}".encode())
         groups = group_calls(utts, plan, np.random.default_rng(seed), no_kw_share=no_kw)
-        split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test"}[base_set(name)]
+        split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
         sets[name] = embed_calls(groups, noise[noise_half], seed, snr, copies=copies or plan.train_copies,
                                  split=split, alternate=alternate, progress=f"{name} calls")
         sets[name].save(path)
-        info["sets"][name] = {"sentences": len(utts), "calls": len(sets[name].emb), "hours": round(sets[name].hours(), 3),
+        info["sets"][name] = {"jobs": fingerprint, "sentences": len(utts), "calls": len(sets[name].emb),
+                              "hours": round(sets[name].hours(), 3),
                               "synthesis_s": round(t_synth, 1), "calls_and_embeddings_s": round(time.time() - t0 - t_synth, 1)}
         info.update(voices={v.key: splits.get(v.key) for v in voices},
                     speakers={sp: sorted({s for v in voices if splits.get(v.key) == sp for s in v.speakers})
                               for sp in ("train", "val", "test")})
         info_path.write_text(json.dumps(info, ensure_ascii=False, indent=1))
     return merge_parts(sets), info
+
+
+def jobs_fingerprint(jobs: list[C.SayJob]) -> str:
+    """One hash of a set's sentence jobs, in order: a stored set is reused only while its recipe still plans it."""
+    import hashlib
+    return hashlib.sha1(" ".join(C._job_hash(j) for j in jobs).encode()).hexdigest()[:16]
 
 
 def merge_parts(parts: dict[str, CallSet]) -> dict[str, CallSet]:
@@ -701,6 +730,13 @@ def load_callsets(work: Path, extra: bool = True) -> tuple[dict[str, CallSet], d
     names = [p.stem.removeprefix("calls_") for p in sorted(Path(work).glob("calls_*.npz"))]
     parts = {n: CallSet.load(Path(work) / f"calls_{n}.npz") for n in names if extra or not n.endswith(EXTRA_SUFFIX)}
     return merge_parts(parts), json.loads((Path(work) / "calls_info.json").read_text())
+
+
+def engine_negatives(sets: dict[str, CallSet], engine: str) -> CallSet:
+    """The keyword-free calls said by one engine's voices ('eval_neg' and 'loeo_neg'): the false-alarm side of the
+    fold that never heard that engine. Counting a fold's false alarms on the engines it trained on would flatter it."""
+    neg = sets["eval_neg"] if "loeo_neg" not in sets else _concat(sets["eval_neg"], sets["loeo_neg"])
+    return neg.select(lambda m: m["engine"] == engine)
 
 
 def held_out_voices(cs: CallSet, info: dict) -> CallSet:
@@ -746,7 +782,7 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
             head, tinfo = train_fold(sets["train"].select(keep), sets["val"].select(keep), tr, seed)
             thr, sm, cal = calibrate_head(head, sets["val"].select(keep), budget)
             res = evaluate_head(head, sets["eval_kw"].select(lambda m, held=held: m["engine"] == held),
-                                sets["eval_neg"], thr, sm, work / f"fold_{held}", f"trained without {held}")
+                                engine_negatives(sets, held), thr, sm, work / f"fold_{held}", f"trained without {held}")
             res.update(calibration=cal, thresholds=thr, seconds=round(time.time() - t0, 1), train=tinfo["windows"])
             report["folds"][held] = res
             log.info("fold without %s: %s", held, _one_line(res))

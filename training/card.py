@@ -170,7 +170,11 @@ def calls_card(model) -> str:
         lines.append(f"| {k} | {config.KEYWORD_SERVICE.get(k, '—')} | {model.detector.thresholds.get(k, float('nan')):.3f} |")
     lines += ["", "## Evaluation: keywords inside sentences, voices and engines it never heard", "",
               f"Negatives: {final.get('negative_hours', '?')} h of keyword-free running speech by held-out "
-              "(test-split) voices, half through the telephone channel, noise 5-20 dB. Keyword calls: half "
+              "(test-split) voices, half through the telephone channel, noise 5-20 dB. "
+              + ("A leave-one-engine-out fold counts its false alarms on the left-out engine's own keyword-free "
+                 "speech only (" + ", ".join(f"{h}: {r.get('negative_hours', '?')} h"
+                                             for h, r in rep["folds"].items()) + "). " if rep.get("folds") else "")
+              + "Keyword calls: half "
               "telephone, noise 5-20 dB, test-split sentence frames (never used in training). One hit rule "
               "(`evaluation.streams.score_stream`): a detection of the right keyword decided inside "
               "[start, end + 0.8 s].", "",

@@ -103,6 +103,10 @@ class CallPlan:
     eval_kw_sentences: dict[str, int] = field(default_factory=lambda: {"espeak": 1, "mbrola": 4, "kokoro": 2})
     eval_negative_hours: float = 5.0         # keyword-free running speech of test voices
     kokoro_eval_negatives: int = 20
+    # leave-one-engine-out: a fold's false alarms are counted on the held-out engine's own keyword-free speech
+    # ("eval_neg" by its test-split voices, then the "loeo_neg" set: test-frame sentences by its other voices, all
+    # unheard by that fold) until each engine has about this many hours
+    loeo_negative_hours: float = 0.0
     espeak_generated_speakers: int = 0       # drawn espeak-ng variants (training/speakers.py): new speakers
     cache_dir: Path = Path("cache/sentences")  # synthesized sentences and their index
     kokoro_random_blends: int = 8            # extra Kokoro speakers: random mixtures of the training styles

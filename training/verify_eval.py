@@ -7,7 +7,8 @@
 
 Synthetic data: the caller sentences of the calls recipe (training/configs/calls.toml) already synthesised in the
 sentence cache. Their keyword is not stored in utterances.jsonl, so the recipe's plan is rebuilt (no synthesis) and
-each job's hash is matched to the cache index; only the 'eval_kw' (test frames) and 'eval_neg' sets are used.
+each job's hash is matched to the cache index; only the 'eval_kw' (test frames), 'eval_neg' and 'loeo_neg' sets
+are used.
 For each keyword k:
   positive   a sentence saying k, the window ending at k's end (+ jitter like the first stage's estimate)
   near-miss  a sentence with one of k's near-miss words (texts.NEAR_MISSES), scored for k near that word's end
@@ -91,7 +92,7 @@ def cached_sentences(cache_dir: Path, sets=("eval_kw", "eval_neg"), recipe: str 
             index[r["hash"]] = r
     out = []
     for set_name in sets:
-        for j in jobs[set_name]:
+        for j in jobs.get(set_name, []):
             r = index.get(C._job_hash(j))
             if r and (cache_dir / r["path"]).is_file():
                 out.append({"path": str(cache_dir / r["path"]), "text": j.sentence.text, "keyword": j.sentence.keyword,
@@ -327,7 +328,7 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     combiner, 2-fold by voice).
     engine None: the shipped model (models/default.onnx) on calls of test-split voices (held out from it).
     engine E: `model_path`, a first stage that never heard engine E (fold_first_stage), on the keyword sentences
-    of all of E's voices and the keyword-free sentences of test-split voices (the recipe's fold scoring).
+    and the keyword-free sentences of all of E's voices (the recipe's fold scoring: calltrain.engine_negatives).
     split: the voices whose sentences are used ("val" for calibrate_cascade)."""
     from spotter.artifact import DEFAULT_ONNX_MODEL
     from spotter.onnxmodel import load_any
@@ -337,13 +338,12 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
         kw = [s for s in test if s["keyword"] and s["spans"]]
     else:
         kw = [s for s in sents if s["keyword"] and s["spans"] and s["engine"] == engine]
-    neg = [s for s in test if not s["keyword"]]
+    neg = [s for s in (test if engine is None else sents) if not s["keyword"] and engine in (None, s["engine"])]
     kw = rng.sample(kw, min(n_kw, len(kw)))
     neg = rng.sample(neg, min(n_neg, len(neg)))
     model_path = Path(model_path or DEFAULT_ONNX_MODEL)
     model = load_any(model_path, threads=1)
-    who = f"{split}-split voices" if engine is None else f"engine {engine} (never heard by this first stage) and " \
-        "keyword-free speech of test-split voices"
+    who = f"{split}-split voices" if engine is None else f"engine {engine} (never heard by this first stage)"
     res = verify_candidates(model, cascade_calls(kw, neg, seed), factor, ver, f"calls of {who}", crops)
     res.update(engine=engine, first_stage=str(model_path))
     res.update(cascade_report(res))
@@ -628,7 +628,7 @@ def main(argv=None) -> int:
             out[f"real_cascade_{cond}"] = real_cascade(Path(args.real_cascade), root, args.factor, args.seed,
                                                        factory("en"), cond, crops)
     if args.cascade:
-        sets = ("val", "val_gen") if args.calibrate else ("eval_kw", "eval_neg")
+        sets = ("val", "val_gen") if args.calibrate else ("eval_kw", "eval_neg", "loeo_neg")
         sents = cached_sentences(Path(args.cache), sets)
         n_kw, n_neg = (int(x) for x in args.cascade.split(","))
         first = fold_first_stage(Path(args.work), args.fold) if args.fold else None
