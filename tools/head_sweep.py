@@ -138,7 +138,8 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
         keep = lambda m: m["engine"] != held
         kw = sets["eval_kw"].select(lambda m: m["engine"] == held)
         # "test-voices": the rule before 2026-12-02 (every engine's test-split voices), kept to compare with
-        neg = T.engine_negatives(sets, held) if fold_negatives == "engine" else sets["eval_neg"]
+        rules = {"engine": T.engine_negatives(sets, held), "test-voices": sets["eval_neg"]}
+        neg = rules if fold_negatives == "both" else rules[fold_negatives]
     train, val = sets["train"].select(keep), sets["val"].select(keep)
     if dann:
         head, tinfo = train_dann(train, val, cfg, seed, dann)
@@ -148,7 +149,13 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
     else:
         head, tinfo = T.train_fold(train, val, cfg, seed)
     thr, sm, cal = T.calibrate_head(head, val, budget)
-    res = T.evaluate_head(head, kw, neg, thr, sm)
+    if isinstance(neg, dict):        # the same head under each rule
+        return [{**fold_result(T.evaluate_head(head, kw, n, thr, sm), held, t0, tinfo), "fold_negatives": rule}
+                for rule, n in neg.items()]
+    return fold_result(T.evaluate_head(head, kw, neg, thr, sm), held, t0, tinfo)
+
+
+def fold_result(res: dict, held: str, t0: float, tinfo: dict) -> dict:
     return {"fold": held, "seconds": round(time.time() - t0, 1), "windows": tinfo["windows"],
             "calibrated": {"recall": res["calibrated"]["recall"]["recall"],
                            "fa_per_hour": res["calibrated"]["fa_per_hour"]},
@@ -170,9 +177,9 @@ def main() -> None:
     ap.add_argument("--build", action="store_true", help="first build the recipe's call sets missing from --work")
     ap.add_argument("--extra", action="store_true", help="train with the run's _extra sets too")
     ap.add_argument("--out", default=str(ROOT / "runs/sweep/results.jsonl"))
-    ap.add_argument("--fold-negatives", choices=("engine", "test-voices"), default="engine",
-                    help="a fold's false alarms on the held-out engine's own speech (the recipe), or on every "
-                         "engine's test-split voices (the rule before 2026-12-02, to compare)")
+    ap.add_argument("--fold-negatives", choices=("engine", "test-voices", "both"), default="engine",
+                    help="a fold's false alarms on the held-out engine's own speech (the recipe), on every "
+                         "engine's test-split voices (the rule before 2026-12-02), or both for the same head")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -195,18 +202,22 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for held in [f for f in args.folds.split(",") if f]:          # --folds "": only --build
-        r = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann, ensemble,
-                     args.fold_negatives)
-        r["variant"] = args.variant + ("+extra" if args.extra else "")
-        r["fold_negatives"] = args.fold_negatives
-        with out.open("a") as f:
-            f.write(json.dumps(r, ensure_ascii=False, default=float) + "\n")
-        a5 = r["at_0.5"] or {}
-        print(f"{r['variant']:22s} {held:7s} negatives {r['negative_hours']} h; "
-              f"recall@0.5FA/h {a5.get('recall')} ({a5.get('found')}/{a5.get('of')}) thr {r['threshold_0.5']} "
-              f"90% {r['interval_0.5']} "
-              f"@1 {(r['at_1'] or {}).get('recall')} clip {r['clip']} service {r['service']} "
-              f"calibrated {r['calibrated']} [{r['seconds']} s]", flush=True)
+        rs = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann,
+                      ensemble, args.fold_negatives)
+        for r in rs if isinstance(rs, list) else [{**rs, "fold_negatives": args.fold_negatives}]:
+            r["variant"] = args.variant + ("+extra" if args.extra else "")
+            print_fold(r, held, out)
+
+
+def print_fold(r: dict, held: str, out: Path) -> None:
+    with out.open("a") as f:
+        f.write(json.dumps(r, ensure_ascii=False, default=float) + "\n")
+    a5 = r["at_0.5"] or {}
+    print(f"{r['variant']:22s} {held:7s} {r['fold_negatives']:11s} negatives {r['negative_hours']} h; "
+          f"recall@0.5FA/h {a5.get('recall')} ({a5.get('found')}/{a5.get('of')}) thr {r['threshold_0.5']} "
+          f"90% {r['interval_0.5']} "
+          f"@1 {(r['at_1'] or {}).get('recall')} clip {r['clip']} service {r['service']} "
+          f"calibrated {r['calibrated']} [{r['seconds']} s]", flush=True)
 
 
 if __name__ == "__main__":

@@ -420,6 +420,7 @@ def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int) 
     xtr, ytr = windows(train, cfg.negative_windows, rng)
     xva, yva = windows(val, cfg.val_negative_windows, rng)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
+    torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
     head, hist = train_head(KeywordHead(), (xtr, ytr), (xva, yva), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
                             patience=cfg.patience, seed=seed)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
