@@ -6,6 +6,7 @@
 For each model: per engine, the hours of keyword-free calls and the calls per hour whose best keyword score
 (smoothed over SMOOTHING steps, the same for every model, so that models compare) reaches 0.9 and 0.97. A leave-one-engine-out fold that fires on the
 engine it never heard, and not on the others, is failing on that engine's voices, not on running speech as such.
+--threshold T also counts the evaluation's own false alarms per engine at a common threshold T.
 """
 from __future__ import annotations
 
@@ -37,10 +38,25 @@ def peaks_by_engine(model, calls) -> tuple[dict[str, float], dict[str, list[floa
     return hours, peaks
 
 
+def false_alarms_by_engine(model, calls, threshold: float) -> dict[str, int]:
+    """The evaluation's false alarms (calltrain.score_calls, the one scorer) at a common threshold, per engine."""
+    from spotter import config
+    from training.calltrain import call_posteriors, score_calls
+    posts = [call_posteriors(model.head, e) for e in calls.emb]
+    res = score_calls(posts, calls, {k: threshold for k in config.KEYWORDS}, model.detector.smoothing_steps)
+    count: dict[str, int] = {}
+    for _, meta in res["false_alarms"]:
+        count[meta["engine"]] = count.get(meta["engine"], 0) + 1
+    return count
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="torch artifacts (.pt)")
     ap.add_argument("--calls", default=str(ROOT / "runs/calls/calls_eval_neg.npz"), help="a stored call set")
+    ap.add_argument("--threshold", type=float, action="append", default=[],
+                    help="also count the evaluation's false alarms per engine at this common threshold (the one "
+                         "scorer, the model's own smoothing); repeatable")
     args = ap.parse_args(argv)
     import torch
     from spotter.model import load_model
@@ -48,10 +64,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     calls = CallSet.load(Path(args.calls))
     for path in args.models:
-        hours, peaks = peaks_by_engine(load_model(path), calls)
+        model = load_model(path)
+        hours, peaks = peaks_by_engine(model, calls)
         cells = [f"{e} ({hours[e]:.2f} h): " + ", ".join(
             f">={t} {sum(p >= t for p in peaks[e]) / hours[e]:.1f}/h" for t in LEVELS) for e in sorted(hours)]
         print(f"{path}\n  calls per hour whose keyword score peaks: " + " | ".join(cells), flush=True)
+        for t in args.threshold:
+            count = false_alarms_by_engine(model, calls, t)
+            print(f"  false alarms at a common threshold of {t}: " + ", ".join(
+                f"{e} {count.get(e, 0)}" for e in sorted(hours)), flush=True)
     return 0
 
 

@@ -708,7 +708,8 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
                     speakers={sp: sorted({s for v in voices if splits.get(v.key) == sp for s in v.speakers})
                               for sp in ("train", "val", "test")})
         info_path.write_text(json.dumps(info, ensure_ascii=False, indent=1))
-    return merge_parts(sets), info
+    # what this plan used: a set stored here by another plan (its file moved away, or not loaded) is not reported
+    return merge_parts(sets), {**info, "sets": {k: v for k, v in info["sets"].items() if k in jobs}}
 
 
 def jobs_fingerprint(jobs: list[C.SayJob]) -> str:
