@@ -697,7 +697,8 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
         noise_half, snr, copies, alternate, no_kw = SET_SPECS[base_set(name)]
         seed = zlib.crc32(f"{plan.seed}:{name}".encode())
         groups = group_calls(utts, plan, np.random.default_rng(seed), no_kw_share=no_kw)
-        split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
+        split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test",
+                 "loeo_neg": "loeo"}[base_set(name)]
         sets[name] = embed_calls(groups, noise[noise_half], seed, snr, copies=copies or plan.train_copies,
                                  split=split, alternate=alternate, progress=f"{name} calls")
         sets[name].save(path)
@@ -736,7 +737,7 @@ def load_callsets(work: Path, extra: bool = True) -> tuple[dict[str, CallSet], d
 
 def engine_negatives(sets: dict[str, CallSet], engine: str) -> CallSet:
     """The keyword-free calls said by one engine's voices ('eval_neg' and 'loeo_neg'): the false-alarm side of the
-    fold that never heard that engine. Counting a fold's false alarms on the engines it trained on would flatter it."""
+    fold that never heard that engine (counted on the engines it trained on, they would measure something else)."""
     neg = sets["eval_neg"] if "loeo_neg" not in sets else _concat(sets["eval_neg"], sets["loeo_neg"])
     return neg.select(lambda m: m["engine"] == engine)
 
