@@ -230,3 +230,29 @@ def test_no_negatives_give_no_operating_point():
               {"engine": "e", "channel": "wide", "service": "18"})
     res = evaluate_posteriors([p], [], kw_cs, CallSet(), {k: 0.5 for k in config.KEYWORDS}, 1)
     assert res["negative_hours"] == 0 and res["at_0.5_fa_h"] is None and res["at_1.0_fa_h"] is None
+
+
+@needs_espeak
+def test_a_stored_call_set_is_built_again_when_the_recipe_changes_its_sentences(tmp_path):
+    """build_callsets reuses a stored set only while the plan still asks for the same sentence jobs (their
+    fingerprint is stored with it); a changed plan builds it again instead of silently scoring the old set."""
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+    from training.calltrain import build_callsets
+    from training.recipes import load_recipe
+    plan = replace(load_recipe(Path(__file__).resolve().parent.parent / "training/configs/calls_tiny.toml").calls,
+                   eval_negative_hours=0.01)
+    work, noise = tmp_path / "work", {"train": [], "eval": []}
+
+    def build(p):
+        sets, info = build_callsets(p, tmp_path / "cache", work, noise, only={"eval_neg"})
+        return sets["eval_neg"], info["sets"]["eval_neg"]
+    first, info1 = build(plan)
+    stamp = (work / "calls_eval_neg.npz").stat().st_mtime_ns
+    again, info2 = build(plan)                                    # same plan: loaded, not rebuilt
+    assert (work / "calls_eval_neg.npz").stat().st_mtime_ns == stamp and info2["jobs"] == info1["jobs"]
+    assert len(again.emb) == len(first.emb)
+    more, info3 = build(replace(plan, eval_negative_hours=0.02))   # more sentences: built again
+    assert info3["jobs"] != info1["jobs"] and info3["sentences"] > info1["sentences"]
+    assert json.loads((work / "calls_info.json").read_text())["sets"]["eval_neg"]["jobs"] == info3["jobs"]

@@ -674,6 +674,7 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
     import zlib
     voices, splits = plan_voices(plan)
     jobs = plan_jobs(plan, voices, splits)
+    work.mkdir(parents=True, exist_ok=True)
     info_path = work / "calls_info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() and not rebuild else {}
     info.setdefault("sets", {})
