@@ -23,27 +23,25 @@ LEVELS = (0.9, 0.97)
 SMOOTHING = 3          # steps of the moving average (the shipped model's own)
 
 
-def peaks_by_engine(model, calls) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """(hours per engine, each call's best smoothed keyword score per engine)."""
+def peaks_by_engine(posts, calls) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """(hours per engine, each call's best smoothed keyword score per engine) from the calls' posteriors."""
     from spotter import config
-    from training.calltrain import call_posteriors
     cols = [config.LABELS.index(k) for k in config.KEYWORDS]
     hours: dict[str, float] = {}
     peaks: dict[str, list[float]] = {}
-    for emb, meta in zip(calls.emb, calls.meta):
-        s = call_posteriors(model.head, emb)[:, cols].max(1)
+    for post, meta in zip(posts, calls.meta):
+        s = post[:, cols].max(1)
         s = np.convolve(s, np.ones(SMOOTHING) / SMOOTHING, mode="same")
         hours[meta["engine"]] = hours.get(meta["engine"], 0.0) + s.size * config.STEP_S / 3600
         peaks.setdefault(meta["engine"], []).append(float(s.max()))
     return hours, peaks
 
 
-def false_alarms_by_engine(model, calls, threshold: float) -> dict[str, int]:
+def false_alarms_by_engine(posts, calls, threshold: float, smoothing: int) -> dict[str, int]:
     """The evaluation's false alarms (calltrain.score_calls, the one scorer) at a common threshold, per engine."""
     from spotter import config
-    from training.calltrain import call_posteriors, score_calls
-    posts = [call_posteriors(model.head, e) for e in calls.emb]
-    res = score_calls(posts, calls, {k: threshold for k in config.KEYWORDS}, model.detector.smoothing_steps)
+    from training.calltrain import score_calls
+    res = score_calls(posts, calls, {k: threshold for k in config.KEYWORDS}, smoothing)
     count: dict[str, int] = {}
     for _, meta in res["false_alarms"]:
         count[meta["engine"]] = count.get(meta["engine"], 0) + 1
@@ -60,17 +58,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
     from spotter.model import load_model
-    from training.calltrain import CallSet
+    from training.calltrain import CallSet, call_posteriors
     torch.set_num_threads(1)
     calls = CallSet.load(Path(args.calls))
     for path in args.models:
         model = load_model(path)
-        hours, peaks = peaks_by_engine(model, calls)
+        posts = [call_posteriors(model.head, e) for e in calls.emb]          # once per model
+        hours, peaks = peaks_by_engine(posts, calls)
         cells = [f"{e} ({hours[e]:.2f} h): " + ", ".join(
             f">={t} {sum(p >= t for p in peaks[e]) / hours[e]:.1f}/h" for t in LEVELS) for e in sorted(hours)]
         print(f"{path}\n  calls per hour whose keyword score peaks: " + " | ".join(cells), flush=True)
         for t in args.threshold:
-            count = false_alarms_by_engine(model, calls, t)
+            count = false_alarms_by_engine(posts, calls, t, model.detector.smoothing_steps)
             print(f"  false alarms at a common threshold of {t}: " + ", ".join(
                 f"{e} {count.get(e, 0)}" for e in sorted(hours)), flush=True)
     return 0

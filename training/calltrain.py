@@ -97,6 +97,10 @@ def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
     return voices, splits
 
 
+SENTENCE_S = 2.4            # a synthesised caller sentence lasts about this long (plans count sentences) ...
+CALL_S_PER_SENTENCE = 3.2   # ... and takes this much of a call with its pauses (eval_neg: 6.55 h, 7,220 sentences)
+
+
 def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> dict[str, list[C.SayJob]]:
     """Jobs per set: 'train', 'val' (calibration calls), 'eval_kw' (keyword calls by every voice, test-frame
     sentences; for LOEO), 'eval_neg' (keyword-free running speech by test-split voices); the drawn espeak
@@ -175,10 +179,6 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
         for i in range(max(0, need) if others else 0):
             sets.setdefault("loeo_neg", []).append(job(negative_sentence(rng, "test"), others[i % len(others)]))
     return sets
-
-
-SENTENCE_S = 2.4            # a synthesised caller sentence lasts about this long (plans count sentences) ...
-CALL_S_PER_SENTENCE = 3.2   # ... and takes this much of a call with its pauses (eval_neg: 6.55 h, 7,220 sentences)
 
 
 EXTRA_BLEND_MARK = "x"
