@@ -297,8 +297,10 @@ def _embed_init(noise_files, seed, snr_db) -> None:
 
 
 def _embed_one(task) -> list[tuple]:
-    """One group of sentences -> `copies` embedded calls, each through its own drawn channel."""
-    group, kinds, copies, split, seed = task
+    """One group of sentences -> `copies` embedded calls, each through its own drawn channel. `features`
+    (a function of model and audio; default C.stream_embeddings) gives `steps + lead` rows for a call of `steps`
+    80 ms steps, lead = HEAD_FRAMES - 1 for embeddings."""
+    group, kinds, copies, split, seed, features, lead = task
     rng = np.random.default_rng(seed)
     model, channel = _EMBED_WORKER["model"], _EMBED_WORKER["channel"]
     base = C.make_call(group, rng)
@@ -306,20 +308,22 @@ def _embed_one(task) -> list[tuple]:
     for _ in range(copies):
         kind = kinds[int(rng.integers(len(kinds)))]
         call = channel(base, kind, rng)
-        emb = C.stream_embeddings(model, call.audio)
-        labels = C.step_labels(len(emb) - config.HEAD_FRAMES + 1, call.notes, call.speech)
+        emb = (features or C.stream_embeddings)(model, call.audio)
+        labels = C.step_labels(len(emb) - lead, call.notes, call.speech)
         out.append((emb, labels, call.notes, {"voice": call.voice, "engine": call.engine, "channel": kind,
                                                "service": call.service, "split": split, **call.meta}))
     return out
 
 
 def embed_calls(groups, noise_files, seed: int, snr_db=(5.0, 20.0), kinds=("wide", "tel"), copies: int = 1,
-                split: str = "", alternate: bool = False, workers: int = 2, progress: str | None = None) -> CallSet:
+                split: str = "", alternate: bool = False, workers: int = 2, progress: str | None = None,
+                features=None, lead: int = config.HEAD_FRAMES - 1) -> CallSet:
     """Make, channel and embed the calls of `groups` in worker processes (deterministic: call i draws from
-    seed [seed, i]). With alternate, call i goes through kinds[i % len(kinds)] (exactly half by telephone)."""
+    seed [seed, i]). With alternate, call i goes through kinds[i % len(kinds)] (exactly half by telephone).
+    features / lead: another per-call feature (a picklable function, see _embed_one), e.g. finetail.trunk_features."""
     from concurrent.futures import ProcessPoolExecutor
     from tqdm import tqdm
-    tasks = [(g, (kinds[i % len(kinds)],) if alternate else kinds, copies, split, [seed, i])
+    tasks = [(g, (kinds[i % len(kinds)],) if alternate else kinds, copies, split, [seed, i], features, lead)
              for i, g in enumerate(groups)]
     out = CallSet()
     with ProcessPoolExecutor(workers, initializer=_embed_init, initargs=(list(noise_files), seed, snr_db)) as pool, \
@@ -364,6 +368,19 @@ def windows(cs: CallSet, max_negatives: int, rng: np.random.Generator, extra: li
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Materialise labelled windows: every keyword window, and up to max_negatives other/noise windows (half
     of them within 3 s of a keyword: the context a keyword comes in)."""
+    return stack_windows(cs, window_index(cs, max_negatives, rng) + (extra or []))
+
+
+def stack_windows(cs: CallSet, chosen: list[tuple[int, int]], width: int = config.HEAD_FRAMES
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows (call c, step j) of cs: rows j .. j + width - 1 of the call's features, and step j's label."""
+    x = np.stack([cs.emb[c][j:j + width] for c, j in chosen])
+    y = np.array([cs.labels[c][j] for c, j in chosen], np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def window_index(cs: CallSet, max_negatives: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """The (call, step) pairs windows() takes."""
     kw_idx = [config.LABELS.index(k) for k in config.KEYWORDS]
     pos, near, far = [], [], []
     for c, y in enumerate(cs.labels):
@@ -380,11 +397,7 @@ def windows(cs: CallSet, max_negatives: int, rng: np.random.Generator, extra: li
         else:
             far += [(c, j) for j in negs]
     take = lambda lst, n: [lst[i] for i in rng.choice(len(lst), min(n, len(lst)), replace=False)] if lst else []
-    chosen = pos + take(near, max_negatives // 2) + take(far, max_negatives - min(len(near), max_negatives // 2))
-    chosen += extra or []
-    x = np.stack([cs.emb[c][j:j + config.HEAD_FRAMES] for c, j in chosen])
-    y = np.array([cs.labels[c][j] for c, j in chosen], np.int64)
-    return torch.from_numpy(x), torch.from_numpy(y)
+    return pos + take(near, max_negatives // 2) + take(far, max_negatives - min(len(near), max_negatives // 2))
 
 
 def call_posteriors(head, emb: np.ndarray, batch: int = 4096) -> np.ndarray:
@@ -412,8 +425,10 @@ def mine_hard_negatives(head, cs: CallSet, top: int, floor: float = 0.2, share: 
     return [(c, j) for _, c, j in found[:top]]
 
 
-def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int) -> tuple[torch.nn.Module, dict]:
-    """A head trained on `train`'s windows (early stopping on `val`'s), then on its hard negatives (cfg.mining_*)."""
+def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, make_head=None
+               ) -> tuple[torch.nn.Module, dict]:
+    """A head trained on `train`'s windows (early stopping on `val`'s), then on its hard negatives (cfg.mining_*).
+    make_head() builds the untrained head (default: KeywordHead())."""
     from spotter.model import KeywordHead
     from .train import train_head
     rng = np.random.default_rng(seed)
@@ -421,17 +436,16 @@ def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int) 
     xva, yva = windows(val, cfg.val_negative_windows, rng)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
-    head, hist = train_head(KeywordHead(), (xtr, ytr), (xva, yva), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
+    head, hist = train_head((make_head or KeywordHead)(), (xtr, ytr), (xva, yva), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
                             patience=cfg.patience, seed=seed)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.mining_windows:
         hard = mine_hard_negatives(head, train, cfg.mining_windows, share=cfg.mining_share, seed=seed)
         if hard:
-            hx = np.stack([train.emb[c][j:j + config.HEAD_FRAMES] for c, j in hard])
-            hy = np.array([train.labels[c][j] for c, j in hard], np.int64)
+            hx, hy = stack_windows(train, hard)
             reps = cfg.mining_repeats
-            xtr = torch.cat([xtr] + [torch.from_numpy(hx)] * reps)
-            ytr = torch.cat([ytr] + [torch.from_numpy(hy)] * reps)
+            xtr = torch.cat([xtr] + [hx] * reps)
+            ytr = torch.cat([ytr] + [hy] * reps)
             head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.mining_epochs, batch=cfg.batch,
                                      lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1)
             info.update(mined=len(hard), history_mining=hist2)
@@ -671,7 +685,6 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
                    only: set[str] | None = None) -> tuple[dict[str, CallSet], dict]:
     """Synthesise (cached), group into calls, put through channels, embed and store each call set. A set whose
     file is already in `work` is loaded, not rebuilt (delete it, or rebuild=True, to make it again)."""
-    import zlib
     voices, splits = plan_voices(plan)
     jobs = plan_jobs(plan, voices, splits)
     work.mkdir(parents=True, exist_ok=True)
@@ -695,13 +708,7 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
         t0 = time.time()
         utts = C.synthesize_utterances(job_list, cache_dir, workers=2, progress=name)
         t_synth = time.time() - t0
-        noise_half, snr, copies, alternate, no_kw = SET_SPECS[base_set(name)]
-        seed = zlib.crc32(f"{plan.seed}:{name}".encode())
-        groups = group_calls(utts, plan, np.random.default_rng(seed), no_kw_share=no_kw)
-        split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test",
-                 "loeo_neg": "loeo"}[base_set(name)]
-        sets[name] = embed_calls(groups, noise[noise_half], seed, snr, copies=copies or plan.train_copies,
-                                 split=split, alternate=alternate, progress=f"{name} calls")
+        sets[name] = embed_set(plan, name, utts, noise)
         sets[name].save(path)
         info["sets"][name] = {"jobs": fingerprint, "sentences": len(utts), "calls": len(sets[name].emb),
                               "hours": round(sets[name].hours(), 3),
@@ -712,6 +719,18 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
         info_path.write_text(json.dumps(info, ensure_ascii=False, indent=1))
     # what this plan used: a set stored here by another plan (its file moved away, or not loaded) is not reported
     return merge_parts(sets), {**info, "sets": {k: v for k, v in info["sets"].items() if k in jobs}}
+
+
+def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, **features) -> CallSet:
+    """One set's sentences grouped into calls, put through its channels and embedded, as SET_SPECS says
+    (deterministic: the same sentences give the same calls). features: embed_calls' features and lead."""
+    import zlib
+    noise_half, snr, copies, alternate, no_kw = SET_SPECS[base_set(name)]
+    seed = zlib.crc32(f"{plan.seed}:{name}".encode())
+    groups = group_calls(utts, plan, np.random.default_rng(seed), no_kw_share=no_kw)
+    split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
+    return embed_calls(groups, noise[noise_half], seed, snr, copies=copies or plan.train_copies, split=split,
+                       alternate=alternate, progress=f"{name} calls", **features)
 
 
 def jobs_fingerprint(jobs: list[C.SayJob]) -> str:
