@@ -633,4 +633,8 @@ def run_console(model: str | None = None, file: str | None = None, device: str |
     else:
         app.exec_()
     win.shutdown()
+    # delete the window's Qt objects now, not whenever Python's garbage collector reaches them: a caller that goes
+    # on with Qt (the tests do) would otherwise have pyqtgraph items destroyed in the middle of its own events
+    win.deleteLater()
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
     return result["code"]
