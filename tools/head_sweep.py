@@ -40,6 +40,10 @@ VARIANTS = {
     "ensemble3": {"ensemble": 3},
     # a larger head: 256 channels in each of its three temporal convolutions instead of 96 (5.9x the weights)
     "wide_head": {"head_channels": 256},
+    # a share of the embedding's 96 dimensions zeroed in every training window (the same ones at every step)
+    "dim_dropout": {"dim_dropout": 0.25},
+    "dim_dropout50": {"dim_dropout": 0.5},
+    "dim_dropout70": {"dim_dropout": 0.7},
 }
 
 

@@ -437,7 +437,7 @@ def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, 
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
     head, hist = train_head((make_head or KeywordHead)(), (xtr, ytr), (xva, yva), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
-                            patience=cfg.patience, seed=seed)
+                            patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.mining_windows:
         hard = mine_hard_negatives(head, train, cfg.mining_windows, share=cfg.mining_share, seed=seed)
@@ -447,7 +447,7 @@ def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, 
             xtr = torch.cat([xtr] + [hx] * reps)
             ytr = torch.cat([ytr] + [hy] * reps)
             head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.mining_epochs, batch=cfg.batch,
-                                     lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1)
+                                     lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1, dim_dropout=cfg.dim_dropout)
             info.update(mined=len(hard), history_mining=hist2)
     return head, info
 
@@ -534,7 +534,7 @@ def service_accuracy(posts, cs: CallSet, thresholds, smoothing, min_evidence: fl
 
 
 GRID = tuple(np.round(np.concatenate([np.arange(0.10, 0.90, 0.05), np.arange(0.90, 0.999, 0.01),
-                                      [0.995, 0.998, 0.999]]), 4))
+                                      [0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999, 0.99995, 0.99999]]), 6))
 
 
 def evaluate_head(head, kw: CallSet, neg: CallSet, thresholds: dict, smoothing: int, out_dir: Path | None = None,
@@ -815,6 +815,9 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
     t0 = time.time()
     head, tinfo = train_fold(sets["train"], sets["val"], tr, seed)
     thr, sm, cal = calibrate_head(head, sets["val"], budget)
+    if recipe.calibrate.common_threshold:
+        cal = {**cal, "validation_thresholds": thr, "common_threshold": recipe.calibrate.common_threshold}
+        thr = {k: float(recipe.calibrate.common_threshold) for k in config.KEYWORDS}
     held_voices = held_out_voices(sets["eval_kw"], info)
     final = evaluate_head(head, held_voices, sets["eval_neg"], thr, sm, work / "final", "all engines, held-out voices")
     final.update(calibration=cal, thresholds=thr, train=tinfo, seconds=round(time.time() - t0, 1))

@@ -141,12 +141,16 @@ class CallsTrainSection:
     mining_repeats: int = 3                  # ... added this many times ...
     mining_epochs: int = 6                   # ... and trained on for this many epochs (lr / 3)
     recording_copies: int = 8                # channels drawn per real recording ([data] recordings)
+    dim_dropout: float = 0.0                 # share of the 96 embedding dimensions zeroed per training window
 
 
 @dataclass(kw_only=True)
 class CallsCalibrateSection:
     """[calibrate] of a [calls] recipe."""
     budget_fa_per_hour: float = 0.5
+    # > 0: the shipped model's thresholds are this one value for every keyword instead of the per-keyword
+    # thresholds calibrated on validation voices (which are too easy: see the README); the folds keep theirs
+    common_threshold: float = 0.0
 
 
 # --- recipes --------------------------------------------------------------------------------------------------

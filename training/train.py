@@ -51,10 +51,11 @@ def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: to
 
 def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batch: int = 256, lr: float = 2e-3,
                weight_decay: float = 5e-2, patience: int = 6, seed: int = 0, label_smoothing: float = 0.05,
-               progress: bool = True, noise: float = 0.05) -> tuple[nn.Module, list[dict]]:
+               progress: bool = True, noise: float = 0.05, dim_dropout: float = 0.0) -> tuple[nn.Module, list[dict]]:
     """Class-weighted cross-entropy with AdamW and cosine decay; early stopping on validation loss
     (voice-disjoint validation set). Returns the best head and the per-epoch history. noise: Gaussian noise
-    added to the inputs, times their standard deviation."""
+    added to the inputs, times their standard deviation. dim_dropout: share of the input's last dimension
+    (the embedding's) zeroed in each training window, the same dimensions at every time step."""
     seed_everything(seed)
     xtr, ytr = train
     xva, yva = val
@@ -74,6 +75,8 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
             # embedding-level noise: a cheap regulariser against over-fitting synthetic voices
             if noise:
                 xb = xb + noise * xb.std() * torch.randn(xb.shape, generator=gen)
+            if dim_dropout:
+                xb = xb * (torch.rand((len(xb), 1, xb.shape[-1]), generator=gen) >= dim_dropout)
             loss = loss_fn(head(xb), ytr[idx])
             opt.zero_grad()
             loss.backward()
