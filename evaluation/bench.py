@@ -59,7 +59,7 @@ WARMUP_STEPS = 12                   # steps run before timing a live stream
 # Common thresholds of the DET sweep: dense near 1, where calibrated thresholds and <= 1 FA/h live (below 0.5 the
 # false alarms run into the thousands per hour and only cost time).
 SWEEP_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.993, 0.995,
-              0.997, 0.998, 0.999)
+              0.997, 0.998, 0.999, 0.9995, 0.9998, 0.9999, 0.99995, 0.99999)
 POSTERIOR_CHUNK_STEPS = 500         # stream_posteriors batch: bounded memory, small overlap overhead (15 / 500)
 
 

@@ -260,15 +260,21 @@ def real_english(ver_factory, n: int, seed: int) -> None:
 def fold_first_stage(work: Path, engine: str) -> Path:
     """The leave-one-engine-out first stage: the calls recipe's head trained and calibrated without `engine`
     (calltrain.train_fold and calibrate_head on the run's stored call sets, as `spotter train` makes its fold),
-    saved with its ONNX export as work/fold_<engine>/first_stage.{pt,onnx}; reused when already there."""
+    saved with its ONNX export as work/fold_<engine>/first_stage.{pt,onnx}; reused while the recipe's [train] and
+    [calibrate] sections and seed are those it was trained with (stored in its meta), trained again otherwise."""
+    import dataclasses
     import torch
-    from spotter.model import KeywordModel
+    from spotter.model import KeywordModel, load_model
     from training import calltrain as CT
     from training.export import export_onnx
     out = work / f"fold_{engine}" / "first_stage.onnx"
-    if out.is_file():
-        return out
     recipe = calls_recipe()
+    made_by = json.dumps({"train": dataclasses.asdict(recipe.train), "calibrate": dataclasses.asdict(recipe.calibrate),
+                          "seed": recipe.calls.seed}, sort_keys=True)
+    if out.is_file() and out.with_suffix(".pt").is_file():
+        if load_model(out.with_suffix(".pt")).meta.get("fold_recipe") == made_by:
+            return out
+        print(f"{out}: trained with another recipe; training it again")
     torch.set_num_threads(1)
     sets, _ = CT.load_callsets(work, extra=False)
     keep = lambda m: m["engine"] != engine
@@ -280,7 +286,7 @@ def fold_first_stage(work: Path, engine: str) -> Path:
     model = KeywordModel(head=head)
     model.detector.thresholds, model.detector.smoothing_steps = thr, sm
     model.name = f"fold-without-{engine}"
-    model.meta.update(name=model.name, calibration=cal,
+    model.meta.update(name=model.name, calibration=cal, fold_recipe=made_by,
                       keyword_durations_s=CT.keyword_durations(sets["train"].select(keep)))
     model.save(out.with_suffix(".pt"))
     export_onnx(out.with_suffix(".pt"), out)
