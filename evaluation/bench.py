@@ -91,8 +91,8 @@ def _ratio(a, b) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _round(x, nd: int = 4):
-    """Floats to nd significant digits (recursively) for the JSON file."""
+def _round(x, nd: int = 6):
+    """Floats to nd significant digits (recursively) for the JSON file (6: the sweep's thresholds go to 0.99999)."""
     if isinstance(x, float):
         return float(f"{x:.{nd}g}") if np.isfinite(x) else None
     if isinstance(x, dict):
