@@ -436,8 +436,8 @@ def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, 
     xva, yva = windows(val, cfg.val_negative_windows, rng)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
-    head, hist = train_head((make_head or KeywordHead)(), (xtr, ytr), (xva, yva), epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr,
-                            patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout)
+    head, hist = train_head((make_head or KeywordHead)(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
+                            batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.mining_windows:
         hard = mine_hard_negatives(head, train, cfg.mining_windows, share=cfg.mining_share, seed=seed)
