@@ -27,7 +27,7 @@ def register_cli(subparsers) -> None:
                                                    "or torch artifact (.pt, needs torch)")
     p.add_argument("--file", metavar="FILE", help="replay this recorded call on start")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
-                   help="second stage (issue 9, needs '.[verify]'): the first stage proposes candidates at 0.6x its "
+                   help="second stage (issue 9, needs '.[verify]'): the first stage proposes candidates at 0.8x its "
                         "thresholds and Whisper base checks each one; the table shows each detection once verified, "
                         "rejected candidates are counted in the status bar and logged, never shown as detections. "
                         "Default as for `spotter replay`: on for a French or English model when the extra is installed")

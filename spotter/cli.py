@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="pace the replay at real time (default: as fast as possible)")
     p.add_argument("--speed", type=float, default=1.0, help="speed factor with --realtime (default 1.0)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
-                   help="second stage: the first stage proposes candidates at 0.6x its thresholds and Whisper base "
+                   help="second stage: the first stage proposes candidates at 0.8x its thresholds and Whisper base "
                         "checks each one (needs '.[verify]'; without it the first stage decides alone); events carry "
                         "both scores and `verified`, rejected candidates are printed and logged with verified false "
                         "but are not detections. Default: on for a French or English model when the extra is installed "

@@ -53,6 +53,12 @@ MEASURED_LANGUAGES = ("fr", "en")  # keyword-set languages where the cascade rai
 # deciding at the crossing (the first stage's own hold, 1) gave every candidate a score just above the candidate
 # threshold and an end estimate up to a few steps early.
 CASCADE_HOLD_STEPS = 4
+# The first stage proposes candidates at this factor x its thresholds. It was 0.6; with the model shipped on
+# 2026-12-02 night (scores crowding near 1) 0.6 x 0.9995 let through 461 candidates per hour on held-out voices and
+# 400-830 on engines the model never heard (1.9-3.3 % of a core for the verifier). At 0.8 the same stored candidates
+# give the same recall at 0.5 and 1 FA/h on all four runs, at half the verifier's CPU (README, "Second-stage
+# verification").
+CANDIDATE_FACTOR = 0.8
 # A candidate is a detection when its combined score reaches this (every keyword; Combiner.threshold may set one
 # per keyword): at most 0.5 false alarms per hour on the held-out voices' calls of the cascade's measurement
 # (python -m training.verify_eval --cascade-json runs/cascade/shipped.json --calibrate), as the first stage's
@@ -618,7 +624,7 @@ class VerifiedSpotter(_Cascade):
     verifier=False) the first stage runs at its own thresholds and every event passes with verified None.
     """
 
-    def __init__(self, model, sinks=(), candidate_factor: float = 0.6, combiner: Combiner | None = None,
+    def __init__(self, model, sinks=(), candidate_factor: float = CANDIDATE_FACTOR, combiner: Combiner | None = None,
                  verifier=None, context_s: float = 2.4, max_pending: int = 8, first_stage=None,
                  collect: bool = True, detector=None, language: str = "fr"):
         """`model` has .detector (DetectorConfig with the calibrated thresholds). `first_stage(detector_config)`,
@@ -729,7 +735,7 @@ class VerifiedLines(_Cascade):
     candidates come back as (line, VerifiedEvent) pairs through results(), after `log` (written with the line id) and
     `sinks(ve, line=...)`. suggestion(line) counts that line's verified detections only."""
 
-    def __init__(self, model, lines, log=None, sinks=(), candidate_factor: float = 0.6,
+    def __init__(self, model, lines, log=None, sinks=(), candidate_factor: float = CANDIDATE_FACTOR,
                  combiner: Combiner | None = None, verifier=None, context_s: float = 2.4, max_pending: int = 16,
                  language: str = "fr"):
         from .detector import CallAssessment

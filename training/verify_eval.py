@@ -574,7 +574,7 @@ def cascade_report(d: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from spotter.verify import VerifierConfig
+    from spotter.verify import CANDIDATE_FACTOR, VerifierConfig
     ap = argparse.ArgumentParser(prog="python -m training.verify_eval", description=__doc__.split("\n")[0])
     ap.add_argument("--per-keyword", type=int, default=6, help="windows of each kind per keyword (default 6)")
     ap.add_argument("--conditions", default="clean,tel")
@@ -597,7 +597,8 @@ def main(argv=None) -> int:
                     "recipe's val sets) and print the combined-score threshold for --budget FA/h; with --cascade-json, "
                     "that threshold on the stored run's calls")
     ap.add_argument("--budget", type=float, default=0.5, help="false alarms per hour for --calibrate (default 0.5)")
-    ap.add_argument("--factor", type=float, default=0.6, help="candidate thresholds = factor x calibrated")
+    ap.add_argument("--factor", type=float, default=CANDIDATE_FACTOR,
+                    help=f"candidate thresholds = factor x calibrated (default {CANDIDATE_FACTOR}, the runtime's)")
     ap.add_argument("--lead", default="1.4", help="crop starts, seconds before the keyword end (one crop each)")
     ap.add_argument("--tail", type=float, default=0.35, help="seconds kept after the keyword end")
     ap.add_argument("--decode", type=int, default=VerifierConfig.decode_tokens, help="greedy tokens decoded per crop")
