@@ -89,7 +89,7 @@ def main() -> None:
                        "recall": len(lat) / n_kw, "found": len(lat), "of": n_kw,
                        "latency_p50_s": float(p50), "latency_p95_s": float(p95)}
                 rows.append(row)
-                print(f"| {hold} | {sm} | {budget} | {th:.3f} | {fa_at[th]:.2f} | "
+                print(f"| {hold} | {sm} | {budget} | {th:.6g} | {fa_at[th]:.2f} | "
                       f"{row['recall']:.1%} ({len(lat)}/{n_kw}) "
                       f"| {p50:.2f} s | {p95:.2f} s |", flush=True)
     if args.out:
