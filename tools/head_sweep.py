@@ -44,7 +44,27 @@ VARIANTS = {
     "dim_dropout": {"dim_dropout": 0.25},
     "dim_dropout50": {"dim_dropout": 0.5},
     "dim_dropout70": {"dim_dropout": 0.7},
+    # the dimensions dropped after the head's LayerNorm instead, the others scaled by 1 / (1 - p) (inverted dropout,
+    # so that the eval-time head sees what it saw in training on average)
+    "norm_dropout50": {"norm_dropout": 0.5, "dim_dropout": 0.0},
+    "norm_dropout70": {"norm_dropout": 0.7, "dim_dropout": 0.0},
 }
+
+
+def norm_dropout_head(p: float):
+    """A KeywordHead whose normalised embedding loses a share p of its dimensions (the same at every step) in
+    training, the others scaled by 1 / (1 - p); at eval it is the plain head (the same weights and export)."""
+    from spotter.model import KeywordHead
+
+    class NormDropoutHead(KeywordHead):
+        def forward(self, emb):
+            if not self.training:
+                return super().forward(emb)
+            x = self.norm(emb)
+            x = x * (torch.rand((len(x), 1, x.shape[-1])) >= p) / (1 - p)
+            x = self.convs(x.transpose(1, 2))
+            return self.out(self.dropout(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)))
+    return NormDropoutHead()
 
 
 class Ensemble(torch.nn.Module):
@@ -135,7 +155,8 @@ def train_dann(train, val, cfg, seed: int, lam: float):
 
 
 def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, dann: float = 0.0,
-             ensemble: int = 0, fold_negatives: str = "engine", head_channels: int = 0) -> dict:
+             ensemble: int = 0, fold_negatives: str = "engine", head_channels: int = 0,
+             norm_dropout: float = 0.0) -> dict:
     t0 = time.time()
     if held == "final":
         keep = lambda m: True
@@ -155,6 +176,8 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
     else:
         from spotter.model import KeywordHead
         make = (lambda: KeywordHead(channels=head_channels)) if head_channels else None
+        if norm_dropout:
+            make = lambda: norm_dropout_head(norm_dropout)       # noqa: E731
         head, tinfo = T.train_fold(train, val, cfg, seed, make)
     thr, sm, cal = T.calibrate_head(head, val, budget)
     if isinstance(neg, dict):        # the same head under each rule
@@ -202,6 +225,7 @@ def main() -> None:
     dann = change.pop("dann", 0.0)
     ensemble = change.pop("ensemble", 0)
     head_channels = change.pop("head_channels", 0)
+    norm_dropout = change.pop("norm_dropout", 0.0)
     cfg = dataclasses.replace(recipe.train, **change)
     sets, info = T.load_callsets(Path(args.work), args.extra)
     if ema:
@@ -212,7 +236,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for held in [f for f in args.folds.split(",") if f]:          # --folds "": only --build
         rs = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann,
-                      ensemble, args.fold_negatives, head_channels)
+                      ensemble, args.fold_negatives, head_channels, norm_dropout)
         for r in rs if isinstance(rs, list) else [{**rs, "fold_negatives": args.fold_negatives}]:
             r["variant"] = args.variant + ("+extra" if args.extra else "")
             print_fold(r, held, out)
