@@ -256,3 +256,19 @@ def test_a_stored_call_set_is_built_again_when_the_recipe_changes_its_sentences(
     more, info3 = build(replace(plan, eval_negative_hours=0.02))   # more sentences: built again
     assert info3["jobs"] != info1["jobs"] and info3["sentences"] > info1["sentences"]
     assert json.loads((work / "calls_info.json").read_text())["sets"]["eval_neg"]["jobs"] == info3["jobs"]
+
+
+def test_a_head_trained_with_norm_dropout_is_the_plain_head_once_trained():
+    from spotter.model import KeywordHead
+    from training.calltrain import training_head
+    torch.manual_seed(0)
+    head = training_head(0.5)
+    plain = KeywordHead()
+    plain.load_state_dict(head.state_dict())                 # the same weights: saved and exported as the plain head
+    x = torch.randn(4, config.HEAD_FRAMES, config.EMBED_DIM)
+    head.eval(), plain.eval()
+    assert torch.equal(head(x), plain(x))
+    head.train(), plain.train()
+    head.dropout.p = plain.dropout.p = 0.0                   # only the norm dropout differs between them now
+    assert torch.allclose(plain(x), plain(x))
+    assert not torch.allclose(head(x), plain(x))             # in training, dimensions are dropped

@@ -51,21 +51,6 @@ VARIANTS = {
 }
 
 
-def norm_dropout_head(p: float):
-    """A KeywordHead whose normalised embedding loses a share p of its dimensions (the same at every step) in
-    training, the others scaled by 1 / (1 - p); at eval it is the plain head (the same weights and export)."""
-    from spotter.model import KeywordHead
-
-    class NormDropoutHead(KeywordHead):
-        def forward(self, emb):
-            if not self.training:
-                return super().forward(emb)
-            x = self.norm(emb)
-            x = x * (torch.rand((len(x), 1, x.shape[-1])) >= p) / (1 - p)
-            x = self.convs(x.transpose(1, 2))
-            return self.out(self.dropout(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)))
-    return NormDropoutHead()
-
 
 class Ensemble(torch.nn.Module):
     """Heads whose posteriors are averaged (returned as log-posteriors: a softmax of them gives the average)."""
@@ -155,8 +140,7 @@ def train_dann(train, val, cfg, seed: int, lam: float):
 
 
 def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, dann: float = 0.0,
-             ensemble: int = 0, fold_negatives: str = "engine", head_channels: int = 0,
-             norm_dropout: float = 0.0) -> dict:
+             ensemble: int = 0, fold_negatives: str = "engine", head_channels: int = 0) -> dict:
     t0 = time.time()
     if held == "final":
         keep = lambda m: True
@@ -174,10 +158,7 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
         heads = [T.train_fold(train, val, cfg, seed + i) for i in range(ensemble)]
         head, tinfo = Ensemble([h for h, _ in heads]).eval(), heads[0][1]
     else:
-        from spotter.model import KeywordHead
-        make = (lambda: KeywordHead(channels=head_channels)) if head_channels else None
-        if norm_dropout:
-            make = lambda: norm_dropout_head(norm_dropout)       # noqa: E731
+        make = (lambda: T.training_head(cfg.norm_dropout, channels=head_channels)) if head_channels else None
         head, tinfo = T.train_fold(train, val, cfg, seed, make)
     thr, sm, cal = T.calibrate_head(head, val, budget)
     if isinstance(neg, dict):        # the same head under each rule
@@ -225,7 +206,6 @@ def main() -> None:
     dann = change.pop("dann", 0.0)
     ensemble = change.pop("ensemble", 0)
     head_channels = change.pop("head_channels", 0)
-    norm_dropout = change.pop("norm_dropout", 0.0)
     cfg = dataclasses.replace(recipe.train, **change)
     sets, info = T.load_callsets(Path(args.work), args.extra)
     if ema:
@@ -236,7 +216,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for held in [f for f in args.folds.split(",") if f]:          # --folds "": only --build
         rs = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann,
-                      ensemble, args.fold_negatives, head_channels, norm_dropout)
+                      ensemble, args.fold_negatives, head_channels)
         for r in rs if isinstance(rs, list) else [{**rs, "fold_negatives": args.fold_negatives}]:
             r["variant"] = args.variant + ("+extra" if args.extra else "")
             print_fold(r, held, out)

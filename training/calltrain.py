@@ -425,18 +425,36 @@ def mine_hard_negatives(head, cs: CallSet, top: int, floor: float = 0.2, share: 
     return [(c, j) for _, c, j in found[:top]]
 
 
+def training_head(norm_dropout: float = 0.0, **kw) -> torch.nn.Module:
+    """A KeywordHead to train. With norm_dropout p, its normalised embedding loses a share p of its dimensions (the
+    same at every step) in training and the others are scaled by 1 / (1 - p); in eval mode, and once saved, it is
+    the plain KeywordHead (the same weights, export and runtime)."""
+    from spotter.model import KeywordHead
+    if not norm_dropout:
+        return KeywordHead(**kw)
+
+    class NormDropoutHead(KeywordHead):
+        def forward(self, emb):
+            if not self.training:
+                return super().forward(emb)
+            x = self.norm(emb)
+            x = x * (torch.rand((len(x), 1, x.shape[-1])) >= norm_dropout) / (1 - norm_dropout)
+            x = self.convs(x.transpose(1, 2))
+            return self.out(self.dropout(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)))
+    return NormDropoutHead(**kw)
+
+
 def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, make_head=None
                ) -> tuple[torch.nn.Module, dict]:
     """A head trained on `train`'s windows (early stopping on `val`'s), then on its hard negatives (cfg.mining_*).
-    make_head() builds the untrained head (default: KeywordHead())."""
-    from spotter.model import KeywordHead
+    make_head() builds the untrained head (default: training_head(cfg.norm_dropout))."""
     from .train import train_head
     rng = np.random.default_rng(seed)
     xtr, ytr = windows(train, cfg.negative_windows, rng)
     xva, yva = windows(val, cfg.val_negative_windows, rng)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
-    head, hist = train_head((make_head or KeywordHead)(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
+    head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
                             batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.mining_windows:

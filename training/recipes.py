@@ -142,6 +142,7 @@ class CallsTrainSection:
     mining_epochs: int = 6                   # ... and trained on for this many epochs (lr / 3)
     recording_copies: int = 8                # channels drawn per real recording ([data] recordings)
     dim_dropout: float = 0.0                 # share of the 96 embedding dimensions zeroed per training window
+    norm_dropout: float = 0.0                # the same after the head's LayerNorm, the others scaled up (inverted)
 
 
 @dataclass(kw_only=True)
