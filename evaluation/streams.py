@@ -51,24 +51,37 @@ def stream_embeddings(model, audio: np.ndarray, chunk_steps: int = 2000, dtype=n
     STREAM_CONTEXT samples before the audio (MelStream's initial context); chunks overlap by exactly what the
     head window needs, so memory stays bounded for hours of audio.
     """
-    from spotter.features import STREAM_CONTEXT, log_mel
-    step = config.STEP_SAMPLES
-    n_prime = int(round(PRIME_S / STEP_S))
-    x = np.concatenate([np.zeros(STREAM_CONTEXT + n_prime * step, np.float32), np.asarray(audio, np.float32)])
-    n_steps = (len(x) - STREAM_CONTEXT) // step
-    # frames after step s (0-based): 8 (s + 1); the head window is the last 196 of them, which span
-    # x[step * (s + 1) - LEAD : step * (s + 1) + TAIL]
-    # (x includes the STREAM_CONTEXT prefix; frame j spans x[160 j : 160 j + 512])
-    tail = config.N_FFT - config.HOP_SAMPLES                            # 352
-    lead = config.CLIP_SAMPLES - tail                                   # 31360
+    from spotter.features import log_mel
+    x, first, n_steps = primed_stream(audio)
     keep = config.HEAD_FRAMES - 1
     out = []
-    for s0 in range(n_prime, n_steps, chunk_steps):
+    for s0 in range(first, n_steps, chunk_steps):
         s1 = min(n_steps, s0 + chunk_steps)
-        seg = x[step * (s0 + 1) - lead: step * s1 + tail]
+        seg = step_samples(x, s0, s1)
         emb = model.embeddings_from_mel(log_mel(torch.from_numpy(seg)).unsqueeze(0))[0]   # steps s0-15 .. s1-1
         out.append((emb if not out else emb[keep:]).numpy().astype(dtype))
     return np.concatenate(out) if out else np.zeros((0, config.EMBED_DIM), dtype)
+
+
+def primed_stream(audio: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(x, first, n_steps): the stream as the live spotter sees it, PRIME_S of digital silence and the mel grid's
+    STREAM_CONTEXT before the audio; its steps first .. n_steps - 1 are the audio's (the ones before, the priming)."""
+    from spotter.features import STREAM_CONTEXT
+    step = config.STEP_SAMPLES
+    first = int(round(PRIME_S / STEP_S))
+    x = np.concatenate([np.zeros(STREAM_CONTEXT + first * step, np.float32), np.asarray(audio, np.float32)])
+    return x, first, (len(x) - STREAM_CONTEXT) // step
+
+
+def step_samples(x: np.ndarray, s0: int, s1: int) -> np.ndarray:
+    """The samples of primed_stream's x whose log-mel gives the embeddings of steps s0 - 15 .. s1 - 1.
+
+    The frames after step s (0-based) are 8 (s + 1); the head window is the last 196 of them, which span
+    x[step * (s + 1) - LEAD : step * (s + 1) + TAIL] (frame j spans x[160 j : 160 j + 512])."""
+    step = config.STEP_SAMPLES
+    tail = config.N_FFT - config.HOP_SAMPLES                            # 352
+    lead = config.CLIP_SAMPLES - tail                                   # 31360
+    return x[step * (s0 + 1) - lead: step * s1 + tail]
 
 
 @torch.inference_mode()

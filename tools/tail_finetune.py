@@ -71,15 +71,6 @@ def build(recipe, work: Path) -> None:
         print(f"{out}: {len(trunk.emb)} calls, max embedding error {worst:.3f}, {time.time() - t0:.0f} s", flush=True)
 
 
-def trunk_sets(work: Path) -> dict:
-    """The trunk rows of every stored set, merged like load_callsets merges the call sets."""
-    parts = {}
-    for path in sorted(work.glob("calls_*.npz")):
-        name = path.stem.removeprefix("calls_")
-        parts[name] = F.load_trunk(work, name, T.CallSet.load(path))
-    return T.merge_parts(parts)
-
-
 def fold_sets(held: str, sets: dict, info: dict):
     """(keep-for-training predicate, keyword calls, negative calls) of one fold, as spotter train makes them."""
     if held == "final":
@@ -130,8 +121,10 @@ def main() -> None:
         return
     from spotter.model import KeywordHead, KeywordModel
     backbone = KeywordModel(head=KeywordHead()).backbone
-    sets, info = T.load_callsets(work, extra=False)
-    trunk = trunk_sets(work)
+    parts = T.load_parts(work, extra=False)                  # each stored set read once, for both
+    sets = T.merge_parts(parts)
+    trunk = T.merge_parts({name: F.load_trunk(work, name, cs) for name, cs in parts.items()})
+    info = json.loads((work / "calls_info.json").read_text())
     cfg, budget, seed = recipe.train, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -768,9 +768,13 @@ def merge_parts(parts: dict[str, CallSet]) -> dict[str, CallSet]:
 def load_callsets(work: Path, extra: bool = True) -> tuple[dict[str, CallSet], dict]:
     """A run's stored call sets, each merged with its separately built parts ('_gen', and '_extra' with extra),
     and the run's calls_info.json (voice splits, set sizes)."""
+    return merge_parts(load_parts(work, extra)), json.loads((Path(work) / "calls_info.json").read_text())
+
+
+def load_parts(work: Path, extra: bool = True) -> dict[str, CallSet]:
+    """A run's stored call sets as built, not merged: {'train': ..., 'train_gen': ...} ('_extra' ones with extra)."""
     names = [p.stem.removeprefix("calls_") for p in sorted(Path(work).glob("calls_*.npz"))]
-    parts = {n: CallSet.load(Path(work) / f"calls_{n}.npz") for n in names if extra or not n.endswith(EXTRA_SUFFIX)}
-    return merge_parts(parts), json.loads((Path(work) / "calls_info.json").read_text())
+    return {n: CallSet.load(Path(work) / f"calls_{n}.npz") for n in names if extra or not n.endswith(EXTRA_SUFFIX)}
 
 
 def engine_negatives(sets: dict[str, CallSet], engine: str) -> CallSet:

@@ -43,16 +43,10 @@ def _run(blocks, x: torch.Tensor) -> torch.Tensor:
 def trunk_features(model, audio: np.ndarray) -> np.ndarray:
     """A call's trunk rows (E + TRUNK_LEAD, 384) float16, E = its stream_embeddings' length (same stream
     framing: digital-silence priming and the mel grid's context; one pass, calls are short)."""
-    from evaluation.streams import PRIME_S, STEP_S
-    from spotter.features import STREAM_CONTEXT, log_mel
-    step = config.STEP_SAMPLES
-    n_prime = int(round(PRIME_S / STEP_S))
-    x = np.concatenate([np.zeros(STREAM_CONTEXT + n_prime * step, np.float32), np.asarray(audio, np.float32)])
-    n_steps = (len(x) - STREAM_CONTEXT) // step
-    tail = config.N_FFT - config.HOP_SAMPLES
-    lead = config.CLIP_SAMPLES - tail
-    seg = x[step * (n_prime + 1) - lead: step * n_steps + tail]
-    mel = log_mel(torch.from_numpy(seg))
+    from evaluation.streams import primed_stream, step_samples
+    from spotter.features import log_mel
+    x, first, n_steps = primed_stream(audio)
+    mel = log_mel(torch.from_numpy(step_samples(x, first, n_steps)))
     n_emb = (mel.shape[0] - config.EMBED_WINDOW) // config.EMBED_STEP + 1
     z = _run(model.backbone.blocks[:CUT], mel[None, None].contiguous(memory_format=torch.channels_last))
     frames = 2 * (n_emb + TRUNK_LEAD)
