@@ -215,7 +215,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for held in [f for f in args.folds.split(",") if f]:          # --folds "": only --build
-        rs = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed, dann,
+        rs = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.seed, dann,
                       ensemble, args.fold_negatives, head_channels)
         for r in rs if isinstance(rs, list) else [{**rs, "fold_negatives": args.fold_negatives}]:
             r["variant"] = args.variant + ("+extra" if args.extra else "")

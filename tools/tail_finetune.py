@@ -125,7 +125,7 @@ def main() -> None:
     sets = T.merge_parts(parts)
     trunk = T.merge_parts({name: F.load_trunk(work, name, cs) for name, cs in parts.items()})
     info = json.loads((work / "calls_info.json").read_text())
-    cfg, budget, seed = recipe.train, recipe.calibrate.budget_fa_per_hour, recipe.calls.seed
+    cfg, budget, seed = recipe.train, recipe.calibrate.budget_fa_per_hour, recipe.seed
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for held in folds:

@@ -817,7 +817,7 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
         folds = False                      # leave-one-engine-out figures are about synthetic engines
     tr = recipe.train
     budget = recipe.calibrate.budget_fa_per_hour
-    seed = plan.seed
+    seed = recipe.seed                     # the head's draws; plan.seed ([calls] seed) drew the data
     report = {"info": info, "folds": {}}
     engines = sorted({m["engine"] for m in sets["train"].meta})
     if folds and len(engines) > 1:

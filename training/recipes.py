@@ -3,7 +3,8 @@
 A recipe is a TOML file. Top-level keys: name, seed, out, work_dir, keywords; [data] for every recipe. A clip
 recipe (training/recipe.py: isolated keyword clips in 2 s windows) also has [synth], [augment], [train],
 [calibrate], [evaluate]; a [calls] recipe (training/calltrain.py: keywords inside whole sentences) has [calls],
-[train], [calibrate]. A recipe is a [calls] recipe when it has a [calls] section.
+[train], [calibrate]. A recipe is a [calls] recipe when it has a [calls] section; there the top-level seed draws the
+head's training (windows, initial weights, mining) and [calls] seed the data, so a seed changes one without the other.
 
 Loading is strict: an unknown section or key, or a value of the wrong type, is a one-line SpotterError naming the
 file and the key (a typo is never silently ignored). Paths written in the file, and the defaults of path keys,
@@ -124,7 +125,7 @@ class CallPlan:
     max_voices_per_engine: int = 0           # small runs: at most this many voices per engine and split
     sentences_per_call: tuple[int, int] = (3, 7)
     train_copies: int = 2                    # channels drawn per training call
-    seed: int = 0                            # the plan's draws (a [calls] recipe does not read the top-level seed)
+    seed: int = 0                            # the data's draws: voice splits, sentences, calls (not the head's)
 
 
 @dataclass(kw_only=True)
@@ -160,7 +161,7 @@ class Recipe:
     """What every recipe has: the top-level keys and [data]. `path` is the TOML file (not a key of it)."""
     path: Path | None = None
     name: str = "model"                      # the artifact's name
-    seed: int = 0
+    seed: int = 0                            # a clip recipe's draws; a [calls] recipe's head training only
     out: Path = Path("models/model.pt")      # the artifact (its model card goes next to it)
     work_dir: Path = Path("runs/default")    # caches, stored calls, evaluation output
     keywords: Path | None = None             # keyword set TOML (None: the French default)
