@@ -123,6 +123,20 @@ def _fold_rows(name: str, res: dict) -> str:
             f"{_pct(res['service']['service_correct'])} |")
 
 
+def _head_training(meta: dict) -> str:
+    """One sentence: how the head was trained ([train] of the stored recipe)."""
+    r = meta.get("recipe", {})
+    tr = r.get("train", {})
+    if not tr:
+        return ""
+    drop = [f"{share:.0%} of the embedding's 96 dimensions" + (" after the head's LayerNorm (inverted)" if key ==
+            "norm_dropout" else "") for key in ("dim_dropout", "norm_dropout") if (share := tr.get(key, 0))]
+    return (f"Head training: up to {tr.get('epochs')} epochs on {tr.get('negative_windows')} negative windows and "
+            f"every keyword window, then {tr.get('mining_epochs')} on {tr.get('mining_windows')} mined hard negatives; "
+            f"{' and '.join(drop) or 'no dimensions'} zeroed in each training window; head seed {r.get('seed')}, "
+            f"data seed {r.get('calls', {}).get('seed', 0)}.")
+
+
 def calls_card(model) -> str:
     """Model card of a model trained on calls (training/calltrain.py), from its stored report."""
     m = model.meta
@@ -145,7 +159,8 @@ def calls_card(model) -> str:
              "`other` speech and `noise`. The head is trained on every 80 ms window of synthetic *calls*: caller sentences "
              "synthesised whole, with the keyword at the start, middle or end, its time span taken from the "
              "synthesiser (libespeak-ng word events, MBROLA .pho durations, Kokoro's predicted durations). A window "
-             "is labelled with the keyword when it ends 0.04-0.40 s after the keyword's end.", "",
+             "is labelled with the keyword when it ends 0.04-0.40 s after the keyword's end. " + _head_training(m),
+             "",
              "## Data (synthetic voices" + (", plus real recordings" if info.get("recordings") else
                                               ": no real person's voice") + ")", "",
              f"Distinct speakers: train {len(spk.get('train', []))}, validation {len(spk.get('val', []))}, "
