@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from spotter import config
 from spotter.model import load_model
@@ -41,3 +42,13 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     res = evaluate_stored(model, tmp_path / "work")           # before/after comparisons reuse the stored calls
     assert res["held_out_voices"]["keyword_occurrences"] == final["keyword_occurrences"]
     json.dumps(res, default=float)
+    assert "head seed 7, data seed 0" in card
+
+    # the top-level seed draws the head's training, not the data: same stored calls, another head
+    other = load_model(train_from_calls(load_recipe(REPO / "training/configs/calls_tiny.toml", overrides=[
+        f"out={tmp_path / 'm8.pt'}", f"work_dir={tmp_path / 'work'}", f"calls.cache_dir={tmp_path / 'sentences'}",
+        "seed=8"])))
+    assert other.meta["calls_report"]["info"]["speakers"] == speakers
+    assert other.meta["calls_report"]["final"]["keyword_occurrences"] == final["keyword_occurrences"]
+    a, b = model.head.state_dict(), other.head.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
