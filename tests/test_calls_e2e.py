@@ -52,3 +52,20 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     assert other.meta["calls_report"]["final"]["keyword_occurrences"] == final["keyword_occurrences"]
     a, b = model.head.state_dict(), other.head.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_training_refuses_a_recipe_engine_that_is_not_installed(tmp_path):
+    """A recipe trained without one of its engines would be another model: `spotter train` says so in one line."""
+    import subprocess
+    import sys
+    from training.voices import available_voices
+    if available_voices(("kokoro",), warn=False):
+        pytest.skip("Kokoro is installed here")
+    proc = subprocess.run([sys.executable, "-m", "spotter.cli", "train", "--config",
+                           str(REPO / "training/configs/calls_tiny.toml"), "--set", 'calls.engines=["espeak","kokoro"]',
+                           f"work_dir={tmp_path / 'work'}", f"out={tmp_path / 'm.pt'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "calls_tiny.toml" in proc.stderr and "kokoro not installed" in proc.stderr
+    assert not (tmp_path / "m.pt").exists()

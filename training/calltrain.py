@@ -798,6 +798,10 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
     torch.set_num_threads(1)
     t_start = time.time()
     plan = recipe.calls
+    missing = [e for e in plan.engines if not available_voices((e,), warn=False)]
+    if missing:                            # a recipe trained without one of its engines is another model
+        raise SpotterError(f"{recipe.path}: [calls] engines {', '.join(missing)} not installed "
+                           "(training/install_tts.sh), or train without them: --set 'calls.engines=[...]'")
     work = recipe.work_dir
     work.mkdir(parents=True, exist_ok=True)
     real = real_audio_files(recipe.data)
