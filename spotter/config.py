@@ -130,6 +130,9 @@ class DetectorConfig:
         _check_number("suggestion_min_evidence", self.suggestion_min_evidence, 0.0, MAX_MIN_EVIDENCE)
 
 
+# Product target for the time from a keyword's end to its event (issue 13: p50 <= 0.20 s). Calibration keeps the
+# smoothing window with the best validation recall among those that meet it (training/calibrate.py).
+LATENCY_TARGET_P50_S = 0.20
 MAX_SMOOTHING_STEPS = 100        # 8 s of 80 ms steps
 MAX_REFRACTORY_S = 60.0
 MAX_MIN_EVIDENCE = 100.0

@@ -272,3 +272,15 @@ def test_a_head_trained_with_norm_dropout_is_the_plain_head_once_trained():
     head.dropout.p = plain.dropout.p = 0.0                   # only the norm dropout differs between them now
     assert torch.allclose(plain(x), plain(x))
     assert not torch.allclose(head(x), plain(x))             # in training, dimensions are dropped
+
+
+def test_calibration_keeps_the_best_recall_among_windows_fast_enough():
+    from training.calibrate import choose_smoothing
+    tried = [{"recall": 0.652, "latency_p50_s": 0.16}, {"recall": 0.648, "latency_p50_s": 0.20},
+             {"recall": 0.667, "latency_p50_s": 0.27}, {"recall": 0.70, "latency_p50_s": 0.40}]
+    assert choose_smoothing(tried, 0.20) == 0                 # 3 and 5 steps find more but come too late
+    assert choose_smoothing(tried, 0.0) == 3                  # no latency limit: the best recall
+    late = [{"recall": 0.5, "latency_p50_s": 0.30}, {"recall": 0.6, "latency_p50_s": 0.25},
+            {"recall": 0.9, "latency_p50_s": None}]
+    assert choose_smoothing(late, 0.20) == 1                  # none fast enough: the fastest with any hit
+    assert choose_smoothing([{"recall": 0.5, "latency_p50_s": 0.1}, {"recall": 0.5, "latency_p50_s": 0.2}], 0.2) == 0

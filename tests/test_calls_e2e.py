@@ -38,6 +38,14 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     assert all(0 < d <= 3 for d in model.meta["keyword_durations_s"].values())
     card = out.with_suffix(".md").read_text()
     assert "keywords inside sentences" in card.lower() or "inside sentences" in card
+    # smoothing: the best validation recall among the windows whose median latency meets the product target
+    cal = final["calibration"]
+    assert cal["max_latency_p50_s"] == config.LATENCY_TARGET_P50_S
+    assert [t["smoothing_steps"] for t in cal["tried"]] == [1, 2, 3, 5]
+    fast = [t for t in cal["tried"] if t["latency_p50_s"] is not None and t["latency_p50_s"] <= 0.2]
+    if fast:
+        assert model.detector.smoothing_steps == max(fast, key=lambda t: t["recall"])["smoothing_steps"]
+    assert "median latency is at most 0.2 s" in card
 
     res = evaluate_stored(model, tmp_path / "work")           # before/after comparisons reuse the stored calls
     assert res["held_out_voices"]["keyword_occurrences"] == final["keyword_occurrences"]

@@ -78,11 +78,31 @@ def measure(model, thresholds: dict, negatives, positives, hours: float) -> dict
     """Joint false alarms per hour on the negatives and recall on the positives at the given thresholds."""
     fa = sum(len(detect(model, post, thresholds)) for post in negatives)
     hits = occ = fa_pos = 0
+    latencies = []
     for post, notes in positives:
         res = score_stream(detect(model, post, thresholds), notes)
         hits += len(res["hits"])
+        latencies += [h[3] for h in res["hits"]]
         fa_pos += len(res["false_alarms"])
         occ += len(notes)
     return {"fa_per_hour": fa / hours if hours else float("nan"), "negative_hours": hours,
             "false_alarms": fa, "recall": hits / occ if occ else float("nan"), "occurrences": occ,
-            "false_alarms_in_positive_streams": fa_pos}
+            "false_alarms_in_positive_streams": fa_pos, "latency_p50_s": latency_p50(latencies)}
+
+
+def latency_p50(latencies: list[float]) -> float | None:
+    """Median time from keyword end to event of the hits, in seconds to the millisecond (None without hits)."""
+    return round(float(np.median(latencies)), 3) if latencies else None
+
+
+def choose_smoothing(results: list[dict], max_latency_p50_s: float) -> int:
+    """Index of the smoothing window to keep, from one validation result per window ({"recall", "latency_p50_s"}):
+    the best recall among the windows whose median latency meets max_latency_p50_s (<= 0: no limit); if none
+    meets it, the fastest. Ties go to the earlier (shorter) window."""
+    def fast_enough(r):
+        return max_latency_p50_s <= 0 or (r["latency_p50_s"] is not None and r["latency_p50_s"] <= max_latency_p50_s)
+    ok = [i for i, r in enumerate(results) if fast_enough(r)]
+    if not ok:
+        timed = [i for i, r in enumerate(results) if r["latency_p50_s"] is not None]
+        return min(timed, key=lambda i: results[i]["latency_p50_s"]) if timed else 0
+    return max(ok, key=lambda i: (results[i]["recall"], -i))

@@ -486,15 +486,17 @@ def _decide(post, thresholds, smoothing, refractory_s=1.0):
 
 
 def score_calls(posts: list[np.ndarray], cs: CallSet, thresholds: dict, smoothing: int) -> dict:
-    """Hits, misses and false alarms of every call at the given thresholds (streams.score_stream rule)."""
+    """Hits, misses and false alarms of every call at the given thresholds (streams.score_stream rule), and the
+    hits' latencies (decision time minus keyword end, s)."""
     from evaluation.streams import score_stream
-    hits, fas, misses = [], [], []
+    hits, fas, misses, latencies = [], [], [], []
     for post, notes, meta in zip(posts, cs.notes, cs.meta):
         res = score_stream(_decide(post, thresholds, smoothing), _annotations(notes))
         hits += [(h[0], meta) for h in res["hits"]]
+        latencies += [h[3] for h in res["hits"]]
         fas += [(f[0], meta) for f in res["false_alarms"]]
         misses += [(m.keyword, meta) for m in res["missed"]]
-    return {"hits": hits, "false_alarms": fas, "missed": misses}
+    return {"hits": hits, "false_alarms": fas, "missed": misses, "latencies": latencies}
 
 
 def _recall_table(res: dict, key) -> dict:
@@ -654,14 +656,16 @@ def _concat(a: CallSet, b: CallSet) -> CallSet:
     return out
 
 
-def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2, 3, 5)) -> tuple[dict, int, dict]:
+def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2, 3, 5),
+                   max_latency_p50_s: float = config.LATENCY_TARGET_P50_S) -> tuple[dict, int, dict]:
     """Per-keyword thresholds (calibrate.choose_thresholds: greedy within the false-alarm budget, every detection
     in the validation calls that matches no keyword counting as a false alarm) for each smoothing window; the
-    window with the best recall wins."""
-    from .calibrate import choose_thresholds
+    window with the best recall among those whose median latency (keyword end to event) meets max_latency_p50_s
+    wins (calibrate.choose_smoothing)."""
+    from .calibrate import choose_smoothing, choose_thresholds, latency_p50
     posts = [call_posteriors(head, e) for e in val.emb]
     hours = val.hours()
-    best = None
+    tried = []
     for sm in smoothing_candidates:
         sw = {"grid": list(map(float, GRID)), "fa": [], "hits": []}
         for th in GRID:
@@ -672,11 +676,14 @@ def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2
         r = score_calls(posts, val, thr, sm)
         n = len(r["hits"]) + len(r["missed"])
         res = {"recall": round(len(r["hits"]) / max(1, n), 4), "fa_per_hour": round(len(r["false_alarms"]) / hours, 3),
-               "hours": round(hours, 2), "smoothing_steps": sm}
-        log.info("calibration smoothing %d: recall %.3f at %.2f FA/h", sm, res["recall"], res["fa_per_hour"])
-        if best is None or res["recall"] > best[2]["recall"]:
-            best = (thr, sm, res)
-    return best
+               "hours": round(hours, 2), "smoothing_steps": sm, "latency_p50_s": latency_p50(r["latencies"])}
+        log.info("calibration smoothing %d: recall %.3f at %.2f FA/h, latency p50 %s s", sm, res["recall"],
+                 res["fa_per_hour"], res["latency_p50_s"])
+        tried.append((thr, sm, res))
+    thr, sm, res = tried[choose_smoothing([r for _, _, r in tried], max_latency_p50_s)]
+    return thr, sm, {**res, "max_latency_p50_s": max_latency_p50_s,
+                     "tried": [{k: r[k] for k in ("smoothing_steps", "recall", "fa_per_hour", "latency_p50_s")}
+                               for _, _, r in tried]}
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
@@ -821,6 +828,7 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
         folds = False                      # leave-one-engine-out figures are about synthetic engines
     tr = recipe.train
     budget = recipe.calibrate.budget_fa_per_hour
+    max_lat = recipe.calibrate.max_latency_p50_s
     seed = recipe.seed                     # the head's draws; plan.seed ([calls] seed) drew the data
     report = {"info": info, "folds": {}}
     engines = sorted({m["engine"] for m in sets["train"].meta})
@@ -829,7 +837,7 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
             t0 = time.time()
             keep = lambda m, held=held: m["engine"] != held
             head, tinfo = train_fold(sets["train"].select(keep), sets["val"].select(keep), tr, seed)
-            thr, sm, cal = calibrate_head(head, sets["val"].select(keep), budget)
+            thr, sm, cal = calibrate_head(head, sets["val"].select(keep), budget, max_latency_p50_s=max_lat)
             res = evaluate_head(head, sets["eval_kw"].select(lambda m, held=held: m["engine"] == held),
                                 engine_negatives(sets, held), thr, sm, work / f"fold_{held}", f"trained without {held}")
             res.update(calibration=cal, thresholds=thr, seconds=round(time.time() - t0, 1), train=tinfo["windows"])
@@ -840,7 +848,7 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
         return {"model": None, "report": report}
     t0 = time.time()
     head, tinfo = train_fold(sets["train"], sets["val"], tr, seed)
-    thr, sm, cal = calibrate_head(head, sets["val"], budget)
+    thr, sm, cal = calibrate_head(head, sets["val"], budget, max_latency_p50_s=max_lat)
     if recipe.calibrate.common_threshold:
         cal = {**cal, "validation_thresholds": thr, "common_threshold": recipe.calibrate.common_threshold}
         thr = {k: float(recipe.calibrate.common_threshold) for k in config.KEYWORDS}

@@ -137,6 +137,18 @@ def _head_training(meta: dict) -> str:
             f"data seed {r.get('calls', {}).get('seed', 0)}.")
 
 
+def _smoothing_choice(cal: dict) -> str:
+    """', chosen on validation calls: ...' from the calibration's tried windows (nothing for older reports)."""
+    tried = cal.get("tried")
+    if not tried:
+        return ""
+    rule = (f"the best recall among the windows whose median latency is at most {cal['max_latency_p50_s']} s"
+            if cal.get("max_latency_p50_s", 0) > 0 else "the best recall")
+    each = "; ".join(f"{t['smoothing_steps']}: recall {_pct(t['recall'])} at {t['fa_per_hour']} FA/h, latency p50 "
+                     f"{t['latency_p50_s']} s" for t in tried)
+    return f" ({rule}, on validation calls; tried {each})"
+
+
 def calls_card(model) -> str:
     """Model card of a model trained on calls (training/calltrain.py), from its stored report."""
     m = model.meta
@@ -183,10 +195,12 @@ def calls_card(model) -> str:
                 f"{ {k: round(v, 3) for k, v in final.get('calibration', {}).get('validation_thresholds', {}).items()} }."]
                if (common := final.get('calibration', {}).get('common_threshold')) else
                ["## Thresholds (calibrated on validation voices' calls)"]),
-             f"Smoothing over {model.detector.smoothing_steps} steps; an event is decided at most "
+             f"Smoothing over {model.detector.smoothing_steps} steps{_smoothing_choice(final.get('calibration', {}))}; "
+             f"an event is decided at most "
              f"{model.detector.max_hold_steps} step(s) after its score crosses the threshold; budget "
              f"{m.get('recipe', {}).get('calibrate', {}).get('budget_fa_per_hour', 0.5)} FA/h; on validation: "
-             f"{ {k: v for k, v in final.get('calibration', {}).items() if k != 'validation_thresholds'} }.", "",
+             f"{ {k: v for k, v in final.get('calibration', {}).items() if k not in ('validation_thresholds', 'tried')} }.",
+             "",
              "| keyword | service | threshold |", "|---|---|---|"]
     for k in config.KEYWORDS:
         lines.append(f"| {k} | {config.KEYWORD_SERVICE.get(k, '—')} | {model.detector.thresholds.get(k, float('nan')):.6g} |")

@@ -271,7 +271,7 @@ def run_training(recipe: ClipRecipe) -> Path:
 
 def calibrate(model, recipe: ClipRecipe, val_bank: ds.ClipBank, real: dict, seed: int) -> dict:
     """Choose the smoothing window and per-keyword thresholds on validation voices (see calibrate.py)."""
-    from .calibrate import choose_thresholds, measure, sweep
+    from .calibrate import choose_smoothing, choose_thresholds, measure, sweep
     cal = recipe.calibrate
     budget = cal.budget_fa_per_hour
     vaug = make_augmenter(recipe, real, seed + 2)
@@ -281,14 +281,15 @@ def calibrate(model, recipe: ClipRecipe, val_bank: ds.ClipBank, real: dict, seed
     pos = keyword_streams(val_bank, cal.positive_streams, vaug, seed + 3)
     neg_post = posteriors_of(model, neg)
     pos_post = [(stream_posteriors(model, a), notes) for a, notes, _ in pos]
-    best = None
+    tried = []
     for smoothing in cal.smoothing_candidates or [model.detector.smoothing_steps]:
         model.detector.smoothing_steps = int(smoothing)
         thresholds = choose_thresholds(sweep(model, neg_post, pos_post), neg_info["hours"], budget)
         result = measure(model, thresholds, neg_post, pos_post, neg_info["hours"])
-        log.info("smoothing %s steps: recall %.3f at %.2f FA/h", smoothing, result["recall"], result["fa_per_hour"])
-        if best is None or result["recall"] > best[2]["recall"]:
-            best = (int(smoothing), thresholds, result)
+        log.info("smoothing %s steps: recall %.3f at %.2f FA/h, latency p50 %s s", smoothing, result["recall"],
+                 result["fa_per_hour"], result["latency_p50_s"])
+        tried.append((int(smoothing), thresholds, result))
+    best = tried[choose_smoothing([r for _, _, r in tried], cal.max_latency_p50_s)]
     model.detector.smoothing_steps, model.detector.thresholds, result = best
     log.info("calibrated: smoothing %d steps, thresholds %s -> %s", best[0], best[1], result)
     return {"budget_fa_per_hour": budget, "negatives": neg_info, "smoothing_steps": best[0], "result": result}

@@ -22,6 +22,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
+from spotter import config
 from spotter.artifact import _short
 from spotter.errors import SpotterError
 
@@ -80,6 +81,7 @@ class ClipCalibrateSection:
     negative_hours: float = 1.0              # long negative audio from validation speakers' speech + noise
     positive_streams: int = 12               # keyword streams of validation speakers
     smoothing_candidates: tuple[int, ...] | None = None   # moving-average lengths tried (None: the model's own)
+    max_latency_p50_s: float = config.LATENCY_TARGET_P50_S  # best recall among the windows this fast (0: any)
 
 
 @dataclass(kw_only=True)
@@ -150,6 +152,7 @@ class CallsTrainSection:
 class CallsCalibrateSection:
     """[calibrate] of a [calls] recipe."""
     budget_fa_per_hour: float = 0.5
+    max_latency_p50_s: float = config.LATENCY_TARGET_P50_S  # smoothing: best recall among the windows this fast
     # > 0: the shipped model's thresholds are this one value for every keyword instead of the per-keyword
     # thresholds calibrated on validation voices (which are too easy: see the README); the folds keep theirs
     common_threshold: float = 0.0

@@ -281,8 +281,9 @@ def fold_first_stage(work: Path, engine: str) -> Path:
     if not any(not keep(m) for m in sets["train"].meta):
         raise SystemExit(f"{work}: no training call is spoken by engine {engine!r}")
     t0 = time.time()
-    head, _ = CT.train_fold(sets["train"].select(keep), sets["val"].select(keep), recipe.train, recipe.calls.seed)
-    thr, sm, cal = CT.calibrate_head(head, sets["val"].select(keep), recipe.calibrate.budget_fa_per_hour)
+    head, _ = CT.train_fold(sets["train"].select(keep), sets["val"].select(keep), recipe.train, recipe.seed)
+    thr, sm, cal = CT.calibrate_head(head, sets["val"].select(keep), recipe.calibrate.budget_fa_per_hour,
+                                    max_latency_p50_s=recipe.calibrate.max_latency_p50_s)
     model = KeywordModel(head=head)
     model.detector.thresholds, model.detector.smoothing_steps = thr, sm
     model.name = f"fold-without-{engine}"
