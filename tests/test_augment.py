@@ -311,3 +311,37 @@ def test_describe_augmentation_lists_every_effect():
     for name, effect in A.AUGMENT_SPEC.items():
         row = next(r for r in rows if r.startswith(f"| {name} |"))
         assert f"| {effect.p:g} |" in row
+
+
+def _vowel(f0: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """A buzzy vowel: a pulse train at f0 through two formant resonances, with a little noise."""
+    from scipy.signal import lfilter
+    n = int(seconds * SAMPLE_RATE)
+    x = np.zeros(n)
+    x[::int(round(SAMPLE_RATE / f0))] = 1.0
+    for fc, bw in ((700.0, 90.0), (1200.0, 110.0)):
+        r = np.exp(-np.pi * bw / SAMPLE_RATE)
+        x = lfilter([1.0], [1.0, -2 * r * np.cos(2 * np.pi * fc / SAMPLE_RATE), r * r], x)
+    return (x / np.abs(x).max() * 0.3 + rng.normal(0, 1e-4, n)).astype(np.float32)
+
+
+def _pitch(x: np.ndarray) -> float:
+    r = np.correlate(x, x, "full")[x.size - 1:]
+    lo, hi = SAMPLE_RATE // 400, SAMPLE_RATE // 60
+    return SAMPLE_RATE / (lo + int(np.argmax(r[lo:hi])))
+
+
+def test_vocoder_keeps_timing_and_level_and_moves_the_pitch():
+    rng = np.random.default_rng(0)
+    silence = rng.normal(0, 1e-4, SAMPLE_RATE).astype(np.float32)
+    x = np.concatenate([silence, _vowel(120.0, 0.5, rng), silence])          # the vowel at 1.0-1.5 s
+    for scale in (1.0, 1.25):
+        y = A.lpc_vocode(x, np.random.default_rng(1), f0_scale=scale, breathiness=0.0)
+        assert y.shape == x.shape and y.dtype == np.float32
+        assert abs(A.rms(y) / A.rms(x) - 1) < 1e-3
+        env = np.sqrt(np.mean(y[:y.size // 160 * 160].reshape(-1, 160) ** 2, 1))   # 10 ms frames
+        loud = np.flatnonzero(env > 0.1 * env.max()) * 0.01
+        assert 0.98 <= loud.min() and loud.max() <= 1.52                       # where the vowel was, and only there
+        mid = y[int(1.1 * SAMPLE_RATE):int(1.4 * SAMPLE_RATE)]
+        assert _pitch(mid) == pytest.approx(120.0 * scale, rel=0.05)
+    assert not np.allclose(A.lpc_vocode(x, np.random.default_rng(1)), x, atol=1e-2)    # another signal

@@ -479,3 +479,74 @@ def spec_augment(mel: torch.Tensor, generator: torch.Generator | None = None,
     keep = keep.transpose(1, 2).to(device=mel.device, dtype=torch.bool)
     mean = mel.mean(dim=(1, 2), keepdim=True)
     return torch.where(keep, mel, mean.expand_as(mel))
+
+
+# --- a parametric vocoder: the same words through another synthesiser's signature ---------------------------
+VOCODER_ORDER = 18              # all-pole (LPC) envelope order at 16 kHz
+VOCODER_FRAME = 400             # 25 ms analysis window ...
+VOCODER_HOP = 160               # ... every 10 ms (the envelope and excitation change at this rate)
+VOCODER_PITCH_FRAME = 768       # 48 ms for the pitch (two periods at 60 Hz)
+VOCODER_F0_RANGE = (60.0, 400.0)
+VOCODER_VOICED = 0.3            # normalised autocorrelation peak above which a frame counts as voiced
+VOCODER_PREEMPHASIS = 0.97
+
+
+def lpc_vocode(audio: np.ndarray, rng: np.random.Generator, f0_scale: float | None = None,
+               breathiness: float | None = None) -> np.ndarray:
+    """Resynthesise speech through a pulse/noise-excited all-pole vocoder, as parametric synthesisers do.
+
+    Every 10 ms: the spectral envelope (order-18 LPC of the pre-emphasised signal), the level, and a pitch and
+    voicing from the autocorrelation; the excitation is a pulse train at the pitch x f0_scale (drawn in
+    [0.8, 1.25] when None) mixed with noise by voicing (plus `breathiness`, drawn in [0, 0.3]). Timing is kept
+    sample for sample, so keyword spans stay valid. Output has the input's RMS."""
+    from scipy.linalg import solve_toeplitz
+    from scipy.signal import lfilter
+    x = np.asarray(audio, np.float64).reshape(-1)
+    if x.size < VOCODER_FRAME:
+        return np.asarray(audio, np.float32).copy()
+    f0_scale = float(rng.uniform(0.8, 1.25)) if f0_scale is None else float(f0_scale)
+    breathiness = float(rng.uniform(0.0, 0.3)) if breathiness is None else float(breathiness)
+    y = lfilter([1.0, -VOCODER_PREEMPHASIS], [1.0], x)
+    n_hops = int(np.ceil(x.size / VOCODER_HOP))
+    pad = np.pad(y, (VOCODER_FRAME // 2, VOCODER_PITCH_FRAME))
+    win, pwin = np.hanning(VOCODER_FRAME), np.hanning(VOCODER_PITCH_FRAME)
+    lag_lo, lag_hi = int(SAMPLE_RATE / VOCODER_F0_RANGE[1]), int(SAMPLE_RATE / VOCODER_F0_RANGE[0])
+    rw = np.correlate(pwin, pwin, "full")[pwin.size - 1:]
+    wcorr = rw[lag_lo:lag_hi] / rw[0]
+    out = np.zeros(n_hops * VOCODER_HOP)
+    zi = np.zeros(VOCODER_ORDER)
+    phase = 0.0
+    noise = rng.standard_normal(out.size)
+    for h in range(n_hops):
+        fr = pad[h * VOCODER_HOP:h * VOCODER_HOP + VOCODER_FRAME] * win
+        r = np.correlate(fr, fr, "full")[VOCODER_FRAME - 1:]
+        if r[0] <= 1e-10:
+            a, gain, voicing, period = np.zeros(VOCODER_ORDER), 0.0, 0.0, SAMPLE_RATE / 100.0
+        else:
+            rr = r[:VOCODER_ORDER + 1].copy()
+            rr[0] *= 1.0 + 1e-6                          # white-noise floor: a stable filter
+            a = solve_toeplitz(rr[:-1], -rr[1:])
+            gain = float(np.sqrt(max(rr[0] + rr[1:] @ a, 1e-12) / VOCODER_FRAME))
+            # pitch and voicing from the autocorrelation of the whitened (inverse-filtered) signal over 48 ms
+            e = lfilter(np.r_[1.0, a], [1.0], pad[h * VOCODER_HOP:h * VOCODER_HOP + VOCODER_PITCH_FRAME] * pwin)
+            re = np.correlate(e, e, "full")[e.size - 1:]
+            seg = re[lag_lo:lag_hi] / max(re[0], 1e-12) / wcorr      # corrected for the window (Boersma 1993)
+            k = int(np.argmax(seg))
+            voicing = float(np.clip((seg[k] - VOCODER_VOICED) / (1 - VOCODER_VOICED), 0, 1))
+            period = (lag_lo + k) / f0_scale
+        # excitation of this hop: unit-power pulses at the period, mixed with unit-power noise
+        exc = np.zeros(VOCODER_HOP)
+        if voicing > 0:
+            while phase < VOCODER_HOP:
+                exc[int(phase)] = np.sqrt(period)
+                phase += period
+            phase -= VOCODER_HOP
+        else:
+            phase = 0.0
+        v = voicing * (1 - breathiness)
+        exc = np.sqrt(v) * exc + np.sqrt(1 - v) * noise[h * VOCODER_HOP:(h + 1) * VOCODER_HOP]
+        seg_out, zi = lfilter([gain], np.r_[1.0, a], exc, zi=zi)
+        out[h * VOCODER_HOP:(h + 1) * VOCODER_HOP] = seg_out
+    out = lfilter([1.0], [1.0, -VOCODER_PREEMPHASIS], out[:x.size])
+    scale = rms(x) / max(rms(out), 1e-9)
+    return (out * scale).astype(np.float32)
