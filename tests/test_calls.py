@@ -284,3 +284,18 @@ def test_calibration_keeps_the_best_recall_among_windows_fast_enough():
             {"recall": 0.9, "latency_p50_s": None}]
     assert choose_smoothing(late, 0.20) == 1                  # none fast enough: the fastest with any hit
     assert choose_smoothing([{"recall": 0.5, "latency_p50_s": 0.1}, {"recall": 0.5, "latency_p50_s": 0.2}], 0.2) == 0
+
+
+def test_engine_balance_repeats_the_smaller_engines_calls_up_to_a_cap():
+    from training.calltrain import CallSet, balance_engines
+    cs = CallSet()
+    for engine, steps, n in (("espeak", 100, 4), ("kokoro", 20, 1), ("mbrola", 150, 1), ("real", 10, 1)):
+        for _ in range(n):
+            cs.add(np.zeros((steps + 15, 96), np.float16), np.zeros(steps, np.int64), [], {"engine": engine})
+    out = balance_engines(cs, cap=12)
+    count = lambda e: sum(m["engine"] == e for m in out.meta)
+    assert count("espeak") == 4                               # the largest engine (400 steps) as it is
+    assert count("kokoro") == 12                              # 400 / 20 = 20 times, capped at 12
+    assert count("mbrola") == 3                               # 400 / 150 rounded
+    assert count("real") == 1                                 # recordings are never repeated
+    assert all(any(e is f for f in cs.emb) for e in out.emb)  # repeated, not copied

@@ -48,6 +48,9 @@ VARIANTS = {
     # so that the eval-time head sees what it saw in training on average)
     "norm_dropout50": {"norm_dropout": 0.5, "dim_dropout": 0.0},
     "norm_dropout70": {"norm_dropout": 0.7, "dim_dropout": 0.0},
+    # each engine's training calls repeated up to the largest engine's hours, at most 12 times (Kokoro: 0.16 h of
+    # 11.5 h on runs/calls; 2026-12-03)
+    "engine_balance12": {"engine_balance": 12.0},
 }
 
 
@@ -140,7 +143,8 @@ def train_dann(train, val, cfg, seed: int, lam: float):
 
 
 def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, dann: float = 0.0,
-             ensemble: int = 0, fold_negatives: str = "engine", head_channels: int = 0) -> dict:
+             ensemble: int = 0, fold_negatives: str = "engine", head_channels: int = 0,
+             max_latency_p50_s: float = 0.2) -> dict:
     t0 = time.time()
     if held == "final":
         keep = lambda m: True
@@ -160,7 +164,7 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
     else:
         make = (lambda: T.training_head(cfg.norm_dropout, channels=head_channels)) if head_channels else None
         head, tinfo = T.train_fold(train, val, cfg, seed, make)
-    thr, sm, cal = T.calibrate_head(head, val, budget)
+    thr, sm, cal = T.calibrate_head(head, val, budget, max_latency_p50_s=max_latency_p50_s)
     if isinstance(neg, dict):        # the same head under each rule
         return [{**fold_result(T.evaluate_head(head, kw, n, thr, sm), held, t0, tinfo), "fold_negatives": rule}
                 for rule, n in neg.items()]
@@ -169,6 +173,7 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
 
 def fold_result(res: dict, held: str, t0: float, tinfo: dict) -> dict:
     return {"fold": held, "seconds": round(time.time() - t0, 1), "windows": tinfo["windows"],
+            "smoothing": res["smoothing_steps"], "latency_0.5": (res["at_0.5_fa_h"] or {}).get("latency_s"),
             "calibrated": {"recall": res["calibrated"]["recall"]["recall"],
                            "fa_per_hour": res["calibrated"]["fa_per_hour"]},
             "at_0.5": (res["at_0.5_fa_h"] or {}).get("recall"), "at_1": (res["at_1.0_fa_h"] or {}).get("recall"),
@@ -216,7 +221,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for held in [f for f in args.folds.split(",") if f]:          # --folds "": only --build
         rs = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.seed, dann,
-                      ensemble, args.fold_negatives, head_channels)
+                      ensemble, args.fold_negatives, head_channels, recipe.calibrate.max_latency_p50_s)
         for r in rs if isinstance(rs, list) else [{**rs, "fold_negatives": args.fold_negatives}]:
             r["variant"] = args.variant + ("+extra" if args.extra else "")
             print_fold(r, held, out)
@@ -230,6 +235,7 @@ def print_fold(r: dict, held: str, out: Path) -> None:
           f"recall@0.5FA/h {a5.get('recall')} ({a5.get('found')}/{a5.get('of')}) thr {r['threshold_0.5']} "
           f"90% {r['interval_0.5']} "
           f"@1 {(r['at_1'] or {}).get('recall')} clip {r['clip']} service {r['service']} "
+          f"smoothing {r.get('smoothing')} latency {r.get('latency_0.5')} "
           f"calibrated {r['calibrated']} [{r['seconds']} s]", flush=True)
 
 

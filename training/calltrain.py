@@ -444,12 +444,29 @@ def training_head(norm_dropout: float = 0.0, **kw) -> torch.nn.Module:
     return NormDropoutHead(**kw)
 
 
+def balance_engines(cs: CallSet, cap: float) -> CallSet:
+    """The calls of each synthesis engine repeated (not copied) up to the hours of the largest one, at most `cap`
+    times; real recordings ("real") as they are."""
+    steps: dict[str, int] = {}
+    for y, m in zip(cs.labels, cs.meta):
+        steps[m["engine"]] = steps.get(m["engine"], 0) + len(y)
+    top = max((n for e, n in steps.items() if e != "real"), default=0)
+    reps = {e: 1 if e == "real" else max(1, int(round(min(top / n, cap)))) for e, n in steps.items()}
+    out = CallSet()
+    for e, y, n, m in zip(cs.emb, cs.labels, cs.notes, cs.meta):
+        for _ in range(reps[m["engine"]]):
+            out.add(e, y, n, m)
+    return out
+
+
 def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, make_head=None
                ) -> tuple[torch.nn.Module, dict]:
     """A head trained on `train`'s windows (early stopping on `val`'s), then on its hard negatives (cfg.mining_*).
     make_head() builds the untrained head (default: training_head(cfg.norm_dropout))."""
     from .train import train_head
     rng = np.random.default_rng(seed)
+    if cfg.engine_balance > 0:
+        train = balance_engines(train, cfg.engine_balance)
     xtr, ytr = windows(train, cfg.negative_windows, rng)
     xva, yva = windows(val, cfg.val_negative_windows, rng)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
@@ -575,6 +592,7 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
     neg_res = score_calls(neg_posts, neg, thresholds, smoothing)
     out["calibrated"] = {
         "recall": _recall_table(cal, lambda k, m: "all")["all"],
+        "latency_s": _latency(cal["latencies"]),
         "fa_per_hour": round(len(neg_res["false_alarms"]) / hours, 3) if hours else None,
         "false_alarms": len(neg_res["false_alarms"]),
         "false_alarms_in_keyword_calls": len(cal["false_alarms"]),
@@ -603,6 +621,7 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
         out[f"at_{target}_fa_h"] = {
             "threshold": best["threshold"], "fa_per_hour": round(best["fa_per_hour"], 3),
             "recall": _recall_table(r, lambda k, m: "all")["all"],
+            "latency_s": _latency(r["latencies"]),
             "recall_interval_90": intervals[target],
             "per_keyword": _recall_table(r, lambda k, m: k),
             "per_engine": _recall_table(r, lambda k, m: m["engine"]),
@@ -617,6 +636,13 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
                  negatives="held-out running speech",
                  ylabel="miss rate (keywords inside sentences)", budget_fa=0.5)
     return out
+
+
+def _latency(latencies: list[float]) -> dict | None:
+    """p50 / p95 of the hits' latencies (keyword end to event, s); None without hits."""
+    if not latencies:
+        return None
+    return {"p50": round(float(np.percentile(latencies, 50)), 3), "p95": round(float(np.percentile(latencies, 95)), 3)}
 
 
 def bootstrap_recall(det: list[dict], kw: CallSet, neg: CallSet, targets, draws: int = 1000, seed: int = 0) -> dict:

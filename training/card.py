@@ -133,7 +133,10 @@ def _head_training(meta: dict) -> str:
             "norm_dropout" else "") for key in ("dim_dropout", "norm_dropout") if (share := tr.get(key, 0))]
     return (f"Head training: up to {tr.get('epochs')} epochs on {tr.get('negative_windows')} negative windows and "
             f"every keyword window, then {tr.get('mining_epochs')} on {tr.get('mining_windows')} mined hard negatives; "
-            f"{' and '.join(drop) or 'no dimensions'} zeroed in each training window; head seed {r.get('seed')}, "
+            f"{' and '.join(drop) or 'no dimensions'} zeroed in each training window; "
+            + (f"each engine's calls repeated up to the largest engine's hours (at most {tr['engine_balance']:g} "
+               f"times); " if tr.get("engine_balance") else "")
+            + f"head seed {r.get('seed')}, "
             f"data seed {r.get('calls', {}).get('seed', 0)}.")
 
 
