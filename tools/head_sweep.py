@@ -144,7 +144,7 @@ def train_dann(train, val, cfg, seed: int, lam: float):
 
 def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, dann: float = 0.0,
              ensemble: int = 0, fold_negatives: str = "engine", head_channels: int = 0,
-             max_latency_p50_s: float = 0.2) -> dict:
+             max_latency_p50_s: float = T.config.LATENCY_TARGET_P50_S) -> dict:
     t0 = time.time()
     if held == "final":
         keep = lambda m: True

@@ -519,17 +519,16 @@ def lpc_vocode(audio: np.ndarray, rng: np.random.Generator, f0_scale: float | No
     noise = rng.standard_normal(out.size)
     for h in range(n_hops):
         fr = pad[h * VOCODER_HOP:h * VOCODER_HOP + VOCODER_FRAME] * win
-        r = np.correlate(fr, fr, "full")[VOCODER_FRAME - 1:]
-        if r[0] <= 1e-10:
+        rr = np.array([fr[:fr.size - k] @ fr[k:] for k in range(VOCODER_ORDER + 1)])   # the lags LPC needs
+        if rr[0] <= 1e-10:
             a, gain, voicing, period = np.zeros(VOCODER_ORDER), 0.0, 0.0, SAMPLE_RATE / 100.0
         else:
-            rr = r[:VOCODER_ORDER + 1].copy()
             rr[0] *= 1.0 + 1e-6                          # white-noise floor: a stable filter
             a = solve_toeplitz(rr[:-1], -rr[1:])
             gain = float(np.sqrt(max(rr[0] + rr[1:] @ a, 1e-12) / VOCODER_FRAME))
             # pitch and voicing from the autocorrelation of the whitened (inverse-filtered) signal over 48 ms
             e = lfilter(np.r_[1.0, a], [1.0], pad[h * VOCODER_HOP:h * VOCODER_HOP + VOCODER_PITCH_FRAME] * pwin)
-            re = np.correlate(e, e, "full")[e.size - 1:]
+            re = irfft(np.abs(rfft(e, 2 * e.size)) ** 2)[:lag_hi]                   # autocorrelation by FFT
             seg = re[lag_lo:lag_hi] / max(re[0], 1e-12) / wcorr      # corrected for the window (Boersma 1993)
             k = int(np.argmax(seg))
             voicing = float(np.clip((seg[k] - VOCODER_VOICED) / (1 - VOCODER_VOICED), 0, 1))

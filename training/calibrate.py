@@ -90,9 +90,18 @@ def measure(model, thresholds: dict, negatives, positives, hours: float) -> dict
             "false_alarms_in_positive_streams": fa_pos, "latency_p50_s": latency_p50(latencies)}
 
 
+def latency_percentiles(latencies: list[float]) -> dict | None:
+    """p50 / p95 of the hits' times from keyword end to event, in seconds to the millisecond (None without hits)."""
+    if not latencies:
+        return None
+    p50, p95 = np.percentile(latencies, [50, 95])
+    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
+
+
 def latency_p50(latencies: list[float]) -> float | None:
-    """Median time from keyword end to event of the hits, in seconds to the millisecond (None without hits)."""
-    return round(float(np.median(latencies)), 3) if latencies else None
+    """The median of latency_percentiles (None without hits)."""
+    p = latency_percentiles(latencies)
+    return p["p50"] if p else None
 
 
 def choose_smoothing(results: list[dict], max_latency_p50_s: float) -> int:

@@ -585,6 +585,7 @@ def evaluate_head(head, kw: CallSet, neg: CallSet, thresholds: dict, smoothing: 
 def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray], kw: CallSet, neg: CallSet,
                         thresholds: dict, smoothing: int, out_dir: Path | None = None, title: str = "") -> dict:
     """evaluate_head on posteriors already computed (any scorer: a head, or another engine's model)."""
+    from .calibrate import latency_percentiles
     hours = neg.hours()         # no negatives: no false-alarm rate, so no operating point (never "0 FA/h")
     out = {"negative_hours": round(hours, 2), "keyword_occurrences": sum(len(n) for n in kw.notes),
            "keyword_calls": len(kw.emb), "smoothing_steps": smoothing}
@@ -592,7 +593,7 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
     neg_res = score_calls(neg_posts, neg, thresholds, smoothing)
     out["calibrated"] = {
         "recall": _recall_table(cal, lambda k, m: "all")["all"],
-        "latency_s": _latency(cal["latencies"]),
+        "latency_s": latency_percentiles(cal["latencies"]),
         "fa_per_hour": round(len(neg_res["false_alarms"]) / hours, 3) if hours else None,
         "false_alarms": len(neg_res["false_alarms"]),
         "false_alarms_in_keyword_calls": len(cal["false_alarms"]),
@@ -621,7 +622,7 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
         out[f"at_{target}_fa_h"] = {
             "threshold": best["threshold"], "fa_per_hour": round(best["fa_per_hour"], 3),
             "recall": _recall_table(r, lambda k, m: "all")["all"],
-            "latency_s": _latency(r["latencies"]),
+            "latency_s": latency_percentiles(r["latencies"]),
             "recall_interval_90": intervals[target],
             "per_keyword": _recall_table(r, lambda k, m: k),
             "per_engine": _recall_table(r, lambda k, m: m["engine"]),
@@ -636,13 +637,6 @@ def evaluate_posteriors(kw_posts: list[np.ndarray], neg_posts: list[np.ndarray],
                  negatives="held-out running speech",
                  ylabel="miss rate (keywords inside sentences)", budget_fa=0.5)
     return out
-
-
-def _latency(latencies: list[float]) -> dict | None:
-    """p50 / p95 of the hits' latencies (keyword end to event, s); None without hits."""
-    if not latencies:
-        return None
-    return {"p50": round(float(np.percentile(latencies, 50)), 3), "p95": round(float(np.percentile(latencies, 95)), 3)}
 
 
 def bootstrap_recall(det: list[dict], kw: CallSet, neg: CallSet, targets, draws: int = 1000, seed: int = 0) -> dict:
