@@ -481,7 +481,7 @@ def cross_engine_combiner(fold_runs: list[Path], apply_runs: list[Path]) -> dict
     then fitted on every run and scored on `apply_runs` (e.g. the shipped model's). Recall at 0.5 / 1 FA/h beside
     the provisional combiner's."""
     from spotter.verify import Combiner, fit_logistic
-    runs = {p.stem: json.loads(Path(p).read_text())["cascade"] for p in list(fold_runs) + list(apply_runs)}
+    runs = {p.stem: stored_candidates(p) for p in list(fold_runs) + list(apply_runs)}
 
     def features(d):
         cb = Combiner()
@@ -506,6 +506,40 @@ def cross_engine_combiner(fold_runs: list[Path], apply_runs: list[Path]) -> dict
         out[name] = {"params": [float(x) for x in w], "fitted_on": train, "provisional": rp, "cross_engine": rf}
         print(f"{name:14s} {'+'.join(train):32s} {w[0]:6.2f} {w[1]:6.2f} {w[2]:6.3f}   "
               f"{rp[0]:6.1%} / {rp[1]:6.1%} | {rf[0]:6.1%} / {rf[1]:6.1%}")
+    return out
+
+
+def stored_candidates(path: Path) -> dict:
+    """The candidates of a stored --cascade or --real-cascade run (its first entry that has any)."""
+    d = json.loads(Path(path).read_text())
+    return next(v for v in d.values() if isinstance(v, dict) and "cands" in v)
+
+
+WEIGHT_GRID = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, np.inf)
+
+
+def verifier_weight_grid(runs: list[Path], grid=WEIGHT_GRID) -> dict:
+    """Recall at 0.5 / 1 FA/h of each stored run's candidates ranked by the combiner's two features, first stage
+    + w x verifier (the ranking of sigmoid(a + b x1 + c x2) depends on c / b alone; w = inf: the verifier alone,
+    w = 0: the first stage alone). The shipped combiner is w = DEFAULT_PARAMS c / b."""
+    from spotter.verify import Combiner
+    out = {}
+    print(f"\n{'w = c / b':>10s} " + " ".join(f"{Path(p).stem:>22s}" for p in runs))
+    feats = {}
+    for p in runs:
+        d = stored_candidates(p)
+        cb = Combiner()
+        cb.set_first_thresholds(d["thresholds"])
+        x = np.array([cb.features(c["kw"], c["first"], c["v"]) for c in d["cands"]])
+        feats[Path(p).stem] = (x, np.array([c["y"] for c in d["cands"]]), d["hours"], d["keywords"])
+    for w in grid:
+        row = {}
+        for name, (x, y, hours, n) in feats.items():
+            score = x[:, 1] if np.isinf(w) else x[:, 0] + w * x[:, 1]
+            curve = det_curve(score, y, hours, n)
+            row[name] = [recall_at(curve, fa) for fa in (0.5, 1)]
+        out[str(w)] = row
+        print(f"{w:10g} " + " ".join(f"{r[0]:10.1%} / {r[1]:7.1%}" for r in row.values()))
     return out
 
 
@@ -593,6 +627,8 @@ def main(argv=None) -> int:
                     "recipe's model, ONNX export) on the real recordings of ../shared/data/speech/real_kws_en")
     ap.add_argument("--cross-engine", metavar="RUNS", help="comma-separated --fold runs' JSON files: fit the combiner "
                     "on all but one and score the one left out (and, with --apply, fitted on all, other runs)")
+    ap.add_argument("--weight-grid", metavar="RUNS", help="comma-separated stored runs' JSON files: recall at "
+                    "0.5 / 1 FA/h as the verifier's weight against the first stage's changes")
     ap.add_argument("--apply", metavar="RUNS", default="", help="comma-separated runs' JSON files for --cross-engine")
     ap.add_argument("--calibrate", action="store_true", help="--cascade on the validation voices' calls (the "
                     "recipe's val sets) and print the combined-score threshold for --budget FA/h; with --cascade-json, "
@@ -623,6 +659,9 @@ def main(argv=None) -> int:
     if args.cross_engine:
         cross_engine_combiner([Path(x) for x in args.cross_engine.split(",")],
                               [Path(x) for x in args.apply.split(",") if x])
+        return 0
+    if args.weight_grid:
+        verifier_weight_grid([Path(x) for x in args.weight_grid.split(",")])
         return 0
     if args.cascade_json:
         d = json.loads(Path(args.cascade_json).read_text())["cascade"]
