@@ -328,6 +328,21 @@ def test_cascade_threshold_keeps_the_budget():
     assert recall_at(curve, 0.5) == 0.5 and recall_at(curve, 1.0) == 0.75 and recall_at(curve, 2.0) == 1.0
 
 
+def test_weight_grid_reads_stored_runs_and_ranks_by_the_weight(tmp_path):
+    """training.verify_eval.verifier_weight_grid: a stored --cascade run and a stored --real-cascade run (different
+    top-level keys) are both read; w = 0 ranks by the first stage, w = inf by the verifier alone."""
+    from training.verify_eval import verifier_weight_grid
+    cands = [{"kw": "gaz", "first": f, "v": v, "y": y} for f, v, y in
+             [(0.95, -30.0, 0), (0.9, -5.0, 1), (0.6, -4.0, 1), (0.5, -40.0, 0)]]
+    d = {"cands": cands, "hours": 1.0, "keywords": 2, "thresholds": {"gaz": 0.8}}
+    a, b = tmp_path / "fold.json", tmp_path / "real.json"
+    a.write_text(json.dumps({"cascade": d}))
+    b.write_text(json.dumps({"real_cascade_clean": d}))
+    out = verifier_weight_grid([a, b], grid=(0.0, float("inf")))
+    assert out["0.0"]["fold"] == out["0.0"]["real"] == [0.0, 1.0]     # the false alarm ranks first
+    assert out["inf"]["fold"] == [1.0, 1.0]                             # the verifier ranks both hits first
+
+
 @needs_extra
 def test_listen_over_several_lines_verifies_every_line(tmp_path, speech_wav):
     """`spotter listen --device A --device B` with the cascade (spotter.verify.VerifiedLines), on file sources
