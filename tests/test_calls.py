@@ -274,6 +274,29 @@ def test_a_head_trained_with_norm_dropout_is_the_plain_head_once_trained():
     assert not torch.allclose(head(x), plain(x))             # in training, dimensions are dropped
 
 
+def test_head_training_options_train_a_plain_head_that_separates_two_classes():
+    """norm_gain, mixup and logit_norm (tried as head_sweep variants) change only training: the head they give is
+    the plain KeywordHead, and it still learns two separable classes of embedding windows."""
+    from spotter.model import KeywordHead
+    from training.calltrain import training_head
+    from training.train import train_head
+    g = torch.Generator().manual_seed(0)
+    n, kw, other = 256, 0, config.LABELS.index(config.OTHER)
+    x = torch.randn(n, config.HEAD_FRAMES, config.EMBED_DIM, generator=g)
+    y = torch.where(torch.arange(n) % 2 == 0, kw, other)
+    x[y == kw, :, :8] += 2.0                                 # the keyword windows differ in 8 dimensions
+    for opts, head in (({"mixup": 0.4}, training_head(0.5)), ({"logit_norm": 0.04}, training_head(0.5)),
+                       ({}, training_head(0.5, norm_gain=0.3))):
+        torch.manual_seed(0)
+        trained, _ = train_head(head, (x, y), (x, y), epochs=8, batch=64, progress=False, **opts)
+        plain = KeywordHead()
+        plain.load_state_dict(trained.state_dict())
+        plain.eval()
+        with torch.no_grad():
+            pred = plain(x).argmax(1)
+        assert (pred == y).float().mean() > 0.9, opts
+
+
 def test_calibration_keeps_the_best_recall_among_windows_fast_enough():
     from training.calibrate import choose_smoothing
     tried = [{"recall": 0.652, "latency_p50_s": 0.16}, {"recall": 0.648, "latency_p50_s": 0.20},

@@ -51,6 +51,14 @@ VARIANTS = {
     # each engine's training calls repeated up to the largest engine's hours, at most 12 times (Kokoro: 0.16 h of
     # 11.5 h on runs/calls; 2026-12-03)
     "engine_balance12": {"engine_balance": 12.0},
+    # each normalised dimension of a training window times exp(N(0, s)) on top of the recipe's dropout (2026-12-03)
+    "norm_gain30": {"norm_gain": 0.3},
+    "norm_gain60": {"norm_gain": 0.6},
+    # training windows mixed in pairs (mixup, Beta(0.4, 0.4)), labels likewise
+    "mixup": {"mixup": 0.4},
+    "mixup1": {"mixup": 1.0},
+    # LogitNorm (train.normalised_logits): the loss on logits scaled to a fixed norm, against over-confidence
+    "logit_norm": {"logit_norm": 0.04},
 }
 
 
@@ -224,6 +232,7 @@ def main() -> None:
                       ensemble, args.fold_negatives, head_channels, recipe.calibrate.max_latency_p50_s)
         for r in rs if isinstance(rs, list) else [{**rs, "fold_negatives": args.fold_negatives}]:
             r["variant"] = args.variant + ("+extra" if args.extra else "")
+            r["seed"] = recipe.seed
             print_fold(r, held, out)
 
 

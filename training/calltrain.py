@@ -425,12 +425,14 @@ def mine_hard_negatives(head, cs: CallSet, top: int, floor: float = 0.2, share: 
     return [(c, j) for _, c, j in found[:top]]
 
 
-def training_head(norm_dropout: float = 0.0, **kw) -> torch.nn.Module:
+def training_head(norm_dropout: float = 0.0, norm_gain: float = 0.0, **kw) -> torch.nn.Module:
     """A KeywordHead to train. With norm_dropout p, its normalised embedding loses a share p of its dimensions (the
-    same at every step) in training and the others are scaled by 1 / (1 - p); in eval mode, and once saved, it is
-    the plain KeywordHead (the same weights, export and runtime)."""
+    same at every step) in training and the others are scaled by 1 / (1 - p); with norm_gain s, each dimension of a
+    training window is also multiplied by exp(N(0, s)) (the same at every step: a smooth change of the embedding's
+    balance, as a new voice or channel makes). In eval mode, and once saved, it is the plain KeywordHead (the same
+    weights, export and runtime)."""
     from spotter.model import KeywordHead
-    if not norm_dropout:
+    if not norm_dropout and not norm_gain:
         return KeywordHead(**kw)
 
     class NormDropoutHead(KeywordHead):
@@ -438,7 +440,10 @@ def training_head(norm_dropout: float = 0.0, **kw) -> torch.nn.Module:
             if not self.training:
                 return super().forward(emb)
             x = self.norm(emb)
-            x = x * (torch.rand((len(x), 1, x.shape[-1])) >= norm_dropout) / (1 - norm_dropout)
+            if norm_dropout:
+                x = x * (torch.rand((len(x), 1, x.shape[-1])) >= norm_dropout) / (1 - norm_dropout)
+            if norm_gain:
+                x = x * torch.exp(norm_gain * torch.randn((len(x), 1, x.shape[-1])))
             x = self.convs(x.transpose(1, 2))
             return self.out(self.dropout(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)))
     return NormDropoutHead(**kw)
@@ -462,7 +467,7 @@ def balance_engines(cs: CallSet, cap: float) -> CallSet:
 def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, make_head=None
                ) -> tuple[torch.nn.Module, dict]:
     """A head trained on `train`'s windows (early stopping on `val`'s), then on its hard negatives (cfg.mining_*).
-    make_head() builds the untrained head (default: training_head(cfg.norm_dropout))."""
+    make_head() builds the untrained head (default: training_head(cfg.norm_dropout, cfg.norm_gain))."""
     from .train import train_head
     rng = np.random.default_rng(seed)
     if cfg.engine_balance > 0:
@@ -471,8 +476,9 @@ def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, 
     xva, yva = windows(val, cfg.val_negative_windows, rng)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
-    head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
-                            batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout)
+    head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
+                            batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout,
+                            mixup=cfg.mixup, logit_norm=cfg.logit_norm)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.mining_windows:
         hard = mine_hard_negatives(head, train, cfg.mining_windows, share=cfg.mining_share, seed=seed)
@@ -482,7 +488,8 @@ def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, 
             xtr = torch.cat([xtr] + [hx] * reps)
             ytr = torch.cat([ytr] + [hy] * reps)
             head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.mining_epochs, batch=cfg.batch,
-                                     lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1, dim_dropout=cfg.dim_dropout)
+                                     lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1, dim_dropout=cfg.dim_dropout,
+                                     mixup=cfg.mixup, logit_norm=cfg.logit_norm)
             info.update(mined=len(hard), history_mining=hist2)
     return head, info
 

@@ -146,6 +146,9 @@ class CallsTrainSection:
     recording_copies: int = 8                # channels drawn per real recording ([data] recordings)
     dim_dropout: float = 0.0                 # share of the 96 embedding dimensions zeroed per training window
     norm_dropout: float = 0.0                # the same after the head's LayerNorm, the others scaled up (inverted)
+    norm_gain: float = 0.0                   # > 0: each normalised dimension times exp(N(0, this)) per window
+    mixup: float = 0.0                       # > 0: training windows mixed in pairs, weight ~ Beta(this, this)
+    logit_norm: float = 0.0                  # > 0: LogitNorm's temperature (train.normalised_logits) in training
     engine_balance: float = 0.0              # > 0: each engine's calls repeated up to the largest's hours, at most
     #                                          this many times (calltrain.balance_engines); 0: as synthesised
 

@@ -38,10 +38,19 @@ def class_weights(y: torch.Tensor, n: int | None = None) -> torch.Tensor:
     return w / (w * counts).sum() * counts.sum()          # mean weight per window = 1
 
 
+def normalised_logits(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """LogitNorm (Wei et al. 2022): the logit vector scaled to norm 1 / tau, so that the loss cannot fall by making
+    every logit larger: the head learns the direction, not an ever-growing confidence."""
+    return logits / (tau * (logits.norm(dim=1, keepdim=True) + 1e-7))
+
+
 @torch.no_grad()
-def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> dict:
+def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
+                  logit_norm: float = 0.0) -> dict:
     head.eval()
     logits = torch.cat([head(x[i:i + 1024].float()) for i in range(0, len(x), 1024)])
+    if logit_norm:
+        logits = normalised_logits(logits, logit_norm)
     loss = nn.functional.cross_entropy(logits, y, weight=weights).item()
     pred = logits.argmax(1)
     present = torch.unique(y)
@@ -51,11 +60,14 @@ def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: to
 
 def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batch: int = 256, lr: float = 2e-3,
                weight_decay: float = 5e-2, patience: int = 6, seed: int = 0, label_smoothing: float = 0.05,
-               progress: bool = True, noise: float = 0.05, dim_dropout: float = 0.0) -> tuple[nn.Module, list[dict]]:
+               progress: bool = True, noise: float = 0.05, dim_dropout: float = 0.0,
+               mixup: float = 0.0, logit_norm: float = 0.0) -> tuple[nn.Module, list[dict]]:
     """Class-weighted cross-entropy with AdamW and cosine decay; early stopping on validation loss
     (voice-disjoint validation set). Returns the best head and the per-epoch history. noise: Gaussian noise
     added to the inputs, times their standard deviation. dim_dropout: share of the input's last dimension
-    (the embedding's) zeroed in each training window, the same dimensions at every time step."""
+    (the embedding's) zeroed in each training window, the same dimensions at every time step. mixup: > 0 mixes each
+    batch with a shuffled copy of itself, weight drawn from Beta(mixup, mixup), and the loss likewise. logit_norm:
+    > 0 trains (and early-stops) on normalised_logits(logits, logit_norm); the saved head is unchanged."""
     seed_everything(seed)
     xtr, ytr = train
     xva, yva = val
@@ -77,13 +89,21 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
                 xb = xb + noise * xb.std() * torch.randn(xb.shape, generator=gen)
             if dim_dropout:
                 xb = xb * (torch.rand((len(xb), 1, xb.shape[-1]), generator=gen) >= dim_dropout)
-            loss = loss_fn(head(xb), ytr[idx])
+            if mixup:
+                lam = float(torch.distributions.Beta(mixup, mixup).sample())
+                other = torch.randperm(len(xb), generator=gen)
+                out = head(lam * xb + (1 - lam) * xb[other])
+                out = normalised_logits(out, logit_norm) if logit_norm else out
+                loss = lam * loss_fn(out, ytr[idx]) + (1 - lam) * loss_fn(out, ytr[idx][other])
+            else:
+                out = head(xb)
+                loss = loss_fn(normalised_logits(out, logit_norm) if logit_norm else out, ytr[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
         sched.step()
-        m = evaluate_head(head, xva, yva, w)
+        m = evaluate_head(head, xva, yva, w, logit_norm)
         m.update(epoch=epoch + 1, train_loss=total / len(perm))
         history.append(m)
         if progress:
