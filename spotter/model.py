@@ -20,6 +20,7 @@ from .artifact import (DEFAULT_MODEL, DEFAULT_ONNX_MODEL, MAX_HEAD_CHANNELS,  # 
 from .errors import SpotterError
 
 ARTIFACT_FORMAT = "spotter-kws/1"
+MAX_HEAD_MEMBERS = 16           # heads of an ensemble an artifact may hold
 
 
 class KeywordHead(nn.Module):
@@ -47,6 +48,39 @@ class KeywordHead(nn.Module):
         x = self.convs(x)
         pooled = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
         return self.out(self.dropout(pooled))
+
+
+class EnsembleHead(nn.Module):
+    """Several KeywordHeads trained from different seeds, their posteriors averaged. It returns the log of the
+    average, so that a softmax of its output (as every caller takes) is the average posterior."""
+
+    def __init__(self, members: int = 2, **kw):
+        super().__init__()
+        self.members = nn.ModuleList(KeywordHead(**kw) for _ in range(members))
+
+    @property
+    def out(self) -> nn.Linear:                      # the output layer of the first member: class count and width
+        return self.members[0].out
+
+    @property
+    def convs(self) -> nn.Sequential:
+        return self.members[0].convs
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(h(emb), dim=-1) for h in self.members]).mean(0)
+        return torch.log(probs.clamp_min(1e-12))
+
+
+def make_head(members: int = 1, **kw) -> nn.Module:
+    """The head an artifact's head_kwargs describe: one KeywordHead, or an EnsembleHead of `members`."""
+    return EnsembleHead(members, **kw) if members > 1 else KeywordHead(**kw)
+
+
+def head_kwargs(head: nn.Module) -> dict:
+    kw = {"channels": head.convs[0].out_channels}
+    if isinstance(head, EnsembleHead):
+        kw["members"] = len(head.members)
+    return kw
 
 
 class KeywordModel(nn.Module):
@@ -97,7 +131,7 @@ class KeywordModel(nn.Module):
             "detector": self.detector.to_dict(),
             "meta": self.meta,
             "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
-            "head_kwargs": {"channels": self.head.convs[0].out_channels},
+            "head_kwargs": head_kwargs(self.head),
             "backbone": ({k: v.detach().cpu() for k, v in self.backbone.state_dict().items()}
                          if include_backbone else None),
         }
@@ -116,12 +150,15 @@ def _check(cond: bool, path, problem: str) -> None:
 def _head_kwargs_problem(kw) -> str | None:
     if not isinstance(kw, dict):
         return f"head_kwargs: expected a table, got {_short(kw)}"
-    unknown = sorted(str(k) for k in kw if k != "channels")
+    unknown = sorted(str(k) for k in kw if k not in ("channels", "members"))
     if unknown:
         return f"head_kwargs: unknown parameter(s) {unknown}"
     ch = kw.get("channels", 96)
     if isinstance(ch, bool) or not isinstance(ch, int) or not 1 <= ch <= MAX_HEAD_CHANNELS:
         return f"head_kwargs.channels: expected a whole number from 1 to {MAX_HEAD_CHANNELS}, got {_short(ch)}"
+    n = kw.get("members", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_HEAD_MEMBERS:
+        return f"head_kwargs.members: expected a whole number from 1 to {MAX_HEAD_MEMBERS}, got {_short(n)}"
     return None
 
 
@@ -193,7 +230,7 @@ def load_model(path: str | os.PathLike) -> KeywordModel:
         _check(problem is None, path, problem or "")
     _check("head" in blob, path, "head: missing")
     from .backbone import load_backbone
-    head = KeywordHead(**blob.get("head_kwargs", {}))
+    head = make_head(**blob.get("head_kwargs", {}))
     backbone = load_backbone(frozen=True)
     for field, net, weights in (("head", head, blob["head"]), ("backbone", backbone, blob.get("backbone"))):
         if weights is None and field == "backbone":

@@ -55,3 +55,29 @@ def test_onnx_step_posteriors_equal_the_keyword_spotter(model_path, tmp_path, sp
     runner.reset()
     first = spotter.process(speech[:step]).posteriors[-1]
     assert np.abs(runner.step(speech[:step]) - first).max() < POSTERIOR_TOLERANCE
+
+
+def test_an_ensemble_head_round_trips_and_exports_with_the_same_posteriors(tmp_path, speech_wav):
+    """A model whose head is an ensemble ([train] ensemble > 1) is saved with its member count, loads as the same
+    ensemble, averages its members' posteriors, and its ONNX export gives the torch spotter's posteriors."""
+    from spotter.model import EnsembleHead
+    torch.manual_seed(0)
+    model = KeywordModel(head=EnsembleHead(3), meta={"name": "ensemble"}).eval()
+    with torch.no_grad():
+        for m in model.head.members:
+            m.out.weight.mul_(20.0)
+    path = tmp_path / "ensemble.pt"
+    model.save(path)
+    loaded = load_model(path)
+    assert isinstance(loaded.head, EnsembleHead) and len(loaded.head.members) == 3
+    x = torch.randn(2, config.HEAD_FRAMES, config.EMBED_DIM)
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(m(x), 1) for m in loaded.head.members]).mean(0)
+        assert torch.allclose(torch.softmax(loaded.head(x), 1), mean, atol=1e-6)
+    runner = OnnxStepRunner(export_onnx(path, tmp_path / "ensemble.onnx"), threads=1)
+    spotter = KeywordSpotter(loaded)
+    audio = speech_wav("Il y a une agression dans la rue, venez vite.")
+    step = config.STEP_SAMPLES
+    diffs = [np.abs(spotter.process(audio[i:i + step]).posteriors[-1] - runner.step(audio[i:i + step])).max()
+             for i in range(0, audio.size - step + 1, step)]
+    assert max(diffs) < POSTERIOR_TOLERANCE

@@ -178,6 +178,8 @@ BAD_MODELS = [
     ("NaN weights", _nan_weight, "head: NaN or infinite weights in out.weight"),
     ("missing threshold", _drop_threshold, "detector.thresholds: missing for ['vol']"),
     ("head_kwargs huge", _set(["head_kwargs", "channels"], 10 ** 9), "head_kwargs.channels"),
+    ("ensemble members huge", _set(["head_kwargs", "members"], 10 ** 6), "head_kwargs.members"),
+    ("ensemble without member weights", _set(["head_kwargs", "members"], 2), "head: weights do not fit"),
     ("head weights halved", _truncate_head, "head: weights do not fit the network: 12 missing"),
     ("backbone not tensors", _set(["backbone"], {"conv.weight": "x"}), "backbone: 1 entries are not tensors"),
 ]

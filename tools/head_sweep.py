@@ -36,7 +36,7 @@ VARIANTS = {
     "recipe_ema": {"ema_steps": 60},
     # an engine classifier behind a gradient reversal on the head's pooled features (no mining round)
     "dann": {"mining_windows": 0, "dann": 0.3},
-    # the recipe's head trained from 3 seeds, posteriors averaged
+    # the recipe's head trained from 3 seeds, posteriors averaged ([train] ensemble = 3)
     "ensemble3": {"ensemble": 3},
     # a larger head: 256 channels in each of its three temporal convolutions instead of 96 (5.9x the weights)
     "wide_head": {"head_channels": 256},
@@ -61,17 +61,6 @@ VARIANTS = {
     "logit_norm": {"logit_norm": 0.04},
 }
 
-
-
-class Ensemble(torch.nn.Module):
-    """Heads whose posteriors are averaged (returned as log-posteriors: a softmax of them gives the average)."""
-
-    def __init__(self, heads):
-        super().__init__()
-        self.heads = torch.nn.ModuleList(heads)
-
-    def forward(self, x):
-        return torch.log(torch.stack([torch.softmax(h(x), dim=1) for h in self.heads]).mean(0) + 1e-12)
 
 
 def ema_normalise(emb: np.ndarray, steps: int, prior: np.ndarray) -> np.ndarray:
@@ -151,7 +140,7 @@ def train_dann(train, val, cfg, seed: int, lam: float):
 
 
 def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, dann: float = 0.0,
-             ensemble: int = 0, fold_negatives: str = "engine", head_channels: int = 0,
+             fold_negatives: str = "engine", head_channels: int = 0,
              max_latency_p50_s: float = T.config.LATENCY_TARGET_P50_S) -> dict:
     t0 = time.time()
     if held == "final":
@@ -166,9 +155,6 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
     train, val = sets["train"].select(keep), sets["val"].select(keep)
     if dann:
         head, tinfo = train_dann(train, val, cfg, seed, dann)
-    elif ensemble:
-        heads = [T.train_fold(train, val, cfg, seed + i) for i in range(ensemble)]
-        head, tinfo = Ensemble([h for h, _ in heads]).eval(), heads[0][1]
     else:
         make = (lambda: T.training_head(cfg.norm_dropout, channels=head_channels)) if head_channels else None
         head, tinfo = T.train_fold(train, val, cfg, seed, make)
@@ -217,7 +203,6 @@ def main() -> None:
     change = dict(VARIANTS[args.variant])
     ema = change.pop("ema_steps", 0)
     dann = change.pop("dann", 0.0)
-    ensemble = change.pop("ensemble", 0)
     head_channels = change.pop("head_channels", 0)
     cfg = dataclasses.replace(recipe.train, **change)
     sets, info = T.load_callsets(Path(args.work), args.extra)
@@ -229,7 +214,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for held in [f for f in args.folds.split(",") if f]:          # --folds "": only --build
         rs = run_fold(held, sets, info, cfg, recipe.calibrate.budget_fa_per_hour, recipe.seed, dann,
-                      ensemble, args.fold_negatives, head_channels, recipe.calibrate.max_latency_p50_s)
+                      args.fold_negatives, head_channels, recipe.calibrate.max_latency_p50_s)
         for r in rs if isinstance(rs, list) else [{**rs, "fold_negatives": args.fold_negatives}]:
             r["variant"] = args.variant + ("+extra" if args.extra else "")
             r["seed"] = recipe.seed

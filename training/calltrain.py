@@ -467,7 +467,21 @@ def balance_engines(cs: CallSet, cap: float) -> CallSet:
 def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, make_head=None
                ) -> tuple[torch.nn.Module, dict]:
     """A head trained on `train`'s windows (early stopping on `val`'s), then on its hard negatives (cfg.mining_*).
-    make_head() builds the untrained head (default: training_head(cfg.norm_dropout, cfg.norm_gain))."""
+    make_head() builds the untrained head (default: training_head(cfg.norm_dropout, cfg.norm_gain)). With
+    cfg.ensemble = n > 1: n such heads from seeds seed .. seed + n - 1, as one EnsembleHead."""
+    if cfg.ensemble > 1 and make_head is None:
+        from spotter.model import EnsembleHead
+        members = [train_one_head(train, val, cfg, seed + i) for i in range(cfg.ensemble)]
+        head = EnsembleHead(len(members))
+        for m, (h, _) in zip(head.members, members):
+            m.load_state_dict(h.state_dict())
+        return head.eval(), {**members[0][1], "members": [info for _, info in members]}
+    return train_one_head(train, val, cfg, seed, make_head)
+
+
+def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, make_head=None
+                   ) -> tuple[torch.nn.Module, dict]:
+    """One head of train_fold."""
     from .train import train_head
     rng = np.random.default_rng(seed)
     if cfg.engine_balance > 0:

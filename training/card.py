@@ -136,8 +136,10 @@ def _head_training(meta: dict) -> str:
             f"{' and '.join(drop) or 'no dimensions'} zeroed in each training window; "
             + (f"each engine's calls repeated up to the largest engine's hours (at most {tr['engine_balance']:g} "
                f"times); " if tr.get("engine_balance") else "")
-            + f"head seed {r.get('seed')}, "
-            f"data seed {r.get('calls', {}).get('seed', 0)}.")
+            + (f"an ensemble of {tr['ensemble']} heads trained the same way from head seeds {r.get('seed')} to "
+               f"{r.get('seed', 0) + tr['ensemble'] - 1}, their posteriors averaged; " if tr.get("ensemble", 1) > 1
+               else f"head seed {r.get('seed')}, ")
+            + f"data seed {r.get('calls', {}).get('seed', 0)}.")
 
 
 def _smoothing_choice(cal: dict) -> str:

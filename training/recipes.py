@@ -149,6 +149,7 @@ class CallsTrainSection:
     norm_gain: float = 0.0                   # > 0: each normalised dimension times exp(N(0, this)) per window
     mixup: float = 0.0                       # > 0: training windows mixed in pairs, weight ~ Beta(this, this)
     logit_norm: float = 0.0                  # > 0: LogitNorm's temperature (train.normalised_logits) in training
+    ensemble: int = 1                        # > 1: this many heads from seeds seed, seed + 1, ..., posteriors averaged
     engine_balance: float = 0.0              # > 0: each engine's calls repeated up to the largest's hours, at most
     #                                          this many times (calltrain.balance_engines); 0: as synthesised
 
