@@ -592,7 +592,7 @@ def service_accuracy(posts, cs: CallSet, thresholds, smoothing, min_evidence: fl
 
 
 # Thresholds of the DET and of calibration. Every 0.001 from 0.99 to 0.999: the 0.5 FA/h points of these models lie
-# there, and a coarser grid (0.99, 0.995, 0.998 until 2026-12-03) moved a model's figure by 10 keywords of 273.
+# there, and a coarser grid (0.99, 0.995, 0.998 until 2026-12-03) cost a model 23 keywords of 273 (72 against 95).
 GRID = tuple(np.round(np.concatenate([np.arange(0.10, 0.90, 0.05), np.arange(0.90, 0.99, 0.01),
                                       np.arange(0.990, 0.9995, 0.001),
                                       [0.9995, 0.9998, 0.9999, 0.99995, 0.99999]]), 6))
