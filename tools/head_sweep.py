@@ -53,10 +53,8 @@ VARIANTS = {
     "engine_balance12": {"engine_balance": 12.0},
     # each normalised dimension of a training window times exp(N(0, s)) on top of the recipe's dropout (2026-12-03)
     "norm_gain30": {"norm_gain": 0.3},
-    "norm_gain60": {"norm_gain": 0.6},
     # training windows mixed in pairs (mixup, Beta(0.4, 0.4)), labels likewise
     "mixup": {"mixup": 0.4},
-    "mixup1": {"mixup": 1.0},
     # LogitNorm (train.normalised_logits): the loss on logits scaled to a fixed norm, against over-confidence
     "logit_norm": {"logit_norm": 0.04},
 }

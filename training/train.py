@@ -89,15 +89,14 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
                 xb = xb + noise * xb.std() * torch.randn(xb.shape, generator=gen)
             if dim_dropout:
                 xb = xb * (torch.rand((len(xb), 1, xb.shape[-1]), generator=gen) >= dim_dropout)
+            lam = float(torch.distributions.Beta(mixup, mixup).sample()) if mixup else 1.0
+            other = torch.randperm(len(xb), generator=gen) if mixup else None
+            out = head(lam * xb + (1 - lam) * xb[other] if mixup else xb)
+            if logit_norm:
+                out = normalised_logits(out, logit_norm)
+            loss = loss_fn(out, ytr[idx])
             if mixup:
-                lam = float(torch.distributions.Beta(mixup, mixup).sample())
-                other = torch.randperm(len(xb), generator=gen)
-                out = head(lam * xb + (1 - lam) * xb[other])
-                out = normalised_logits(out, logit_norm) if logit_norm else out
-                loss = lam * loss_fn(out, ytr[idx]) + (1 - lam) * loss_fn(out, ytr[idx][other])
-            else:
-                out = head(xb)
-                loss = loss_fn(normalised_logits(out, logit_norm) if logit_norm else out, ytr[idx])
+                loss = lam * loss + (1 - lam) * loss_fn(out, ytr[idx][other])
             opt.zero_grad()
             loss.backward()
             opt.step()

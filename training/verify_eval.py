@@ -480,15 +480,13 @@ def cross_engine_combiner(fold_runs: list[Path], apply_runs: list[Path]) -> dict
     of the other runs (each candidate's first-stage feature against its own run's thresholds) and scored on it;
     then fitted on every run and scored on `apply_runs` (e.g. the shipped model's). Recall at 0.5 / 1 FA/h beside
     the provisional combiner's."""
-    from spotter.verify import Combiner, fit_logistic
+    from spotter.verify import fit_logistic
     runs = {p.stem: stored_candidates(p) for p in list(fold_runs) + list(apply_runs)}
 
     def features(d):
-        cb = Combiner()
-        cb.set_first_thresholds(d["thresholds"])
-        X = np.array([(1.0, *cb.features(c["kw"], c["first"], c["v"])) for c in d["cands"]])
+        x, y, cb = candidate_features(d)
         prov = np.array([cb.combine(c["kw"], c["first"], c["v"]) for c in d["cands"]])
-        return X, np.array([c["y"] for c in d["cands"]]), prov
+        return np.c_[np.ones(len(x)), x], y, prov
     feats = {name: features(d) for name, d in runs.items()}
     folds = [Path(p).stem for p in fold_runs]
     out = {}
@@ -509,6 +507,16 @@ def cross_engine_combiner(fold_runs: list[Path], apply_runs: list[Path]) -> dict
     return out
 
 
+def candidate_features(d: dict):
+    """(x, y, combiner): each stored candidate's two combiner features (first stage against its run's thresholds,
+    verifier against its keyword's offset), its label, and the provisional combiner they were computed with."""
+    from spotter.verify import Combiner
+    cb = Combiner()
+    cb.set_first_thresholds(d["thresholds"])
+    x = np.array([cb.features(c["kw"], c["first"], c["v"]) for c in d["cands"]]).reshape(-1, 2)
+    return x, np.array([c["y"] for c in d["cands"]]), cb
+
+
 def stored_candidates(path: Path) -> dict:
     """The candidates of a stored --cascade or --real-cascade run (its first entry that has any)."""
     d = json.loads(Path(path).read_text())
@@ -522,16 +530,13 @@ def verifier_weight_grid(runs: list[Path], grid=WEIGHT_GRID) -> dict:
     """Recall at 0.5 / 1 FA/h of each stored run's candidates ranked by the combiner's two features, first stage
     + w x verifier (the ranking of sigmoid(a + b x1 + c x2) depends on c / b alone; w = inf: the verifier alone,
     w = 0: the first stage alone). The shipped combiner is w = DEFAULT_PARAMS c / b."""
-    from spotter.verify import Combiner
     out = {}
     print(f"\n{'w = c / b':>10s} " + " ".join(f"{Path(p).stem:>22s}" for p in runs))
     feats = {}
     for p in runs:
         d = stored_candidates(p)
-        cb = Combiner()
-        cb.set_first_thresholds(d["thresholds"])
-        x = np.array([cb.features(c["kw"], c["first"], c["v"]) for c in d["cands"]])
-        feats[Path(p).stem] = (x, np.array([c["y"] for c in d["cands"]]), d["hours"], d["keywords"])
+        x, y, _ = candidate_features(d)
+        feats[Path(p).stem] = (x, y, d["hours"], d["keywords"])
     for w in grid:
         row = {}
         for name, (x, y, hours, n) in feats.items():
