@@ -1,0 +1,181 @@
+"""Which keywords raise the false alarms on an engine a fold never heard, which are found, and whether per-keyword
+thresholds chosen where a fold can choose them carry over to that engine.
+
+    python tools/fa_keywords.py --work runs/calls --folds mbrola,kokoro,espeak --seed 0 --store runs/fa_kw
+
+For each leave-one-engine-out fold (the recipe's head, trained and calibrated as `spotter train` does on the stored
+calls of --work, head seed --seed) this stores the head's posteriors on the left-out engine's keyword calls and
+keyword-free calls, and on the trained engines' held-out (test-split) keyword and keyword-free calls, with the
+fold's validation thresholds, in --store/sS/fold_E.npz (reused when present). It prints:
+- at common thresholds giving 0.5 / 2 / 10 FA/h on the left-out engine, hits and false alarms per keyword;
+- per-keyword thresholds chosen on the left-out engine's own calls (calibrate.choose_thresholds): an upper bound,
+  not a method;
+- three families of per-keyword thresholds, each swept and read at the left-out engine's 0.5 / 1 / 2 / 5 FA/h like
+  the common threshold's DET: choose_thresholds on the trained engines' held-out voices at a swept budget; the same
+  at a budget of 0.5 FA/h, none below a swept common floor; the fold's validation thresholds (what `spotter train`
+  calibrates) below a swept common floor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RATES = (0.5, 2.0, 10.0)
+
+
+def fold_posteriors(work: Path, held: str, seed: int, store: Path) -> dict:
+    """{'kw': [...], 'neg': [...], 'src': [...] posteriors, 'smoothing': int} for the fold without `held`."""
+    import torch
+    from training import calltrain as T
+    from training.recipes import load_recipe
+    path = store / f"fold_{held}.npz"
+    sets, info = T.load_callsets(work, extra=False)
+    keep = lambda m: m["engine"] != held
+    parts = {"kw": sets["eval_kw"].select(lambda m: m["engine"] == held), "neg": T.engine_negatives(sets, held),
+             "src": T.held_out_voices(sets["eval_neg"], info).select(keep),
+             "srckw": T.held_out_voices(sets["eval_kw"], info).select(keep)}
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if all(k in meta["lengths"] for k in parts) and "val_thresholds" in meta:
+                posts = {k: np.split(z[k], np.cumsum(meta["lengths"][k])[:-1]) for k in parts}
+                return {"posts": posts, "sets": parts, "smoothing": meta["smoothing"],
+                        "val_thresholds": meta["val_thresholds"]}
+    torch.set_num_threads(1)
+    recipe = load_recipe(ROOT / "training/configs/calls.toml", [f"seed={seed}"])
+    head, _ = T.train_fold(sets["train"].select(keep), sets["val"].select(keep), recipe.train, seed)
+    val_thr, sm, _ = T.calibrate_head(head, sets["val"].select(keep), recipe.calibrate.budget_fa_per_hour,
+                                max_latency_p50_s=recipe.calibrate.max_latency_p50_s)
+    posts = {k: [T.call_posteriors(head, e) for e in cs.emb] for k, cs in parts.items()}
+    store.mkdir(parents=True, exist_ok=True)
+    np.savez(path, meta=np.array(json.dumps({"smoothing": sm, "val_thresholds": val_thr, "lengths": {k: [len(p) for p in v]
+                                                                           for k, v in posts.items()}})),
+             **{k: np.concatenate(v) for k, v in posts.items()})
+    return {"posts": posts, "sets": parts, "smoothing": sm, "val_thresholds": val_thr}
+
+
+def by_keyword(items) -> dict:
+    out: dict[str, int] = {}
+    for kw, _ in items:
+        out[kw] = out.get(kw, 0) + 1
+    return out
+
+
+BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
+
+
+def transfer(P, S, sm, hours, n_kw, held, rows, val_thr) -> None:
+    """Per-keyword thresholds chosen where a fold can choose them (the trained engines' held-out voices: their
+    keyword calls and keyword-free calls, calibrate.choose_thresholds at a budget), applied to the unheard engine.
+    The budget is swept like the common threshold, and each family is read at the unheard engine's 0.5 / 1 / 2 FA/h."""
+    from spotter import config
+    from training import calltrain as T
+    from training.calibrate import choose_thresholds
+    sw = {"grid": list(map(float, T.GRID)), "fa": [], "hits": []}
+    common_on_src = []
+    for th, kw, neg, src in rows:
+        r = T.score_calls(P["srckw"], S["srckw"], {k: float(th) for k in config.KEYWORDS}, sm)
+        sw["fa"].append({k: by_keyword(src["false_alarms"]).get(k, 0) for k in config.KEYWORDS})
+        sw["hits"].append({k: by_keyword(r["hits"]).get(k, 0) for k in config.KEYWORDS})
+        common_on_src.append((len(src["false_alarms"]) / hours["src"], len(kw["hits"]), len(neg["false_alarms"])))
+    fam = []
+    for b in BUDGETS:
+        thr = choose_thresholds(sw, hours["src"], b)
+        kw = T.score_calls(P["kw"], S["kw"], thr, sm)
+        neg = T.score_calls(P["neg"], S["neg"], thr, sm)
+        fam.append((b, len(kw["hits"]), len(neg["false_alarms"]) / hours["neg"]))
+    common = [(len(r[1]["hits"]), len(r[2]["false_alarms"]) / hours["neg"]) for r in rows]
+    # the same per-keyword thresholds (budget 0.5 on the trained engines' voices), none below a common floor swept
+    # like the common threshold: the family holds the common threshold (high floors) and the greedy choice (low)
+    g = choose_thresholds(sw, hours["src"], 0.5)
+    floor = []
+    for c in T.GRID:
+        thr = {k: max(float(c), g[k]) for k in config.KEYWORDS}
+        kw = T.score_calls(P["kw"], S["kw"], thr, sm)
+        neg = T.score_calls(P["neg"], S["neg"], thr, sm)
+        floor.append((len(kw["hits"]), len(neg["false_alarms"]) / hours["neg"]))
+    vfloor = []
+    for c in T.GRID:
+        thr = {k: max(float(c), val_thr[k]) for k in config.KEYWORDS}
+        kw = T.score_calls(P["kw"], S["kw"], thr, sm)
+        neg = T.score_calls(P["neg"], S["neg"], thr, sm)
+        vfloor.append((len(kw["hits"]), len(neg["false_alarms"]) / hours["neg"]))
+    print("  validation thresholds: " + ", ".join(f"{k} {v}" for k, v in val_thr.items()))
+    print("  greedy thresholds at 0.5 FA/h on the trained engines' voices: " +
+          ", ".join(f"{k} {v}" for k, v in g.items()))
+    print("  budget on the trained engines' voices -> found on the unheard engine, its FA/h: " +
+          "; ".join(f"{b}: {h} at {f:.2f}" for b, h, f in fam))
+    for rate in (0.5, 1.0, 2.0, 5.0):
+        c = max([h for h, f in common if f <= rate], default=0)
+        p = max([h for _, h, f in fam if f <= rate], default=0)
+        fl = max([h for h, f in floor if f <= rate], default=0)
+        vf = max([h for h, f in vfloor if f <= rate], default=0)
+        print(f"  at {rate} FA/h on {held}: the fold's validation thresholds above a common floor {vf}/{n_kw}")
+        print(f"  at {rate} FA/h on {held}: common threshold {c}/{n_kw}, per-keyword thresholds from the trained "
+              f"engines' voices {p}/{n_kw}, the same above a common floor {fl}/{n_kw}")
+    for b in (0.5, 1.0):
+        ok = [c for c in common_on_src if c[0] <= b]
+        if ok:
+            print(f"  chosen on the trained engines' voices at {b} FA/h: common threshold -> {ok[0][1]}/{n_kw} at "
+                  f"{ok[0][2] / hours['neg']:.2f} FA/h on {held}; per-keyword -> "
+                  + next(f"{h}/{n_kw} at {f:.2f} FA/h" for bb, h, f in fam if bb == b))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default=str(ROOT / "runs/calls"))
+    ap.add_argument("--folds", default="espeak,kokoro,mbrola")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--store", default=str(ROOT / "runs/fa_kw"))
+    args = ap.parse_args(argv)
+    from spotter import config
+    from training import calltrain as T
+    from training.calibrate import choose_thresholds
+    for held in args.folds.split(","):
+        f = fold_posteriors(Path(args.work), held, args.seed, Path(args.store) / f"s{args.seed}")
+        P, S, sm = f["posts"], f["sets"], f["smoothing"]
+        hours = {k: S[k].hours() for k in ("neg", "src")}
+        n_kw = sum(len(n) for n in S["kw"].notes)
+        print(f"== trained without {held}: {n_kw} keywords, {hours['neg']:.2f} h of its keyword-free calls, "
+              f"{hours['src']:.2f} h of the trained engines' held-out voices; smoothing {sm}")
+        rows = []
+        for th in T.GRID:
+            thr = {k: float(th) for k in config.KEYWORDS}
+            rows.append((th, T.score_calls(P["kw"], S["kw"], thr, sm), T.score_calls(P["neg"], S["neg"], thr, sm),
+                         T.score_calls(P["src"], S["src"], thr, sm)))
+        for rate in RATES:
+            ok = [r for r in rows if len(r[2]["false_alarms"]) / hours["neg"] <= rate]
+            if not ok:
+                continue
+            th, kw, neg, src = ok[0]
+            fa, hits = by_keyword(neg["false_alarms"]), by_keyword(kw["hits"])
+            tot = by_keyword(kw["hits"] + kw["missed"])
+            sfa = by_keyword(src["false_alarms"])
+            print(f"  at {rate} FA/h (threshold {th}): {len(kw['hits'])}/{n_kw} found, "
+                  f"{len(neg['false_alarms'])} false alarms on {held}, {len(src['false_alarms'])} on the others")
+            print("    keyword: found/of, false alarms on the unheard engine | on the trained engines' voices")
+            print("    " + "; ".join(f"{k} {hits.get(k, 0)}/{tot.get(k, 0)}, {fa.get(k, 0)}|{sfa.get(k, 0)}"
+                                     for k in config.KEYWORDS))
+        # per-keyword thresholds chosen on the unheard engine's own calls: what any per-keyword rule could reach
+        sw = {"grid": list(map(float, T.GRID)),
+              "fa": [{k: by_keyword(r[2]["false_alarms"]).get(k, 0) for k in config.KEYWORDS} for r in rows],
+              "hits": [{k: by_keyword(r[1]["hits"]).get(k, 0) for k in config.KEYWORDS} for r in rows]}
+        for rate in RATES:
+            thr = choose_thresholds(sw, hours["neg"], rate)
+            kw = T.score_calls(P["kw"], S["kw"], thr, sm)
+            neg = T.score_calls(P["neg"], S["neg"], thr, sm)
+            print(f"  per-keyword thresholds fitted on {held} itself (upper bound) at {rate} FA/h: "
+                  f"{len(kw['hits'])}/{n_kw} found at {len(neg['false_alarms']) / hours['neg']:.2f} FA/h")
+        transfer(P, S, sm, hours, n_kw, held, rows, f["val_thresholds"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
