@@ -85,28 +85,21 @@ def transfer(P, S, sm, hours, n_kw, held, rows, val_thr) -> None:
         sw["fa"].append({k: by_keyword(src["false_alarms"]).get(k, 0) for k in config.KEYWORDS})
         sw["hits"].append({k: by_keyword(r["hits"]).get(k, 0) for k in config.KEYWORDS})
         common_on_src.append((len(src["false_alarms"]) / hours["src"], len(kw["hits"]), len(neg["false_alarms"])))
-    fam = []
-    for b in BUDGETS:
-        thr = choose_thresholds(sw, hours["src"], b)
+
+    def on_unheard(thr: dict) -> tuple[int, float]:
+        """(keywords found, FA/h) on the unheard engine's calls at per-keyword thresholds."""
         kw = T.score_calls(P["kw"], S["kw"], thr, sm)
-        neg = T.score_calls(P["neg"], S["neg"], thr, sm)
-        fam.append((b, len(kw["hits"]), len(neg["false_alarms"]) / hours["neg"]))
+        return len(kw["hits"]), len(T.score_calls(P["neg"], S["neg"], thr, sm)["false_alarms"]) / hours["neg"]
+
+    fam = [(b, *on_unheard(choose_thresholds(sw, hours["src"], b))) for b in BUDGETS]
     common = [(len(r[1]["hits"]), len(r[2]["false_alarms"]) / hours["neg"]) for r in rows]
     # the same per-keyword thresholds (budget 0.5 on the trained engines' voices), none below a common floor swept
     # like the common threshold: the family holds the common threshold (high floors) and the greedy choice (low)
     g = choose_thresholds(sw, hours["src"], 0.5)
-    floor = []
-    for c in T.GRID:
-        thr = {k: max(float(c), g[k]) for k in config.KEYWORDS}
-        kw = T.score_calls(P["kw"], S["kw"], thr, sm)
-        neg = T.score_calls(P["neg"], S["neg"], thr, sm)
-        floor.append((len(kw["hits"]), len(neg["false_alarms"]) / hours["neg"]))
-    vfloor = []
-    for c in T.GRID:
-        thr = {k: max(float(c), val_thr[k]) for k in config.KEYWORDS}
-        kw = T.score_calls(P["kw"], S["kw"], thr, sm)
-        neg = T.score_calls(P["neg"], S["neg"], thr, sm)
-        vfloor.append((len(kw["hits"]), len(neg["false_alarms"]) / hours["neg"]))
+    floor = [on_unheard({k: max(float(c), g[k]) for k in config.KEYWORDS}) for c in T.GRID]
+    print("  floor -> found, FA/h on the unheard engine: " + "; ".join(
+        f"{c}: {h} at {f:.2f}" for c, (h, f) in zip(T.GRID, floor) if c >= 0.9))
+    vfloor = [on_unheard({k: max(float(c), val_thr[k]) for k in config.KEYWORDS}) for c in T.GRID]
     print("  validation thresholds: " + ", ".join(f"{k} {v}" for k, v in val_thr.items()))
     print("  greedy thresholds at 0.5 FA/h on the trained engines' voices: " +
           ", ".join(f"{k} {v}" for k, v in g.items()))
