@@ -121,13 +121,86 @@ def transfer(P, S, sm, hours, n_kw, held, rows, val_thr) -> None:
                   + next(f"{h}/{n_kw} at {f:.2f} FA/h" for bb, h, f in fam if bb == b))
 
 
+def keyword_sweep(posts, cs, sm, thresholds, what: str) -> list[dict]:
+    """For each common threshold, `what` ("false_alarms" or "hits") per keyword: the sweep that
+    calibrate.choose_thresholds reads."""
+    from spotter import config
+    from training import calltrain as T
+    out = []
+    for th in thresholds:
+        count = by_keyword(T.score_calls(posts, cs, {k: float(th) for k in config.KEYWORDS}, sm)[what])
+        out.append({k: count.get(k, 0) for k in config.KEYWORDS})
+    return out
+
+
+def voice_split(model_path: Path, work: Path) -> None:
+    """Per-keyword thresholds across voices of the engines a model trained on: the held-out (test-split) voices in
+    two halves (alternate voices in name order); thresholds are chosen on one half's keyword and keyword-free calls
+    and applied to the other's, both ways, and the two halves' counts are added."""
+    from spotter import config
+    from spotter.model import load_model
+    from training import calltrain as T
+    from training.calibrate import choose_thresholds
+    model = load_model(str(model_path))
+    sm = model.detector.smoothing_steps
+    sets, info = T.load_callsets(work, extra=False)
+    kw_all, neg_all = T.held_out_voices(sets["eval_kw"], info), sets["eval_neg"]
+    voices = sorted({m["voice"] for m in kw_all.meta + neg_all.meta})
+    half = [set(voices[0::2]), set(voices[1::2])]
+    parts = []
+    for h in half:
+        kw, neg = (cs.select(lambda m, h=h: m["voice"] in h) for cs in (kw_all, neg_all))
+        parts.append({"kw": kw, "neg": neg, "pk": [T.call_posteriors(model.head, e) for e in kw.emb],
+                      "pn": [T.call_posteriors(model.head, e) for e in neg.emb], "hours": neg.hours()})
+    total = {"common": [0, 0], "per_keyword": [0, 0]}
+    det = {"common": {}, "floor": {}}
+    for fit, test in ((parts[0], parts[1]), (parts[1], parts[0])):
+        grid = list(map(float, T.GRID))
+        sw = {"grid": grid, "fa": keyword_sweep(fit["pn"], fit["neg"], sm, grid, "false_alarms"),
+              "hits": keyword_sweep(fit["pk"], fit["kw"], sm, grid, "hits")}
+        g = choose_thresholds(sw, fit["hours"], 0.5)
+        fa_fit = [sum(f.values()) / fit["hours"] for f in sw["fa"]]
+        c = next((th for th, f in zip(grid, fa_fit) if f <= 0.5), grid[-1])
+
+        def on_test(thr):
+            hits = len(T.score_calls(test["pk"], test["kw"], thr, sm)["hits"])
+            return hits, len(T.score_calls(test["pn"], test["neg"], thr, sm)["false_alarms"])
+
+        for name, thr in (("common", {k: c for k in config.KEYWORDS}), ("per_keyword", g)):
+            h, f = on_test(thr)
+            total[name][0] += h
+            total[name][1] += f
+        for th in grid:
+            for name, thr in (("common", {k: th for k in config.KEYWORDS}),
+                              ("floor", {k: max(th, g[k]) for k in config.KEYWORDS})):
+                h, f = on_test(thr)
+                det[name].setdefault(th, []).append((h, f, test["hours"]))
+    n_kw = sum(len(n) for n in kw_all.notes)
+    hours = neg_all.hours()
+    print(f"== {model_path}: held-out voices in two halves ({len(voices)} voices, {n_kw} keywords, {hours:.2f} h "
+          f"of keyword-free calls); smoothing {sm}")
+    for name, (h, f) in total.items():
+        print(f"  thresholds chosen on the other half at 0.5 FA/h, {name}: {h}/{n_kw} found at {f / hours:.2f} FA/h")
+    for rate in (0.5, 1.0, 2.0):
+        # read like the DET: both halves at one swept value, their false alarms added
+        best = {name: max([sum(x[0] for x in v) for v in d.values() if sum(x[1] for x in v) / hours <= rate],
+                          default=0) for name, d in det.items()}
+        print(f"  at {rate} FA/h: common threshold {best['common']}/{n_kw}, per-keyword thresholds from the other "
+              f"half above a common floor {best['floor']}/{n_kw}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=str(ROOT / "runs/calls"))
     ap.add_argument("--folds", default="espeak,kokoro,mbrola")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store", default=str(ROOT / "runs/fa_kw"))
+    ap.add_argument("--voices", metavar="MODEL", help="instead of the folds: per-keyword thresholds across the "
+                    "held-out voices' two halves for this model (.pt), on --work's stored calls")
     args = ap.parse_args(argv)
+    if args.voices:
+        voice_split(Path(args.voices), Path(args.work))
+        return 0
     from spotter import config
     from training import calltrain as T
     from training.calibrate import choose_thresholds
