@@ -14,6 +14,11 @@ fold's validation thresholds, in --store/sS/fold_E.npz (reused when present). It
   the common threshold's DET: choose_thresholds on the trained engines' held-out voices at a swept budget; the same
   at a budget of 0.5 FA/h, none below a swept common floor; the fold's validation thresholds (what `spotter train`
   calibrates) below a swept common floor.
+
+    python tools/fa_keywords.py --work runs/calls --voices models/default.pt
+
+does the same across voices instead of engines for one model: per-keyword thresholds chosen on half the held-out
+voices and applied to the other half (voice_split).
 """
 from __future__ import annotations
 
