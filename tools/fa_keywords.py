@@ -200,6 +200,9 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", default="espeak,kokoro,mbrola")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store", default=str(ROOT / "runs/fa_kw"))
+    ap.add_argument("--threshold", type=float, action="append", default=[],
+                    help="also print each fold's keywords found and FA/h at this common threshold (a value of the "
+                         "evaluation's grid, e.g. the shipped 0.995); repeatable")
     ap.add_argument("--voices", metavar="MODEL", help="instead of the folds: per-keyword thresholds across the "
                     "held-out voices' two halves for this model (.pt), on --work's stored calls")
     args = ap.parse_args(argv)
@@ -221,6 +224,10 @@ def main(argv=None) -> int:
             thr = {k: float(th) for k in config.KEYWORDS}
             rows.append((th, T.score_calls(P["kw"], S["kw"], thr, sm), T.score_calls(P["neg"], S["neg"], thr, sm),
                          T.score_calls(P["src"], S["src"], thr, sm)))
+        for th, kw, neg, _ in rows:
+            if th in args.threshold:
+                print(f"  at a common threshold of {th}: {len(kw['hits'])}/{n_kw} found, "
+                      f"{len(neg['false_alarms']) / hours['neg']:.2f} FA/h on {held}")
         for rate in RATES:
             ok = [r for r in rows if len(r[2]["false_alarms"]) / hours["neg"] <= rate]
             if not ok:
