@@ -36,7 +36,9 @@ RATES = (0.5, 2.0, 10.0)
 
 
 def fold_posteriors(work: Path, held: str, seed: int, store: Path) -> dict:
-    """{'kw': [...], 'neg': [...], 'src': [...] posteriors, 'smoothing': int} for the fold without `held`."""
+    """The fold without `held`: {'posts': {part: [per-call posteriors]}, 'sets': {part: CallSet}, 'smoothing',
+    'val_thresholds'} for the parts kw / neg (the unheard engine's keyword and keyword-free calls) and srckw / src
+    (the trained engines' held-out voices' keyword and keyword-free calls)."""
     import torch
     from training import calltrain as T
     from training.recipes import load_recipe
@@ -57,12 +59,11 @@ def fold_posteriors(work: Path, held: str, seed: int, store: Path) -> dict:
     recipe = load_recipe(ROOT / "training/configs/calls.toml", [f"seed={seed}"])
     head, _ = T.train_fold(sets["train"].select(keep), sets["val"].select(keep), recipe.train, seed)
     val_thr, sm, _ = T.calibrate_head(head, sets["val"].select(keep), recipe.calibrate.budget_fa_per_hour,
-                                max_latency_p50_s=recipe.calibrate.max_latency_p50_s)
+                                      max_latency_p50_s=recipe.calibrate.max_latency_p50_s)
     posts = {k: [T.call_posteriors(head, e) for e in cs.emb] for k, cs in parts.items()}
     store.mkdir(parents=True, exist_ok=True)
-    np.savez(path, meta=np.array(json.dumps({"smoothing": sm, "val_thresholds": val_thr, "lengths": {k: [len(p) for p in v]
-                                                                           for k, v in posts.items()}})),
-             **{k: np.concatenate(v) for k, v in posts.items()})
+    meta = {"smoothing": sm, "val_thresholds": val_thr, "lengths": {k: [len(p) for p in v] for k, v in posts.items()}}
+    np.savez(path, meta=np.array(json.dumps(meta)), **{k: np.concatenate(v) for k, v in posts.items()})
     return {"posts": posts, "sets": parts, "smoothing": sm, "val_thresholds": val_thr}
 
 
