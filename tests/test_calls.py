@@ -322,3 +322,40 @@ def test_engine_balance_repeats_the_smaller_engines_calls_up_to_a_cap():
     assert count("mbrola") == 3                               # 400 / 150 rounded
     assert count("real") == 1                                 # recordings are never repeated
     assert all(any(e is f for f in cs.emb) for e in out.emb)  # repeated, not copied
+
+
+def test_near_miss_sentences_are_told_from_caller_clauses():
+    """near_miss_of names the near-miss word of a sentence made from a near-miss frame, and nothing for caller
+    clauses, even those holding a near-miss word."""
+    from training.sentences import near_miss_of
+    rng = random.Random(3)
+    near = [negative_sentence(rng, "test", near_miss_share=1.0).text for _ in range(50)]
+    clauses = [negative_sentence(rng, "test", near_miss_share=0.0).text for _ in range(50)]
+    assert all(near_miss_of(t) for t in near)
+    assert not any(near_miss_of(t) for t in clauses)
+    assert near_miss_of("Il y a cambrioleur ici.") == "cambrioleur" and near_miss_of("ça sent le brûlé") is None
+
+
+@needs_espeak
+def test_call_sentences_replay_where_each_sentence_of_a_stored_call_lies(tmp_path):
+    """call_sentences replays how embed_set assembled a one-copy set: as many calls as were stored, and every
+    stored keyword span inside the replayed sentence that says that keyword."""
+    from dataclasses import replace
+    from pathlib import Path
+    from training.calltrain import build_callsets, call_sentences, plan_jobs, plan_voices
+    from training.recipes import load_recipe
+    plan = replace(load_recipe(Path(__file__).resolve().parent.parent / "training/configs/calls_tiny.toml").calls,
+                   cache_dir=tmp_path / "cache")
+    sets, _ = build_callsets(plan, plan.cache_dir, tmp_path / "work", {"train": [], "eval": []}, only={"eval_kw"})
+    voices, splits = plan_voices(plan)
+    utts = C.synthesize_utterances(plan_jobs(plan, voices, splits)["eval_kw"], plan.cache_dir)
+    replayed = call_sentences(plan, "eval_kw", utts)
+    stored = sets["eval_kw"]
+    assert len(replayed) == len(stored.emb) and sum(len(n) for n in stored.notes) > 0
+    for sentences, notes, labels in zip(replayed, stored.notes, stored.labels):
+        assert sentences[-1][1] <= len(labels) * C.STEP_S + 1.0
+        for kw, a, b in notes:
+            holder = [text for s0, s1, text in sentences if s0 <= a < b <= s1]
+            assert len(holder) == 1 and keyword_spans(holder[0], kw), (kw, a, b, sentences)
+    with pytest.raises(ValueError):
+        call_sentences(plan, "train", utts)

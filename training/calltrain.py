@@ -802,16 +802,33 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
     return merge_parts(sets), {**info, "sets": {k: v for k, v in info["sets"].items() if k in jobs}}
 
 
+def set_groups(plan: CallPlan, name: str, utts: list[C.Utterance]) -> tuple[int, list[list[C.Utterance]]]:
+    """(seed, the sentences of each call) of set `name`, as embed_set groups them (deterministic)."""
+    import zlib
+    seed = zlib.crc32(f"{plan.seed}:{name}".encode())
+    return seed, group_calls(utts, plan, np.random.default_rng(seed), no_kw_share=SET_SPECS[base_set(name)][4])
+
+
 def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, **features) -> CallSet:
     """One set's sentences grouped into calls, put through its channels and embedded, as SET_SPECS says
     (deterministic: the same sentences give the same calls). features: embed_calls' features and lead."""
-    import zlib
-    noise_half, snr, copies, alternate, no_kw = SET_SPECS[base_set(name)]
-    seed = zlib.crc32(f"{plan.seed}:{name}".encode())
-    groups = group_calls(utts, plan, np.random.default_rng(seed), no_kw_share=no_kw)
+    noise_half, snr, copies, alternate, _ = SET_SPECS[base_set(name)]
+    seed, groups = set_groups(plan, name, utts)
     split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
     return embed_calls(groups, noise[noise_half], seed, snr, copies=copies or plan.train_copies, split=split,
                        alternate=alternate, progress=f"{name} calls", **features)
+
+
+def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[list[tuple[float, float, str]]]:
+    """(start_s, end_s, text) of every sentence of each stored call of a one-copy set (eval_kw, eval_neg,
+    loeo_neg: SET_SPECS), in the stored order: embed_calls' pauses replayed (each call's first draws, from its
+    own generator [seed, i], are make_call's). The stored sets keep notes for keywords only; this says which
+    sentence any moment of a keyword-free call belongs to."""
+    if SET_SPECS[base_set(name)][2] != 1:
+        raise ValueError(f"{name}: calls stored in several channel copies; only one-copy sets are replayed")
+    seed, groups = set_groups(plan, name, utts)
+    return [[(a, b, u.text) for (a, b), u in zip(C.make_call(g, np.random.default_rng([seed, i])).speech, g)]
+            for i, g in enumerate(groups)]
 
 
 def jobs_fingerprint(jobs: list[C.SayJob]) -> str:

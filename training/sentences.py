@@ -197,6 +197,21 @@ def negative_sentence(rng: random.Random, split: str = "train", near_miss_share:
     return Sentence(text)
 
 
+def near_miss_of(text: str) -> str | None:
+    """The near-miss word of a sentence negative_sentence made from a near-miss frame, or None for caller clauses
+    (which may still hold a near-miss word, e.g. "ça sent le brûlé": they are running speech, not near-miss
+    sentences)."""
+    ks = _set()
+    frames, words = (ks.near_miss_frames, ks.near_misses) if ks is not None else (NEAR_MISS_FRAMES, NEAR_MISSES)
+    known = {w.lower() for w in words}
+    for frame in frames:
+        pattern = re.escape(frame).replace(re.escape("{N}"), "(.+)").replace(re.escape("{n}"), "(.+)")
+        m = re.fullmatch(pattern, text)
+        if m and m.group(1).lower() in known:
+            return m.group(1).lower()
+    return None
+
+
 def _set_negative(ks, rng: random.Random, split: str, near_miss_share: float) -> Sentence:
     """negative_sentence from a keyword set's own clauses, near-miss words and near-miss frames."""
     if ks.near_misses and ks.near_miss_frames and rng.random() < near_miss_share:
