@@ -35,10 +35,11 @@ sys.path.insert(0, str(ROOT))
 RATES = (0.5, 2.0, 10.0)
 
 
-def fold_posteriors(work: Path, held: str, seed: int, store: Path) -> dict:
+def fold_posteriors(work: Path, held: str, seed: int, store: Path, prepare=None) -> dict:
     """The fold without `held`: {'posts': {part: [per-call posteriors]}, 'sets': {part: CallSet}, 'smoothing',
     'val_thresholds'} for the parts kw / neg (the unheard engine's keyword and keyword-free calls) and srckw / src
-    (the trained engines' held-out voices' keyword and keyword-free calls)."""
+    (the trained engines' held-out voices' keyword and keyword-free calls). prepare (CallSet -> CallSet), when
+    given, changes the training and validation calls before the head is trained (store its results elsewhere)."""
     import torch
     from training import calltrain as T
     from training.recipes import load_recipe
@@ -57,8 +58,11 @@ def fold_posteriors(work: Path, held: str, seed: int, store: Path) -> dict:
                         "val_thresholds": meta["val_thresholds"]}
     torch.set_num_threads(1)
     recipe = load_recipe(ROOT / "training/configs/calls.toml", [f"seed={seed}"])
-    head, _ = T.train_fold(sets["train"].select(keep), sets["val"].select(keep), recipe.train, seed)
-    val_thr, sm, _ = T.calibrate_head(head, sets["val"].select(keep), recipe.calibrate.budget_fa_per_hour,
+    train, val = sets["train"].select(keep), sets["val"].select(keep)
+    if prepare is not None:
+        train, val = prepare(train), prepare(val)
+    head, _ = T.train_fold(train, val, recipe.train, seed)
+    val_thr, sm, _ = T.calibrate_head(head, val, recipe.calibrate.budget_fa_per_hour,
                                       max_latency_p50_s=recipe.calibrate.max_latency_p50_s)
     posts = {k: [T.call_posteriors(head, e) for e in cs.emb] for k, cs in parts.items()}
     store.mkdir(parents=True, exist_ok=True)
