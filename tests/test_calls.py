@@ -348,7 +348,10 @@ def test_call_sentences_replay_where_each_sentence_of_a_stored_call_lies(tmp_pat
                    cache_dir=tmp_path / "cache")
     sets, _ = build_callsets(plan, plan.cache_dir, tmp_path / "work", {"train": [], "eval": []}, only={"eval_kw"})
     voices, splits = plan_voices(plan)
-    utts = C.synthesize_utterances(plan_jobs(plan, voices, splits)["eval_kw"], plan.cache_dir)
+    jobs = plan_jobs(plan, voices, splits)["eval_kw"]
+    utts = C.synthesize_utterances(jobs, plan.cache_dir)
+    assert len(C.uncached(jobs, plan.cache_dir)) == len(jobs) - len(utts)      # only failed sentences are missing
+    assert len(C.uncached(jobs, tmp_path / "empty")) == len(jobs)
     replayed = call_sentences(plan, "eval_kw", utts)
     stored = sets["eval_kw"]
     assert len(replayed) == len(stored.emb) and sum(len(n) for n in stored.notes) > 0

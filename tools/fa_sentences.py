@@ -53,6 +53,11 @@ def stored_sentences(work: Path, names=("eval_neg", "loeo_neg")) -> dict[str, li
     out = {}
     for name in names:
         if name in jobs:
+            missing = C.uncached(jobs[name], plan.cache_dir)
+            if len(missing) > 0.01 * len(jobs[name]):   # a few are sentences that failed when the set was built;
+                # more means the set was never synthesised here: this tool does not synthesise hours of speech
+                sys.exit(f"{plan.cache_dir}: {len(missing)} of {len(jobs[name])} sentences of set {name} are not in "
+                         f"the sentence cache (run `spotter train --config training/configs/calls.toml` first)")
             utts = C.synthesize_utterances(jobs[name], plan.cache_dir, workers=2)
             out[name] = T.call_sentences(plan, name, utts)
             stored = T.CallSet.load(work / f"calls_{name}.npz")

@@ -179,14 +179,10 @@ def _render(args) -> dict | str:
         return f"{job.voice.key} {job.sentence.text!r}: {type(e).__name__}: {e}"
 
 
-def synthesize_utterances(jobs: list[SayJob], cache_dir: Path, workers: int = 2, progress: str | None = None
-                          ) -> list[Utterance]:
-    """Render every job not yet cached (worker processes: libespeak-ng is not re-entrant); returns the
-    utterances in job order, failed ones left out (counted in one warning)."""
-    from tqdm import tqdm
-    cache_dir = Path(cache_dir)
-    index_path = cache_dir / "utterances.jsonl"
+def _cache_index(cache_dir: Path) -> dict[str, dict]:
+    """The sentence cache's records by job hash (cache_dir/utterances.jsonl; unreadable lines skipped)."""
     index: dict[str, dict] = {}
+    index_path = Path(cache_dir) / "utterances.jsonl"
     if index_path.is_file():
         for line in index_path.read_text(encoding="utf-8").splitlines():
             try:
@@ -194,6 +190,23 @@ def synthesize_utterances(jobs: list[SayJob], cache_dir: Path, workers: int = 2,
                 index[r["hash"]] = r
             except (json.JSONDecodeError, KeyError):
                 continue
+    return index
+
+
+def uncached(jobs: list[SayJob], cache_dir: Path) -> list[SayJob]:
+    """The jobs the sentence cache does not hold (synthesize_utterances would render them)."""
+    index = _cache_index(cache_dir)
+    return [j for j in jobs if _job_hash(j) not in index]
+
+
+def synthesize_utterances(jobs: list[SayJob], cache_dir: Path, workers: int = 2, progress: str | None = None
+                          ) -> list[Utterance]:
+    """Render every job not yet cached (worker processes: libespeak-ng is not re-entrant); returns the
+    utterances in job order, failed ones left out (counted in one warning)."""
+    from tqdm import tqdm
+    cache_dir = Path(cache_dir)
+    index_path = cache_dir / "utterances.jsonl"
+    index = _cache_index(cache_dir)
     todo = []
     for job in jobs:
         h = _job_hash(job)
