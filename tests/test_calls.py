@@ -338,8 +338,9 @@ def test_near_miss_sentences_are_told_from_caller_clauses():
 
 @needs_espeak
 def test_call_sentences_replay_where_each_sentence_of_a_stored_call_lies(tmp_path):
-    """call_sentences replays how embed_set assembled a one-copy set: as many calls as were stored, and every
-    stored keyword span inside the replayed sentence that says that keyword."""
+    """call_sentences replays how embed_set assembled a set: as many calls as were stored (a training call's
+    channel copies sharing its sentences), and every stored keyword span inside the replayed sentence that says
+    that keyword."""
     from dataclasses import replace
     from pathlib import Path
     from training.calltrain import build_callsets, call_sentences, plan_jobs, plan_voices
@@ -360,5 +361,11 @@ def test_call_sentences_replay_where_each_sentence_of_a_stored_call_lies(tmp_pat
         for kw, a, b in notes:
             holder = [text for s0, s1, text in sentences if s0 <= a < b <= s1]
             assert len(holder) == 1 and keyword_spans(holder[0], kw), (kw, a, b, sentences)
-    with pytest.raises(ValueError):
-        call_sentences(plan, "train", utts)
+    train_plan = replace(plan, train_copies=2)              # a training call's channel copies share its sentences
+    train, _ = build_callsets(train_plan, plan.cache_dir, tmp_path / "work2", {"train": [], "eval": []}, only={"train"})
+    utts = C.synthesize_utterances(plan_jobs(train_plan, voices, splits)["train"], plan.cache_dir)
+    replayed = call_sentences(train_plan, "train", utts)
+    assert len(replayed) == len(train["train"].emb) and replayed[0] == replayed[1]
+    for sentences, notes in zip(replayed, train["train"].notes):
+        for kw, a, b in notes:
+            assert sum(1 for s0, s1, text in sentences if s0 <= a < b <= s1 and keyword_spans(text, kw)) == 1

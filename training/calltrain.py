@@ -820,15 +820,15 @@ def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, *
 
 
 def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[list[tuple[float, float, str]]]:
-    """(start_s, end_s, text) of every sentence of each stored call of a one-copy set (eval_kw, eval_neg,
-    loeo_neg: SET_SPECS), in the stored order: embed_calls' pauses replayed (each call's first draws, from its
-    own generator [seed, i], are make_call's). The stored sets keep notes for keywords only; this says which
-    sentence any moment of a keyword-free call belongs to."""
-    if SET_SPECS[base_set(name)][2] != 1:
-        raise ValueError(f"{name}: calls stored in several channel copies; only one-copy sets are replayed")
+    """(start_s, end_s, text) of every sentence of each stored call of set `name`, in the stored order (a training
+    call's channel copies follow each other and share its sentences): embed_calls' pauses replayed (each call's
+    first draws, from its own generator [seed, i], are make_call's). The stored sets keep notes for keywords only;
+    this says which sentence any moment of a keyword-free call belongs to."""
+    copies = SET_SPECS[base_set(name)][2] or plan.train_copies
     seed, groups = set_groups(plan, name, utts)
-    return [[(a, b, u.text) for (a, b), u in zip(C.make_call(g, np.random.default_rng([seed, i])).speech, g)]
-            for i, g in enumerate(groups)]
+    return [sentences for i, g in enumerate(groups)
+            for sentences in [[(a, b, u.text) for (a, b), u in
+                               zip(C.make_call(g, np.random.default_rng([seed, i])).speech, g)]] * copies]
 
 
 def jobs_fingerprint(jobs: list[C.SayJob]) -> str:
