@@ -38,8 +38,9 @@ RATES = (0.5, 2.0, 10.0)
 def fold_posteriors(work: Path, held: str, seed: int, store: Path, prepare=None) -> dict:
     """The fold without `held`: {'posts': {part: [per-call posteriors]}, 'sets': {part: CallSet}, 'smoothing',
     'val_thresholds'} for the parts kw / neg (the unheard engine's keyword and keyword-free calls) and srckw / src
-    (the trained engines' held-out voices' keyword and keyword-free calls). prepare (CallSet -> CallSet), when
-    given, changes the training and validation calls before the head is trained (store its results elsewhere)."""
+    (the trained engines' held-out voices' keyword and keyword-free calls). prepare(train, val) -> (train, val),
+    when given, changes the fold's training and validation calls before its head is trained (store its results
+    elsewhere)."""
     import torch
     from training import calltrain as T
     from training.recipes import load_recipe
@@ -60,7 +61,7 @@ def fold_posteriors(work: Path, held: str, seed: int, store: Path, prepare=None)
     recipe = load_recipe(ROOT / "training/configs/calls.toml", [f"seed={seed}"])
     train, val = sets["train"].select(keep), sets["val"].select(keep)
     if prepare is not None:
-        train, val = prepare(train), prepare(val)
+        train, val = prepare(train, val)
     head, _ = T.train_fold(train, val, recipe.train, seed)
     val_thr, sm, _ = T.calibrate_head(head, val, recipe.calibrate.budget_fa_per_hour,
                                       max_latency_p50_s=recipe.calibrate.max_latency_p50_s)

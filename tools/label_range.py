@@ -58,7 +58,7 @@ def main() -> int:
     total = np.zeros(3, int)
     for held in args.folds.split(","):
         f = fold_posteriors(args.work, held, args.seed, args.store / f"r{lo:g}_{hi:g}" / f"s{args.seed}",
-                            prepare=lambda cs: relabel(cs, lo, hi))
+                            prepare=lambda train, val: (relabel(train, lo, hi), relabel(val, lo, hi)))
         P, S, sm = f["posts"], f["sets"], f["smoothing"]
         hours, rows = S["neg"].hours(), []
         for th in fine_grid():
