@@ -42,6 +42,29 @@ def fine_grid() -> np.ndarray:
     return np.unique(np.round(np.concatenate([T.GRID, 1 - np.logspace(-5, -1, 160)]), 7))
 
 
+def sweep(kw_posts, kw, neg_posts, neg, smoothing: int) -> list[tuple[float, float, dict]]:
+    """(threshold, false alarms per hour, the keyword calls' score_calls result) at every threshold of fine_grid."""
+    from spotter import config
+    from training import calltrain as T
+    rows = []
+    for th in fine_grid():
+        thr = {k: float(th) for k in config.KEYWORDS}
+        fa = len(T.score_calls(neg_posts, neg, thr, smoothing)["false_alarms"]) / neg.hours()
+        rows.append((float(th), fa, T.score_calls(kw_posts, kw, thr, smoothing)))
+    return rows
+
+
+def found_at(rows, budgets=BUDGETS) -> list[int]:
+    """The most keywords sweep's rows find within each false-alarm budget."""
+    return [max([len(r["hits"]) for _, fa, r in rows if fa <= b], default=0) for b in budgets]
+
+
+def engine_sentences(sentences: dict[str, list], sets: dict, engine: str) -> list:
+    """The sentences of T.engine_negatives(sets, engine)'s calls, in its order (eval_neg, then loeo_neg)."""
+    both = sets["eval_neg"].meta + sets["loeo_neg"].meta
+    return [s for s, m in zip(sentences["eval_neg"] + sentences["loeo_neg"], both) if m["engine"] == engine]
+
+
 def stored_sentences(work: Path, names=("eval_neg", "loeo_neg")) -> dict[str, list]:
     """{set: each stored call's [(start_s, end_s, text)]} of the recipe's one-copy sets (sentences from the cache)."""
     from training import calls as C
@@ -155,8 +178,7 @@ def main() -> int:
         sys.path.insert(0, str(ROOT / "tools"))
         from fa_keywords import fold_posteriors
         r = fold_posteriors(args.work, held, args.seed, args.store / f"s{args.seed}")
-        both = sets["eval_neg"].meta + sets["loeo_neg"].meta          # T.engine_negatives' order
-        fold_sents = [s for s, m in zip(sents["eval_neg"] + sents["loeo_neg"], both) if m["engine"] == held]
+        fold_sents = engine_sentences(sents, sets, held)
         label = f"fold without {held} (seed {args.seed})"
         split_det(r["posts"]["kw"], r["sets"]["kw"], r["posts"]["neg"], r["sets"]["neg"], fold_sents,
                   r["smoothing"], label)

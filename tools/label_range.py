@@ -50,22 +50,16 @@ def main() -> int:
     ap.add_argument("--folds", default="mbrola,kokoro,espeak")
     ap.add_argument("--store", type=Path, default=ROOT / "runs/label_range")
     args = ap.parse_args()
-    from spotter import config
-    from training import calltrain as T
     from fa_keywords import fold_posteriors
-    from fa_sentences import fine_grid
+    from fa_sentences import found_at, sweep
     lo, hi = args.range
     total = np.zeros(3, int)
     for held in args.folds.split(","):
         f = fold_posteriors(args.work, held, args.seed, args.store / f"r{lo:g}_{hi:g}" / f"s{args.seed}",
                             prepare=lambda train, val: (relabel(train, lo, hi), relabel(val, lo, hi)))
         P, S, sm = f["posts"], f["sets"], f["smoothing"]
-        hours, rows = S["neg"].hours(), []
-        for th in fine_grid():
-            thr = {k: float(th) for k in config.KEYWORDS}
-            fa = len(T.score_calls(P["neg"], S["neg"], thr, sm)["false_alarms"]) / hours
-            rows.append((float(th), fa, T.score_calls(P["kw"], S["kw"], thr, sm)))
-        found = [max([len(r["hits"]) for _, fa, r in rows if fa <= b], default=0) for b in (0.5, 1.0, 2.0)]
+        rows = sweep(P["kw"], S["kw"], P["neg"], S["neg"], sm)
+        found = found_at(rows)
         total += found
         at1 = next((r for _, fa, r in rows if fa <= 1.0), None)
         lat = f"{np.percentile(at1['latencies'], 50):.3f} s" if at1 and at1["latencies"] else "-"

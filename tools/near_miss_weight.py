@@ -56,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
     from training import calltrain as T
     from fa_keywords import fold_posteriors
-    from fa_sentences import split_det, stored_sentences
+    from fa_sentences import engine_sentences, split_det, stored_sentences
     parts = stored_sentences(args.work, names=("train", "train_gen", "eval_neg", "loeo_neg"))
     sets, _ = T.load_callsets(args.work, extra=False)
     train_sents = parts["train"] + parts.get("train_gen", [])        # load_callsets' merge order
@@ -64,9 +64,8 @@ def main() -> int:
         kept = [s for s, m in zip(train_sents, sets["train"].meta) if m["engine"] != held]
         f = fold_posteriors(args.work, held, args.seed, args.store / f"k{args.repeats}" / f"s{args.seed}",
                             prepare=lambda train, val, kept=kept: (with_near_misses(train, kept, args.repeats), val))
-        both = sets["eval_neg"].meta + sets["loeo_neg"].meta           # T.engine_negatives' order
-        neg_sents = [s for s, m in zip(parts["eval_neg"] + parts["loeo_neg"], both) if m["engine"] == held]
-        split_det(f["posts"]["kw"], f["sets"]["kw"], f["posts"]["neg"], f["sets"]["neg"], neg_sents, f["smoothing"],
+        split_det(f["posts"]["kw"], f["sets"]["kw"], f["posts"]["neg"], f["sets"]["neg"],
+                  engine_sentences(parts, sets, held), f["smoothing"],
                   f"near misses x{args.repeats + 1}, seed {args.seed}, fold without {held}")
     return 0
 

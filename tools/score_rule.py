@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 RULES = ("posterior", "share")
-BUDGETS = (0.5, 1.0, 2.0)
 
 
 def rescore(post: np.ndarray, rule: str) -> np.ndarray:
@@ -38,18 +37,6 @@ def rescore(post: np.ndarray, rule: str) -> np.ndarray:
     out = post.copy()
     out[:, kw] = post[:, kw] / (post[:, kw] + post[:, rest].sum(1, keepdims=True) + 1e-12)
     return out
-
-
-def found_at(kw_posts, kw, neg_posts, neg, smoothing: int) -> list[int]:
-    from spotter import config
-    from training import calltrain as T
-    from fa_sentences import fine_grid
-    hours, rows = neg.hours(), []
-    for th in fine_grid():
-        thr = {k: float(th) for k in config.KEYWORDS}
-        fa = len(T.score_calls(neg_posts, neg, thr, smoothing)["false_alarms"]) / hours
-        rows.append((fa, len(T.score_calls(kw_posts, kw, thr, smoothing)["hits"])))
-    return [max([h for fa, h in rows if fa <= b], default=0) for b in BUDGETS]
 
 
 def main() -> int:
@@ -65,14 +52,15 @@ def main() -> int:
     import torch
     torch.set_num_threads(1)
     from training import calltrain as T
+    from fa_sentences import BUDGETS, found_at, sweep
     head = f"found at {' / '.join(f'{b:g}' for b in BUDGETS)} FA/h"
     total = {r: np.zeros(len(BUDGETS), int) for r in RULES}
     for held in (args.folds.split(",") if args.folds else []):
         from fa_keywords import fold_posteriors
         f = fold_posteriors(args.work, held, args.seed, args.store / f"s{args.seed}")
         for r in RULES:
-            v = found_at([rescore(p, r) for p in f["posts"]["kw"]], f["sets"]["kw"],
-                         [rescore(p, r) for p in f["posts"]["neg"]], f["sets"]["neg"], f["smoothing"])
+            v = found_at(sweep([rescore(p, r) for p in f["posts"]["kw"]], f["sets"]["kw"],
+                               [rescore(p, r) for p in f["posts"]["neg"]], f["sets"]["neg"], f["smoothing"]))
             total[r] += v
             print(f"fold without {held} (seed {args.seed}), {r:9s}: {head}: {' / '.join(map(str, v))} of "
                   f"{sum(len(n) for n in f['sets']['kw'].notes)}", flush=True)
@@ -87,8 +75,8 @@ def main() -> int:
         kp = [T.call_posteriors(model.head, e) for e in kw.emb]
         npo = [T.call_posteriors(model.head, e) for e in neg.emb]
         for r in RULES:
-            v = found_at([rescore(p, r) for p in kp], kw, [rescore(p, r) for p in npo], neg,
-                         model.detector.smoothing_steps)
+            v = found_at(sweep([rescore(p, r) for p in kp], kw, [rescore(p, r) for p in npo], neg,
+                               model.detector.smoothing_steps))
             print(f"{args.model}, held-out voices, {r:9s}: {head}: {' / '.join(map(str, v))} of "
                   f"{sum(len(n) for n in kw.notes)}", flush=True)
     if args.real_model:
@@ -105,8 +93,8 @@ def real_check(model_path: Path, real: Path) -> None:
     from fa_sentences import fine_grid
     recipe = load_recipe(ROOT / "training/configs/en_wake.toml", overrides=[])
     use_recipe_keywords(recipe, None)
+    grid, posteriors, model = T.GRID, R.call_posteriors, load_model(model_path)
     T.GRID = tuple(float(x) for x in fine_grid())
-    posteriors, model = R.call_posteriors, load_model(model_path)
     for r in RULES:
         R.call_posteriors = lambda head, emb, r=r: rescore(posteriors(head, emb), r)
         res = R.compare_on_real(model, real, recipe.work_dir, recipe.data.speech_dir,
@@ -116,7 +104,7 @@ def real_check(model_path: Path, real: Path) -> None:
             print(f"{model_path.name}, real clips {cond}, {r:9s}: found at 0.5 / 1 FA/h: "
                   f"{' / '.join(str(g['recall']['found']) if g else '-' for g in got)} of "
                   f"{sum(res['keyword_clips'].values())}", flush=True)
-    R.call_posteriors = posteriors
+    R.call_posteriors, T.GRID = posteriors, grid
 
 
 if __name__ == "__main__":
