@@ -21,7 +21,8 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     from training.calltrain import evaluate_stored, train_from_calls
     from training.recipe import load_recipe
     recipe = load_recipe(REPO / "training/configs/calls_tiny.toml", overrides=[
-        f"out={tmp_path / 'm.pt'}", f"work_dir={tmp_path / 'work'}", f"calls.cache_dir={tmp_path / 'sentences'}"])
+        f"out={tmp_path / 'm.pt'}", f"work_dir={tmp_path / 'work'}", f"calls.cache_dir={tmp_path / 'sentences'}",
+        "calls.loeo_negative_hours=0.06"])
     out = train_from_calls(recipe)
 
     model = load_model(out)                                  # loads with weights_only: plain metadata
@@ -52,10 +53,15 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     json.dumps(res, default=float)
     assert "head seed 7, data seed 0" in card
 
-    # the top-level seed draws the head's training, not the data: same stored calls, another head
+    # the top-level seed draws the head's training, not the data: same stored calls, another head; without the
+    # folds, their own keyword-free speech ('loeo_neg') is neither built nor read
+    assert "loeo_neg" in rep["info"]["sets"]
+    (tmp_path / "work" / "calls_loeo_neg.npz").unlink()
     other = load_model(train_from_calls(load_recipe(REPO / "training/configs/calls_tiny.toml", overrides=[
         f"out={tmp_path / 'm8.pt'}", f"work_dir={tmp_path / 'work'}", f"calls.cache_dir={tmp_path / 'sentences'}",
-        "seed=8"])))
+        "seed=8", "calls.loeo_negative_hours=0.06"]), folds=False))
+    assert not (tmp_path / "work" / "calls_loeo_neg.npz").exists()
+    assert "loeo_neg" not in other.meta["calls_report"]["info"]["sets"]
     assert other.meta["calls_report"]["info"]["speakers"] == speakers
     assert other.meta["calls_report"]["final"]["keyword_occurrences"] == final["keyword_occurrences"]
     a, b = model.head.state_dict(), other.head.state_dict()
