@@ -120,7 +120,8 @@ def register_cli(sub) -> None:
     p.add_argument("--keywords", metavar="FILE",
                    help="keyword set TOML (default: the recipe's `keywords`, else spotter/keywordsets/fr_emergency.toml)")
     p.add_argument("--no-folds", action="store_true",
-                   help="[calls] recipes: skip the leave-one-engine-out folds (train and score the final model only)")
+                   help="[calls] recipes: skip the leave-one-engine-out folds and the keyword-free speech only they use "
+                        "(train and score the final model only)")
     p.add_argument("--calibrate-only", metavar="MODEL",
                    help="keep MODEL's trained head; redo calibration, evaluation and the model card")
     p.set_defaults(func=cmd_train)
