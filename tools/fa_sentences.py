@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 BUDGETS = (0.5, 1.0, 2.0)
 KEYWORD_END_OFFSET_S = 0.25      # a decision's window ends about this long after the keyword it heard
 SENTENCE_SLACK_S = (0.3, 0.5)    # a false alarm belongs to a sentence from this long before it to this long after
+STRETCH_S = (0.2, 0.6)           # a sentence's windows end from this long after its start to this long after its end
 
 
 def fine_grid() -> np.ndarray:
@@ -110,14 +111,33 @@ def false_alarms(posts, sentences, meta, threshold: float, smoothing: int) -> li
     return out
 
 
-def ordinary_hours(cs, sentences) -> float:
-    """Hours of cs's calls in proportion to the speech time of their caller clauses (not near-miss sentences)."""
-    from training.sentences import near_miss_of
+def speech_hours(cs, sentences, kind) -> float:
+    """Hours of cs's calls in proportion to the speech time of the sentences whose text `kind` accepts."""
     t = collections.Counter()
     for sents in sentences:
         for a, b, text in sents:
-            t[near_miss_of(text) is None] += b - a
+            t[bool(kind(text))] += b - a
     return cs.hours() * t[True] / max(1e-9, t[True] + t[False])
+
+
+def ordinary_hours(cs, sentences) -> float:
+    """Hours of cs's calls in proportion to the speech time of their caller clauses (not near-miss sentences)."""
+    from training.sentences import near_miss_of
+    return speech_hours(cs, sentences, lambda text: near_miss_of(text) is None)
+
+
+def sentence_steps(n_steps: int, a: float, b: float) -> np.ndarray:
+    """The steps of a call of n_steps whose window ends inside the stretch of a sentence said from a to b s."""
+    from training import calls as C
+    t = C.window_end_s(n_steps)
+    return np.flatnonzero((t >= a + STRETCH_S[0]) & (t <= b + STRETCH_S[1]))
+
+
+def fold_training_sentences(parts: dict[str, list], sets: dict, held: str) -> list:
+    """The sentences of the training calls of the fold without `held` (parts: stored_sentences of 'train' and
+    'train_gen'), in the order of load_callsets' merged 'train' set."""
+    train = parts["train"] + parts.get("train_gen", [])
+    return [s for s, m in zip(train, sets["train"].meta) if m["engine"] != held]
 
 
 def split_det(kw_posts, kw, neg_posts, neg, sentences, smoothing: int, label: str) -> None:

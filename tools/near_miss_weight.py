@@ -16,28 +16,24 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-STRETCH_S = (0.2, 0.6)       # window ends from this long after a sentence's start to this long after its end
-
 
 def with_near_misses(cs, sentences, repeats: int):
     """cs plus `repeats` copies of each near-miss sentence's stretch of its call (sentences: call_sentences of cs)."""
     from spotter import config
-    from training import calls as C
     from training.calltrain import CallSet
     from training.sentences import near_miss_of
+    from fa_sentences import sentence_steps
     out = CallSet()
     for call in zip(cs.emb, cs.labels, cs.notes, cs.meta):
         out.add(*call)
     for emb, y, meta, sents in zip(cs.emb, cs.labels, cs.meta, sentences):
-        t = C.window_end_s(len(y))
         for a, b, text in sents:
-            steps = np.flatnonzero((t >= a + STRETCH_S[0]) & (t <= b + STRETCH_S[1]))
+            steps = sentence_steps(len(y), a, b)
             if near_miss_of(text) is None or len(steps) < 2:
                 continue
             j0, j1 = steps[0], steps[-1]
@@ -56,12 +52,11 @@ def main() -> int:
     args = ap.parse_args()
     from training import calltrain as T
     from fa_keywords import fold_posteriors
-    from fa_sentences import engine_sentences, split_det, stored_sentences
+    from fa_sentences import engine_sentences, fold_training_sentences, split_det, stored_sentences
     parts = stored_sentences(args.work, names=("train", "train_gen", "eval_neg", "loeo_neg"))
     sets, _ = T.load_callsets(args.work, extra=False)
-    train_sents = parts["train"] + parts.get("train_gen", [])        # load_callsets' merge order
     for held in args.folds.split(","):
-        kept = [s for s, m in zip(train_sents, sets["train"].meta) if m["engine"] != held]
+        kept = fold_training_sentences(parts, sets, held)
         f = fold_posteriors(args.work, held, args.seed, args.store / f"k{args.repeats}" / f"s{args.seed}",
                             prepare=lambda train, val, kept=kept: (with_near_misses(train, kept, args.repeats), val))
         split_det(f["posts"]["kw"], f["sets"]["kw"], f["posts"]["neg"], f["sets"]["neg"],

@@ -40,7 +40,6 @@ RELATIVES = {w: k for k, words in {
     "effondrement": ("effondré", "s'effondrer"),
     "électrocution": ("électrocuté",),
 }.items() for w in words}
-STRETCH_S = (0.2, 0.6)       # as tools/near_miss_weight.py: window ends from a sentence's start + 0.2 s to its end + 0.6 s
 
 
 def relative_of(text: str) -> str | None:
@@ -53,32 +52,23 @@ def ignoring_relatives(cs, sentences):
     """A copy of cs whose steps inside its relative sentences are labelled IGNORE (sentences: call_sentences of cs)."""
     from training import calls as C
     from training.calltrain import CallSet
+    from fa_sentences import sentence_steps
     out = CallSet()
     for emb, y, notes, meta, sents in zip(cs.emb, cs.labels, cs.notes, cs.meta, sentences):
         y = y.copy()
-        t = C.window_end_s(len(y))
         for a, b, text in sents:
             if relative_of(text):
-                y[(t >= a + STRETCH_S[0]) & (t <= b + STRETCH_S[1])] = C.IGNORE
+                y[sentence_steps(len(y), a, b)] = C.IGNORE
         out.add(emb, y, notes, meta)
     return out
-
-
-def relative_hours(cs, sentences) -> float:
-    """Hours of cs's calls in proportion to the speech time of its relative sentences."""
-    t = collections.Counter()
-    for sents in sentences:
-        for a, b, text in sents:
-            t[relative_of(text) is not None] += b - a
-    return cs.hours() * t[True] / max(1e-9, t[True] + t[False])
 
 
 def read(kw_posts, kw, neg_posts, neg, sentences, smoothing: int, label: str) -> list[int]:
     """Print and return keywords found at the BUDGETS, counted both ways (see the module doc)."""
     from spotter import config
     from training import calltrain as T
-    from fa_sentences import BUDGETS, false_alarms, fine_grid
-    hours, r_hours = neg.hours(), relative_hours(neg, sentences)
+    from fa_sentences import BUDGETS, false_alarms, fine_grid, speech_hours
+    hours, r_hours = neg.hours(), speech_hours(neg, sentences, relative_of)
     rows = []
     for th in fine_grid():
         fas = false_alarms(neg_posts, sentences, neg.meta, th, smoothing)
@@ -111,7 +101,7 @@ def main() -> int:
     args = ap.parse_args()
     from training import calltrain as T
     from fa_keywords import fold_posteriors
-    from fa_sentences import engine_sentences, stored_sentences
+    from fa_sentences import engine_sentences, fold_training_sentences, stored_sentences
     store = args.store or ROOT / ("runs/relatives" if args.ignore else "runs/fa_kw")
     parts = stored_sentences(args.work, names=("train", "train_gen", "eval_neg", "loeo_neg") if args.ignore else
                              ("eval_neg", "loeo_neg"))
@@ -121,8 +111,7 @@ def main() -> int:
     for held in args.folds.split(","):
         prepare = None
         if args.ignore:
-            train_sents = parts["train"] + parts.get("train_gen", [])      # load_callsets' merge order
-            kept = [s for s, m in zip(train_sents, sets["train"].meta) if m["engine"] != held]
+            kept = fold_training_sentences(parts, sets, held)
             prepare = lambda train, val, kept=kept: (ignoring_relatives(train, kept), val)
         f = fold_posteriors(args.work, held, args.seed, store / f"s{args.seed}", prepare=prepare)
         total += read(f["posts"]["kw"], f["sets"]["kw"], f["posts"]["neg"], f["sets"]["neg"],
