@@ -24,12 +24,14 @@ MAX_HEAD_MEMBERS = 16           # heads of an ensemble an artifact may hold
 
 
 class KeywordHead(nn.Module):
-    """Small temporal CNN over the last HEAD_FRAMES embeddings -> logits over LABELS."""
+    """Small temporal CNN over the last HEAD_FRAMES embeddings -> logits over LABELS. With `context` = n <
+    HEAD_FRAMES it sees only the last n of them (the same input, the same streaming state)."""
 
     def __init__(self, n_classes: int | None = None, dim: int = config.EMBED_DIM,
-                 channels: int = 96, dropout: float = 0.3):
+                 channels: int = 96, dropout: float = 0.3, context: int = config.HEAD_FRAMES):
         super().__init__()
         n_classes = len(config.LABELS) if n_classes is None else n_classes     # the active keyword set's
+        self.context = context
         self.norm = nn.LayerNorm(dim)
         self.convs = nn.Sequential(
             nn.Conv1d(dim, channels, kernel_size=3, padding=1),
@@ -44,7 +46,7 @@ class KeywordHead(nn.Module):
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         """emb: (B, HEAD_FRAMES, 96) -> logits (B, n_classes)."""
-        x = self.norm(emb).transpose(1, 2)          # (B, 96, T)
+        x = self.norm(emb[:, -self.context:]).transpose(1, 2)          # (B, 96, T)
         x = self.convs(x)
         pooled = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
         return self.out(self.dropout(pooled))
@@ -78,6 +80,9 @@ def make_head(members: int = 1, **kw) -> nn.Module:
 
 def head_kwargs(head: nn.Module) -> dict:
     kw = {"channels": head.convs[0].out_channels}
+    context = (head.members[0] if isinstance(head, EnsembleHead) else head).context
+    if context != config.HEAD_FRAMES:
+        kw["context"] = context
     if isinstance(head, EnsembleHead):
         kw["members"] = len(head.members)
     return kw
@@ -150,7 +155,7 @@ def _check(cond: bool, path, problem: str) -> None:
 def _head_kwargs_problem(kw) -> str | None:
     if not isinstance(kw, dict):
         return f"head_kwargs: expected a table, got {_short(kw)}"
-    unknown = sorted(str(k) for k in kw if k not in ("channels", "members"))
+    unknown = sorted(str(k) for k in kw if k not in ("channels", "members", "context"))
     if unknown:
         return f"head_kwargs: unknown parameter(s) {unknown}"
     ch = kw.get("channels", 96)
@@ -159,6 +164,9 @@ def _head_kwargs_problem(kw) -> str | None:
     n = kw.get("members", 1)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_HEAD_MEMBERS:
         return f"head_kwargs.members: expected a whole number from 1 to {MAX_HEAD_MEMBERS}, got {_short(n)}"
+    c = kw.get("context", config.HEAD_FRAMES)
+    if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= config.HEAD_FRAMES:
+        return f"head_kwargs.context: expected a whole number from 1 to {config.HEAD_FRAMES}, got {_short(c)}"
     return None
 
 

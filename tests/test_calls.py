@@ -153,6 +153,50 @@ def test_extra_sets_change_no_other_set(tmp_path):
     assert not {s for v in kokoro_extra for s in v.speakers} & test_styles
 
 
+def test_the_warp_set_is_the_training_sentences_again_and_changes_no_other_set(tmp_path):
+    from dataclasses import replace
+    from training.calltrain import WARP_SUFFIX, base_set, plan_jobs, plan_voices
+    from training.recipes import CallPlan
+    base = CallPlan(cache_dir=tmp_path, kokoro_random_blends=2, espeak_generated_speakers=0)
+    warped = replace(base, mel_warp=True)
+    jobs_a, jobs_b = plan_jobs(base, *plan_voices(base)), plan_jobs(warped, *plan_voices(warped))
+    assert set(jobs_b) - set(jobs_a) == {"train" + WARP_SUFFIX}
+    assert all(jobs_b[n] == j for n, j in jobs_a.items())
+    assert jobs_b["train" + WARP_SUFFIX] == jobs_a["train"] and base_set("train" + WARP_SUFFIX) == "train"
+
+
+def test_warped_embeddings_move_the_formants_and_keep_the_stream_shape():
+    """A warp of 1 without a mask is the plain front end; a drawn warp changes the embeddings (same rows), and the
+    draws are the call generator's: the same generator state gives the same embeddings."""
+    from spotter.model import KeywordHead, KeywordModel
+    torch.manual_seed(0)
+    model = KeywordModel(head=KeywordHead()).eval()
+    t = np.arange(16000 * 2) / 16000
+    audio = (0.1 * np.sin(2 * np.pi * 700 * t) + 0.05 * np.sin(2 * np.pi * 1900 * t)).astype(np.float32)
+    plain = C.stream_embeddings(model, audio)
+    assert np.array_equal(C.stream_embeddings(C.WarpedMel(model, 1.0), audio), plain)
+    up = C.stream_embeddings(C.WarpedMel(model, 1.12, (4, 6)), audio)
+    assert up.shape == plain.shape and np.abs(up.astype(np.float32) - plain).mean() > 0.1
+    f = C.WarpedEmbeddings()
+    a = f(model, audio, np.random.default_rng(3))
+    assert np.array_equal(a, f(model, audio, np.random.default_rng(3))) and a.shape == plain.shape
+
+
+def test_a_head_with_a_shorter_context_ignores_the_older_embeddings_and_loads_back(tmp_path):
+    from spotter.model import KeywordModel, head_kwargs, load_model
+    from training.calltrain import training_head
+    torch.manual_seed(0)
+    head = training_head(0.5, context=8).eval()
+    x = torch.randn(3, config.HEAD_FRAMES, config.EMBED_DIM)
+    y = x.clone()
+    y[:, :config.HEAD_FRAMES - 8] = torch.randn(3, config.HEAD_FRAMES - 8, config.EMBED_DIM)
+    assert torch.equal(head(x), head(y)) and head_kwargs(head) == {"channels": 96, "context": 8}
+    model = KeywordModel(head=head)
+    model.save(tmp_path / "m.pt")
+    back = load_model(tmp_path / "m.pt")
+    assert back.head.context == 8 and torch.equal(back.head(x), head(x))
+
+
 def test_recall_at_a_false_alarm_budget_carries_a_bootstrap_interval():
     """evaluate_posteriors' recall at <= 0.5 FA/h comes with a 90 % interval over resampled calls: it contains the
     figure, and it is wide when the budget rests on a few false alarms."""

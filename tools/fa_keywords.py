@@ -35,12 +35,12 @@ sys.path.insert(0, str(ROOT))
 RATES = (0.5, 2.0, 10.0)
 
 
-def fold_posteriors(work: Path, held: str, seed: int, store: Path, prepare=None) -> dict:
+def fold_posteriors(work: Path, held: str, seed: int, store: Path, prepare=None, overrides=()) -> dict:
     """The fold without `held`: {'posts': {part: [per-call posteriors]}, 'sets': {part: CallSet}, 'smoothing',
     'val_thresholds'} for the parts kw / neg (the unheard engine's keyword and keyword-free calls) and srckw / src
     (the trained engines' held-out voices' keyword and keyword-free calls). prepare(train, val) -> (train, val),
-    when given, changes the fold's training and validation calls before its head is trained (store its results
-    elsewhere)."""
+    when given, changes the fold's training and validation calls before its head is trained; overrides are recipe
+    settings ("train.head_context=8") on top of the recipe's (store the results of either elsewhere)."""
     import torch
     from training import calltrain as T
     from training.recipes import load_recipe
@@ -58,7 +58,7 @@ def fold_posteriors(work: Path, held: str, seed: int, store: Path, prepare=None)
                 return {"posts": posts, "sets": parts, "smoothing": meta["smoothing"],
                         "val_thresholds": meta["val_thresholds"]}
     torch.set_num_threads(1)
-    recipe = load_recipe(ROOT / "training/configs/calls.toml", [f"seed={seed}"])
+    recipe = load_recipe(ROOT / "training/configs/calls.toml", [f"seed={seed}", *overrides])
     train, val = sets["train"].select(keep), sets["val"].select(keep)
     if prepare is not None:
         train, val = prepare(train, val)

@@ -339,3 +339,42 @@ def stream_embeddings(model, audio: np.ndarray, chunk_steps: int = 1500) -> np.n
     """evaluation.streams.stream_embeddings stored as float16 (calls are kept for hours of audio)."""
     from evaluation.streams import stream_embeddings as embeddings
     return embeddings(model, audio, chunk_steps, dtype=np.float16)
+
+
+MEL_WARP = (0.88, 1.12)       # drawn factor of the warped log-mel's frequency axis (vocal-tract-length perturbation)
+MEL_MASK_BANDS = (1, 3)       # width of the frequency mask drawn for half the warped calls
+MEL_MASK_SHARE = 0.5
+
+
+class WarpedMel:
+    """The backbone with a fixed change of its log-mel input (training only): the frequency axis read at band
+    i / warp (linear interpolation, the top band repeated: warp > 1 moves every formant up), and bands
+    mask[0] .. mask[1] - 1 replaced by each frame's mean (a frequency mask)."""
+
+    def __init__(self, model, warp: float, mask: tuple[int, int] | None = None):
+        import torch
+        bands = torch.arange(config.N_MELS, dtype=torch.float32) / warp
+        self.lo = bands.floor().long().clamp(max=config.N_MELS - 1)
+        self.hi = (self.lo + 1).clamp(max=config.N_MELS - 1)
+        self.frac = (bands - self.lo).clamp(0, 1)
+        self.model, self.mask = model, mask
+
+    def embeddings_from_mel(self, mel):
+        mel = mel[..., self.lo] * (1 - self.frac) + mel[..., self.hi] * self.frac
+        if self.mask:
+            mel = mel.clone()
+            mel[..., self.mask[0]:self.mask[1]] = mel.mean(dim=-1, keepdim=True)
+        return self.model.embeddings_from_mel(mel)
+
+
+class WarpedEmbeddings:
+    """A call's embeddings through WarpedMel, its warp and mask drawn from the call's own generator (a features
+    function of calltrain.embed_calls that draws: called as f(model, audio, rng))."""
+    draws = True
+
+    def __call__(self, model, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        warp = float(rng.uniform(*MEL_WARP))
+        width = int(rng.integers(MEL_MASK_BANDS[0], MEL_MASK_BANDS[1] + 1))
+        start = int(rng.integers(0, config.N_MELS - width + 1))
+        mask = (start, start + width) if rng.random() < MEL_MASK_SHARE else None
+        return stream_embeddings(WarpedMel(model, warp, mask), audio)

@@ -105,7 +105,8 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
     """Jobs per set: 'train', 'val' (calibration calls), 'eval_kw' (keyword calls by every voice, test-frame
     sentences; for LOEO), 'eval_neg' (keyword-free running speech by test-split voices); the drawn espeak
     speakers' jobs go to the same sets with GEN_SUFFIX ('train_gen', ...), and the extra sentences of
-    plan.extra_* with EXTRA_SUFFIX ('train_extra', 'val_extra'), each built and cached on their own."""
+    plan.extra_* with EXTRA_SUFFIX ('train_extra', 'val_extra'), each built and cached on their own; with
+    plan.mel_warp, 'train_warp' holds 'train''s jobs again (embed_set embeds it from a warped log-mel)."""
     rng = random.Random(plan.seed)
     sets: dict[str, list[C.SayJob]] = {"train": [], "val": [], "eval_kw": [], "eval_neg": []}
 
@@ -178,6 +179,8 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
         need = int(plan.loeo_negative_hours * 3600 / CALL_S_PER_SENTENCE) - have
         for i in range(max(0, need) if others else 0):
             sets.setdefault("loeo_neg", []).append(job(negative_sentence(rng, "test"), others[i % len(others)]))
+    if plan.mel_warp:                      # the same sentences, heard again through a warped log-mel (embed_set)
+        sets["train" + WARP_SUFFIX] = list(sets["train"])
     return sets
 
 
@@ -308,7 +311,8 @@ def _embed_one(task) -> list[tuple]:
     for _ in range(copies):
         kind = kinds[int(rng.integers(len(kinds)))]
         call = channel(base, kind, rng)
-        emb = (features or C.stream_embeddings)(model, call.audio)
+        emb = (features(model, call.audio, rng) if getattr(features, "draws", False) else
+               (features or C.stream_embeddings)(model, call.audio))
         labels = C.step_labels(len(emb) - lead, call.notes, call.speech)
         out.append((emb, labels, call.notes, {"voice": call.voice, "engine": call.engine, "channel": kind,
                                                "service": call.service, "split": split, **call.meta}))
@@ -439,7 +443,7 @@ def training_head(norm_dropout: float = 0.0, norm_gain: float = 0.0, **kw) -> to
         def forward(self, emb):
             if not self.training:
                 return super().forward(emb)
-            x = self.norm(emb)
+            x = self.norm(emb[:, -self.context:])
             if norm_dropout:
                 x = x * (torch.rand((len(x), 1, x.shape[-1])) >= norm_dropout) / (1 - norm_dropout)
             if norm_gain:
@@ -472,7 +476,7 @@ def train_fold(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: int, 
     if cfg.ensemble > 1 and make_head is None:
         from spotter.model import EnsembleHead
         members = [train_one_head(train, val, cfg, seed + i) for i in range(cfg.ensemble)]
-        head = EnsembleHead(len(members))
+        head = EnsembleHead(len(members), context=members[0][0].context)
         for m, (h, _) in zip(head.members, members):
             m.load_state_dict(h.state_dict())
         return head.eval(), {**members[0][1], "members": [info for _, info in members]}
@@ -490,7 +494,8 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
     xva, yva = windows(val, cfg.val_negative_windows, rng)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
-    head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
+    head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain,
+                                                         context=cfg.head_context or config.HEAD_FRAMES)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
                             batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout,
                             mixup=cfg.mixup, logit_norm=cfg.logit_norm)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
@@ -746,7 +751,8 @@ def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2
 GEN_SUFFIX = "_gen"
 EXTRA_SUFFIX = "_extra"
 ACCENT_SUFFIX = "_accent"
-SUFFIXES = (GEN_SUFFIX, EXTRA_SUFFIX, ACCENT_SUFFIX)
+WARP_SUFFIX = "_warp"
+SUFFIXES = (GEN_SUFFIX, EXTRA_SUFFIX, ACCENT_SUFFIX, WARP_SUFFIX)
 FOLD_ONLY_SETS = ("loeo_neg",)   # sets that only the leave-one-engine-out folds read (not built with --no-folds)
 
 
@@ -815,6 +821,8 @@ def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, *
     """One set's sentences grouped into calls, put through its channels and embedded, as SET_SPECS says
     (deterministic: the same sentences give the same calls). features: embed_calls' features and lead."""
     noise_half, snr, copies, alternate, _ = SET_SPECS[base_set(name)]
+    if name.endswith(WARP_SUFFIX):        # the training sentences once more, once each, from a warped log-mel
+        copies, features = 1, {"features": C.WarpedEmbeddings(), **features}
     seed, groups = set_groups(plan, name, utts)
     split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
     return embed_calls(groups, noise[noise_half], seed, snr, copies=copies or plan.train_copies, split=split,

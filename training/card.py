@@ -188,7 +188,10 @@ def calls_card(model) -> str:
                  f"{k} {v.get('sentences', '?')} / {v.get('calls', '?')} / {v.get('hours', '?')} h"
                  for k, v in sets.items()) + ". Training calls are heard through "
              f"{m.get('recipe', {}).get('calls', {}).get('train_copies', 2)} drawn channels each (wideband or "
-             f"telephone with G.711/GSM codecs, real noise at 0-30 dB, rooms).", "",
+             f"telephone with G.711/GSM codecs, real noise at 0-30 dB, rooms)" + (
+                 "; train_warp holds the train set's sentences grouped again, each call once, embedded from a log-mel "
+                 "whose frequency axis is warped by a drawn factor of 0.88-1.12, half of them with a 1-3 band "
+                 "frequency mask" if "train_warp" in sets else "") + ".", "",
              *([f"Real recordings added to the training calls (clips per keyword): "
                 f"{info['recordings'].get('clips')}, from {info['recordings'].get('folders')}; each as recorded and "
                 f"through drawn channels.", ""] if info.get("recordings") else []),

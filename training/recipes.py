@@ -124,6 +124,10 @@ class CallPlan:
     accent_voices: tuple[str, ...] = ()
     accent_kw_sentences: int = 0             # per keyword and voice
     accent_neg_sentences: int = 0            # keyword-free, per voice
+    # the "_warp" set, built on its own: the "train" set's sentences (not the drawn espeak speakers') grouped into
+    # calls again, once each through a drawn channel, embedded from a log-mel whose frequency axis is warped by a
+    # drawn factor (calls.WarpedEmbeddings: vocal-tract-length perturbation, and a frequency mask for half of them)
+    mel_warp: bool = False
     max_voices_per_engine: int = 0           # small runs: at most this many voices per engine and split
     sentences_per_call: tuple[int, int] = (3, 7)
     train_copies: int = 2                    # channels drawn per training call
@@ -149,6 +153,7 @@ class CallsTrainSection:
     norm_gain: float = 0.0                   # > 0: each normalised dimension times exp(N(0, this)) per window
     mixup: float = 0.0                       # > 0: training windows mixed in pairs, weight ~ Beta(this, this)
     logit_norm: float = 0.0                  # > 0: LogitNorm's temperature (train.normalised_logits) in training
+    head_context: int = 0                    # > 0: the head sees only the last this many of its HEAD_FRAMES embeddings
     ensemble: int = 1                        # > 1: this many heads from seeds seed, seed + 1, ..., posteriors averaged
     engine_balance: float = 0.0              # > 0: each engine's calls repeated up to the largest's hours, at most
     #                                          this many times (calltrain.balance_engines); 0: as synthesised
