@@ -93,8 +93,11 @@ def test_events_are_printed_when_decided_and_ctrl_c_keeps_them(models, tmp_path,
     log = tmp_path / "events.jsonl"
     args = ["--realtime"] if mode == "realtime" else ["--json"]
     env = dict(os.environ, SPOTTER_LOG=str(log), PYTHONUNBUFFERED="1")
+    # Ctrl-C as a terminal delivers it: a shell's background job (`pytest ... &`) ignores SIGINT, and a child
+    # inherits that, so the replay gets the default disposition back
     proc = subprocess.Popen([sys.executable, "-m", "spotter.cli", "replay", *args, "--model", str(models["eager"]),
-                             str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         is_event = (lambda l: "score" in l) if mode == "realtime" else (lambda l: '"event"' in l)
         lines, _ = _stream_until_event(proc, is_event, limit_s=240)
