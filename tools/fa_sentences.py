@@ -71,12 +71,13 @@ def stored_sentences(work: Path, names=("eval_neg", "loeo_neg")) -> dict[str, li
     from training import calls as C
     from training import calltrain as T
     from training.recipes import load_recipe
+    base_set_of = T.base_set                     # a separately built part is replayed only where it is stored
     plan = load_recipe(ROOT / "training/configs/calls.toml", [f"work_dir={work}"]).calls
     voices, splits = T.plan_voices(plan)
     jobs = T.plan_jobs(plan, voices, splits)
     out = {}
     for name in names:
-        if name in jobs:
+        if name in jobs and (name == base_set_of(name) or (work / f"calls_{name}.npz").is_file()):
             missing = C.uncached(jobs[name], plan.cache_dir)
             if len(missing) > 0.01 * len(jobs[name]):   # a few are sentences that failed when the set was built;
                 # more means the set was never synthesised here: this tool does not synthesise hours of speech
@@ -136,7 +137,9 @@ def sentence_steps(n_steps: int, a: float, b: float) -> np.ndarray:
 def fold_training_sentences(parts: dict[str, list], sets: dict, held: str) -> list:
     """The sentences of the training calls of the fold without `held` (parts: stored_sentences of 'train' and
     'train_gen'), in the order of load_callsets' merged 'train' set."""
-    train = parts["train"] + parts.get("train_gen", [])
+    train = parts["train"] + parts.get("train_gen", []) + parts.get("train_warp", [])
+    if len(train) != len(sets["train"].meta):
+        sys.exit(f"{len(train)} training calls replayed, {len(sets['train'].meta)} stored: pass every stored part")
     return [s for s, m in zip(train, sets["train"].meta) if m["engine"] != held]
 
 

@@ -53,7 +53,7 @@ def main() -> int:
     from training import calltrain as T
     from fa_keywords import fold_posteriors
     from fa_sentences import engine_sentences, fold_training_sentences, split_det, stored_sentences
-    parts = stored_sentences(args.work, names=("train", "train_gen", "eval_neg", "loeo_neg"))
+    parts = stored_sentences(args.work, names=("train", "train_gen", "train_warp", "eval_neg", "loeo_neg"))
     sets, _ = T.load_callsets(args.work, extra=False)
     for held in args.folds.split(","):
         kept = fold_training_sentences(parts, sets, held)

@@ -103,7 +103,7 @@ def main() -> int:
     from fa_keywords import fold_posteriors
     from fa_sentences import engine_sentences, fold_training_sentences, stored_sentences
     store = args.store or ROOT / ("runs/relatives" if args.ignore else "runs/fa_kw")
-    parts = stored_sentences(args.work, names=("train", "train_gen", "eval_neg", "loeo_neg") if args.ignore else
+    parts = stored_sentences(args.work, names=("train", "train_gen", "train_warp", "eval_neg", "loeo_neg") if args.ignore else
                              ("eval_neg", "loeo_neg"))
     sets, _ = T.load_callsets(args.work, extra=False)
     total = np.zeros(6, int)

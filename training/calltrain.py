@@ -834,7 +834,7 @@ def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[l
     call's channel copies follow each other and share its sentences): embed_calls' pauses replayed (each call's
     first draws, from its own generator [seed, i], are make_call's). The stored sets keep notes for keywords only;
     this says which sentence any moment of a keyword-free call belongs to."""
-    copies = SET_SPECS[base_set(name)][2] or plan.train_copies
+    copies = 1 if name.endswith(WARP_SUFFIX) else SET_SPECS[base_set(name)][2] or plan.train_copies
     seed, groups = set_groups(plan, name, utts)
     return [sentences for i, g in enumerate(groups)
             for sentences in [[(a, b, u.text) for (a, b), u in
