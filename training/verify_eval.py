@@ -708,6 +708,7 @@ def main(argv=None) -> int:
     if crops is not None:
         save_crops(Path(args.crops), crops)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, ensure_ascii=False, indent=1))
     return 0
 
