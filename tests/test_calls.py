@@ -182,6 +182,19 @@ def test_warped_embeddings_move_the_formants_and_keep_the_stream_shape():
     assert np.array_equal(a, f(model, audio, np.random.default_rng(3))) and a.shape == plain.shape
 
 
+def test_the_warp_sets_copies_and_range_are_part_of_its_fingerprint():
+    """A stored warp set is reused only while the recipe asks for the same copies and range (the first recipe's
+    1 copy at 0.88-1.12 keeps the plain sentence fingerprint, so sets stored before the knobs stay valid)."""
+    from dataclasses import replace
+    from training.calltrain import features_key
+    from training.recipes import CallPlan
+    plan = CallPlan(mel_warp=True)
+    assert features_key(plan, "train_warp") == "" and features_key(plan, "train") == ""
+    keys = {features_key(replace(plan, mel_warp_copies=2), "train_warp"),
+            features_key(replace(plan, mel_warp_range=(0.8, 1.2)), "train_warp")}
+    assert len(keys) == 2 and "" not in keys
+
+
 def test_a_head_with_a_shorter_context_ignores_the_older_embeddings_and_loads_back(tmp_path):
     from spotter.model import KeywordModel, head_kwargs, load_model
     from training.calltrain import training_head

@@ -368,12 +368,15 @@ class WarpedMel:
 
 
 class WarpedEmbeddings:
-    """A call's embeddings through WarpedMel, its warp and mask drawn from the call's own generator (a features
-    function of calltrain.embed_calls that draws: called as f(model, audio, rng))."""
+    """A call's embeddings through WarpedMel, its warp (drawn in `warp`) and mask drawn from the call's own
+    generator (a features function of calltrain.embed_calls that draws: called as f(model, audio, rng))."""
     draws = True
 
+    def __init__(self, warp: tuple[float, float] = MEL_WARP):
+        self.warp = tuple(warp)
+
     def __call__(self, model, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        warp = float(rng.uniform(*MEL_WARP))
+        warp = float(rng.uniform(*self.warp))
         width = int(rng.integers(MEL_MASK_BANDS[0], MEL_MASK_BANDS[1] + 1))
         start = int(rng.integers(0, config.N_MELS - width + 1))
         mask = (start, start + width) if rng.random() < MEL_MASK_SHARE else None

@@ -785,7 +785,7 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
         if (only is not None and name not in only) or name in skip:
             continue
         path = work / f"calls_{name}.npz"
-        fingerprint = jobs_fingerprint(job_list)
+        fingerprint = jobs_fingerprint(job_list) + features_key(plan, name)
         stored = info["sets"].get(name, {}).get("jobs")
         if path.is_file() and not rebuild and name in info["sets"] and stored in (fingerprint, None):
             if stored is None:
@@ -822,7 +822,7 @@ def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, *
     (deterministic: the same sentences give the same calls). features: embed_calls' features and lead."""
     noise_half, snr, copies, alternate, _ = SET_SPECS[base_set(name)]
     if name.endswith(WARP_SUFFIX):        # the training sentences once more, once each, from a warped log-mel
-        copies, features = 1, {"features": C.WarpedEmbeddings(), **features}
+        copies, features = plan.mel_warp_copies, {"features": C.WarpedEmbeddings(plan.mel_warp_range), **features}
     seed, groups = set_groups(plan, name, utts)
     split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
     return embed_calls(groups, noise[noise_half], seed, snr, copies=copies or plan.train_copies, split=split,
@@ -834,11 +834,19 @@ def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[l
     call's channel copies follow each other and share its sentences): embed_calls' pauses replayed (each call's
     first draws, from its own generator [seed, i], are make_call's). The stored sets keep notes for keywords only;
     this says which sentence any moment of a keyword-free call belongs to."""
-    copies = 1 if name.endswith(WARP_SUFFIX) else SET_SPECS[base_set(name)][2] or plan.train_copies
+    copies = plan.mel_warp_copies if name.endswith(WARP_SUFFIX) else SET_SPECS[base_set(name)][2] or plan.train_copies
     seed, groups = set_groups(plan, name, utts)
     return [sentences for i, g in enumerate(groups)
             for sentences in [[(a, b, u.text) for (a, b), u in
                                zip(C.make_call(g, np.random.default_rng([seed, i])).speech, g)]] * copies]
+
+
+def features_key(plan: CallPlan, name: str) -> str:
+    """What else than its sentences makes a stored set (part of its fingerprint): the warp set's copies and range
+    when they are not the first recipe's (1, 0.88-1.12; sets stored with those keep their fingerprint)."""
+    if not name.endswith(WARP_SUFFIX) or (plan.mel_warp_copies, tuple(plan.mel_warp_range)) == (1, C.MEL_WARP):
+        return ""
+    return f" warp {plan.mel_warp_copies}x {plan.mel_warp_range[0]:g}-{plan.mel_warp_range[1]:g}"
 
 
 def jobs_fingerprint(jobs: list[C.SayJob]) -> str:
@@ -892,6 +900,10 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
     if missing:                            # a recipe trained without one of its engines is another model
         raise SpotterError(f"{recipe.path}: [calls] engines {', '.join(missing)} not installed "
                            "(training/install_tts.sh), or train without them: --set 'calls.engines=[...]'")
+    lo, hi = plan.mel_warp_range
+    if plan.mel_warp and not (plan.mel_warp_copies >= 1 and 0 < lo <= hi):
+        raise SpotterError(f"{recipe.path}: [calls] mel_warp_copies must be >= 1 and mel_warp_range [lo, hi] "
+                           f"with 0 < lo <= hi, got {plan.mel_warp_copies} and {list(plan.mel_warp_range)}")
     work = recipe.work_dir
     work.mkdir(parents=True, exist_ok=True)
     real = real_audio_files(recipe.data)

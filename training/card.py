@@ -163,6 +163,8 @@ def calls_card(model) -> str:
     t = rep.get("timings_s", {})
     spk = info.get("speakers", {})
     sets = info.get("sets", {})
+    plan = m.get("recipe", {}).get("calls", {})
+    warp_copies, warp_range = plan.get("mel_warp_copies", 1), plan.get("mel_warp_range", (0.88, 1.12))
     lines = [f"# Model card: {m.get('name', model.name)}", "",
              f"Trained {m.get('created', '?')} from commit `{m.get('git_commit', '?')}` with "
              f"`spotter train --config {m.get('config', 'training/configs/calls.toml')}` on the 2-core CPU machine: whole run "
@@ -189,9 +191,10 @@ def calls_card(model) -> str:
                  for k, v in sets.items()) + ". Training calls are heard through "
              f"{m.get('recipe', {}).get('calls', {}).get('train_copies', 2)} drawn channels each (wideband or "
              f"telephone with G.711/GSM codecs, real noise at 0-30 dB, rooms)" + (
-                 "; train_warp holds the train set's sentences grouped again, each call once, embedded from a log-mel "
-                 "whose frequency axis is warped by a drawn factor of 0.88-1.12, half of them with a 1-3 band "
-                 "frequency mask" if "train_warp" in sets else "") + ".", "",
+                 f"; train_warp holds the train set's sentences grouped again, each call "
+                 f"{ {1: 'once', 2: 'twice'}.get(warp_copies, f'{warp_copies} times')}, each copy through its own drawn channel and embedded from a log-mel whose frequency axis is warped by a "
+                 f"drawn factor of {warp_range[0]:g}-{warp_range[1]:g}, half of them with a 1-3 band frequency mask"
+                 if "train_warp" in sets else "") + ".", "",
              *([f"Real recordings added to the training calls (clips per keyword): "
                 f"{info['recordings'].get('clips')}, from {info['recordings'].get('folders')}; each as recorded and "
                 f"through drawn channels.", ""] if info.get("recordings") else []),

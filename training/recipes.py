@@ -128,6 +128,8 @@ class CallPlan:
     # calls again, once each through a drawn channel, embedded from a log-mel whose frequency axis is warped by a
     # drawn factor (calls.WarpedEmbeddings: vocal-tract-length perturbation, and a frequency mask for half of them)
     mel_warp: bool = False
+    mel_warp_copies: int = 1                 # warped copies of each of its calls, each with its own draws
+    mel_warp_range: tuple[float, float] = (0.88, 1.12)   # the drawn factor's range
     max_voices_per_engine: int = 0           # small runs: at most this many voices per engine and split
     sentences_per_call: tuple[int, int] = (3, 7)
     train_copies: int = 2                    # channels drawn per training call
