@@ -12,6 +12,11 @@ held-out voices: keywords found at 0.5 / 1 / 2 FA/h (fine threshold grid, every 
 counted, as tools/fa_sentences.py reads them). The English check on real people: `spotter train --config
 training/configs/en_wake.toml --no-folds --set train.norm_dropout=0.5 --set train.head_context=n ...` then
 `python tools/score_rule.py --real-model ...` (the p_k column).
+
+The warp set's settings on the same calls as the recipe's stored run (README, "The log-mel warp"):
+
+    python tools/head_context.py --work runs/warp_c2 --sets-from runs/calls --build calls.mel_warp_copies=2 \
+        --context 16 --store runs/warp_c2_int --seed 0
 """
 from __future__ import annotations
 
@@ -26,6 +31,30 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 
+def link_sets(src: Path, work: Path) -> None:
+    """work gets links to src's stored call sets and a copy of its calls_info.json (kept if work has them)."""
+    import shutil
+    work.mkdir(parents=True, exist_ok=True)
+    for p in sorted(src.glob("calls_*.npz")):
+        if not (work / p.name).exists():
+            (work / p.name).symlink_to(p.resolve())
+    if not (work / "calls_info.json").exists():
+        shutil.copy(src / "calls_info.json", work / "calls_info.json")
+
+
+def build_sets(work: Path, overrides: list[str]) -> None:
+    """The recipe's call sets (training/configs/calls.toml with overrides) that work does not hold yet, built as
+    `spotter train` builds them (deterministic: the same settings give the same calls)."""
+    import torch
+    from training import calltrain as T
+    from training.recipe import real_audio_files
+    from training.recipes import load_recipe
+    torch.set_num_threads(1)
+    recipe = load_recipe(ROOT / "training/configs/calls.toml", overrides)
+    real = real_audio_files(recipe.data)
+    T.build_callsets(recipe.calls, recipe.calls.cache_dir, work, {"train": real["noise_train"], "eval": real["noise_eval"]})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=ROOT / "runs/calls")
@@ -33,10 +62,19 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--folds", default="mbrola,kokoro,espeak")
     ap.add_argument("--store", type=Path, default=ROOT / "runs/head_context")
+    ap.add_argument("--build", nargs="*", metavar="KEY=VALUE",
+                    help="first build the recipe's sets missing from --work, with these settings (e.g. "
+                         "calls.mel_warp_copies=2); with --sets-from, only the sets that run does not have")
+    ap.add_argument("--sets-from", type=Path, help="link this run's stored sets into --work (and copy its "
+                    "calls_info.json) first: both score the same calls")
     args = ap.parse_args()
     from spotter import config
     from fa_keywords import fold_posteriors
     from fa_sentences import found_at, sweep
+    if args.sets_from:
+        link_sets(args.sets_from, args.work)
+    if args.build is not None:
+        build_sets(args.work, args.build)
     for n in map(int, args.context.split(",")):
         recipe_folds = n == config.HEAD_FRAMES and args.work.resolve() == (ROOT / "runs/calls").resolve()
         store = ROOT / "runs/fa_kw" if recipe_folds else args.store / f"c{n}"
