@@ -821,7 +821,7 @@ def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, *
     """One set's sentences grouped into calls, put through its channels and embedded, as SET_SPECS says
     (deterministic: the same sentences give the same calls). features: embed_calls' features and lead."""
     noise_half, snr, copies, alternate, _ = SET_SPECS[base_set(name)]
-    if name.endswith(WARP_SUFFIX):        # the training sentences once more, once each, from a warped log-mel
+    if name.endswith(WARP_SUFFIX):        # the training sentences again, mel_warp_copies times, from a warped log-mel
         copies, features = plan.mel_warp_copies, {"features": C.WarpedEmbeddings(plan.mel_warp_range), **features}
     seed, groups = set_groups(plan, name, utts)
     split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]

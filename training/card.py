@@ -154,6 +154,10 @@ def _smoothing_choice(cal: dict) -> str:
     return f" ({rule}, on validation calls; tried {each})"
 
 
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
 def calls_card(model) -> str:
     """Model card of a model trained on calls (training/calltrain.py), from its stored report."""
     m = model.meta
@@ -191,9 +195,9 @@ def calls_card(model) -> str:
                  for k, v in sets.items()) + ". Training calls are heard through "
              f"{m.get('recipe', {}).get('calls', {}).get('train_copies', 2)} drawn channels each (wideband or "
              f"telephone with G.711/GSM codecs, real noise at 0-30 dB, rooms)" + (
-                 f"; train_warp holds the train set's sentences grouped again, each call "
-                 f"{ {1: 'once', 2: 'twice'}.get(warp_copies, f'{warp_copies} times')}, each copy through its own drawn channel and embedded from a log-mel whose frequency axis is warped by a "
-                 f"drawn factor of {warp_range[0]:g}-{warp_range[1]:g}, half of them with a 1-3 band frequency mask"
+                 f"; train_warp holds the train set's sentences grouped again, each call {_times(warp_copies)} "
+                 f"(each copy through its own drawn channel), embedded from a log-mel whose frequency axis is warped "
+                 f"by a drawn factor of {warp_range[0]:g}-{warp_range[1]:g}, half of them with a 1-3 band frequency mask"
                  if "train_warp" in sets else "") + ".", "",
              *([f"Real recordings added to the training calls (clips per keyword): "
                 f"{info['recordings'].get('clips')}, from {info['recordings'].get('folders')}; each as recorded and "

@@ -125,7 +125,7 @@ class CallPlan:
     accent_kw_sentences: int = 0             # per keyword and voice
     accent_neg_sentences: int = 0            # keyword-free, per voice
     # the "_warp" set, built on its own: the "train" set's sentences (not the drawn espeak speakers') grouped into
-    # calls again, once each through a drawn channel, embedded from a log-mel whose frequency axis is warped by a
+    # calls again, each copy through a drawn channel, embedded from a log-mel whose frequency axis is warped by a
     # drawn factor (calls.WarpedEmbeddings: vocal-tract-length perturbation, and a frequency mask for half of them)
     mel_warp: bool = False
     mel_warp_copies: int = 1                 # warped copies of each of its calls, each with its own draws
