@@ -51,8 +51,7 @@ def build_sets(work: Path, overrides: list[str]) -> None:
     from training.recipes import load_recipe
     torch.set_num_threads(1)
     recipe = load_recipe(ROOT / "training/configs/calls.toml", overrides)
-    real = real_audio_files(recipe.data)
-    T.build_callsets(recipe.calls, recipe.calls.cache_dir, work, {"train": real["noise_train"], "eval": real["noise_eval"]})
+    T.build_callsets(recipe.calls, recipe.calls.cache_dir, work, T.noise_halves(real_audio_files(recipe.data)))
 
 
 def main() -> int:

@@ -197,7 +197,7 @@ def main() -> None:
         from training.recipe import real_audio_files
         real = real_audio_files(recipe.data)
         T.build_callsets(recipe.calls, recipe.calls.cache_dir, Path(args.work),
-                         {"train": real["noise_train"], "eval": real["noise_eval"]})
+                         T.noise_halves(real))
     change = dict(VARIANTS[args.variant])
     ema = change.pop("ema_steps", 0)
     dann = change.pop("dann", 0.0)

@@ -38,7 +38,7 @@ def build(recipe, work: Path) -> None:
     from training.recipe import real_audio_files
     from spotter.model import KeywordHead, KeywordModel
     real = real_audio_files(recipe.data)
-    noise = {"train": real["noise_train"], "eval": real["noise_eval"]}
+    noise = T.noise_halves(real)
     plan = recipe.calls
     voices, splits = T.plan_voices(plan)
     jobs = T.plan_jobs(plan, voices, splits)

@@ -820,13 +820,25 @@ def set_groups(plan: CallPlan, name: str, utts: list[C.Utterance]) -> tuple[int,
 def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, **features) -> CallSet:
     """One set's sentences grouped into calls, put through its channels and embedded, as SET_SPECS says
     (deterministic: the same sentences give the same calls). features: embed_calls' features and lead."""
-    noise_half, snr, copies, alternate, _ = SET_SPECS[base_set(name)]
-    if name.endswith(WARP_SUFFIX):        # the training sentences again, mel_warp_copies times, from a warped log-mel
-        copies, features = plan.mel_warp_copies, {"features": C.WarpedEmbeddings(plan.mel_warp_range), **features}
+    noise_half, snr, _, alternate, _ = SET_SPECS[base_set(name)]
+    if name.endswith(WARP_SUFFIX):        # the training sentences again, each call from a warped log-mel
+        features = {"features": C.WarpedEmbeddings(plan.mel_warp_range), **features}
     seed, groups = set_groups(plan, name, utts)
     split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
-    return embed_calls(groups, noise[noise_half], seed, snr, copies=copies or plan.train_copies, split=split,
+    return embed_calls(groups, noise[noise_half], seed, snr, copies=set_copies(plan, name), split=split,
                        alternate=alternate, progress=f"{name} calls", **features)
+
+
+def set_copies(plan: CallPlan, name: str) -> int:
+    """How many channel copies of each call set `name` stores (the warp set: plan.mel_warp_copies)."""
+    if name.endswith(WARP_SUFFIX):
+        return plan.mel_warp_copies
+    return SET_SPECS[base_set(name)][2] or plan.train_copies
+
+
+def noise_halves(real: dict) -> dict:
+    """recipe.real_audio_files' noise as build_callsets takes it: {'train': files, 'eval': files}."""
+    return {"train": real["noise_train"], "eval": real["noise_eval"]}
 
 
 def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[list[tuple[float, float, str]]]:
@@ -834,7 +846,7 @@ def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[l
     call's channel copies follow each other and share its sentences): embed_calls' pauses replayed (each call's
     first draws, from its own generator [seed, i], are make_call's). The stored sets keep notes for keywords only;
     this says which sentence any moment of a keyword-free call belongs to."""
-    copies = plan.mel_warp_copies if name.endswith(WARP_SUFFIX) else SET_SPECS[base_set(name)][2] or plan.train_copies
+    copies = set_copies(plan, name)
     seed, groups = set_groups(plan, name, utts)
     return [sentences for i, g in enumerate(groups)
             for sentences in [[(a, b, u.text) for (a, b), u in
@@ -843,8 +855,9 @@ def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[l
 
 def features_key(plan: CallPlan, name: str) -> str:
     """What else than its sentences makes a stored set (part of its fingerprint): the warp set's copies and range
-    when they are not the first recipe's (1, 0.88-1.12; sets stored with those keep their fingerprint)."""
-    if not name.endswith(WARP_SUFFIX) or (plan.mel_warp_copies, tuple(plan.mel_warp_range)) == (1, C.MEL_WARP):
+    when they are not CallPlan's defaults (the first recipe's: sets stored with those keep their fingerprint)."""
+    first = (CallPlan.mel_warp_copies, tuple(CallPlan.mel_warp_range))
+    if not name.endswith(WARP_SUFFIX) or (plan.mel_warp_copies, tuple(plan.mel_warp_range)) == first:
         return ""
     return f" warp {plan.mel_warp_copies}x {plan.mel_warp_range[0]:g}-{plan.mel_warp_range[1]:g}"
 
@@ -911,8 +924,8 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
     recordings = list(recipe.data.recordings)
     folds = folds and not recordings       # leave-one-engine-out figures are about synthetic engines
     # the folds' own keyword-free speech is synthesised only for them (most of a from-nothing run's Kokoro time)
-    sets, info = build_callsets(plan, plan.cache_dir, work, {"train": real["noise_train"], "eval": real["noise_eval"]},
-                                rebuild=rebuild, skip=set() if folds else set(FOLD_ONLY_SETS))
+    sets, info = build_callsets(plan, plan.cache_dir, work, noise_halves(real), rebuild=rebuild,
+                                skip=set() if folds else set(FOLD_ONLY_SETS))
     log.info("call sets: %s", {k: v["hours"] for k, v in info["sets"].items()})
     if recordings:                         # real recordings join the training calls (the retraining use case)
         t0 = time.time()

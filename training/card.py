@@ -167,8 +167,10 @@ def calls_card(model) -> str:
     t = rep.get("timings_s", {})
     spk = info.get("speakers", {})
     sets = info.get("sets", {})
+    from .recipes import CallPlan            # an artifact from before a setting existed had its default
     plan = m.get("recipe", {}).get("calls", {})
-    warp_copies, warp_range = plan.get("mel_warp_copies", 1), plan.get("mel_warp_range", (0.88, 1.12))
+    warp_copies = plan.get("mel_warp_copies", CallPlan.mel_warp_copies)
+    warp_range = plan.get("mel_warp_range", CallPlan.mel_warp_range)
     lines = [f"# Model card: {m.get('name', model.name)}", "",
              f"Trained {m.get('created', '?')} from commit `{m.get('git_commit', '?')}` with "
              f"`spotter train --config {m.get('config', 'training/configs/calls.toml')}` on the 2-core CPU machine: whole run "
@@ -193,7 +195,7 @@ def calls_card(model) -> str:
              "Call sets (sentences / calls / hours of audio): " + "; ".join(
                  f"{k} {v.get('sentences', '?')} / {v.get('calls', '?')} / {v.get('hours', '?')} h"
                  for k, v in sets.items()) + ". Training calls are heard through "
-             f"{m.get('recipe', {}).get('calls', {}).get('train_copies', 2)} drawn channels each (wideband or "
+             f"{plan.get('train_copies', 2)} drawn channels each (wideband or "
              f"telephone with G.711/GSM codecs, real noise at 0-30 dB, rooms)" + (
                  f"; train_warp holds the train set's sentences grouped again, each call {_times(warp_copies)} "
                  f"(each copy through its own drawn channel), embedded from a log-mel whose frequency axis is warped "
