@@ -86,3 +86,16 @@ def test_training_refuses_a_recipe_engine_that_is_not_installed(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "calls_tiny.toml" in proc.stderr and "kokoro not installed" in proc.stderr
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_training_refuses_a_bad_warp_setting_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "spotter.cli", "train", "--config",
+                           str(REPO / "training/configs/calls_tiny.toml"), "--set", "calls.mel_warp=true",
+                           "--set", "calls.mel_tilt=-1.0", "--set", f"work_dir={tmp_path / 'work'}",
+                           "--set", f"out={tmp_path / 'm.pt'}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "calls_tiny.toml" in proc.stderr and "mel_tilt >= 0" in proc.stderr
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "work").exists()
