@@ -185,11 +185,15 @@ def test_warped_embeddings_move_the_formants_and_keep_the_stream_shape():
     assert tilted.shape == plain.shape and np.abs(tilted.astype(np.float32) - plain).mean() > 0.1
     assert np.array_equal(C.WarpedEmbeddings(tilt=0.0)(model, audio, np.random.default_rng(3)), a)
     assert not np.array_equal(C.WarpedEmbeddings(tilt=1.0)(model, audio, np.random.default_rng(3)), a)
+    flatter = C.stream_embeddings(C.WarpedMel(model, 1.0, contrast=0.8), audio)
+    assert flatter.shape == plain.shape and np.abs(flatter.astype(np.float32) - plain).mean() > 0.1
+    assert not np.array_equal(C.WarpedEmbeddings(contrast=0.2)(model, audio, np.random.default_rng(3)), a)
 
 
-def test_the_warp_sets_copies_range_and_tilt_are_part_of_its_fingerprint():
-    """A stored warp set is reused only while the recipe asks for the same copies, range and tilt (the first recipe's
-    1 copy at 0.88-1.12 keeps the plain sentence fingerprint, so sets stored before the knobs stay valid)."""
+def test_the_warp_sets_settings_are_part_of_its_fingerprint():
+    """A stored warp set is reused only while the recipe asks for the same copies, range, tilt and contrast (the
+    first recipe's 1 copy at 0.88-1.12 keeps the plain sentence fingerprint, so sets stored before the knobs stay
+    valid)."""
     from dataclasses import replace
     from training.calltrain import features_key
     from training.recipes import CallPlan
@@ -197,8 +201,9 @@ def test_the_warp_sets_copies_range_and_tilt_are_part_of_its_fingerprint():
     assert features_key(plan, "train_warp") == "" and features_key(plan, "train") == ""
     keys = {features_key(replace(plan, mel_warp_copies=2), "train_warp"),
             features_key(replace(plan, mel_warp_range=(0.8, 1.2)), "train_warp"),
-            features_key(replace(plan, mel_warp_copies=2, mel_tilt=1.0), "train_warp")}
-    assert len(keys) == 3 and "" not in keys
+            features_key(replace(plan, mel_warp_copies=2, mel_tilt=1.0), "train_warp"),
+            features_key(replace(plan, mel_warp_copies=2, mel_contrast=0.2), "train_warp")}
+    assert len(keys) == 4 and "" not in keys
 
 
 def test_a_head_with_a_shorter_context_ignores_the_older_embeddings_and_loads_back(tmp_path):

@@ -350,19 +350,25 @@ class WarpedMel:
     """The backbone with a fixed change of its log-mel input (training only): the frequency axis read at band
     i / warp (linear interpolation, the top band repeated: warp > 1 moves every formant up), a spectral tilt
     (tilt log10 units added from the bottom band to the top one, centred: tilt 1.0 = 10 dB brighter at the top than
-    at the bottom) and bands mask[0] .. mask[1] - 1 replaced by each frame's mean (a frequency mask)."""
+    at the bottom), a spectral contrast (each frame's bands moved from the frame's mean by that factor: peaks and
+    valleys sharper above 1, flatter below) and bands mask[0] .. mask[1] - 1 replaced by each frame's mean (a
+    frequency mask)."""
 
-    def __init__(self, model, warp: float, mask: tuple[int, int] | None = None, tilt: float = 0.0):
+    def __init__(self, model, warp: float, mask: tuple[int, int] | None = None, tilt: float = 0.0,
+                 contrast: float = 1.0):
         import torch
         bands = torch.arange(config.N_MELS, dtype=torch.float32) / warp
         self.lo = bands.floor().long().clamp(max=config.N_MELS - 1)
         self.hi = (self.lo + 1).clamp(max=config.N_MELS - 1)
         self.frac = (bands - self.lo).clamp(0, 1)
         self.tilt = tilt * (torch.arange(config.N_MELS, dtype=torch.float32) / (config.N_MELS - 1) - 0.5)
-        self.model, self.mask = model, mask
+        self.model, self.mask, self.contrast = model, mask, contrast
 
     def embeddings_from_mel(self, mel):
         mel = mel[..., self.lo] * (1 - self.frac) + mel[..., self.hi] * self.frac + self.tilt
+        if self.contrast != 1.0:
+            mean = mel.mean(dim=-1, keepdim=True)
+            mel = mean + self.contrast * (mel - mean)
         if self.mask:
             mel = mel.clone()
             mel[..., self.mask[0]:self.mask[1]] = mel.mean(dim=-1, keepdim=True)
@@ -370,13 +376,14 @@ class WarpedMel:
 
 
 class WarpedEmbeddings:
-    """A call's embeddings through WarpedMel, its warp (drawn in `warp`), mask and tilt (drawn in -tilt .. tilt
-    when tilt > 0; none and no draw otherwise) drawn from the call's own generator (a features function of
-    calltrain.embed_calls that draws: called as f(model, audio, rng))."""
+    """A call's embeddings through WarpedMel, its warp (drawn in `warp`), mask, tilt (drawn in -tilt .. tilt
+    when tilt > 0; none and no draw otherwise) and contrast (drawn in 1 - contrast .. 1 + contrast when contrast > 0;
+    likewise) drawn from the call's own generator (a features function of calltrain.embed_calls that draws: called
+    as f(model, audio, rng))."""
     draws = True
 
-    def __init__(self, warp: tuple[float, float] = MEL_WARP, tilt: float = 0.0):
-        self.warp, self.tilt = tuple(warp), float(tilt)
+    def __init__(self, warp: tuple[float, float] = MEL_WARP, tilt: float = 0.0, contrast: float = 0.0):
+        self.warp, self.tilt, self.contrast = tuple(warp), float(tilt), float(contrast)
 
     def __call__(self, model, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         warp = float(rng.uniform(*self.warp))
@@ -384,4 +391,5 @@ class WarpedEmbeddings:
         start = int(rng.integers(0, config.N_MELS - width + 1))
         mask = (start, start + width) if rng.random() < MEL_MASK_SHARE else None
         tilt = float(rng.uniform(-self.tilt, self.tilt)) if self.tilt > 0 else 0.0
-        return stream_embeddings(WarpedMel(model, warp, mask, tilt), audio)
+        contrast = float(rng.uniform(1 - self.contrast, 1 + self.contrast)) if self.contrast > 0 else 1.0
+        return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast), audio)

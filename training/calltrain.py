@@ -822,7 +822,7 @@ def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, *
     (deterministic: the same sentences give the same calls). features: embed_calls' features and lead."""
     noise_half, snr, _, alternate, _ = SET_SPECS[base_set(name)]
     if name.endswith(WARP_SUFFIX):        # the training sentences again, each call from a warped log-mel
-        features = {"features": C.WarpedEmbeddings(plan.mel_warp_range, plan.mel_tilt), **features}
+        features = {"features": C.WarpedEmbeddings(plan.mel_warp_range, plan.mel_tilt, plan.mel_contrast), **features}
     seed, groups = set_groups(plan, name, utts)
     split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
     return embed_calls(groups, noise[noise_half], seed, snr, copies=set_copies(plan, name), split=split,
@@ -854,13 +854,16 @@ def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[l
 
 
 def features_key(plan: CallPlan, name: str) -> str:
-    """What else than its sentences makes a stored set (part of its fingerprint): the warp set's copies, range and
-    tilt when they are not CallPlan's defaults (the first recipe's: sets stored with those keep their fingerprint)."""
-    first = (CallPlan.mel_warp_copies, tuple(CallPlan.mel_warp_range), CallPlan.mel_tilt)
-    if not name.endswith(WARP_SUFFIX) or (plan.mel_warp_copies, tuple(plan.mel_warp_range), plan.mel_tilt) == first:
+    """What else than its sentences makes a stored set (part of its fingerprint): the warp set's copies, range, tilt
+    and contrast when they are not CallPlan's defaults (the first recipe's: sets stored with those keep their
+    fingerprint)."""
+    def settings(p):
+        return p.mel_warp_copies, tuple(p.mel_warp_range), p.mel_tilt, p.mel_contrast
+    if not name.endswith(WARP_SUFFIX) or settings(plan) == settings(CallPlan):
         return ""
     key = f" warp {plan.mel_warp_copies}x {plan.mel_warp_range[0]:g}-{plan.mel_warp_range[1]:g}"
-    return key + (f" tilt {plan.mel_tilt:g}" if plan.mel_tilt else "")
+    return key + (f" tilt {plan.mel_tilt:g}" if plan.mel_tilt else "") + (
+        f" contrast {plan.mel_contrast:g}" if plan.mel_contrast else "")
 
 
 def jobs_fingerprint(jobs: list[C.SayJob]) -> str:
@@ -915,10 +918,11 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
         raise SpotterError(f"{recipe.path}: [calls] engines {', '.join(missing)} not installed "
                            "(training/install_tts.sh), or train without them: --set 'calls.engines=[...]'")
     lo, hi = plan.mel_warp_range
-    if plan.mel_warp and not (plan.mel_warp_copies >= 1 and 0 < lo <= hi and plan.mel_tilt >= 0):
+    if plan.mel_warp and not (plan.mel_warp_copies >= 1 and 0 < lo <= hi and plan.mel_tilt >= 0
+                              and 0 <= plan.mel_contrast < 1):
         raise SpotterError(f"{recipe.path}: [calls] mel_warp_copies must be >= 1, mel_warp_range [lo, hi] with "
-                           f"0 < lo <= hi and mel_tilt >= 0, got {plan.mel_warp_copies}, {list(plan.mel_warp_range)} "
-                           f"and {plan.mel_tilt}")
+                           f"0 < lo <= hi, mel_tilt >= 0 and 0 <= mel_contrast < 1, got {plan.mel_warp_copies}, "
+                           f"{list(plan.mel_warp_range)}, {plan.mel_tilt} and {plan.mel_contrast}")
     work = recipe.work_dir
     work.mkdir(parents=True, exist_ok=True)
     real = real_audio_files(recipe.data)
