@@ -21,19 +21,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from spotter import config  # noqa: E402
+from spotter.audio import load_audio  # noqa: E402
 from spotter.frontend import log_mel  # noqa: E402
 
 LOUD_PERCENTILE = 40                 # frames above this percentile of the utterance's mean log-mel count as speech
-BANDS = np.arange(32) / 31 - 0.5     # band position, centred: the slope's x axis
+BANDS = np.arange(config.N_MELS) / (config.N_MELS - 1) - 0.5     # band position, centred: the slope's x axis
 
 
 def speech_frames(audio: np.ndarray) -> np.ndarray:
-    """The louder frames of an utterance's log-mel, (frames, 32)."""
+    """The louder frames of an utterance's log-mel, (frames, N_MELS)."""
     mel = log_mel(audio)
     energy = mel.mean(1)
     return mel[energy > np.percentile(energy, LOUD_PERCENTILE)]
@@ -51,14 +52,9 @@ def contrast(frames: np.ndarray) -> float:
     return float((frames - (design @ coef).T).std(1).mean())
 
 
-def read_mono(path: Path) -> np.ndarray:
-    audio, _ = sf.read(path, dtype="float32")
-    return audio.mean(1) if audio.ndim > 1 else audio
-
-
 def voice_figures(paths: list[Path]) -> tuple[float, float]:
     """(slope, contrast) of one voice: slope of its pooled speech frames, median contrast of its utterances."""
-    frames = [speech_frames(read_mono(p)) for p in paths]
+    frames = [speech_frames(load_audio(p)) for p in paths]
     return slope(np.concatenate(frames)), float(np.median([contrast(f) for f in frames]))
 
 
