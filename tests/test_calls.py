@@ -437,3 +437,24 @@ def test_call_sentences_replay_where_each_sentence_of_a_stored_call_lies(tmp_pat
     for sentences, notes in zip(replayed, train["train"].notes):
         for kw, a, b in notes:
             assert sum(1 for s0, s1, text in sentences if s0 <= a < b <= s1 and keyword_spans(text, kw)) == 1
+
+
+def test_a_stored_call_set_saved_onto_a_link_leaves_the_linked_set_as_it_was(tmp_path):
+    """tools/head_context.py --sets-from links another run's sets; building one of them again with other settings
+    must give this run its own file, not write through the link into the other run's set."""
+    from training.calltrain import CallSet
+
+    def one_call(value):
+        cs = CallSet()
+        cs.add(np.full((25, 96), value, np.float16), np.zeros(10, np.int16), [["gaz", 0.1, 0.5]], {"engine": "e"})
+        return cs
+    other_run, this_run = tmp_path / "calls_train_warp.npz", tmp_path / "work" / "calls_train_warp.npz"
+    one_call(1.0).save(other_run)
+    this_run.parent.mkdir()
+    this_run.symlink_to(other_run)
+    one_call(2.0).save(this_run)
+    assert not this_run.is_symlink()
+    assert float(CallSet.load(other_run).emb[0][0, 0]) == 1.0
+    back = CallSet.load(this_run)
+    assert float(back.emb[0][0, 0]) == 2.0 and back.notes == [[("gaz", 0.1, 0.5)]] and back.meta == [{"engine": "e"}]
+    assert not list(this_run.parent.glob("*.part"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -236,9 +237,16 @@ class CallSet:
         return sum(len(y) for y in self.labels) * C.STEP_S / 3600
 
     def save(self, path: Path) -> None:
-        np.savez(path, emb=np.concatenate(self.emb), lengths=np.array([len(e) for e in self.emb]),
-                 labels=np.concatenate(self.labels),
-                 extra=np.array(json.dumps({"notes": self.notes, "meta": self.meta}, ensure_ascii=False)))
+        """Written beside path, then moved onto it: an interrupted save leaves the old file, and a path that is a
+        link to another run's set (tools/head_context.py --sets-from) becomes a file of its own, never written
+        through into the set it pointed to."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        with open(tmp, "wb") as f:
+            np.savez(f, emb=np.concatenate(self.emb), lengths=np.array([len(e) for e in self.emb]),
+                     labels=np.concatenate(self.labels),
+                     extra=np.array(json.dumps({"notes": self.notes, "meta": self.meta}, ensure_ascii=False)))
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> "CallSet":
