@@ -185,6 +185,13 @@ def test_warped_embeddings_move_the_formants_and_keep_the_stream_shape():
     assert tilted.shape == plain.shape and np.abs(tilted.astype(np.float32) - plain).mean() > 0.1
     assert np.array_equal(C.WarpedEmbeddings(tilt=0.0)(model, audio, np.random.default_rng(3)), a)
     assert not np.array_equal(C.WarpedEmbeddings(tilt=1.0)(model, audio, np.random.default_rng(3)), a)
+    # a tilt centre without a spread is that tilt on every call, on the same warp and mask draws
+    rng = np.random.default_rng(3)
+    warp, width = rng.uniform(*C.MEL_WARP), int(rng.integers(C.MEL_MASK_BANDS[0], C.MEL_MASK_BANDS[1] + 1))
+    start = int(rng.integers(0, config.N_MELS - width + 1))
+    mask = (start, start + width) if rng.random() < C.MEL_MASK_SHARE else None
+    assert np.array_equal(C.WarpedEmbeddings(tilt_centre=1.0)(model, audio, np.random.default_rng(3)),
+                          C.stream_embeddings(C.WarpedMel(model, warp, mask, tilt=1.0), audio))
     flatter = C.stream_embeddings(C.WarpedMel(model, 1.0, contrast=0.8), audio)
     assert flatter.shape == plain.shape and np.abs(flatter.astype(np.float32) - plain).mean() > 0.1
     assert not np.array_equal(C.WarpedEmbeddings(contrast=0.2)(model, audio, np.random.default_rng(3)), a)
@@ -202,8 +209,9 @@ def test_the_warp_sets_settings_are_part_of_its_fingerprint():
     keys = {features_key(replace(plan, mel_warp_copies=2), "train_warp"),
             features_key(replace(plan, mel_warp_range=(0.8, 1.2)), "train_warp"),
             features_key(replace(plan, mel_warp_copies=2, mel_tilt=1.0), "train_warp"),
-            features_key(replace(plan, mel_warp_copies=2, mel_contrast=0.2), "train_warp")}
-    assert len(keys) == 4 and "" not in keys
+            features_key(replace(plan, mel_warp_copies=2, mel_contrast=0.2), "train_warp"),
+            features_key(replace(plan, mel_warp_copies=2, mel_tilt=1.0, mel_tilt_centre=1.0), "train_warp")}
+    assert len(keys) == 5 and "" not in keys
 
 
 def test_a_head_with_a_shorter_context_ignores_the_older_embeddings_and_loads_back(tmp_path):

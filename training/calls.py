@@ -376,20 +376,22 @@ class WarpedMel:
 
 
 class WarpedEmbeddings:
-    """A call's embeddings through WarpedMel, its warp (drawn in `warp`), mask, tilt (drawn in -tilt .. tilt
-    when tilt > 0; none and no draw otherwise) and contrast (drawn in 1 - contrast .. 1 + contrast when contrast > 0;
+    """A call's embeddings through WarpedMel, its warp (drawn in `warp`), mask, tilt (tilt_centre plus a draw in
+    -tilt .. tilt when tilt > 0; no draw otherwise) and contrast (drawn in 1 - contrast .. 1 + contrast when contrast > 0;
     likewise) drawn from the call's own generator (a features function of calltrain.embed_calls that draws: called
     as f(model, audio, rng))."""
     draws = True
 
-    def __init__(self, warp: tuple[float, float] = MEL_WARP, tilt: float = 0.0, contrast: float = 0.0):
+    def __init__(self, warp: tuple[float, float] = MEL_WARP, tilt: float = 0.0, contrast: float = 0.0,
+                 tilt_centre: float = 0.0):
         self.warp, self.tilt, self.contrast = tuple(warp), float(tilt), float(contrast)
+        self.tilt_centre = float(tilt_centre)
 
     def __call__(self, model, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         warp = float(rng.uniform(*self.warp))
         width = int(rng.integers(MEL_MASK_BANDS[0], MEL_MASK_BANDS[1] + 1))
         start = int(rng.integers(0, config.N_MELS - width + 1))
         mask = (start, start + width) if rng.random() < MEL_MASK_SHARE else None
-        tilt = float(rng.uniform(-self.tilt, self.tilt)) if self.tilt > 0 else 0.0
+        tilt = self.tilt_centre + (float(rng.uniform(-self.tilt, self.tilt)) if self.tilt > 0 else 0.0)
         contrast = float(rng.uniform(1 - self.contrast, 1 + self.contrast)) if self.contrast > 0 else 1.0
         return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast), audio)

@@ -830,7 +830,8 @@ def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, *
     (deterministic: the same sentences give the same calls). features: embed_calls' features and lead."""
     noise_half, snr, _, alternate, _ = SET_SPECS[base_set(name)]
     if name.endswith(WARP_SUFFIX):        # the training sentences again, each call from a warped log-mel
-        features = {"features": C.WarpedEmbeddings(plan.mel_warp_range, plan.mel_tilt, plan.mel_contrast), **features}
+        features = {"features": C.WarpedEmbeddings(plan.mel_warp_range, plan.mel_tilt, plan.mel_contrast,
+                                                   plan.mel_tilt_centre), **features}
     seed, groups = set_groups(plan, name, utts)
     split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
     return embed_calls(groups, noise[noise_half], seed, snr, copies=set_copies(plan, name), split=split,
@@ -863,15 +864,16 @@ def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[l
 
 def features_key(plan: CallPlan, name: str) -> str:
     """What else than its sentences makes a stored set (part of its fingerprint): the warp set's copies, range, tilt
-    and contrast when they are not CallPlan's defaults (the first recipe's: sets stored with those keep their
+    (and its centre) and contrast when they are not CallPlan's defaults (the first recipe's: sets stored with those keep their
     fingerprint)."""
     def settings(p):
-        return p.mel_warp_copies, tuple(p.mel_warp_range), p.mel_tilt, p.mel_contrast
+        return p.mel_warp_copies, tuple(p.mel_warp_range), p.mel_tilt, p.mel_contrast, p.mel_tilt_centre
     if not name.endswith(WARP_SUFFIX) or settings(plan) == settings(CallPlan):
         return ""
     key = f" warp {plan.mel_warp_copies}x {plan.mel_warp_range[0]:g}-{plan.mel_warp_range[1]:g}"
     return key + (f" tilt {plan.mel_tilt:g}" if plan.mel_tilt else "") + (
-        f" contrast {plan.mel_contrast:g}" if plan.mel_contrast else "")
+        f" contrast {plan.mel_contrast:g}" if plan.mel_contrast else "") + (
+        f" tilt centre {plan.mel_tilt_centre:g}" if plan.mel_tilt_centre else "")
 
 
 def jobs_fingerprint(jobs: list[C.SayJob]) -> str:

@@ -173,6 +173,7 @@ def calls_card(model) -> str:
     warp_range = plan.get("mel_warp_range", CallPlan.mel_warp_range)
     tilt = plan.get("mel_tilt", CallPlan.mel_tilt)
     contrast = plan.get("mel_contrast", CallPlan.mel_contrast)
+    centre = plan.get("mel_tilt_centre", CallPlan.mel_tilt_centre)
     lines = [f"# Model card: {m.get('name', model.name)}", "",
              f"Trained {m.get('created', '?')} from commit `{m.get('git_commit', '?')}` with "
              f"`spotter train --config {m.get('config', 'training/configs/calls.toml')}` on the 2-core CPU machine: whole run "
@@ -202,8 +203,8 @@ def calls_card(model) -> str:
                  f"; train_warp holds the train set's sentences grouped again, each call {_times(warp_copies)} "
                  f"(each copy through its own drawn channel), embedded from a log-mel whose frequency axis is warped "
                  f"by a drawn factor of {warp_range[0]:g}-{warp_range[1]:g}, half of them with a 1-3 band frequency mask"
-                 + (f", its spectral tilt changed by a drawn -{tilt:g} .. {tilt:g} log10 units from the bottom band "
-                    "to the top one" if tilt else "")
+                 + (f", its spectral tilt changed by a drawn {centre - tilt:g} .. {centre + tilt:g} log10 units "
+                    "from the bottom band to the top one (> 0: brighter at the top)" if tilt or centre else "")
                  + (f", its spectral contrast scaled by a drawn {1 - contrast:g}-{1 + contrast:g}" if contrast else "")
                  if "train_warp" in sets else "") + ".", "",
              *([f"Real recordings added to the training calls (clips per keyword): "

@@ -132,6 +132,8 @@ class CallPlan:
     mel_warp_range: tuple[float, float] = (0.88, 1.12)   # the drawn factor's range
     mel_tilt: float = 0.0                    # spectral tilt drawn in -mel_tilt .. mel_tilt log10 units (0: none)
     mel_contrast: float = 0.0                # spectral contrast factor drawn in 1 -/+ mel_contrast (0: none)
+    mel_tilt_centre: float = 0.0             # the drawn tilt's centre (> 0: brighter at the top, as real people's
+                                             # speech is beside the synthetic voices': tools/spectra.py)
     max_voices_per_engine: int = 0           # small runs: at most this many voices per engine and split
     sentences_per_call: tuple[int, int] = (3, 7)
     train_copies: int = 2                    # channels drawn per training call
