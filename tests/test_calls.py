@@ -60,6 +60,21 @@ def test_espeak_sentence_span_covers_the_keyword():
     assert _span_energy(audio, a, b) > 0.02
 
 
+@needs_espeak
+def test_an_espeak_sentence_is_the_same_whatever_was_said_before_it():
+    """libespeak-ng carries state from one sentence to the next; the sentence cache keys a clip by its job alone,
+    so the same job must give the same audio and keyword span after any other sentence (training from nothing
+    then builds the same calls)."""
+    text = "Bonsoir, on a eu une hémorragie interne cette nuit au premier."
+    s = type(keyword_sentence("hémorragie", random.Random(0)))(text, "hémorragie", keyword_spans(text, "hémorragie"))
+    job = C.SayJob(s, Voice("espeak", "fr"), speed=0.81, pitch=29, pitch_range=62)
+    first, first_spans = C.say(job)
+    other = type(s)("Une hémorragie, venez vite !", "hémorragie", ((4, 14),))
+    C.say(C.SayJob(other, Voice("espeak", "fr"), speed=1.12, pitch=41, pitch_range=88))
+    again, again_spans = C.say(job)
+    assert np.array_equal(first, again) and first_spans == again_spans
+
+
 @pytest.mark.skipif(not mbrola_voices(), reason="mbrola voices not installed")
 def test_mbrola_span_from_pho_durations():
     text = "Oui bonjour, il y a du gaz dans la cuisine."

@@ -6,13 +6,19 @@ since espeak-ng's own front end schedules the phonemes). That is how a keyword s
 synthesised in one piece gets its time span, without splicing separately synthesised pieces.
 
 libespeak-ng keeps global state and is not thread-safe: one process uses it from one thread (the synthesis
-pool runs worker processes, each with its own library instance).
+pool runs worker processes, each with its own library instance). That state also carries from one sentence to the
+next: the same sentence with the same settings comes out a little longer or shorter, its words up to ~50 ms later,
+depending on what the process said before it. So a process initialises the library once and never speaks itself:
+each sentence is said by a child forked from it, which starts from the same state every time (the same job gives
+the same audio and word times, whatever was synthesised before it and whichever worker says it).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import os
+import pickle
 import threading
 from dataclasses import dataclass
 
@@ -114,10 +120,38 @@ def speak(text: str, voice: str, wpm: int = 175, pitch: int = 50, pitch_range: i
           ) -> tuple[np.ndarray, int, list[Word]]:
     """(float32 samples, rate, word events) of text said by an espeak-ng voice ('fr+m3', 'mb-fr1', ...).
 
-    Character positions refer to `text` as given. Calls are serialised: the library is not re-entrant."""
+    Character positions refer to `text` as given. Calls are serialised: the library is not re-entrant. Said by a
+    child forked from this process's never-used library (module docstring): history-independent."""
     with _lock():
         eng = getattr(_LOCAL, "engine", None)
         if eng is None:
             eng = _LOCAL.engine = _Engine()
-        audio, rate, words = eng.speak(text, voice, wpm, pitch, pitch_range)
+        audio, rate, words = _in_child(eng, text, voice, wpm, pitch, pitch_range)
     return audio.astype(np.float32) / 32768.0, rate, words
+
+
+def _in_child(eng: _Engine, *args):
+    """eng.speak(*args) in a forked child; its result (or its SpotterError) comes back through a pipe."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # child: speak, send, leave without running any cleanup
+        try:
+            os.close(r)
+            try:
+                result = eng.speak(*args)
+            except SpotterError as e:
+                result = e
+            with os.fdopen(w, "wb") as f:
+                pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        raise SpotterError(f"espeak-ng -v {args[1]} crashed on {args[0]!r} (exit status {status})")
+    result = pickle.loads(data)
+    if isinstance(result, SpotterError):
+        raise result
+    return result
