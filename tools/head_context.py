@@ -17,6 +17,13 @@ The warp set's settings on the same calls as the recipe's stored run (README, "T
 
     python tools/head_context.py --work runs/warp_c2 --sets-from runs/calls --build calls.mel_warp_copies=2 \
         --context 16 --store runs/warp_c2_int --seed 0
+
+A warp setting on sets that hold the recipe's warp set already (built from nothing since 2026-12-04), without the
+Kokoro fold's 40 min of keyword-free synthesis: the linked warp set is built again into --work's own file (the
+linked one is left as it is) and the MBROLA and espeak folds read the same calls with or without 'loeo_neg':
+
+    python tools/head_context.py --work runs/warp_X --sets-from runs/calls --build calls.mel_warp_copies=2 \
+        calls.mel_tilt=0.25 --only train_warp --context 16 --folds mbrola,espeak --store runs/warp_X_int --seed 0
 """
 from __future__ import annotations
 
@@ -42,16 +49,18 @@ def link_sets(src: Path, work: Path) -> None:
         shutil.copy(src / "calls_info.json", work / "calls_info.json")
 
 
-def build_sets(work: Path, overrides: list[str]) -> None:
-    """The recipe's call sets (training/configs/calls.toml with overrides) that work does not hold yet, built as
-    `spotter train` builds them (deterministic: the same settings give the same calls)."""
+def build_sets(work: Path, overrides: list[str], only: set[str] | None = None) -> None:
+    """The recipe's call sets (training/configs/calls.toml with overrides) that work does not hold yet, or holds
+    with other settings (those in `only` when given), built as `spotter train` builds them (deterministic: the same
+    settings give the same calls)."""
     import torch
     from training import calltrain as T
     from training.recipe import real_audio_files
     from training.recipes import load_recipe
     torch.set_num_threads(1)
     recipe = load_recipe(ROOT / "training/configs/calls.toml", overrides)
-    T.build_callsets(recipe.calls, recipe.calls.cache_dir, work, T.noise_halves(real_audio_files(recipe.data)))
+    T.build_callsets(recipe.calls, recipe.calls.cache_dir, work, T.noise_halves(real_audio_files(recipe.data)),
+                     only=only)
 
 
 def main() -> int:
@@ -64,6 +73,8 @@ def main() -> int:
     ap.add_argument("--build", nargs="*", metavar="KEY=VALUE",
                     help="first build the recipe's sets missing from --work, with these settings (e.g. "
                          "calls.mel_warp_copies=2); with --sets-from, only the sets that run does not have")
+    ap.add_argument("--only", help="with --build: build only these sets (comma-separated, e.g. train_warp; "
+                    "without it, every missing set, the Kokoro fold's 'loeo_neg' included: about 40 min)")
     ap.add_argument("--sets-from", type=Path, help="link this run's stored sets into --work (and copy its "
                     "calls_info.json) first: both score the same calls")
     args = ap.parse_args()
@@ -73,7 +84,7 @@ def main() -> int:
     if args.sets_from:
         link_sets(args.sets_from, args.work)
     if args.build is not None:
-        build_sets(args.work, args.build)
+        build_sets(args.work, args.build, set(args.only.split(",")) if args.only else None)
     for n in map(int, args.context.split(",")):
         recipe_folds = n == config.HEAD_FRAMES and args.work.resolve() == (ROOT / "runs/calls").resolve()
         store = ROOT / "runs/fa_kw" if recipe_folds else args.store / f"c{n}"

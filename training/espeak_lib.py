@@ -7,7 +7,7 @@ synthesised in one piece gets its time span, without splicing separately synthes
 
 libespeak-ng keeps global state and is not thread-safe: one process uses it from one thread (the synthesis
 pool runs worker processes, each with its own library instance). That state also carries from one sentence to the
-next: the same sentence with the same settings comes out a little longer or shorter, its words up to ~50 ms later,
+next: the same sentence with the same settings comes out a little longer or shorter, its words up to ~0.1 s later,
 depending on what the process said before it. So a process initialises the library once and never speaks itself:
 each sentence is said by a child forked from it, which starts from the same state every time (the same job gives
 the same audio and word times, whatever was synthesised before it and whichever worker says it).
