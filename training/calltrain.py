@@ -864,8 +864,8 @@ def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[l
 
 def features_key(plan: CallPlan, name: str) -> str:
     """What else than its sentences makes a stored set (part of its fingerprint): the warp set's copies, range, tilt
-    (and its centre) and contrast when they are not CallPlan's defaults (the first recipe's: sets stored with those keep their
-    fingerprint)."""
+    (and its centre) and contrast when they are not CallPlan's defaults (the first recipe's: sets stored with those
+    keep their fingerprint)."""
     def settings(p):
         return p.mel_warp_copies, tuple(p.mel_warp_range), p.mel_tilt, p.mel_contrast, p.mel_tilt_centre
     if not name.endswith(WARP_SUFFIX) or settings(plan) == settings(CallPlan):

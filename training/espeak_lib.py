@@ -76,7 +76,6 @@ class _Engine:
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                           ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        self._voice = None
 
     def _on_audio(self, wav, n, events) -> int:
         if n > 0:
@@ -90,10 +89,9 @@ class _Engine:
         return 0
 
     def speak(self, text: str, voice: str, wpm: int, pitch: int, pitch_range: int = 50):
-        if voice != self._voice:
-            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise SpotterError(f"espeak-ng voice {voice!r} is not installed")
-            self._voice = voice
+        # each call runs in a fresh child of a never-used library (speak): the voice is set every time
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise SpotterError(f"espeak-ng voice {voice!r} is not installed")
         for param, value in ((PARAM_RATE, wpm), (PARAM_PITCH, pitch), (PARAM_RANGE, pitch_range),
                              (PARAM_VOLUME, 100)):
             self.lib.espeak_SetParameter(param, int(value), 0)
