@@ -75,6 +75,22 @@ def test_an_espeak_sentence_is_the_same_whatever_was_said_before_it():
     assert np.array_equal(first, again) and first_spans == again_spans
 
 
+@needs_espeak
+def test_a_breathy_espeak_voice_is_the_same_whatever_the_process_drew_before():
+    """Breathy and Klatt variants (fr+f3) draw their noise from libc's rand(): a child forked to speak inherits
+    whatever the process drew before (onnxruntime, other libraries), so the noise is seeded from the job itself."""
+    import ctypes
+    text = "Il y a un incendie au troisieme etage."
+    s = type(keyword_sentence("incendie", random.Random(0)))(text, "incendie", keyword_spans(text, "incendie"))
+    job = C.SayJob(s, Voice("espeak", "fr+f3"), speed=1.0, pitch=50, pitch_range=50)
+    first, _ = C.say(job)
+    libc = ctypes.CDLL(None)
+    libc.srand(12345)
+    libc.rand()
+    again, _ = C.say(job)
+    assert np.array_equal(first, again)
+
+
 @pytest.mark.skipif(not mbrola_voices(), reason="mbrola voices not installed")
 def test_mbrola_span_from_pho_durations():
     text = "Oui bonjour, il y a du gaz dans la cuisine."

@@ -10,7 +10,9 @@ pool runs worker processes, each with its own library instance). That state also
 next: the same sentence with the same settings comes out a little longer or shorter, its words up to ~0.1 s later,
 depending on what the process said before it. So a process initialises the library once and never speaks itself:
 each sentence is said by a child forked from it, which starts from the same state every time (the same job gives
-the same audio and word times, whatever was synthesised before it and whichever worker says it).
+the same audio and word times, whatever was synthesised before it and whichever worker says it). Breathy and
+Klatt variants (fr+f3, klatt*) also draw noise from libc's rand(), whose state a child inherits from whatever its
+process drew before: the child seeds it from the job (text, voice, settings) before speaking.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import functools
 import os
 import pickle
 import threading
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +77,7 @@ class _Engine:
         self._cb = _CALLBACK(self._on_audio)       # kept referenced: the library calls it
         self.lib.espeak_SetSynthCallback(self._cb)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.libc = ctypes.CDLL(None)             # rand(): the noise of breathy and Klatt voices
         self.lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                           ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
 
@@ -96,6 +100,7 @@ class _Engine:
                              (PARAM_VOLUME, 100)):
             self.lib.espeak_SetParameter(param, int(value), 0)
         self._chunks, self._words = [], []
+        self.libc.srand(zlib.crc32(repr((text, voice, int(wpm), int(pitch), int(pitch_range))).encode()))
         data = text.encode("utf-8") + b"\0"
         buf = ctypes.create_string_buffer(data)
         err = self.lib.espeak_Synth(buf, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
