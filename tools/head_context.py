@@ -24,6 +24,11 @@ linked one is left as it is) and the MBROLA and espeak folds read the same calls
 
     python tools/head_context.py --work runs/warp_X --sets-from runs/calls --build calls.mel_warp_copies=2 \
         calls.mel_tilt=0.25 --only train_warp --context 16 --folds mbrola,espeak --store runs/warp_X_int --seed 0
+
+A training setting on the recipe's stored sets (its folds' heads trained with it, stored apart):
+
+    python tools/head_context.py --work runs/calls --train train.consistency=1 --context 16 --folds mbrola,espeak \
+        --store runs/cons1 --seed 0
 """
 from __future__ import annotations
 
@@ -75,6 +80,8 @@ def main() -> int:
                          "calls.mel_warp_copies=2); with --sets-from, only the sets that run does not have")
     ap.add_argument("--only", help="with --build: build only these sets (comma-separated, e.g. train_warp; "
                     "without it, every missing set, the Kokoro fold's 'loeo_neg' included: about 40 min)")
+    ap.add_argument("--train", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="training settings for the folds' heads (e.g. train.consistency=1; store them elsewhere)")
     ap.add_argument("--sets-from", type=Path, help="link this run's stored sets into --work (and copy its "
                     "calls_info.json) first: both score the same calls")
     args = ap.parse_args()
@@ -86,12 +93,13 @@ def main() -> int:
     if args.build is not None:
         build_sets(args.work, args.build, set(args.only.split(",")) if args.only else None)
     for n in map(int, args.context.split(",")):
-        recipe_folds = n == config.HEAD_FRAMES and args.work.resolve() == (ROOT / "runs/calls").resolve()
+        recipe_folds = (n == config.HEAD_FRAMES and args.work.resolve() == (ROOT / "runs/calls").resolve()
+                        and not args.train)
         store = ROOT / "runs/fa_kw" if recipe_folds else args.store / f"c{n}"
         total = np.zeros(6, int)
         for held in args.folds.split(","):
             f = fold_posteriors(args.work, held, args.seed, store / f"s{args.seed}",
-                                overrides=[f"train.head_context={n}"])
+                                overrides=[f"train.head_context={n}", *args.train])
             P, S = f["posts"], f["sets"]
             row = []
             for kw, neg in (("kw", "neg"), ("srckw", "src")):
