@@ -241,8 +241,27 @@ def test_the_warp_sets_settings_are_part_of_its_fingerprint():
             features_key(replace(plan, mel_warp_range=(0.8, 1.2)), "train_warp"),
             features_key(replace(plan, mel_warp_copies=2, mel_tilt=1.0), "train_warp"),
             features_key(replace(plan, mel_warp_copies=2, mel_contrast=0.2), "train_warp"),
-            features_key(replace(plan, mel_warp_copies=2, mel_tilt=1.0, mel_tilt_centre=1.0), "train_warp")}
-    assert len(keys) == 5 and "" not in keys
+            features_key(replace(plan, mel_warp_copies=2, mel_tilt=1.0, mel_tilt_centre=1.0), "train_warp"),
+            features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True), "train_warp")}
+    assert len(keys) == 6 and "" not in keys
+
+
+def test_a_twin_warp_set_holds_the_training_sets_calls():
+    """With mel_warp_twins the warp set groups the training sentences into the training set's calls (the same
+    sentences in the same order, hence the same pauses: calltrain.embed_calls makes call i from [seed, i]); without
+    it, calls of their own."""
+    from dataclasses import replace
+    from training.calltrain import set_groups
+    from training.recipes import CallPlan
+    utts = [C.Utterance(f"s{i}.wav", f"s{i}", None, (), f"v{i % 3}", "espeak", f"v{i % 3}", 1.0 + i / 10)
+            for i in range(40)]
+    plan = CallPlan(mel_warp=True)
+    texts = lambda groups: [[u.text for u in g] for g in groups]
+    seed, groups = set_groups(plan, "train", utts)
+    twin_seed, twins = set_groups(replace(plan, mel_warp_twins=True), "train_warp", utts)
+    own_seed, own = set_groups(plan, "train_warp", utts)
+    assert twin_seed == seed and texts(twins) == texts(groups)
+    assert own_seed != seed and texts(own) != texts(groups)
 
 
 def test_a_head_with_a_shorter_context_ignores_the_older_embeddings_and_loads_back(tmp_path):
@@ -382,8 +401,8 @@ def test_a_head_trained_with_norm_dropout_is_the_plain_head_once_trained():
 
 
 def test_head_training_options_train_a_plain_head_that_separates_two_classes():
-    """norm_gain, mixup and logit_norm (tried as head_sweep variants) change only training: the head they give is
-    the plain KeywordHead, and it still learns two separable classes of embedding windows."""
+    """norm_gain, mixup, logit_norm and the consistency term change only training: the head they give is the
+    plain KeywordHead, and it still learns two separable classes of embedding windows."""
     from spotter.model import KeywordHead
     from training.calltrain import training_head
     from training.train import train_head
@@ -392,8 +411,10 @@ def test_head_training_options_train_a_plain_head_that_separates_two_classes():
     x = torch.randn(n, config.HEAD_FRAMES, config.EMBED_DIM, generator=g)
     y = torch.where(torch.arange(n) % 2 == 0, kw, other)
     x[y == kw, :, :8] += 2.0                                 # the keyword windows differ in 8 dimensions
+    pairs = x + 0.3 * torch.randn(x.shape, generator=g)      # another channel's rendering of each window
     for opts, head in (({"mixup": 0.4}, training_head(0.5)), ({"logit_norm": 0.04}, training_head(0.5)),
-                       ({}, training_head(0.5, norm_gain=0.3))):
+                       ({}, training_head(0.5, norm_gain=0.3)),
+                       ({"pairs": pairs, "consistency": 1.0}, training_head(0.5))):
         torch.manual_seed(0)
         trained, _ = train_head(head, (x, y), (x, y), epochs=8, batch=64, progress=False, **opts)
         plain = KeywordHead()
@@ -402,6 +423,45 @@ def test_head_training_options_train_a_plain_head_that_separates_two_classes():
         with torch.no_grad():
             pred = plain(x).argmax(1)
         assert (pred == y).float().mean() > 0.9, opts
+
+
+def test_the_consistency_term_makes_a_window_and_its_other_rendering_agree():
+    """Trained with the consistency term, the head's posteriors on a window and on its other rendering (here: the
+    same window with a drawn offset in 16 dimensions that carry no class) are closer than without it."""
+    from training.calltrain import training_head
+    from training.train import js_divergence, train_head
+    g = torch.Generator().manual_seed(0)
+    n, kw, other = 512, 0, config.LABELS.index(config.OTHER)
+    x = torch.randn(n, config.HEAD_FRAMES, config.EMBED_DIM, generator=g)
+    y = torch.where(torch.arange(n) % 2 == 0, kw, other)
+    x[y == kw, :, :8] += 1.0
+    pairs = x.clone()
+    pairs[:, :, 40:56] += 3.0 * torch.randn(n, 1, 16, generator=g)
+    gaps = []
+    for weight in (0.0, 5.0):
+        torch.manual_seed(0)
+        head, _ = train_head(training_head(0.5), (x, y), (x, y), epochs=6, batch=64, progress=False, pairs=pairs,
+                             consistency=weight)
+        with torch.no_grad():
+            gaps.append(float(js_divergence(head(x), head(pairs))))
+    assert gaps[1] < 0.5 * gaps[0], gaps
+
+
+def test_each_call_is_paired_with_its_other_channel_copy():
+    """The consistency term pairs a window with the same step of its call's other channel copy: embed_calls stores
+    a call's copies one after the other (the same labels and notes); a call without a copy is its own pair."""
+    from training.calltrain import CallSet, sibling_calls
+    from training.train import js_divergence
+    cs = CallSet()
+    lab = lambda *v: np.array(v, np.int16)
+    for labels, notes in ((lab(0, 1, 1), [["gaz", 0.1, 0.4]]), (lab(0, 1, 1), [["gaz", 0.1, 0.4]]),
+                          (lab(12, 12), []), (lab(12, 12), []), (lab(12, 13, 13), [])):
+        cs.add(np.zeros((len(labels) + 15, 96), np.float16), labels, notes, {})
+    assert list(sibling_calls(cs)) == [1, 0, 3, 2, 4]
+    a = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    assert float(js_divergence(a, a)) == pytest.approx(0.0, abs=1e-7)
+    far = float(js_divergence(torch.tensor([[50.0, 0.0]]), torch.tensor([[0.0, 50.0]])))
+    assert far == pytest.approx(np.log(2), rel=1e-4)          # disjoint posteriors: the divergence's maximum
 
 
 def test_calibration_keeps_the_best_recall_among_windows_fast_enough():

@@ -412,6 +412,29 @@ def window_index(cs: CallSet, max_negatives: int, rng: np.random.Generator) -> l
     return pos + take(near, max_negatives // 2) + take(far, max_negatives - min(len(near), max_negatives // 2))
 
 
+def sibling_calls(cs: CallSet) -> np.ndarray:
+    """For each call, the index of another rendering of it, or its own index when it has none. embed_calls stores
+    a call's channel copies one after the other, and a warp set with mel_warp_twins holds the training set's calls
+    again (the same voice, labels and notes): of a call's k renderings in cs order, the i-th is paired with the
+    (i + k // 2)-th, so that a training copy is paired with a warped twin when there is one. Keyword-free calls
+    of one voice with the same length and speech pattern look alike here (12 of the 2,710 calls of the recipe's warp
+    set of 2026-12-04): they are paired with each other, which asks two keyword-free windows to agree."""
+    groups: dict = {}
+    for c, (y, n, m) in enumerate(zip(cs.labels, cs.notes, cs.meta)):
+        key = (m.get("voice"), len(y), y.tobytes(), json.dumps(n))
+        groups.setdefault(key, []).append(c)
+    sib = np.arange(len(cs.labels))
+    for group in groups.values():
+        sib[group] = np.roll(group, -(len(group) // 2))
+    return sib
+
+
+def pair_windows(cs: CallSet, chosen: list[tuple[int, int]]) -> torch.Tensor:
+    """The windows of `chosen` in each call's sibling copy (sibling_calls): stack_windows' features, paired."""
+    sib = sibling_calls(cs)
+    return stack_windows(cs, [(int(sib[c]), j) for c, j in chosen])[0]
+
+
 def call_posteriors(head, emb: np.ndarray, batch: int = 4096) -> np.ndarray:
     """(steps, 14) posteriors of one call's embeddings (head in eval mode)."""
     from evaluation.streams import head_posteriors
@@ -498,14 +521,16 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
     rng = np.random.default_rng(seed)
     if cfg.engine_balance > 0:
         train = balance_engines(train, cfg.engine_balance)
-    xtr, ytr = windows(train, cfg.negative_windows, rng)
+    chosen = window_index(train, cfg.negative_windows, rng)
+    xtr, ytr = stack_windows(train, chosen)
+    pairs = pair_windows(train, chosen) if cfg.consistency else None
     xva, yva = windows(val, cfg.val_negative_windows, rng)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
     head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain,
                                                          context=cfg.head_context or config.HEAD_FRAMES)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
                             batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout,
-                            mixup=cfg.mixup, logit_norm=cfg.logit_norm)
+                            mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs, consistency=cfg.consistency)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.mining_windows:
         hard = mine_hard_negatives(head, train, cfg.mining_windows, share=cfg.mining_share, seed=seed)
@@ -514,9 +539,12 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
             reps = cfg.mining_repeats
             xtr = torch.cat([xtr] + [hx] * reps)
             ytr = torch.cat([ytr] + [hy] * reps)
+            if pairs is not None:
+                pairs = torch.cat([pairs] + [pair_windows(train, hard)] * reps)
             head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.mining_epochs, batch=cfg.batch,
                                      lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1, dim_dropout=cfg.dim_dropout,
-                                     mixup=cfg.mixup, logit_norm=cfg.logit_norm)
+                                     mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs,
+                                     consistency=cfg.consistency)
             info.update(mined=len(hard), history_mining=hist2)
     return head, info
 
@@ -821,6 +849,8 @@ def build_callsets(plan: CallPlan, cache_dir: Path, work: Path, noise: dict, reb
 def set_groups(plan: CallPlan, name: str, utts: list[C.Utterance]) -> tuple[int, list[list[C.Utterance]]]:
     """(seed, the sentences of each call) of set `name`, as embed_set groups them (deterministic)."""
     import zlib
+    if name.endswith(WARP_SUFFIX) and plan.mel_warp_twins:       # the training set's own calls, warped
+        name = name.removesuffix(WARP_SUFFIX)
     seed = zlib.crc32(f"{plan.seed}:{name}".encode())
     return seed, group_calls(utts, plan, np.random.default_rng(seed), no_kw_share=SET_SPECS[base_set(name)][4])
 
@@ -864,16 +894,18 @@ def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[l
 
 def features_key(plan: CallPlan, name: str) -> str:
     """What else than its sentences makes a stored set (part of its fingerprint): the warp set's copies, range, tilt
-    (and its centre) and contrast when they are not CallPlan's defaults (the first recipe's: sets stored with those
+    (and its centre), contrast and twins when they are not CallPlan's defaults (the first recipe's: sets stored with those
     keep their fingerprint)."""
     def settings(p):
-        return p.mel_warp_copies, tuple(p.mel_warp_range), p.mel_tilt, p.mel_contrast, p.mel_tilt_centre
+        return (p.mel_warp_copies, tuple(p.mel_warp_range), p.mel_tilt, p.mel_contrast, p.mel_tilt_centre,
+                p.mel_warp_twins)
     if not name.endswith(WARP_SUFFIX) or settings(plan) == settings(CallPlan):
         return ""
     key = f" warp {plan.mel_warp_copies}x {plan.mel_warp_range[0]:g}-{plan.mel_warp_range[1]:g}"
     return key + (f" tilt {plan.mel_tilt:g}" if plan.mel_tilt else "") + (
         f" contrast {plan.mel_contrast:g}" if plan.mel_contrast else "") + (
-        f" tilt centre {plan.mel_tilt_centre:g}" if plan.mel_tilt_centre else "")
+        f" tilt centre {plan.mel_tilt_centre:g}" if plan.mel_tilt_centre else "") + (
+        " twins" if plan.mel_warp_twins else "")
 
 
 def jobs_fingerprint(jobs: list[C.SayJob]) -> str:

@@ -134,6 +134,8 @@ class CallPlan:
     mel_contrast: float = 0.0                # spectral contrast factor drawn in 1 -/+ mel_contrast (0: none)
     mel_tilt_centre: float = 0.0             # the drawn tilt's centre (> 0: brighter at the top, as real people's
                                              # speech is beside the synthetic voices': tools/spectra.py)
+    mel_warp_twins: bool = False             # the warp set's calls are the training set's calls (the same sentences,
+                                             # pauses and order), so a training window has warped twins (consistency)
     max_voices_per_engine: int = 0           # small runs: at most this many voices per engine and split
     sentences_per_call: tuple[int, int] = (3, 7)
     train_copies: int = 2                    # channels drawn per training call
@@ -163,6 +165,8 @@ class CallsTrainSection:
     ensemble: int = 1                        # > 1: this many heads from seeds seed, seed + 1, ..., posteriors averaged
     engine_balance: float = 0.0              # > 0: each engine's calls repeated up to the largest's hours, at most
     #                                          this many times (calltrain.balance_engines); 0: as synthesised
+    consistency: float = 0.0                 # > 0: weight of a Jensen-Shannon term between a window's posteriors and
+    #                                          those of the same window of its call's other channel copy
 
 
 @dataclass(kw_only=True)

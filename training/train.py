@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 
 import numpy as np
 import torch
@@ -44,6 +45,14 @@ def normalised_logits(logits: torch.Tensor, tau: float) -> torch.Tensor:
     return logits / (tau * (logits.norm(dim=1, keepdim=True) + 1e-7))
 
 
+def js_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Mean Jensen-Shannon divergence (nats) between the softmax posteriors of two batches of logits."""
+    la, lb = torch.log_softmax(logits_a, dim=1), torch.log_softmax(logits_b, dim=1)
+    lm = torch.logsumexp(torch.stack([la, lb]), dim=0) - math.log(2.0)
+    kl = lambda lp: (lp.exp() * (lp - lm)).sum(dim=1)
+    return 0.5 * (kl(la) + kl(lb)).mean()
+
+
 @torch.no_grad()
 def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
                   logit_norm: float = 0.0) -> dict:
@@ -61,13 +70,16 @@ def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: to
 def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batch: int = 256, lr: float = 2e-3,
                weight_decay: float = 5e-2, patience: int = 6, seed: int = 0, label_smoothing: float = 0.05,
                progress: bool = True, noise: float = 0.05, dim_dropout: float = 0.0,
-               mixup: float = 0.0, logit_norm: float = 0.0) -> tuple[nn.Module, list[dict]]:
+               mixup: float = 0.0, logit_norm: float = 0.0, pairs: torch.Tensor | None = None,
+               consistency: float = 0.0) -> tuple[nn.Module, list[dict]]:
     """Class-weighted cross-entropy with AdamW and cosine decay; early stopping on validation loss
     (voice-disjoint validation set). Returns the best head and the per-epoch history. noise: Gaussian noise
     added to the inputs, times their standard deviation. dim_dropout: share of the input's last dimension
     (the embedding's) zeroed in each training window, the same dimensions at every time step. mixup: > 0 mixes each
     batch with a shuffled copy of itself, weight drawn from Beta(mixup, mixup), and the loss likewise. logit_norm:
-    > 0 trains (and early-stops) on normalised_logits(logits, logit_norm); the saved head is unchanged."""
+    > 0 trains (and early-stops) on normalised_logits(logits, logit_norm); the saved head is unchanged. pairs /
+    consistency: pairs[i] is another rendering of window i (the same call and step through another channel); the
+    loss adds consistency x the Jensen-Shannon divergence between the two windows' posteriors."""
     seed_everything(seed)
     xtr, ytr = train
     xva, yva = val
@@ -97,6 +109,13 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
             loss = loss_fn(out, ytr[idx])
             if mixup:
                 loss = lam * loss + (1 - lam) * loss_fn(out, ytr[idx][other])
+            if consistency and pairs is not None:
+                xp = pairs[idx].float()
+                if noise:
+                    xp = xp + noise * xp.std() * torch.randn(xp.shape, generator=gen)
+                if dim_dropout:
+                    xp = xp * (torch.rand((len(xp), 1, xp.shape[-1]), generator=gen) >= dim_dropout)
+                loss = loss + consistency * js_divergence(out, head(xp))
             opt.zero_grad()
             loss.backward()
             opt.step()
