@@ -378,8 +378,8 @@ class WarpedMel:
 class WarpedEmbeddings:
     """A call's embeddings through WarpedMel, its warp (drawn in `warp`), mask, tilt (tilt_centre plus a draw in
     -tilt .. tilt when tilt > 0; no draw otherwise) and contrast (drawn in 1 - contrast .. 1 + contrast when
-    contrast > 0; likewise) drawn from the call's own generator (a features function of calltrain.embed_calls that draws: called
-    as f(model, audio, rng))."""
+    contrast > 0; likewise) drawn from the call's own generator (a features function of calltrain.embed_calls
+    that draws: called as f(model, audio, rng))."""
     draws = True
 
     def __init__(self, warp: tuple[float, float] = MEL_WARP, tilt: float = 0.0, contrast: float = 0.0,

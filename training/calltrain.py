@@ -429,9 +429,8 @@ def sibling_calls(cs: CallSet) -> np.ndarray:
     return sib
 
 
-def pair_windows(cs: CallSet, chosen: list[tuple[int, int]]) -> torch.Tensor:
-    """The windows of `chosen` in each call's sibling copy (sibling_calls): stack_windows' features, paired."""
-    sib = sibling_calls(cs)
+def pair_windows(cs: CallSet, sib: np.ndarray, chosen: list[tuple[int, int]]) -> torch.Tensor:
+    """The windows of `chosen` in each call's sibling (sib = sibling_calls(cs)): stack_windows' features, paired."""
     return stack_windows(cs, [(int(sib[c]), j) for c, j in chosen])[0]
 
 
@@ -523,7 +522,8 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
         train = balance_engines(train, cfg.engine_balance)
     chosen = window_index(train, cfg.negative_windows, rng)
     xtr, ytr = stack_windows(train, chosen)
-    pairs = pair_windows(train, chosen) if cfg.consistency else None
+    sib = sibling_calls(train) if cfg.consistency else None
+    pairs = pair_windows(train, sib, chosen) if cfg.consistency else None
     xva, yva = windows(val, cfg.val_negative_windows, rng)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
@@ -540,7 +540,7 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
             xtr = torch.cat([xtr] + [hx] * reps)
             ytr = torch.cat([ytr] + [hy] * reps)
             if pairs is not None:
-                pairs = torch.cat([pairs] + [pair_windows(train, hard)] * reps)
+                pairs = torch.cat([pairs] + [pair_windows(train, sib, hard)] * reps)
             head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.mining_epochs, batch=cfg.batch,
                                      lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1, dim_dropout=cfg.dim_dropout,
                                      mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs,
@@ -894,8 +894,8 @@ def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[l
 
 def features_key(plan: CallPlan, name: str) -> str:
     """What else than its sentences makes a stored set (part of its fingerprint): the warp set's copies, range, tilt
-    (and its centre), contrast and twins when they are not CallPlan's defaults (the first recipe's: sets stored with those
-    keep their fingerprint)."""
+    (and its centre), contrast and twins when they are not CallPlan's defaults (the first recipe's: sets stored
+    with those keep their fingerprint)."""
     def settings(p):
         return (p.mel_warp_copies, tuple(p.mel_warp_range), p.mel_tilt, p.mel_contrast, p.mel_tilt_centre,
                 p.mel_warp_twins)

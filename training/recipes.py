@@ -166,7 +166,8 @@ class CallsTrainSection:
     engine_balance: float = 0.0              # > 0: each engine's calls repeated up to the largest's hours, at most
     #                                          this many times (calltrain.balance_engines); 0: as synthesised
     consistency: float = 0.0                 # > 0: weight of a Jensen-Shannon term between a window's posteriors and
-    #                                          those of the same window of its call's other channel copy
+    #                                          those of the same step of another rendering of its call (its other
+    #                                          channel copy, or a warped twin: calltrain.sibling_calls)
 
 
 @dataclass(kw_only=True)

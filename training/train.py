@@ -88,6 +88,15 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     loss_fn = nn.CrossEntropyLoss(weight=w, label_smoothing=label_smoothing)
     gen = torch.Generator().manual_seed(seed)
+
+    def perturb(x):
+        # embedding-level noise: a cheap regulariser against over-fitting synthetic voices
+        if noise:
+            x = x + noise * x.std() * torch.randn(x.shape, generator=gen)
+        if dim_dropout:
+            x = x * (torch.rand((len(x), 1, x.shape[-1]), generator=gen) >= dim_dropout)
+        return x
+
     best, best_state, history, bad = float("inf"), None, [], 0
     for epoch in range(epochs):
         head.train()
@@ -95,12 +104,7 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
         total = 0.0
         for i in range(0, len(perm), batch):
             idx = perm[i:i + batch]
-            xb = xtr[idx].float()
-            # embedding-level noise: a cheap regulariser against over-fitting synthetic voices
-            if noise:
-                xb = xb + noise * xb.std() * torch.randn(xb.shape, generator=gen)
-            if dim_dropout:
-                xb = xb * (torch.rand((len(xb), 1, xb.shape[-1]), generator=gen) >= dim_dropout)
+            xb = perturb(xtr[idx].float())
             lam = float(torch.distributions.Beta(mixup, mixup).sample()) if mixup else 1.0
             other = torch.randperm(len(xb), generator=gen) if mixup else None
             out = head(lam * xb + (1 - lam) * xb[other] if mixup else xb)
@@ -110,12 +114,7 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
             if mixup:
                 loss = lam * loss + (1 - lam) * loss_fn(out, ytr[idx][other])
             if consistency and pairs is not None:
-                xp = pairs[idx].float()
-                if noise:
-                    xp = xp + noise * xp.std() * torch.randn(xp.shape, generator=gen)
-                if dim_dropout:
-                    xp = xp * (torch.rand((len(xp), 1, xp.shape[-1]), generator=gen) >= dim_dropout)
-                loss = loss + consistency * js_divergence(out, head(xp))
+                loss = loss + consistency * js_divergence(out, head(perturb(pairs[idx].float())))
             opt.zero_grad()
             loss.backward()
             opt.step()
