@@ -136,6 +136,10 @@ def _head_training(meta: dict) -> str:
             f"{' and '.join(drop) or 'no dimensions'} zeroed in each training window; "
             + (f"each engine's calls repeated up to the largest engine's hours (at most {tr['engine_balance']:g} "
                f"times); " if tr.get("engine_balance") else "")
+            + (f"a Jensen-Shannon term (weight {tr['consistency']:g}) between each window's posteriors and those of "
+               f"the same step of another rendering of its call ("
+               + ("a warped twin" if r.get("calls", {}).get("mel_warp_twins") else "its other channel copy")
+               + "); " if tr.get("consistency") else "")
             + (f"an ensemble of {tr['ensemble']} heads trained the same way from head seeds {r.get('seed')} to "
                f"{r.get('seed', 0) + tr['ensemble'] - 1}, their posteriors averaged; " if tr.get("ensemble", 1) > 1
                else f"head seed {r.get('seed')}, ")
@@ -200,8 +204,10 @@ def calls_card(model) -> str:
                  for k, v in sets.items()) + ". Training calls are heard through "
              f"{plan.get('train_copies', 2)} drawn channels each (wideband or "
              f"telephone with G.711/GSM codecs, real noise at 0-30 dB, rooms)" + (
-                 f"; train_warp holds the train set's sentences grouped again, each call {_times(warp_copies)} "
-                 f"(each copy through its own drawn channel), embedded from a log-mel whose frequency axis is warped "
+                 (f"; train_warp holds the train set's own calls (the same sentences, pauses and order), each "
+                  f"{_times(warp_copies)} " if plan.get("mel_warp_twins") else
+                  f"; train_warp holds the train set's sentences grouped again, each call {_times(warp_copies)} ")
+                 + f"(each copy through its own drawn channel), embedded from a log-mel whose frequency axis is warped "
                  f"by a drawn factor of {warp_range[0]:g}-{warp_range[1]:g}, half of them with a 1-3 band frequency mask"
                  + (f", its spectral tilt changed by a drawn {centre - tilt:g} .. {centre + tilt:g} log10 units "
                     "from the bottom band to the top one (> 0: brighter at the top)" if tilt or centre else "")
