@@ -22,7 +22,8 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     from training.recipe import load_recipe
     recipe = load_recipe(REPO / "training/configs/calls_tiny.toml", overrides=[
         f"out={tmp_path / 'm.pt'}", f"work_dir={tmp_path / 'work'}", f"calls.cache_dir={tmp_path / 'sentences'}",
-        "calls.loeo_negative_hours=0.06", "calls.mel_warp=true", "calls.mel_warp_copies=2"])
+        "calls.loeo_negative_hours=0.06", "calls.mel_warp=true", "calls.mel_warp_copies=2",
+        "calls.mel_warp_twins=true", "train.consistency=1"])                # the shipped recipe's warp and term
     out = train_from_calls(recipe)
 
     model = load_model(out)                                  # loads with weights_only: plain metadata
@@ -56,9 +57,12 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     # the top-level seed draws the head's training, not the data: same stored calls, another head; without the
     # folds, their own keyword-free speech ('loeo_neg') is neither built nor read
     assert "loeo_neg" in rep["info"]["sets"]
-    warp = rep["info"]["sets"]["train_warp"]            # the training sentences again, twice each, warped log-mel
-    assert warp["sentences"] == rep["info"]["sets"]["train"]["sentences"]
-    assert warp["calls"] > 0 and warp["calls"] % 2 == 0 and warp["hours"] > 0 and "each call twice" in card
+    warp = rep["info"]["sets"]["train_warp"]            # the training calls themselves, twice each, warped log-mel
+    train = rep["info"]["sets"]["train"]
+    assert warp["sentences"] == train["sentences"] and warp["hours"] > 0
+    assert warp["calls"] == train["calls"] // recipe.calls.train_copies * 2      # the same calls, each twice
+    assert "train set's own calls" in card and "twice" in card
+    assert "Jensen-Shannon term (weight 1)" in card and "a warped twin" in card
     (tmp_path / "work" / "calls_loeo_neg.npz").unlink()
     other = load_model(train_from_calls(load_recipe(REPO / "training/configs/calls_tiny.toml", overrides=[
         f"out={tmp_path / 'm8.pt'}", f"work_dir={tmp_path / 'work'}", f"calls.cache_dir={tmp_path / 'sentences'}",
