@@ -38,7 +38,7 @@ STRETCH_S = (0.2, 0.6)           # a sentence's windows end from this long after
 
 def fine_grid() -> np.ndarray:
     """calltrain.GRID with 160 thresholds added from 0.9 to 0.99999, evenly spaced in log(1 - threshold) (steps
-    of 6 % in 1 - threshold): 0.5 FA/h points lie between GRID's values (0.98 / 0.99, 0.997 / 0.998, ...)."""
+    of 6 % in 1 - threshold): 0.5 FA/h points can lie between GRID's values."""
     from training import calltrain as T
     return np.unique(np.round(np.concatenate([T.GRID, 1 - np.logspace(-5, -1, 160)]), 7))
 
