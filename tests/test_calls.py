@@ -474,6 +474,13 @@ def test_calibration_keeps_the_best_recall_among_windows_fast_enough():
             {"recall": 0.9, "latency_p50_s": None}]
     assert choose_smoothing(late, 0.20) == 1                  # none fast enough: the fastest with any hit
     assert choose_smoothing([{"recall": 0.5, "latency_p50_s": 0.1}, {"recall": 0.5, "latency_p50_s": 0.2}], 0.2) == 0
+    # a longer window must find more than one point of recall beyond the shortest (calibrate.SMOOTHING_RECALL_MARGIN)
+    near = [{"recall": 0.680, "latency_p50_s": 0.094}, {"recall": 0.687, "latency_p50_s": 0.148},
+            {"recall": 0.678, "latency_p50_s": 0.209}]
+    assert choose_smoothing(near, 0.20) == 0
+    assert choose_smoothing(near, 0.20, margin=0.0) == 1
+    more = [{"recall": 0.712, "latency_p50_s": 0.085}, {"recall": 0.749, "latency_p50_s": 0.149}]
+    assert choose_smoothing(more, 0.20) == 1
 
 
 def test_engine_balance_repeats_the_smaller_engines_calls_up_to_a_cap():

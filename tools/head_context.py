@@ -29,6 +29,11 @@ A training setting on the recipe's stored sets (its folds' heads trained with it
 
     python tools/head_context.py --work runs/calls --train train.consistency=1 --context 16 --folds mbrola,espeak \
         --store runs/cons1 --seed 0
+
+The decision rule's smoothing on stored fold heads (each also scored with the window its calibration chose):
+
+    python tools/head_context.py --work runs/twins_w3 --train train.consistency=3 --context 16 --folds mbrola,espeak \
+        --store runs/twins3 --seed 0 --smoothing 1,2,3
 """
 from __future__ import annotations
 
@@ -84,6 +89,8 @@ def main() -> int:
                     help="training settings for the folds' heads (e.g. train.consistency=1; store them elsewhere)")
     ap.add_argument("--sets-from", type=Path, help="link this run's stored sets into --work (and copy its "
                     "calls_info.json) first: both score the same calls")
+    ap.add_argument("--smoothing", help="score with each of these smoothing windows (comma-separated) instead of "
+                                        "the one the fold's calibration chose; totals per window")
     args = ap.parse_args()
     from spotter import config
     from fa_keywords import fold_posteriors
@@ -96,22 +103,28 @@ def main() -> int:
         recipe_folds = (n == config.HEAD_FRAMES and args.work.resolve() == (ROOT / "runs/calls").resolve()
                         and not args.train)
         store = ROOT / "runs/fa_kw" if recipe_folds else args.store / f"c{n}"
-        total = np.zeros(6, int)
+        windows = [int(x) for x in args.smoothing.split(",")] if args.smoothing else [None]
+        totals = {w: np.zeros(6, int) for w in windows}
         for held in args.folds.split(","):
             f = fold_posteriors(args.work, held, args.seed, store / f"s{args.seed}",
                                 overrides=[f"train.head_context={n}", *args.train])
             P, S = f["posts"], f["sets"]
-            row = []
-            for kw, neg in (("kw", "neg"), ("srckw", "src")):
-                found = found_at(sweep(P[kw], S[kw], P[neg], S[neg], f["smoothing"]))
-                n_kw = sum(len(x) for x in S[kw].notes)
-                what = f"unheard {held}" if kw == "kw" else "trained engines' held-out voices"
-                print(f"context {n}, seed {args.seed}, fold without {held}, {what}: found at 0.5 / 1 / 2 FA/h "
-                      f"{' / '.join(map(str, found))} of {n_kw} (smoothing {f['smoothing']})", flush=True)
-                row += found
-            total += row
-        print(f"context {n}, seed {args.seed}, sum of the folds: unheard engines {' / '.join(map(str, total[:3]))}, "
-              f"trained engines' held-out voices {' / '.join(map(str, total[3:]))}", flush=True)
+            for w in windows:
+                sm, chosen = (f["smoothing"], "") if w is None else (w, f", calibration chose {f['smoothing']}")
+                row = []
+                for kw, neg in (("kw", "neg"), ("srckw", "src")):
+                    found = found_at(sweep(P[kw], S[kw], P[neg], S[neg], sm))
+                    n_kw = sum(len(x) for x in S[kw].notes)
+                    what = f"unheard {held}" if kw == "kw" else "trained engines' held-out voices"
+                    print(f"context {n}, seed {args.seed}, fold without {held}, {what}: found at 0.5 / 1 / 2 FA/h "
+                          f"{' / '.join(map(str, found))} of {n_kw} (smoothing {sm}{chosen})", flush=True)
+                    row += found
+                totals[w] += row
+        for w, total in totals.items():
+            label = "" if w is None else f", smoothing {w}"
+            print(f"context {n}, seed {args.seed}{label}, sum of the folds: unheard engines "
+                  f"{' / '.join(map(str, total[:3]))}, trained engines' held-out voices "
+                  f"{' / '.join(map(str, total[3:]))}", flush=True)
     return 0
 
 

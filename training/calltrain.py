@@ -763,9 +763,9 @@ def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2
                    max_latency_p50_s: float = config.LATENCY_TARGET_P50_S) -> tuple[dict, int, dict]:
     """Per-keyword thresholds (calibrate.choose_thresholds: greedy within the false-alarm budget, every detection
     in the validation calls that matches no keyword counting as a false alarm) for each smoothing window; the
-    window with the best recall among those whose median latency (keyword end to event) meets max_latency_p50_s
-    wins (calibrate.choose_smoothing)."""
-    from .calibrate import choose_smoothing, choose_thresholds, latency_p50
+    shortest window within calibrate.SMOOTHING_RECALL_MARGIN of the best recall among those whose median latency
+    (keyword end to event) meets max_latency_p50_s wins (calibrate.choose_smoothing)."""
+    from .calibrate import SMOOTHING_RECALL_MARGIN, choose_smoothing, choose_thresholds, latency_p50
     posts = [call_posteriors(head, e) for e in val.emb]
     hours = val.hours()
     tried = []
@@ -780,7 +780,7 @@ def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2
                  res["fa_per_hour"], res["latency_p50_s"])
         tried.append((thr, sm, res))
     thr, sm, res = tried[choose_smoothing([r for _, _, r in tried], max_latency_p50_s)]
-    return thr, sm, {**res, "max_latency_p50_s": max_latency_p50_s,
+    return thr, sm, {**res, "max_latency_p50_s": max_latency_p50_s, "recall_margin": SMOOTHING_RECALL_MARGIN,
                      "tried": [{k: r[k] for k in ("smoothing_steps", "recall", "fa_per_hour", "latency_p50_s")}
                                for _, _, r in tried]}
 

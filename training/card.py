@@ -153,6 +153,8 @@ def _smoothing_choice(cal: dict) -> str:
         return ""
     rule = (f"the best recall among the windows whose median latency is at most {cal['max_latency_p50_s']} s"
             if cal.get("max_latency_p50_s", 0) > 0 else "the best recall")
+    if cal.get("recall_margin"):
+        rule = f"the shortest window within {100 * cal['recall_margin']:g} point of {rule}"
     each = "; ".join(f"{t['smoothing_steps']}: recall {_pct(t['recall'])} at {t['fa_per_hour']} FA/h, latency p50 "
                      f"{t['latency_p50_s']} s" for t in tried)
     return f" ({rule}, on validation calls; tried {each})"
@@ -224,7 +226,7 @@ def calls_card(model) -> str:
                 f"{ {k: round(v, 3) for k, v in final.get('calibration', {}).get('validation_thresholds', {}).items()} }."]
                if (common := final.get('calibration', {}).get('common_threshold')) else
                ["## Thresholds (calibrated on validation voices' calls)"]),
-             f"Smoothing over {model.detector.smoothing_steps} steps{_smoothing_choice(final.get('calibration', {}))}; "
+             f"Smoothing over {model.detector.smoothing_steps} step{'s' if model.detector.smoothing_steps != 1 else ''}{_smoothing_choice(final.get('calibration', {}))}; "
              f"an event is decided at most "
              f"{model.detector.max_hold_steps} step(s) after its score crosses the threshold; budget "
              f"{m.get('recipe', {}).get('calibrate', {}).get('budget_fa_per_hour', 0.5)} FA/h; on validation: "
