@@ -226,7 +226,8 @@ def calls_card(model) -> str:
                 f"{ {k: round(v, 3) for k, v in final.get('calibration', {}).get('validation_thresholds', {}).items()} }."]
                if (common := final.get('calibration', {}).get('common_threshold')) else
                ["## Thresholds (calibrated on validation voices' calls)"]),
-             f"Smoothing over {model.detector.smoothing_steps} step{'s' if model.detector.smoothing_steps != 1 else ''}{_smoothing_choice(final.get('calibration', {}))}; "
+             f"Smoothing over {model.detector.smoothing_steps} step{'s' if model.detector.smoothing_steps != 1 else ''}"
+             f"{_smoothing_choice(final.get('calibration', {}))}; "
              f"an event is decided at most "
              f"{model.detector.max_hold_steps} step(s) after its score crosses the threshold; budget "
              f"{m.get('recipe', {}).get('calibrate', {}).get('budget_fa_per_hour', 0.5)} FA/h; on validation: "
