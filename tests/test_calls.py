@@ -425,6 +425,36 @@ def test_head_training_options_train_a_plain_head_that_separates_two_classes():
         assert (pred == y).float().mean() > 0.9, opts
 
 
+def test_weight_averaging_returns_the_mean_of_the_steps_weights_with_their_batchnorm_statistics():
+    """With average_from, the head returned holds the mean of its weights after each step from that epoch on (here
+    every step of the last two epochs of four), BatchNorm statistics recomputed on the training windows; it is a
+    plain KeywordHead that still separates two classes, and its posteriors are the same however they are batched."""
+    from spotter.model import KeywordHead
+    from training.calltrain import training_head
+    from training.train import train_head
+    g = torch.Generator().manual_seed(0)
+    n, kw, other = 256, 0, config.LABELS.index(config.OTHER)
+    x = torch.randn(n, config.HEAD_FRAMES, config.EMBED_DIM, generator=g)
+    y = torch.where(torch.arange(n) % 2 == 0, kw, other)
+    x[y == kw, :, :8] += 2.0
+    torch.manual_seed(0)
+    head, hist = train_head(training_head(0.5), (x, y), (x, y), epochs=4, batch=64, patience=10, progress=False,
+                            average_from=3)
+    assert hist[-1]["averaged_steps"] == 2 * n // 64
+    plain = KeywordHead()
+    plain.load_state_dict(head.state_dict())
+    plain.eval()
+    bn = plain.convs[1]
+    assert torch.isfinite(bn.running_mean).all() and bn.running_var.min() > 0
+    with torch.no_grad():
+        post = plain(x).softmax(1)
+        assert (post.argmax(1) == y).float().mean() > 0.9
+        assert torch.allclose(torch.cat([plain(x[i:i + 7]) for i in range(0, n, 7)]).softmax(1), post, atol=1e-5)
+    torch.manual_seed(0)
+    last, _ = train_head(training_head(0.5), (x, y), (x, y), epochs=4, batch=64, patience=10, progress=False)
+    assert not torch.allclose(last.out.weight, head.out.weight)   # not the best epoch's weights
+
+
 def test_the_consistency_term_makes_a_window_and_its_other_rendering_agree():
     """Trained with the consistency term, the head's posteriors on a window and on its other rendering (here: the
     same window with a drawn offset in 16 dimensions that carry no class) are closer than without it."""

@@ -530,7 +530,8 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
     head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain,
                                                          context=cfg.head_context or config.HEAD_FRAMES)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
                             batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout,
-                            mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs, consistency=cfg.consistency)
+                            mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs, consistency=cfg.consistency,
+                            average_from=cfg.weight_average)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.mining_windows:
         hard = mine_hard_negatives(head, train, cfg.mining_windows, share=cfg.mining_share, seed=seed)
@@ -544,7 +545,7 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
             head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.mining_epochs, batch=cfg.batch,
                                      lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1, dim_dropout=cfg.dim_dropout,
                                      mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs,
-                                     consistency=cfg.consistency)
+                                     consistency=cfg.consistency, average_from=1 if cfg.weight_average else 0)
             info.update(mined=len(hard), history_mining=hist2)
     return head, info
 

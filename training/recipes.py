@@ -168,6 +168,9 @@ class CallsTrainSection:
     consistency: float = 0.0                 # > 0: weight of a Jensen-Shannon term between a window's posteriors and
     #                                          those of the same step of another rendering of its call (its other
     #                                          channel copy, or a warped twin: calltrain.sibling_calls)
+    weight_average: int = 0                  # > 0: the head returned is the average of its weights after every step
+    #                                          from this epoch on (1-based), BatchNorm statistics recomputed
+    #                                          (train.train_head); 0: the best epoch's weights
 
 
 @dataclass(kw_only=True)

@@ -71,7 +71,7 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
                weight_decay: float = 5e-2, patience: int = 6, seed: int = 0, label_smoothing: float = 0.05,
                progress: bool = True, noise: float = 0.05, dim_dropout: float = 0.0,
                mixup: float = 0.0, logit_norm: float = 0.0, pairs: torch.Tensor | None = None,
-               consistency: float = 0.0) -> tuple[nn.Module, list[dict]]:
+               consistency: float = 0.0, average_from: int = 0) -> tuple[nn.Module, list[dict]]:
     """Class-weighted cross-entropy with AdamW and cosine decay; early stopping on validation loss
     (voice-disjoint validation set). Returns the best head and the per-epoch history. noise: Gaussian noise
     added to the inputs, times their standard deviation. dim_dropout: share of the input's last dimension
@@ -79,7 +79,10 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
     batch with a shuffled copy of itself, weight drawn from Beta(mixup, mixup), and the loss likewise. logit_norm:
     > 0 trains (and early-stops) on normalised_logits(logits, logit_norm); the saved head is unchanged. pairs /
     consistency: pairs[i] is another rendering of window i (the same call and step through another channel); the
-    loss adds consistency x the Jensen-Shannon divergence between the two windows' posteriors."""
+    loss adds consistency x the Jensen-Shannon divergence between the two windows' posteriors. average_from: > 0
+    returns the mean of the weights after every step from that epoch (1-based) until training stops, BatchNorm
+    statistics recomputed on the training windows (dense weight averaging, as SWAD); 0 returns the weights of
+    the epoch with the best validation loss."""
     seed_everything(seed)
     xtr, ytr = train
     xva, yva = val
@@ -98,6 +101,7 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
         return x
 
     best, best_state, history, bad = float("inf"), None, [], 0
+    mean, n_mean = None, 0
     for epoch in range(epochs):
         head.train()
         perm = torch.randperm(len(xtr), generator=gen)
@@ -119,6 +123,8 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
+            if average_from and epoch + 1 >= average_from:
+                mean, n_mean = running_mean(mean, n_mean, head)
         sched.step()
         m = evaluate_head(head, xva, yva, w, logit_norm)
         m.update(epoch=epoch + 1, train_loss=total / len(perm))
@@ -132,10 +138,47 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
             bad += 1
             if bad >= patience:
                 break
-    if best_state is not None:
+    if mean is not None:
+        with torch.no_grad():
+            for p, m in zip(head.parameters(), mean):
+                p.copy_(m)
+        recompute_batchnorm(head, xtr, batch)
+        history.append({**evaluate_head(head, xva, yva, w, logit_norm), "averaged_steps": n_mean})
+        if progress:
+            log.info("weights averaged over %d steps: val %.3f  val bal.acc %.3f", n_mean, history[-1]["loss"],
+                     history[-1]["balanced_acc"])
+    elif best_state is not None:
         head.load_state_dict(best_state)
     head.eval()
     return head, history
+
+
+def running_mean(mean: list[torch.Tensor] | None, n: int, head: nn.Module) -> tuple[list[torch.Tensor], int]:
+    """The mean of head's parameters over n + 1 steps, given their mean over the n before."""
+    with torch.no_grad():
+        if mean is None:
+            return [p.detach().clone() for p in head.parameters()], 1
+        for m, p in zip(mean, head.parameters()):
+            m.add_(p.detach() - m, alpha=1.0 / (n + 1))
+    return mean, n + 1
+
+
+def recompute_batchnorm(head: nn.Module, x: torch.Tensor, batch: int) -> None:
+    """BatchNorm running statistics of head set to their average over x's windows, in training mode (as training
+    collected them), without any other change."""
+    norms = [m for m in head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                        # cumulative average over the batches
+    head.train()
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            head(x[i:i + batch].float())
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
 
 
 def finetune(model, maker, steps: int, blocks: int, batch: int = 32, lr: float = 1e-4, seed: int = 0,
