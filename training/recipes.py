@@ -170,7 +170,8 @@ class CallsTrainSection:
     #                                          channel copy, or a warped twin: calltrain.sibling_calls)
     weight_average: int = 0                  # > 0: the head returned is the average of its weights after every step
     #                                          from this epoch on (1-based), BatchNorm statistics recomputed
-    #                                          (train.train_head); 0: the best epoch's weights
+    #                                          (train.train_head; the mining round averages all its steps); 0: the
+    #                                          best epoch's weights
 
 
 @dataclass(kw_only=True)

@@ -101,7 +101,7 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
         return x
 
     best, best_state, history, bad = float("inf"), None, [], 0
-    mean, n_mean = None, 0
+    mean = None                                  # with average_from: the running mean of the weights
     for epoch in range(epochs):
         head.train()
         perm = torch.randperm(len(xtr), generator=gen)
@@ -124,7 +124,9 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
             opt.step()
             total += loss.item() * len(idx)
             if average_from and epoch + 1 >= average_from:
-                mean, n_mean = running_mean(mean, n_mean, head)
+                if mean is None:
+                    mean = torch.optim.swa_utils.AveragedModel(head)
+                mean.update_parameters(head)
         sched.step()
         m = evaluate_head(head, xva, yva, w, logit_norm)
         m.update(epoch=epoch + 1, train_loss=total / len(perm))
@@ -139,46 +141,17 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
             if bad >= patience:
                 break
     if mean is not None:
-        with torch.no_grad():
-            for p, m in zip(head.parameters(), mean):
-                p.copy_(m)
-        recompute_batchnorm(head, xtr, batch)
-        history.append({**evaluate_head(head, xva, yva, w, logit_norm), "averaged_steps": n_mean})
+        head.load_state_dict(mean.module.state_dict())
+        torch.optim.swa_utils.update_bn((xtr[i:i + batch].float() for i in range(0, len(xtr), batch)), head)
+        steps = int(mean.n_averaged)
+        history.append({**evaluate_head(head, xva, yva, w, logit_norm), "averaged_steps": steps})
         if progress:
-            log.info("weights averaged over %d steps: val %.3f  val bal.acc %.3f", n_mean, history[-1]["loss"],
+            log.info("weights averaged over %d steps: val %.3f  val bal.acc %.3f", steps, history[-1]["loss"],
                      history[-1]["balanced_acc"])
     elif best_state is not None:
         head.load_state_dict(best_state)
     head.eval()
     return head, history
-
-
-def running_mean(mean: list[torch.Tensor] | None, n: int, head: nn.Module) -> tuple[list[torch.Tensor], int]:
-    """The mean of head's parameters over n + 1 steps, given their mean over the n before."""
-    with torch.no_grad():
-        if mean is None:
-            return [p.detach().clone() for p in head.parameters()], 1
-        for m, p in zip(mean, head.parameters()):
-            m.add_(p.detach() - m, alpha=1.0 / (n + 1))
-    return mean, n + 1
-
-
-def recompute_batchnorm(head: nn.Module, x: torch.Tensor, batch: int) -> None:
-    """BatchNorm running statistics of head set to their average over x's windows, in training mode (as training
-    collected them), without any other change."""
-    norms = [m for m in head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None                        # cumulative average over the batches
-    head.train()
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            head(x[i:i + batch].float())
-    for m, mom in zip(norms, saved):
-        m.momentum = mom
 
 
 def finetune(model, maker, steps: int, blocks: int, batch: int = 32, lr: float = 1e-4, seed: int = 0,
