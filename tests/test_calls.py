@@ -228,6 +228,33 @@ def test_warped_embeddings_move_the_formants_and_keep_the_stream_shape():
     assert not np.array_equal(C.WarpedEmbeddings(contrast=0.2)(model, audio, np.random.default_rng(3)), a)
 
 
+def test_the_time_warp_moves_tone_onsets_by_less_than_half_a_step_and_keeps_the_call_length():
+    """Tone bursts every 0.4 s: after the time warp each later burst's onset in the log-mel has moved (somewhere) but by
+    at most TEMPO_MAX_SHIFT_S, so the step labels stay true; the local tempo stays within the drawn deviation; the
+    embeddings keep the stream's shape, and with tempo 0 the warp set's draws are the recipe's without it."""
+    from spotter.features import log_mel
+    from spotter.model import KeywordHead, KeywordModel
+    t = np.arange(16000 * 6) / 16000
+    audio = (0.2 * np.sin(2 * np.pi * 1000 * t) * ((t % 0.4) < 0.15) + 1e-4 * np.sin(2 * np.pi * 90 * t))
+    mel = log_mel(torch.from_numpy(audio.astype(np.float32)))
+    onsets = lambda m: np.flatnonzero(np.diff((m[:, 12] > m[:, 12].mean()).numpy().astype(int)) == 1)
+    plain = onsets(mel)
+    warped = C.time_warp(mel, 4.0, 150.0, 1.0)
+    moved = onsets(warped)
+    assert warped.shape == mel.shape and len(moved) == len(plain) == 14
+    shift = np.abs(moved - plain)
+    assert shift.max() <= C.TEMPO_MAX_SHIFT_S / C.MEL_FRAME_S and shift.max() >= 2
+    ramp = C.time_warp(torch.arange(600.0)[:, None], 4.0, 150.0, 1.0)[:, 0]
+    rate = torch.diff(ramp)[5:-5]
+    assert rate.min() >= 1 - 2 * np.pi * 4 / 150 - 1e-4 and rate.max() <= 1 + 2 * np.pi * 4 / 150 + 1e-4
+    torch.manual_seed(0)
+    model = KeywordModel(head=KeywordHead()).eval()
+    a = C.WarpedEmbeddings(tempo=0.15)(model, audio.astype(np.float32), np.random.default_rng(3))
+    b = C.WarpedEmbeddings()(model, audio.astype(np.float32), np.random.default_rng(3))
+    assert a.shape == b.shape == C.stream_embeddings(model, audio.astype(np.float32)).shape
+    assert not np.array_equal(a, b)
+
+
 def test_the_warp_sets_settings_are_part_of_its_fingerprint():
     """A stored warp set is reused only while the recipe asks for the same copies, range, tilt and contrast (the
     first recipe's 1 copy at 0.88-1.12 keeps the plain sentence fingerprint, so sets stored before the knobs stay
@@ -242,8 +269,9 @@ def test_the_warp_sets_settings_are_part_of_its_fingerprint():
             features_key(replace(plan, mel_warp_copies=2, mel_tilt=1.0), "train_warp"),
             features_key(replace(plan, mel_warp_copies=2, mel_contrast=0.2), "train_warp"),
             features_key(replace(plan, mel_warp_copies=2, mel_tilt=1.0, mel_tilt_centre=1.0), "train_warp"),
-            features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True), "train_warp")}
-    assert len(keys) == 6 and "" not in keys
+            features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True), "train_warp"),
+            features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15), "train_warp")}
+    assert len(keys) == 7 and "" not in keys
 
 
 def test_a_twin_warp_set_holds_the_training_sets_calls():

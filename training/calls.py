@@ -344,6 +344,22 @@ def stream_embeddings(model, audio: np.ndarray, chunk_steps: int = 1500) -> np.n
 MEL_WARP = (0.88, 1.12)       # drawn factor of the warped log-mel's frequency axis (vocal-tract-length perturbation)
 MEL_MASK_BANDS = (1, 3)       # width of the frequency mask drawn for half the warped calls
 MEL_MASK_SHARE = 0.5
+TEMPO_PERIOD_S = (1.0, 2.0)   # the time warp's local tempo changes: one sine period of the frame shift, drawn
+TEMPO_MAX_SHIFT_S = 0.04      # the most a frame moves (half a step: the step labels stay where they are)
+MEL_FRAME_S = config.HOP_SAMPLES / config.SAMPLE_RATE
+
+
+def time_warp(mel, shift: float, period: float, phase: float):
+    """mel (..., T, bands) read at frame t + shift sin(2 pi t / period + phase) (linear interpolation, ends held):
+    the local tempo goes smoothly from 1 - 2 pi shift / period to 1 + 2 pi shift / period and back, no frame moves
+    more than `shift` frames, and the length is kept."""
+    import torch
+    t = torch.arange(mel.shape[-2], dtype=torch.float32)
+    src = (t + shift * torch.sin(2 * torch.pi * t / period + phase)).clamp(0, mel.shape[-2] - 1)
+    lo = src.floor().long()
+    hi = (lo + 1).clamp(max=mel.shape[-2] - 1)
+    frac = (src - lo)[:, None]
+    return mel[..., lo, :] * (1 - frac) + mel[..., hi, :] * frac
 
 
 class WarpedMel:
@@ -355,8 +371,9 @@ class WarpedMel:
     frequency mask)."""
 
     def __init__(self, model, warp: float, mask: tuple[int, int] | None = None, tilt: float = 0.0,
-                 contrast: float = 1.0):
+                 contrast: float = 1.0, tempo: tuple[float, float, float] | None = None):
         import torch
+        self.tempo = tempo
         bands = torch.arange(config.N_MELS, dtype=torch.float32) / warp
         self.lo = bands.floor().long().clamp(max=config.N_MELS - 1)
         self.hi = (self.lo + 1).clamp(max=config.N_MELS - 1)
@@ -365,6 +382,8 @@ class WarpedMel:
         self.model, self.mask, self.contrast = model, mask, contrast
 
     def embeddings_from_mel(self, mel):
+        if self.tempo:
+            mel = time_warp(mel, *self.tempo)
         mel = mel[..., self.lo] * (1 - self.frac) + mel[..., self.hi] * self.frac + self.tilt
         if self.contrast != 1.0:
             mean = mel.mean(dim=-1, keepdim=True)
@@ -378,14 +397,16 @@ class WarpedMel:
 class WarpedEmbeddings:
     """A call's embeddings through WarpedMel, its warp (drawn in `warp`), mask, tilt (tilt_centre plus a draw in
     -tilt .. tilt when tilt > 0; no draw otherwise) and contrast (drawn in 1 - contrast .. 1 + contrast when
-    contrast > 0; likewise) drawn from the call's own generator (a features function of calltrain.embed_calls
-    that draws: called as f(model, audio, rng))."""
+    contrast > 0; likewise) and, when tempo > 0, a time warp (time_warp: one sine period drawn in TEMPO_PERIOD_S,
+    a frame shift drawn up to TEMPO_MAX_SHIFT_S and up to a local tempo deviation of `tempo`, a phase) drawn from
+    the call's own generator (a features function of calltrain.embed_calls that draws: called as
+    f(model, audio, rng)). The time warp's draws come last, so tempo 0 keeps the draws of the recipes before it."""
     draws = True
 
     def __init__(self, warp: tuple[float, float] = MEL_WARP, tilt: float = 0.0, contrast: float = 0.0,
-                 tilt_centre: float = 0.0):
+                 tilt_centre: float = 0.0, tempo: float = 0.0):
         self.warp, self.tilt, self.contrast = tuple(warp), float(tilt), float(contrast)
-        self.tilt_centre = float(tilt_centre)
+        self.tilt_centre, self.tempo = float(tilt_centre), float(tempo)
 
     def __call__(self, model, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         warp = float(rng.uniform(*self.warp))
@@ -394,4 +415,11 @@ class WarpedEmbeddings:
         mask = (start, start + width) if rng.random() < MEL_MASK_SHARE else None
         tilt = self.tilt_centre + (float(rng.uniform(-self.tilt, self.tilt)) if self.tilt > 0 else 0.0)
         contrast = float(rng.uniform(1 - self.contrast, 1 + self.contrast)) if self.contrast > 0 else 1.0
-        return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast), audio)
+        if self.tempo <= 0:
+            return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast), audio)
+        period = float(rng.uniform(*TEMPO_PERIOD_S)) / MEL_FRAME_S
+        most = min(TEMPO_MAX_SHIFT_S / MEL_FRAME_S, self.tempo * period / (2 * np.pi))
+        tempo = (float(rng.uniform(0, most)), period, float(rng.uniform(0, 2 * np.pi)))
+        # one chunk: the warp's phase runs over the whole call
+        return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast, tempo), audio,
+                                 chunk_steps=audio.size // config.STEP_SAMPLES + 100)

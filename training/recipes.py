@@ -134,6 +134,8 @@ class CallPlan:
     mel_contrast: float = 0.0                # spectral contrast factor drawn in 1 -/+ mel_contrast (0: none)
     mel_tilt_centre: float = 0.0             # the drawn tilt's centre (> 0: brighter at the top, as real people's
                                              # speech is beside the synthetic voices': tools/spectra.py)
+    mel_time_warp: float = 0.0               # a smooth local tempo change of the log-mel's time axis, drawn up to
+                                             # this deviation (0.15: 0.85-1.15 x), the call's length and labels kept
     mel_warp_twins: bool = False             # the warp set's calls are the training set's calls (the same sentences,
                                              # pauses and order), so a training window has warped twins (consistency)
     max_voices_per_engine: int = 0           # small runs: at most this many voices per engine and split
