@@ -231,7 +231,7 @@ def test_warped_embeddings_move_the_formants_and_keep_the_stream_shape():
 def test_the_time_warp_moves_tone_onsets_by_less_than_half_a_step_and_keeps_the_call_length():
     """Tone bursts every 0.4 s: after the time warp each later burst's onset in the log-mel has moved (somewhere) but by
     at most TEMPO_MAX_SHIFT_S, so the step labels stay true; the local tempo stays within the drawn deviation; the
-    embeddings keep the stream's shape, and with tempo 0 the warp set's draws are the recipe's without it."""
+    embeddings keep the stream's shape, and the same draws with the time warp give other embeddings."""
     from spotter.features import log_mel
     from spotter.model import KeywordHead, KeywordModel
     t = np.arange(16000 * 6) / 16000

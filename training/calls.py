@@ -415,11 +415,10 @@ class WarpedEmbeddings:
         mask = (start, start + width) if rng.random() < MEL_MASK_SHARE else None
         tilt = self.tilt_centre + (float(rng.uniform(-self.tilt, self.tilt)) if self.tilt > 0 else 0.0)
         contrast = float(rng.uniform(1 - self.contrast, 1 + self.contrast)) if self.contrast > 0 else 1.0
-        if self.tempo <= 0:
-            return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast), audio)
-        period = float(rng.uniform(*TEMPO_PERIOD_S)) / MEL_FRAME_S
-        most = min(TEMPO_MAX_SHIFT_S / MEL_FRAME_S, self.tempo * period / (2 * np.pi))
-        tempo = (float(rng.uniform(0, most)), period, float(rng.uniform(0, 2 * np.pi)))
-        # one chunk: the warp's phase runs over the whole call
-        return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast, tempo), audio,
-                                 chunk_steps=audio.size // config.STEP_SAMPLES + 100)
+        tempo, chunk = None, {}
+        if self.tempo > 0:
+            period = float(rng.uniform(*TEMPO_PERIOD_S)) / MEL_FRAME_S
+            most = min(TEMPO_MAX_SHIFT_S / MEL_FRAME_S, self.tempo * period / (2 * np.pi))
+            tempo = (float(rng.uniform(0, most)), period, float(rng.uniform(0, 2 * np.pi)))
+            chunk = {"chunk_steps": audio.size // config.STEP_SAMPLES + 100}   # one chunk: one phase for the call
+        return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast, tempo), audio, **chunk)
