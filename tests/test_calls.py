@@ -256,9 +256,9 @@ def test_the_time_warp_moves_tone_onsets_by_less_than_half_a_step_and_keeps_the_
 
 
 def test_the_warp_sets_settings_are_part_of_its_fingerprint():
-    """A stored warp set is reused only while the recipe asks for the same copies, range, tilt and contrast (the
-    first recipe's 1 copy at 0.88-1.12 keeps the plain sentence fingerprint, so sets stored before the knobs stay
-    valid)."""
+    """A stored warp set is reused only while the recipe asks for the same copies, range, tilt, contrast, twins and
+    time warp (the first recipe's 1 copy at 0.88-1.12 keeps the plain sentence fingerprint, so sets stored before
+    the knobs stay valid)."""
     from dataclasses import replace
     from training.calltrain import features_key
     from training.recipes import CallPlan
@@ -270,8 +270,13 @@ def test_the_warp_sets_settings_are_part_of_its_fingerprint():
             features_key(replace(plan, mel_warp_copies=2, mel_contrast=0.2), "train_warp"),
             features_key(replace(plan, mel_warp_copies=2, mel_tilt=1.0, mel_tilt_centre=1.0), "train_warp"),
             features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True), "train_warp"),
-            features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15), "train_warp")}
-    assert len(keys) == 7 and "" not in keys
+            features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15), "train_warp"),
+            features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15,
+                                 mel_time_warp_period=(0.3, 1.0)), "train_warp")}
+    assert len(keys) == 8 and "" not in keys
+    # the period's default adds nothing, so the warp sets stored before the period was a setting keep their key
+    assert features_key(replace(plan, mel_time_warp=0.15, mel_time_warp_period=[1.0, 2.0]), "train_warp") == \
+        features_key(replace(plan, mel_time_warp=0.15), "train_warp")
 
 
 def test_a_twin_warp_set_holds_the_training_sets_calls():

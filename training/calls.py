@@ -345,6 +345,7 @@ MEL_WARP = (0.88, 1.12)       # drawn factor of the warped log-mel's frequency a
 MEL_MASK_BANDS = (1, 3)       # width of the frequency mask drawn for half the warped calls
 MEL_MASK_SHARE = 0.5
 TEMPO_PERIOD_S = (1.0, 2.0)   # the time warp's local tempo changes: one sine period of the frame shift, drawn
+                              # (the default of WarpedEmbeddings' period)
 TEMPO_MAX_SHIFT_S = 0.04      # the most a frame moves (half a step: the step labels stay where they are)
 MEL_FRAME_S = config.HOP_SAMPLES / config.SAMPLE_RATE
 
@@ -397,16 +398,16 @@ class WarpedMel:
 class WarpedEmbeddings:
     """A call's embeddings through WarpedMel, its warp (drawn in `warp`), mask, tilt (tilt_centre plus a draw in
     -tilt .. tilt when tilt > 0; no draw otherwise) and contrast (drawn in 1 - contrast .. 1 + contrast when
-    contrast > 0; likewise) and, when tempo > 0, a time warp (time_warp: one sine period drawn in TEMPO_PERIOD_S,
+    contrast > 0; likewise) and, when tempo > 0, a time warp (time_warp: one sine period drawn in `period` (s),
     a frame shift drawn up to TEMPO_MAX_SHIFT_S and up to a local tempo deviation of `tempo`, a phase) drawn from
     the call's own generator (a features function of calltrain.embed_calls that draws: called as
     f(model, audio, rng)). The time warp's draws come last, so tempo 0 keeps the draws of the recipes before it."""
     draws = True
 
     def __init__(self, warp: tuple[float, float] = MEL_WARP, tilt: float = 0.0, contrast: float = 0.0,
-                 tilt_centre: float = 0.0, tempo: float = 0.0):
+                 tilt_centre: float = 0.0, tempo: float = 0.0, period: tuple[float, float] = TEMPO_PERIOD_S):
         self.warp, self.tilt, self.contrast = tuple(warp), float(tilt), float(contrast)
-        self.tilt_centre, self.tempo = float(tilt_centre), float(tempo)
+        self.tilt_centre, self.tempo, self.period = float(tilt_centre), float(tempo), tuple(period)
 
     def __call__(self, model, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         warp = float(rng.uniform(*self.warp))
@@ -417,7 +418,7 @@ class WarpedEmbeddings:
         contrast = float(rng.uniform(1 - self.contrast, 1 + self.contrast)) if self.contrast > 0 else 1.0
         tempo, chunk = None, {}
         if self.tempo > 0:
-            period = float(rng.uniform(*TEMPO_PERIOD_S)) / MEL_FRAME_S
+            period = float(rng.uniform(*self.period)) / MEL_FRAME_S
             most = min(TEMPO_MAX_SHIFT_S / MEL_FRAME_S, self.tempo * period / (2 * np.pi))
             tempo = (float(rng.uniform(0, most)), period, float(rng.uniform(0, 2 * np.pi)))
             chunk = {"chunk_steps": audio.size // config.STEP_SAMPLES + 100}   # one chunk: one phase for the call

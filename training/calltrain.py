@@ -864,7 +864,8 @@ def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, *
     noise_half, snr, _, alternate, _ = SET_SPECS[base_set(name)]
     if name.endswith(WARP_SUFFIX):        # the training sentences again, each call from a warped log-mel
         features = {"features": C.WarpedEmbeddings(plan.mel_warp_range, plan.mel_tilt, plan.mel_contrast,
-                                                   plan.mel_tilt_centre, plan.mel_time_warp), **features}
+                                                   plan.mel_tilt_centre, plan.mel_time_warp,
+                                                   plan.mel_time_warp_period), **features}
     seed, groups = set_groups(plan, name, utts)
     split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
     return embed_calls(groups, noise[noise_half], seed, snr, copies=set_copies(plan, name), split=split,
@@ -901,14 +902,16 @@ def features_key(plan: CallPlan, name: str) -> str:
     with those keep their fingerprint)."""
     def settings(p):
         return (p.mel_warp_copies, tuple(p.mel_warp_range), p.mel_tilt, p.mel_contrast, p.mel_tilt_centre,
-                p.mel_warp_twins, p.mel_time_warp)
+                p.mel_warp_twins, p.mel_time_warp, tuple(p.mel_time_warp_period))
     if not name.endswith(WARP_SUFFIX) or settings(plan) == settings(CallPlan):
         return ""
     key = f" warp {plan.mel_warp_copies}x {plan.mel_warp_range[0]:g}-{plan.mel_warp_range[1]:g}"
     return key + (f" tilt {plan.mel_tilt:g}" if plan.mel_tilt else "") + (
         f" contrast {plan.mel_contrast:g}" if plan.mel_contrast else "") + (
         f" tilt centre {plan.mel_tilt_centre:g}" if plan.mel_tilt_centre else "") + (
-        " twins" if plan.mel_warp_twins else "") + (f" tempo {plan.mel_time_warp:g}" if plan.mel_time_warp else "")
+        " twins" if plan.mel_warp_twins else "") + (f" tempo {plan.mel_time_warp:g}" if plan.mel_time_warp else "") + (
+        f" period {plan.mel_time_warp_period[0]:g}-{plan.mel_time_warp_period[1]:g}"
+        if plan.mel_time_warp and tuple(plan.mel_time_warp_period) != CallPlan.mel_time_warp_period else "")
 
 
 def jobs_fingerprint(jobs: list[C.SayJob]) -> str:
@@ -963,12 +966,15 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
         raise SpotterError(f"{recipe.path}: [calls] engines {', '.join(missing)} not installed "
                            "(training/install_tts.sh), or train without them: --set 'calls.engines=[...]'")
     lo, hi = plan.mel_warp_range
+    p_lo, p_hi = plan.mel_time_warp_period
     if plan.mel_warp and not (plan.mel_warp_copies >= 1 and 0 < lo <= hi and plan.mel_tilt >= 0
-                              and 0 <= plan.mel_contrast < 1 and 0 <= plan.mel_time_warp < 0.5):
+                              and 0 <= plan.mel_contrast < 1 and 0 <= plan.mel_time_warp < 0.5
+                              and 0.1 <= p_lo <= p_hi):
         raise SpotterError(f"{recipe.path}: [calls] mel_warp_copies must be >= 1, mel_warp_range [lo, hi] with "
-                           f"0 < lo <= hi, mel_tilt >= 0, 0 <= mel_contrast < 1 and 0 <= mel_time_warp < 0.5, got "
-                           f"{plan.mel_warp_copies}, {list(plan.mel_warp_range)}, {plan.mel_tilt}, {plan.mel_contrast} "
-                           f"and {plan.mel_time_warp}")
+                           f"0 < lo <= hi, mel_tilt >= 0, 0 <= mel_contrast < 1, 0 <= mel_time_warp < 0.5 and "
+                           f"mel_time_warp_period [lo, hi] with 0.1 <= lo <= hi, got {plan.mel_warp_copies}, "
+                           f"{list(plan.mel_warp_range)}, {plan.mel_tilt}, {plan.mel_contrast}, {plan.mel_time_warp} "
+                           f"and {list(plan.mel_time_warp_period)}")
     work = recipe.work_dir
     work.mkdir(parents=True, exist_ok=True)
     real = real_audio_files(recipe.data)

@@ -181,6 +181,7 @@ def calls_card(model) -> str:
     contrast = plan.get("mel_contrast", CallPlan.mel_contrast)
     centre = plan.get("mel_tilt_centre", CallPlan.mel_tilt_centre)
     tempo = plan.get("mel_time_warp", CallPlan.mel_time_warp)
+    period = plan.get("mel_time_warp_period", CallPlan.mel_time_warp_period)
     lines = [f"# Model card: {m.get('name', model.name)}", "",
              f"Trained {m.get('created', '?')} from commit `{m.get('git_commit', '?')}` with "
              f"`spotter train --config {m.get('config', 'training/configs/calls.toml')}` on the 2-core CPU machine: whole run "
@@ -215,7 +216,8 @@ def calls_card(model) -> str:
                  + (f", its spectral tilt changed by a drawn {centre - tilt:g} .. {centre + tilt:g} log10 units "
                     "from the bottom band to the top one (> 0: brighter at the top)" if tilt or centre else "")
                  + (f", its spectral contrast scaled by a drawn {1 - contrast:g}-{1 + contrast:g}" if contrast else "")
-                 + (f", and its time axis warped (local tempo changes of up to {tempo:.0%} over a drawn 1-2 s period, "
+                 + (f", and its time axis warped (local tempo changes of up to {tempo:.0%} over a drawn "
+                    f"{period[0]:g}-{period[1]:g} s period, "
                     "no frame moved more than 0.04 s)" if tempo else "")
                  if "train_warp" in sets else "") + ".", "",
              *([f"Real recordings added to the training calls (clips per keyword): "
