@@ -93,15 +93,17 @@ def test_training_refuses_a_recipe_engine_that_is_not_installed(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
-def test_training_refuses_a_bad_warp_setting_in_one_line(tmp_path):
+@pytest.mark.parametrize("setting, says", [("calls.mel_tilt=-1.0", "mel_tilt >= 0"),
+                                            ("calls.mel_time_warp_period=[1.0,0.5]", "0.1 <= lo <= hi")])
+def test_training_refuses_a_bad_warp_setting_in_one_line(tmp_path, setting, says):
     import subprocess
     import sys
     proc = subprocess.run([sys.executable, "-m", "spotter.cli", "train", "--config",
                            str(REPO / "training/configs/calls_tiny.toml"), "--set", "calls.mel_warp=true",
-                           "--set", "calls.mel_tilt=-1.0", "--set", f"work_dir={tmp_path / 'work'}",
+                           "--set", setting, "--set", f"work_dir={tmp_path / 'work'}",
                            "--set", f"out={tmp_path / 'm.pt'}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "calls_tiny.toml" in proc.stderr and "mel_tilt >= 0" in proc.stderr
+    assert "calls_tiny.toml" in proc.stderr and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.pt").exists() and not (tmp_path / "work").exists()
 
 
