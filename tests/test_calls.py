@@ -277,6 +277,8 @@ def test_the_warp_sets_settings_are_part_of_its_fingerprint():
     # the period's default adds nothing, so the warp sets stored before the period was a setting keep their key
     assert features_key(replace(plan, mel_time_warp=0.15, mel_time_warp_period=[1.0, 2.0]), "train_warp") == \
         features_key(replace(plan, mel_time_warp=0.15), "train_warp")
+    # nor does a period without a time warp: it draws nothing
+    assert features_key(replace(plan, mel_time_warp_period=(0.3, 1.0)), "train_warp") == ""
 
 
 def test_a_twin_warp_set_holds_the_training_sets_calls():

@@ -898,11 +898,11 @@ def call_sentences(plan: CallPlan, name: str, utts: list[C.Utterance]) -> list[l
 
 def features_key(plan: CallPlan, name: str) -> str:
     """What else than its sentences makes a stored set (part of its fingerprint): the warp set's copies, range, tilt
-    (and its centre), contrast and twins when they are not CallPlan's defaults (the first recipe's: sets stored
-    with those keep their fingerprint)."""
+    (and its centre), contrast, twins and time warp (its period only when it warps time) when they are not
+    CallPlan's defaults (the first recipe's: sets stored with those keep their fingerprint)."""
     def settings(p):
         return (p.mel_warp_copies, tuple(p.mel_warp_range), p.mel_tilt, p.mel_contrast, p.mel_tilt_centre,
-                p.mel_warp_twins, p.mel_time_warp, tuple(p.mel_time_warp_period))
+                p.mel_warp_twins, p.mel_time_warp, tuple(p.mel_time_warp_period) if p.mel_time_warp else None)
     if not name.endswith(WARP_SUFFIX) or settings(plan) == settings(CallPlan):
         return ""
     key = f" warp {plan.mel_warp_copies}x {plan.mel_warp_range[0]:g}-{plan.mel_warp_range[1]:g}"
