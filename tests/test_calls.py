@@ -255,6 +255,34 @@ def test_the_time_warp_moves_tone_onsets_by_less_than_half_a_step_and_keeps_the_
     assert not np.array_equal(a, b)
 
 
+def test_a_time_mask_flattens_only_its_frames_and_keeps_the_call():
+    """Tone bursts every 0.4 s: a time mask replaces exactly its frames by the log-mel's mean spectrum (no burst
+    edge inside it any more), leaves every other frame as it was and keeps the length; drawn masks change the
+    embeddings but not their shape, time_mask 0 keeps the draws of the recipes before it, and the draws give about
+    TIME_MASKS_PER_S masks per second, none longer than asked."""
+    from spotter.features import log_mel
+    from spotter.model import KeywordHead, KeywordModel
+    t = np.arange(16000 * 6) / 16000
+    audio = (0.2 * np.sin(2 * np.pi * 1000 * t) * ((t % 0.4) < 0.15) + 1e-4 * np.sin(2 * np.pi * 90 * t))
+    mel = log_mel(torch.from_numpy(audio.astype(np.float32)))
+    masked = C.time_mask(mel, ((0.25, 30),))
+    a = int(0.25 * mel.shape[0])
+    assert masked.shape == mel.shape
+    assert torch.equal(masked[:a], mel[:a]) and torch.equal(masked[a + 30:], mel[a + 30:])
+    assert torch.allclose(masked[a:a + 30], mel.mean(dim=0, keepdim=True).expand(30, -1))
+    assert mel[a:a + 30, 12].std() > 1.0 and masked[a:a + 30, 12].std() < 1e-5
+    torch.manual_seed(0)
+    model = KeywordModel(head=KeywordHead()).eval()
+    x = audio.astype(np.float32)
+    plain = C.WarpedEmbeddings(tempo=0.15)(model, x, np.random.default_rng(3))
+    with_masks = C.WarpedEmbeddings(tempo=0.15, time_mask=0.15)(model, x, np.random.default_rng(3))
+    assert with_masks.shape == plain.shape and not np.array_equal(with_masks, plain)
+    assert np.array_equal(C.WarpedEmbeddings(tempo=0.15, time_mask=0.0)(model, x, np.random.default_rng(3)), plain)
+    masks = [m for seed in range(20) for m in C.draw_time_masks(np.random.default_rng(seed), 6.0, 0.15)]
+    assert 35 <= len(masks) <= 85                      # 3 per 6-s call on average
+    assert all(0 <= pos < 1 and 1 <= frames <= 15 for pos, frames in masks)
+
+
 def test_the_warp_sets_settings_are_part_of_its_fingerprint():
     """A stored warp set is reused only while the recipe asks for the same copies, range, tilt, contrast, twins and
     time warp (the first recipe's 1 copy at 0.88-1.12 keeps the plain sentence fingerprint, so sets stored before
@@ -272,8 +300,10 @@ def test_the_warp_sets_settings_are_part_of_its_fingerprint():
             features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True), "train_warp"),
             features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15), "train_warp"),
             features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15,
-                                 mel_time_warp_period=(0.3, 1.0)), "train_warp")}
-    assert len(keys) == 8 and "" not in keys
+                                 mel_time_warp_period=(0.3, 1.0)), "train_warp"),
+            features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15,
+                                 mel_time_mask=0.15), "train_warp")}
+    assert len(keys) == 9 and "" not in keys
     # the period's default adds nothing, so the warp sets stored before the period was a setting keep their key
     assert features_key(replace(plan, mel_time_warp=0.15, mel_time_warp_period=[1.0, 2.0]), "train_warp") == \
         features_key(replace(plan, mel_time_warp=0.15), "train_warp")

@@ -94,7 +94,8 @@ def test_training_refuses_a_recipe_engine_that_is_not_installed(tmp_path):
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 @pytest.mark.parametrize("setting, says", [("calls.mel_tilt=-1.0", "mel_tilt >= 0"),
-                                            ("calls.mel_time_warp_period=[1.0,0.5]", "0.1 <= lo <= hi")])
+                                            ("calls.mel_time_warp_period=[1.0,0.5]", "0.1 <= lo <= hi"),
+                                            ("calls.mel_time_mask=-0.1", "0 <= mel_time_mask <= 1")])
 def test_training_refuses_a_bad_warp_setting_in_one_line(tmp_path, setting, says):
     import subprocess
     import sys

@@ -347,6 +347,7 @@ MEL_MASK_SHARE = 0.5
 TEMPO_PERIOD_S = (1.0, 2.0)   # the time warp's local tempo changes: one sine period of the frame shift, drawn
                               # (the default of WarpedEmbeddings' period)
 TEMPO_MAX_SHIFT_S = 0.04      # the most a frame moves (half a step: the step labels stay where they are)
+TIME_MASKS_PER_S = 0.5        # time masks drawn per second of a call (Poisson), when the recipe asks for them
 MEL_FRAME_S = config.HOP_SAMPLES / config.SAMPLE_RATE
 
 
@@ -363,18 +364,40 @@ def time_warp(mel, shift: float, period: float, phase: float):
     return mel[..., lo, :] * (1 - frac) + mel[..., hi, :] * frac
 
 
+def time_mask(mel, masks: tuple[tuple[float, int], ...]):
+    """mel (..., T, bands) with, for each (position, frames) of masks, `frames` frames from frame
+    int(position * T) on replaced by each band's mean over all T frames (a time mask that keeps the loudness)."""
+    mel = mel.clone()
+    mean = mel.mean(dim=-2, keepdim=True)
+    n = mel.shape[-2]
+    for pos, frames in masks:
+        a = min(int(pos * n), n)
+        mel[..., a:a + frames, :] = mean
+    return mel
+
+
+def draw_time_masks(rng: np.random.Generator, seconds: float, most_s: float) -> tuple[tuple[float, int], ...]:
+    """Time masks for a call of `seconds`: a Poisson number (TIME_MASKS_PER_S per second), each (position as a
+    fraction of the call, 1 .. most_s / MEL_FRAME_S frames)."""
+    most = max(1, round(most_s / MEL_FRAME_S))
+    return tuple((float(rng.uniform()), int(rng.integers(1, most + 1)))
+                 for _ in range(int(rng.poisson(TIME_MASKS_PER_S * seconds))))
+
+
 class WarpedMel:
     """The backbone with a fixed change of its log-mel input (training only): the frequency axis read at band
     i / warp (linear interpolation, the top band repeated: warp > 1 moves every formant up), a spectral tilt
     (tilt log10 units added from the bottom band to the top one, centred: tilt 1.0 = 10 dB brighter at the top than
     at the bottom), a spectral contrast (each frame's bands moved from the frame's mean by that factor: peaks and
-    valleys sharper above 1, flatter below) and bands mask[0] .. mask[1] - 1 replaced by each frame's mean (a
-    frequency mask)."""
+    valleys sharper above 1, flatter below), bands mask[0] .. mask[1] - 1 replaced by each frame's mean (a
+    frequency mask) and, after the time warp, time masks: for each (position, frames) of time_masks, that many
+    frames from that fraction of the log-mel's length replaced by each band's mean over the whole log-mel."""
 
     def __init__(self, model, warp: float, mask: tuple[int, int] | None = None, tilt: float = 0.0,
-                 contrast: float = 1.0, tempo: tuple[float, float, float] | None = None):
+                 contrast: float = 1.0, tempo: tuple[float, float, float] | None = None,
+                 time_masks: tuple[tuple[float, int], ...] = ()):
         import torch
-        self.tempo = tempo
+        self.tempo, self.time_masks = tempo, tuple(time_masks)
         bands = torch.arange(config.N_MELS, dtype=torch.float32) / warp
         self.lo = bands.floor().long().clamp(max=config.N_MELS - 1)
         self.hi = (self.lo + 1).clamp(max=config.N_MELS - 1)
@@ -385,6 +408,8 @@ class WarpedMel:
     def embeddings_from_mel(self, mel):
         if self.tempo:
             mel = time_warp(mel, *self.tempo)
+        if self.time_masks:
+            mel = time_mask(mel, self.time_masks)
         mel = mel[..., self.lo] * (1 - self.frac) + mel[..., self.hi] * self.frac + self.tilt
         if self.contrast != 1.0:
             mean = mel.mean(dim=-1, keepdim=True)
@@ -401,13 +426,17 @@ class WarpedEmbeddings:
     contrast > 0; likewise) and, when tempo > 0, a time warp (time_warp: one sine period drawn in `period` (s),
     a frame shift drawn up to TEMPO_MAX_SHIFT_S and up to a local tempo deviation of `tempo`, a phase) drawn from
     the call's own generator (a features function of calltrain.embed_calls that draws: called as
-    f(model, audio, rng)). The time warp's draws come last, so tempo 0 keeps the draws of the recipes before it."""
+    f(model, audio, rng)). With time_mask > 0, time masks too (a Poisson number, TIME_MASKS_PER_S per second of
+    the call, each up to time_mask seconds long at a drawn place). The time warp's draws come after the others, and
+    the time masks' last, so tempo 0 and time_mask 0 keep the draws of the recipes before them."""
     draws = True
 
     def __init__(self, warp: tuple[float, float] = MEL_WARP, tilt: float = 0.0, contrast: float = 0.0,
-                 tilt_centre: float = 0.0, tempo: float = 0.0, period: tuple[float, float] = TEMPO_PERIOD_S):
+                 tilt_centre: float = 0.0, tempo: float = 0.0, period: tuple[float, float] = TEMPO_PERIOD_S,
+                 time_mask: float = 0.0):
         self.warp, self.tilt, self.contrast = tuple(warp), float(tilt), float(contrast)
         self.tilt_centre, self.tempo, self.period = float(tilt_centre), float(tempo), tuple(period)
+        self.time_mask = float(time_mask)
 
     def __call__(self, model, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         warp = float(rng.uniform(*self.warp))
@@ -421,5 +450,7 @@ class WarpedEmbeddings:
             period = float(rng.uniform(*self.period)) / MEL_FRAME_S
             most = min(TEMPO_MAX_SHIFT_S / MEL_FRAME_S, self.tempo * period / (2 * np.pi))
             tempo = (float(rng.uniform(0, most)), period, float(rng.uniform(0, 2 * np.pi)))
-            chunk = {"chunk_steps": audio.size // config.STEP_SAMPLES + 100}   # one chunk: one phase for the call
-        return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast, tempo), audio, **chunk)
+        masks = draw_time_masks(rng, audio.size / config.SAMPLE_RATE, self.time_mask) if self.time_mask > 0 else ()
+        if tempo or masks:                 # one chunk: one phase and one set of masks for the call
+            chunk = {"chunk_steps": audio.size // config.STEP_SAMPLES + 100}
+        return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast, tempo, masks), audio, **chunk)

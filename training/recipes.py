@@ -137,6 +137,8 @@ class CallPlan:
     mel_time_warp: float = 0.0               # a smooth local tempo change of the log-mel's time axis, drawn up to
                                              # this deviation (0.15: 0.85-1.15 x), the call's length and labels kept
     mel_time_warp_period: tuple[float, float] = (1.0, 2.0)   # the drawn range of its sine period (s)
+    mel_time_mask: float = 0.0               # time masks of the warped log-mel, each up to this long (s; 0: none),
+                                             # calls.TIME_MASKS_PER_S per second of a call
     mel_warp_twins: bool = False             # the warp set's calls are the training set's calls (the same sentences,
                                              # pauses and order), so a training window has warped twins (consistency)
     max_voices_per_engine: int = 0           # small runs: at most this many voices per engine and split
