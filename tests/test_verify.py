@@ -328,6 +328,22 @@ def test_cascade_threshold_keeps_the_budget():
     assert recall_at(curve, 0.5) == 0.5 and recall_at(curve, 1.0) == 0.75 and recall_at(curve, 2.0) == 1.0
 
 
+def test_per_keyword_recall_shares_the_det_points_threshold():
+    """training.verify_eval.per_keyword_at: each keyword's hits at the one threshold of the DET point with the best
+    recall within the budget, over that keyword's own occurrences (keywords with no candidate count 0 found)."""
+    from training.verify_eval import det_curve, per_keyword_at, recall_at
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    y = np.array([1, 1, 0, 1, 0, 1])
+    kws = ["gaz", "vol", "gaz", "gaz", "vol", "vol"]
+    by_kw = {"gaz": 3, "vol": 3, "malaise": 2}
+    assert per_keyword_at(score, y, kws, 1.0, by_kw, 0.5) == {"gaz": (1, 3), "malaise": (0, 2), "vol": (1, 3)}
+    assert per_keyword_at(score, y, kws, 1.0, by_kw, 1.0) == {"gaz": (2, 3), "malaise": (0, 2), "vol": (1, 3)}
+    assert per_keyword_at(score, y, kws, 1.0, by_kw, 2.0) == {"gaz": (2, 3), "malaise": (0, 2), "vol": (2, 3)}
+    found = {fa: sum(f for f, _ in per_keyword_at(score, y, kws, 1.0, by_kw, fa).values()) for fa in (0.5, 1.0, 2.0)}
+    curve = det_curve(score, y, 1.0, 8)
+    assert all(found[fa] == round(recall_at(curve, fa) * 8) for fa in found)
+
+
 def test_weight_grid_reads_stored_runs_and_ranks_by_the_weight(tmp_path):
     """training.verify_eval.verifier_weight_grid: a stored --cascade run and a stored --real-cascade run (different
     top-level keys) are both read; w = 0 ranks by the first stage, w = inf by the verifier alone."""

@@ -374,9 +374,12 @@ def verify_candidates(model, streams, factor: float, ver, what: str, crops: list
     from evaluation.streams import Annotation, match_detections
     cfg = candidate_config(model.detector, factor)
     cands, n_notes, seconds, n_call, t_first = [], 0, 0.0, 0, 0.0
+    by_kw: dict[str, int] = {}
     for audio, notes, voice, eng, kind in streams:
         n_call += 1
         n_notes += len(notes)
+        for n in notes:
+            by_kw[n[0]] = by_kw.get(n[0], 0) + 1
         seconds += audio.size / SR
         sp = KeywordSpotter(model, detector=cfg)
         t0 = time.process_time()
@@ -397,8 +400,8 @@ def verify_candidates(model, streams, factor: float, ver, what: str, crops: list
     print(f"\n== cascade on {n_call} {what} ({hours * 60:.1f} min, {n_notes} keywords): {len(cands)} candidates at "
           f"{factor} x thresholds ({len(cands) / hours:.0f} per hour)")
     print(f"first stage CPU (process time, whole streams): {100 * t_first / seconds:.1f} % of a core")
-    return {"hours": hours, "keywords": n_notes, "factor": factor, "thresholds": dict(model.detector.thresholds),
-            "cands": cands}
+    return {"hours": hours, "keywords": n_notes, "keywords_by_kw": by_kw, "factor": factor,
+            "thresholds": dict(model.detector.thresholds), "cands": cands}
 
 
 def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ver, condition: str = "clean",
@@ -467,6 +470,16 @@ def det_curve(score: np.ndarray, y: np.ndarray, hours: float, n_notes: int) -> l
         acc = score >= t
         out.append((np.sum(acc & (y == 0)) / hours, np.sum(acc & (y == 1)) / max(n_notes, 1)))
     return out
+
+
+def per_keyword_at(score: np.ndarray, y: np.ndarray, kws: list[str], hours: float, by_kw: dict[str, int],
+                   fa: float) -> dict[str, tuple[int, int]]:
+    """Per keyword, (found, of) at the DET point of `score` with the best recall within `fa` false alarms per hour
+    (the lowest threshold whose false alarms stay within it; every keyword shares that threshold)."""
+    ok = [t for t in sorted(set(score)) + [np.inf] if np.sum((score >= t) & (y == 0)) / hours <= fa + 1e-9]
+    acc = score >= ok[0]
+    k = np.array(kws)
+    return {kw: (int(np.sum(acc & (y == 1) & (k == kw))), n) for kw, n in sorted(by_kw.items())}
 
 
 def recall_at(curve: list[tuple[float, float]], fa: float) -> float:
@@ -597,6 +610,14 @@ def cascade_report(d: dict) -> dict:
     for fa in (0.5, 1, 2, 5, 10, 20, 50):
         print(f"{fa:6g} " + " ".join(f"{recall_at(c, fa):25.1%}" for c in curves.values()))
         res[f"recall_at_{fa}"] = {k: recall_at(c, fa) for k, c in curves.items()}
+    if d.get("keywords_by_kw"):            # runs stored before it was counted have no per-keyword denominators
+        for fa in (0.5, 1):
+            rows = {"first stage": per_keyword_at(rel, y, kws, hours, d["keywords_by_kw"], fa),
+                    "cascade (shipped combiner)": per_keyword_at(shipped, y, kws, hours, d["keywords_by_kw"], fa)}
+            res[f"per_keyword_at_{fa}"] = rows
+            print(f"per keyword at {fa:g} FA/h (found / of), first stage alone -> cascade: " + ", ".join(
+                f"{kw} {a[0]}/{a[1]} -> {b[0]}" for (kw, a), b in zip(rows["first stage"].items(),
+                                                                     rows["cascade (shipped combiner)"].values())))
     neg_h = (1 - y).sum() / hours
     print("candidates if the first stage proposed at f x its thresholds (peaks >= f x threshold among these):")
     for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
