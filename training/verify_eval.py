@@ -26,6 +26,7 @@ import os
 import random
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -374,12 +375,11 @@ def verify_candidates(model, streams, factor: float, ver, what: str, crops: list
     from evaluation.streams import Annotation, match_detections
     cfg = candidate_config(model.detector, factor)
     cands, n_notes, seconds, n_call, t_first = [], 0, 0.0, 0, 0.0
-    by_kw: dict[str, int] = {}
+    by_kw: Counter = Counter()
     for audio, notes, voice, eng, kind in streams:
         n_call += 1
         n_notes += len(notes)
-        for n in notes:
-            by_kw[n[0]] = by_kw.get(n[0], 0) + 1
+        by_kw.update(n[0] for n in notes)
         seconds += audio.size / SR
         sp = KeywordSpotter(model, detector=cfg)
         t0 = time.process_time()
@@ -400,7 +400,7 @@ def verify_candidates(model, streams, factor: float, ver, what: str, crops: list
     print(f"\n== cascade on {n_call} {what} ({hours * 60:.1f} min, {n_notes} keywords): {len(cands)} candidates at "
           f"{factor} x thresholds ({len(cands) / hours:.0f} per hour)")
     print(f"first stage CPU (process time, whole streams): {100 * t_first / seconds:.1f} % of a core")
-    return {"hours": hours, "keywords": n_notes, "keywords_by_kw": by_kw, "factor": factor,
+    return {"hours": hours, "keywords": n_notes, "keywords_by_kw": dict(by_kw), "factor": factor,
             "thresholds": dict(model.detector.thresholds), "cands": cands}
 
 
