@@ -296,10 +296,45 @@ def fold_first_stage(work: Path, engine: str) -> Path:
     return out
 
 
+CALL_SENTENCES = 6          # sentences per call at most
+NO_KEYWORD_CALLS = 0.25     # share of a voice's calls that say no keyword (as the recipe's calls: group_calls)
+
+
+def call_groups(sentences: list[dict], seed: int) -> list[list[dict]]:
+    """One voice's sentences as calls of up to CALL_SENTENCES: each call says 1-2 keyword sentences of one service
+    (a service draws its calls in turn) or, NO_KEYWORD_CALLS of the time, none; keyword-free sentences fill it, in
+    their given order. A voice with no keyword sentence gives its keyword-free ones in chunks, in order."""
+    rng = random.Random(seed)
+    queues: dict = {}
+    for s in sentences:
+        if s["keyword"]:
+            queues.setdefault(config.KEYWORD_SERVICE.get(s["keyword"], s["keyword"]), []).append(s)
+    neg = [s for s in sentences if not s["keyword"]]
+    calls = []
+    while any(queues.values()) or neg:
+        call = []
+        full = [q for q in queues.values() if q]
+        if full and (not neg or rng.random() >= NO_KEYWORD_CALLS):
+            q = full[rng.randrange(len(full))]
+            call = [q.pop(0) for _ in range(min(len(q), rng.randint(1, 2)))]
+        fill = min(len(neg), CALL_SENTENCES - len(call))
+        call, neg = call + neg[:fill], neg[fill:]
+        if any(s["keyword"] for s in call):
+            rng.shuffle(call)
+        calls.append(call)
+    return calls
+
+
+def call_service(notes) -> str | None:
+    """The service a call's keywords ask for (call_groups gives each call one), None for a keyword-free call."""
+    services = {config.KEYWORD_SERVICE.get(n[0]) for n in notes}
+    return services.pop() if len(services) == 1 else None
+
+
 def cascade_calls(kw: list[dict], neg: list[dict], seed: int, recipe=None):
-    """Calls of one voice each: up to 6 sentences (keyword and keyword-free, shuffled together) with pauses,
-    alternately clean and through the telephone channel (room, real noise 5-20 dB, band, codec).
-    Yields (audio, notes [(keyword, start_s, end_s)], voice, engine, kind)."""
+    """Calls of one voice each (call_groups: 1-2 keyword sentences of one service among keyword-free ones, or
+    none), with pauses, alternately clean and through the telephone channel (room, real noise 5-20 dB, band,
+    codec). Yields (audio, notes [(keyword, start_s, end_s)], voice, engine, kind)."""
     from training.calls import Call, Channel
     from training.recipe import real_audio_files
     by_voice: dict = {}
@@ -308,10 +343,8 @@ def cascade_calls(kw: list[dict], neg: list[dict], seed: int, recipe=None):
     ch = Channel(real_audio_files((recipe or calls_recipe()).data)["noise_eval"], seed)
     nrng = np.random.default_rng(seed)
     n_call = 0
-    for voice in sorted(by_voice):
-        ss = by_voice[voice]
-        for i in range(0, len(ss), 6):
-            part = ss[i:i + 6]
+    for vi, voice in enumerate(sorted(by_voice)):
+        for part in call_groups(by_voice[voice], seed + vi):
             pieces, notes, t = [np.zeros(int(0.6 * SR), np.float32)], [], 0.6
             for s in part:
                 a = load_audio(s["path"])
@@ -365,19 +398,27 @@ def save_crops(path: Path, crops: list) -> None:
     np.savez(path, audio=np.concatenate(crops) if crops else np.zeros(0, np.float16), offsets=off)
 
 
+# A candidate's window: the verifier cuts its crop out of it (lead_s before the estimated end), so any window longer
+# than the crop gives the same score; 4 s leaves room to re-score stored windows with longer crops (--crops).
+WINDOW_BEFORE_S = 4.0
+
+
 def verify_candidates(model, streams, factor: float, ver, what: str, crops: list | None = None) -> dict:
     """The first stage (at factor x its thresholds, as VerifiedSpotter runs it) over each stream of `streams`
     ((audio, notes [(keyword, start_s, end_s)], voice, engine, kind) tuples), every candidate labelled by the one hit
-    rule and scored by the verifier on the last 2 s before its estimated end (+0.4 s). `crops`, if a list, gets
-    every candidate's window (float16), in candidate order (save_crops)."""
+    rule and scored by the verifier on its window: the last WINDOW_BEFORE_S before its estimated end (+0.4 s), from
+    which the verifier cuts its own crop. `crops`, if a list, gets every candidate's window (float16), in candidate
+    order (save_crops)."""
     from spotter.detector import KeywordSpotter
     from spotter.verify import candidate_config
     from evaluation.streams import Annotation, match_detections
     cfg = candidate_config(model.detector, factor)
     cands, n_notes, seconds, n_call, t_first = [], 0, 0.0, 0, 0.0
     by_kw: Counter = Counter()
+    calls = []                         # per stream: its service (None: no keyword) and keyword count
     for audio, notes, voice, eng, kind in streams:
         n_call += 1
+        calls.append({"service": call_service(notes), "keywords": len(notes), "engine": eng, "kind": kind})
         n_notes += len(notes)
         by_kw.update(n[0] for n in notes)
         seconds += audio.size / SR
@@ -387,7 +428,7 @@ def verify_candidates(model, streams, factor: float, ver, what: str, crops: list
         t_first += time.process_time() - t0
         matched = match_detections([(ev.keyword, ev.detected_s) for ev in evs], [Annotation(*n) for n in notes])
         for ev, m in zip(evs, matched):
-            w0 = max(0.0, ev.end_s - 2.0)
+            w0 = max(0.0, ev.end_s - WINDOW_BEFORE_S)
             win = audio[int(w0 * SR):int((ev.end_s + 0.4) * SR)]
             t0, c0 = time.perf_counter(), time.process_time()
             v = ver.score(win, [ev.keyword], end_s=ev.end_s - w0)[ev.keyword]
@@ -401,7 +442,8 @@ def verify_candidates(model, streams, factor: float, ver, what: str, crops: list
           f"{factor} x thresholds ({len(cands) / hours:.0f} per hour)")
     print(f"first stage CPU (process time, whole streams): {100 * t_first / seconds:.1f} % of a core")
     return {"hours": hours, "keywords": n_notes, "keywords_by_kw": dict(by_kw), "factor": factor,
-            "thresholds": dict(model.detector.thresholds), "cands": cands}
+            "thresholds": dict(model.detector.thresholds), "min_evidence": model.detector.suggestion_min_evidence,
+            "calls": calls, "cands": cands}
 
 
 def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ver, condition: str = "clean",
@@ -476,10 +518,38 @@ def per_keyword_at(score: np.ndarray, y: np.ndarray, kws: list[str], hours: floa
                    fa: float) -> dict[str, tuple[int, int]]:
     """Per keyword, (found, of) at the DET point of `score` with the best recall within `fa` false alarms per hour
     (the lowest threshold whose false alarms stay within it; every keyword shares that threshold)."""
-    ok = [t for t in sorted(set(score)) + [np.inf] if np.sum((score >= t) & (y == 0)) / hours <= fa + 1e-9]
-    acc = score >= ok[0]
+    acc = score >= threshold_at(score, y, hours, fa)
     k = np.array(kws)
     return {kw: (int(np.sum(acc & (y == 1) & (k == kw))), n) for kw, n in sorted(by_kw.items())}
+
+
+def threshold_at(score: np.ndarray, y: np.ndarray, hours: float, fa: float) -> float:
+    """The lowest threshold on `score` whose false alarms stay within `fa` per hour (the DET point of recall_at)."""
+    return min(t for t in sorted(set(score)) + [np.inf] if np.sum((score >= t) & (y == 0)) / hours <= fa + 1e-9)
+
+
+def service_at_call_end(d: dict, accepted: np.ndarray) -> dict:
+    """Service accuracy at call end when the candidates `accepted` are the detections: each call's suggestion
+    (spotter.detector.CallAssessment over its detections' first-stage scores, as VerifiedSpotter sums its verified
+    ones) must be the service its keywords ask for; a keyword-free call must end with no suggestion."""
+    from spotter.detector import CallAssessment, Event
+    calls = d["calls"]
+    evidence = [CallAssessment(d.get("min_evidence", 0.5)) for _ in calls]
+    for c, ok in zip(d["cands"], accepted):
+        if ok:
+            evidence[c["call"] - 1].add(Event(c["kw"], config.KEYWORD_SERVICE.get(c["kw"]), c["first"], 0, 0, 0, 0))
+    right = total = quiet = quiet_total = 0
+    for call, ca in zip(calls, evidence):
+        sug = ca.suggestion()
+        if call["service"] is not None:
+            total += 1
+            right += int(sug is not None and sug.service == call["service"])
+        elif not call["keywords"]:
+            quiet_total += 1
+            quiet += int(sug is None)
+    return {"service_correct": right / total if total else None, "calls": total,
+            "no_keyword_calls_without_suggestion": quiet / quiet_total if quiet_total else None,
+            "no_keyword_calls": quiet_total}
 
 
 def recall_at(curve: list[tuple[float, float]], fa: float) -> float:
@@ -618,6 +688,17 @@ def cascade_report(d: dict) -> dict:
             print(f"per keyword at {fa:g} FA/h (found / of), first stage alone -> cascade: " + ", ".join(
                 f"{kw} {a[0]}/{a[1]} -> {b[0]}" for (kw, a), b in zip(rows["first stage"].items(),
                                                                      rows["cascade (shipped combiner)"].values())))
+    if d.get("calls") and config.SERVICES:          # runs stored before calls were kept have none
+        points = {"first stage at its calibrated thresholds": rel >= 1.0, "cascade as shipped": ship}
+        for fa in (0.5, 1):
+            points[f"first stage at {fa:g} FA/h"] = rel >= threshold_at(rel, y, hours, fa)
+            points[f"cascade at {fa:g} FA/h"] = shipped >= threshold_at(shipped, y, hours, fa)
+        res["service_at_call_end"] = {k: service_at_call_end(d, m) for k, m in points.items()}
+        first = next(iter(res["service_at_call_end"].values()))
+        print(f"service correct at call end ({first['calls']} calls with keywords; keyword-free calls ending "
+              f"without a suggestion, of {first['no_keyword_calls']}):")
+        for k, r in res["service_at_call_end"].items():
+            print(f"  {k:42s} {r['service_correct']:6.1%}   {r['no_keyword_calls_without_suggestion']:6.1%}")
     neg_h = (1 - y).sum() / hours
     print("candidates if the first stage proposed at f x its thresholds (peaks >= f x threshold among these):")
     for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
