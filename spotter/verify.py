@@ -205,6 +205,9 @@ class VerifierConfig:
     band_limit: bool = False
     language: str = "fr"
     threads: int = 1
+    # text given to Whisper as the previous window's transcript (<|startofprev|>), e.g. the keyword list:
+    # it biases the decoder toward those words; "" gives none
+    prompt: str = ""
 
 
 class Verifier:
@@ -233,6 +236,9 @@ class Verifier:
                        tid("<|notimestamps|>")]
         if None in self.prompt:
             raise VerifierUnavailable(f"Whisper tokenizer lacks the prompt tokens for language {self.cfg.language}")
+        if self.cfg.prompt:
+            self.prompt = [tid("<|startofprev|>"), *self.tokenizer.encode(" " + self.cfg.prompt.strip(),
+                                                                          add_special_tokens=False).ids, *self.prompt]
         self.eot = tid("<|endoftext|>")
         self._tokens: dict[str, list[list[int]]] = {}
         self._space: dict[int, bool] = {}           # token id -> starts a word (caches, used under the lock)

@@ -116,6 +116,17 @@ def test_keyword_said_scores_higher_than_not_said(verifier, speech_wav):
 
 
 @needs_extra
+def test_a_prompt_goes_before_the_transcript_and_still_scores(verifier, speech_wav):
+    """VerifierConfig.prompt (measured, not used by default: README "The verifier's crop and a keyword prompt"):
+    the text goes in as Whisper's previous text, before the start of the transcript, and scores stay finite."""
+    v = verify.Verifier(verify.VerifierConfig(prompt="incendie, gaz."))
+    tid = v.tokenizer.token_to_id
+    assert v.prompt[0] == tid("<|startofprev|>") and v.prompt[-4:] == verifier.prompt
+    a = np.array(speech_wav(SENTENCES["effondrement"]))
+    assert np.isfinite(v.score(a, ["effondrement"], end_s=speech_end(a))["effondrement"])
+
+
+@needs_extra
 def test_verifier_is_thread_safe(verifier, speech_wav):
     a = np.array(speech_wav(SENTENCES["effondrement"]))
     ref = verifier.score(a, ["effondrement"], end_s=speech_end(a))["effondrement"]
@@ -342,6 +353,50 @@ def test_per_keyword_recall_shares_the_det_points_threshold():
     found = {fa: sum(f for f, _ in per_keyword_at(score, y, kws, 1.0, by_kw, fa).values()) for fa in (0.5, 1.0, 2.0)}
     curve = det_curve(score, y, 1.0, 8)
     assert all(found[fa] == round(recall_at(curve, fa) * 8) for fa in found)
+
+
+@pytest.fixture
+def french():
+    """The French keyword set active for the test (another test may have left a model's set active)."""
+    from spotter import config, keywordset
+    previous = config.use_keyword_set(keywordset.default())
+    yield
+    config.use_keyword_set(previous)
+
+
+def test_cascade_calls_ask_for_one_service_and_keep_every_sentence(french):
+    """training.verify_eval.call_groups: every sentence is in exactly one call; a call's keywords all belong to one
+    service (call_service names it); some calls say no keyword; a voice without keywords keeps its order."""
+    from spotter import config
+    from training.verify_eval import CALL_SENTENCES, call_groups, call_service
+    kws = [k for k in config.KEYWORDS for _ in range(3)]
+    sents = [{"keyword": k, "id": i} for i, k in enumerate(kws)] + \
+        [{"keyword": None, "id": 100 + i} for i in range(60)]
+    calls = call_groups(sents, seed=3)
+    assert sorted(s["id"] for c in calls for s in c) == sorted(s["id"] for s in sents)
+    assert all(1 <= len(c) <= CALL_SENTENCES for c in calls)
+    for c in calls:
+        services = {config.KEYWORD_SERVICE[s["keyword"]] for s in c if s["keyword"]}
+        assert len(services) <= 1
+        assert call_service([(s["keyword"], 0, 0) for s in c if s["keyword"]]) == (services.pop() if services else None)
+    assert any(not any(s["keyword"] for s in c) for c in calls)
+    neg = [{"keyword": None, "id": i} for i in range(14)]
+    assert [[s["id"] for s in c] for c in call_groups(neg, seed=0)] == [list(range(6)), list(range(6, 12)), [12, 13]]
+
+
+def test_service_at_call_end_counts_accepted_candidates_only(french):
+    """training.verify_eval.service_at_call_end: a call's suggestion sums its accepted candidates' first-stage
+    scores per service (CallAssessment); an accepted false alarm of another service can take the call, and a
+    keyword-free call must end without a suggestion."""
+    from training.verify_eval import service_at_call_end
+    d = {"calls": [{"service": "18", "keywords": 1}, {"service": None, "keywords": 0}, {"service": "15", "keywords": 2}],
+         "cands": [{"call": 1, "kw": "gaz", "first": 0.9}, {"call": 2, "kw": "vol", "first": 0.7},
+                   {"call": 3, "kw": "vol", "first": 0.6}, {"call": 3, "kw": "malaise", "first": 0.5}]}
+    every = service_at_call_end(d, np.ones(4, bool))
+    assert (every["service_correct"], every["calls"]) == (0.5, 2)          # vol (17) outweighs malaise (15)
+    assert (every["no_keyword_calls_without_suggestion"], every["no_keyword_calls"]) == (0.0, 1)
+    some = service_at_call_end(d, np.array([True, False, False, True]))
+    assert (some["service_correct"], some["no_keyword_calls_without_suggestion"]) == (1.0, 1.0)
 
 
 def test_weight_grid_reads_stored_runs_and_ranks_by_the_weight(tmp_path):

@@ -101,9 +101,23 @@ def _forms(kw: str):
     return KEYWORD_FORMS.get(kw, (kw,))
 
 
+def keyword_prompt(language: str) -> str:
+    """The keyword list of the shipped keyword set of `language`, as Whisper's previous text ("malaise, ...")."""
+    from spotter import keywordset
+    path = next(p for p in sorted(keywordset.DEFAULT_PATH.parent.glob("*.toml"))
+                if keywordset.load(p).language.split("-")[0] == language)
+    return ", ".join(keywordset.load(path).keywords) + "."
+
+
+def variant_tag(cfg) -> str:
+    """The verifier setting's part of a cache name: greedy tokens, crop lead, prompt or not."""
+    return f"{cfg.decode_tokens}" + (f"_lead{cfg.lead_s[0]:g}" if cfg.lead_s[0] != 1.4 else "") + \
+        ("_prompt" if cfg.prompt else "")
+
+
 def score_run(ver, run: Path) -> list[dict]:
-    """Features of every candidate of a stored run (cached beside it as <run>.features<decode>.json)."""
-    cache = run.with_suffix(f".features{ver.cfg.decode_tokens}.json")
+    """Features of every candidate of a stored run (cached beside it as <run>.features<variant_tag>.json)."""
+    cache = run.with_suffix(f".features{variant_tag(ver.cfg)}.json")
     if cache.is_file():
         return json.loads(cache.read_text())
     d = json.loads(run.with_suffix(".json").read_text())
@@ -120,6 +134,17 @@ def score_run(ver, run: Path) -> list[dict]:
     cache.write_text(json.dumps({"meta": meta, "cands": out}, ensure_ascii=False))
     print(f"{run.name}: {len(out)} candidates scored in {time.time() - t0:.0f} s", flush=True)
     return json.loads(cache.read_text())
+
+
+def keyword_auc(cands: list[dict], key: str) -> float:
+    """The verifier's AUC of true against false candidates within each keyword, averaged weighted by true
+    candidates: how well it ranks a keyword's candidates, whatever its per-keyword offset."""
+    from training.verify_eval import auc
+    by: dict = {}
+    for c in cands:
+        by.setdefault(c["kw"], ([], []))[0 if c["y"] else 1].append(c[key])
+    pairs = [(auc(p, n), len(p)) for p, n in by.values() if p and n]
+    return sum(a * n for a, n in pairs) / sum(n for _, n in pairs) if pairs else float("nan")
 
 
 def design(d: dict, names) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +167,10 @@ def main(argv=None) -> int:
     ap.add_argument("--language", default="fr")
     ap.add_argument("--factor", type=float, default=0.0, help="keep candidates whose peak >= factor x threshold")
     ap.add_argument("--decode", type=int, default=12, help="greedy tokens decoded per crop")
+    ap.add_argument("--lead", type=float, default=1.4, help="crop start, seconds before the keyword end (the stored "
+                    "windows hold training.verify_eval.WINDOW_BEFORE_S)")
+    ap.add_argument("--prompt", action="store_true", help="give Whisper the keyword list as previous text")
+    ap.add_argument("--score-only", action="store_true", help="score and cache the runs' candidates, then stop")
     ap.add_argument("--within", action="store_true", help="fit 2-fold by voice inside each run instead (one run is "
                     "enough)")
     ap.add_argument("--out")
@@ -155,8 +184,11 @@ def main(argv=None) -> int:
     for r in folds + apply:
         lang = "en" if r.name.startswith("real") else args.language
         if lang not in vers:
-            vers[lang] = Verifier(VerifierConfig(decode_tokens=args.decode, language=lang))
+            vers[lang] = Verifier(VerifierConfig(decode_tokens=args.decode, language=lang, lead_s=(args.lead,),
+                                                 prompt=keyword_prompt(lang) if args.prompt else ""))
         data[r.name] = score_run(vers[lang], r)
+    if args.score_only:
+        return 0
     for d in data.values():
         thr = d["meta"]["thresholds"]
         d["cands"] = [c for c in d["cands"] if c["first"] >= args.factor * thr[c["kw"]] - 1e-9]
@@ -193,7 +225,9 @@ def main(argv=None) -> int:
         y = np.array([c["y"] for c in d["cands"]])
         cpu = np.array([c["cpu_ms"] for c in d["cands"]])
         print(f"{n}: {len(y)} candidates ({int(y.sum())} true), {d['meta']['keywords']} keywords, "
-              f"{d['meta']['hours']:.2f} h; verifier CPU p50 {np.median(cpu):.0f} ms; text match = 1 on "
+              f"{d['meta']['hours']:.2f} h; verifier CPU p50 {np.median(cpu):.0f} ms; per-keyword AUC of the "
+              f"verifier {keyword_auc(d['cands'], 'v'):.3f} (as stored, the shipped setting: "
+              f"{keyword_auc(d['cands'], 'v_shipped'):.3f}); text match = 1 on "
               f"{np.mean([c['text'] >= 0.999 for c, t in zip(d['cands'], y) if t]):.0%} of true and "
               f"{np.mean([c['text'] >= 0.999 for c, t in zip(d['cands'], y) if not t]):.1%} of false candidates")
     if args.out:
