@@ -614,18 +614,26 @@ def clip_accuracy(posts: list[np.ndarray], cs: CallSet) -> dict:
 def service_accuracy(posts, cs: CallSet, thresholds, smoothing, min_evidence: float = 0.5) -> dict:
     from spotter.detector import CallAssessment, Event
     if not config.SERVICES:                    # a keyword set without services (wake words)
-        return {"service_correct": None, "calls": 0, "no_keyword_calls_without_suggestion": None,
-                "no_keyword_calls": 0}
-    right = total = quiet = quiet_total = 0
+        return service_tally([])
+    outcomes = []
     for post, meta, notes in zip(posts, cs.meta, cs.notes):
         ca = CallAssessment(min_evidence)
         for d in _decide(post, thresholds, smoothing):
             ca.add(Event(d.keyword, config.KEYWORD_SERVICE.get(d.keyword), d.score, 0, 0, 0, 0))
-        sug = ca.suggestion()
-        if notes:
+        outcomes.append((ca.suggestion(), meta["service"] if notes else None, len(notes)))
+    return service_tally(outcomes)
+
+
+def service_tally(outcomes) -> dict:
+    """Service at call end from (suggestion at the call's end, the service its keywords ask for, its number of
+    keywords) per call: a call with keywords is right when the suggestion is its service; a keyword-free call
+    when it ends with no suggestion."""
+    right = total = quiet = quiet_total = 0
+    for sug, service, n_keywords in outcomes:
+        if service is not None:
             total += 1
-            right += int(sug is not None and sug.service == meta["service"])
-        else:
+            right += int(sug is not None and sug.service == service)
+        elif not n_keywords:
             quiet_total += 1
             quiet += int(sug is None)
     return {"service_correct": round(right / total, 4) if total else None, "calls": total,

@@ -533,23 +533,13 @@ def service_at_call_end(d: dict, accepted: np.ndarray) -> dict:
     (spotter.detector.CallAssessment over its detections' first-stage scores, as VerifiedSpotter sums its verified
     ones) must be the service its keywords ask for; a keyword-free call must end with no suggestion."""
     from spotter.detector import CallAssessment, Event
+    from training.calltrain import service_tally
     calls = d["calls"]
     evidence = [CallAssessment(d.get("min_evidence", 0.5)) for _ in calls]
     for c, ok in zip(d["cands"], accepted):
         if ok:
             evidence[c["call"] - 1].add(Event(c["kw"], config.KEYWORD_SERVICE.get(c["kw"]), c["first"], 0, 0, 0, 0))
-    right = total = quiet = quiet_total = 0
-    for call, ca in zip(calls, evidence):
-        sug = ca.suggestion()
-        if call["service"] is not None:
-            total += 1
-            right += int(sug is not None and sug.service == call["service"])
-        elif not call["keywords"]:
-            quiet_total += 1
-            quiet += int(sug is None)
-    return {"service_correct": right / total if total else None, "calls": total,
-            "no_keyword_calls_without_suggestion": quiet / quiet_total if quiet_total else None,
-            "no_keyword_calls": quiet_total}
+    return service_tally((ca.suggestion(), call["service"], call["keywords"]) for call, ca in zip(calls, evidence))
 
 
 def recall_at(curve: list[tuple[float, float]], fa: float) -> float:
