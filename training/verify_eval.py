@@ -5,6 +5,10 @@
   python -m training.verify_eval --only-real --cascade 120,300                # the cascade, shipped first stage
   python -m training.verify_eval --only-real --cascade 400,3000 --fold mbrola  # leave-one-engine-out cascade
 
+The cascade runs (--cascade, --real-cascade) report recall against false alarms per hour for the first stage alone
+and with the verifier, per keyword at 0.5 and 1 FA/h, and the service correct at call end (calls of one service
+each, call_groups), with every candidate stored (--json) for re-analysis (--cascade-json).
+
 Synthetic data: the caller sentences of the calls recipe (training/configs/calls.toml) already synthesised in the
 sentence cache. Their keyword is not stored in utterances.jsonl, so the recipe's plan is rebuilt (no synthesis) and
 each job's hash is matched to the cache index; only the 'eval_kw' (test frames), 'eval_neg' and 'loeo_neg' sets
