@@ -33,6 +33,9 @@ The text match is weak: Whisper base writes the keyword in 2-11 % of the true ca
 shipped pair gains 4, 13, 0 and 4 keywords at 0.5 FA/h, each within the noise of 2-3 false alarms, for 12 decoded
 tokens instead of 6 (verifier CPU p50 170-200 ms here, on a loaded machine). The shipped verifier is unchanged;
 v + lr is the candidate to measure end to end next.
+
+Other crops and a keyword prompt (--lead, --decode, --prompt; 2026-12-05, with each run's per-keyword AUC of the
+verifier): README, "The verifier's crop and a keyword prompt". None was kept.
 """
 from __future__ import annotations
 
