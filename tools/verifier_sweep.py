@@ -114,7 +114,9 @@ def keyword_prompt(language: str) -> str:
 
 def variant_tag(cfg) -> str:
     """The verifier setting's part of a cache name: greedy tokens, crop lead, prompt or not."""
-    return f"{cfg.decode_tokens}" + (f"_lead{cfg.lead_s[0]:g}" if cfg.lead_s[0] != 1.4 else "") + \
+    from spotter.verify import VerifierConfig
+    shipped_lead = VerifierConfig().lead_s[0]               # the shipped crop keeps the older cache names
+    return f"{cfg.decode_tokens}" + (f"_lead{cfg.lead_s[0]:g}" if cfg.lead_s[0] != shipped_lead else "") + \
         ("_prompt" if cfg.prompt else "")
 
 
