@@ -141,6 +141,61 @@ def score_run(ver, run: Path) -> list[dict]:
     return json.loads(cache.read_text())
 
 
+def continuation_ids(ver) -> np.ndarray:
+    """Token ids that continue the word before them (no leading space, starting with a letter or an apostrophe)."""
+    return np.array([i for i in range(ver.eot) if (t := ver.tokenizer.decode([i])) and (t[0].isalpha() or t[0] == "'")
+                     and not ver.tokenizer.id_to_token(i).startswith("\u0120")])
+
+
+def boundary_features(ver, cont: np.ndarray, window: np.ndarray, end_s: float, kw: str) -> dict:
+    """v as the shipped verifier takes it, and vb: the best over the forced positions of the keyword's tokens'
+    log-probability plus log P(the next token starts a new word), so that "volé" stops counting as "vol"."""
+    enc, n_frames = ver.encode(np.asarray(window, np.float32), end_s, ver.cfg.lead_s[0])
+    prefix = ver._decode(enc)
+    items = ver.forced_items(prefix, kw)
+    v = [float(lp.sum()) for lp in ver.align_logprobs(enc, n_frames, items)]
+    prompts = [ver.prompt + pre + toks for pre, toks in items]
+    e = np.asarray(enc)
+    res = ver.model.generate(ver._sv.from_array(np.ascontiguousarray(np.repeat(e, len(items), 0))), prompts,
+                             beam_size=1, max_length=max(map(len, prompts)) + 1, return_logits_vocab=True,
+                             suppress_blank=False, suppress_tokens=[])
+    b = []
+    for r in res:
+        logits = np.asarray(r.logits[0][0], np.float64)
+        p = np.exp(logits - logits.max())
+        b.append(float(np.log(max(1.0 - p[cont].sum() / p.sum(), 1e-30))))
+    return {"v": max(v), "vb": max(x + y for x, y in zip(v, b)), "b_at_v": b[int(np.argmax(v))]}
+
+
+def boundary_run(ver, cont: np.ndarray, run: Path) -> list[dict]:
+    """boundary_features of every candidate of a stored run (cached as <run>.boundary<decode tokens>.json)."""
+    cache = run.with_suffix(f".boundary{ver.cfg.decode_tokens}.json")
+    if not cache.is_file():
+        d = json.loads(run.with_suffix(".json").read_text())
+        d = d.get("cascade") or next(v for k, v in d.items() if k.startswith("real_cascade"))
+        z = np.load(run.with_suffix(".npz"))
+        out = []
+        for i, c in enumerate(d["cands"]):
+            c0 = time.process_time()
+            f = boundary_features(ver, cont, z["audio"][z["offsets"][i]:z["offsets"][i + 1]].astype(np.float32),
+                                  c["end"], c["kw"])
+            out.append({**{k: c[k] for k in ("kw", "first", "y", "voice", "kind", "engine")}, **f,
+                        "cpu_ms": 1000 * (time.process_time() - c0)})
+        cache.write_text(json.dumps({"cands": out}, ensure_ascii=False))
+    return json.loads(cache.read_text())["cands"]
+
+
+def mean_over_crops(runs: list[dict]) -> dict:
+    """One run's candidates scored with one crop each (score_run per lead): the first crop's features, with v the
+    mean of the crops' v (and `v_crops` each crop's)."""
+    out = {"meta": runs[0]["meta"], "cands": []}
+    for cs in zip(*(r["cands"] for r in runs)):
+        vs = [c["v"] for c in cs]
+        out["cands"].append({**cs[0], "v": float(np.mean(vs)), "v_crops": vs,
+                             "cpu_ms": float(sum(c["cpu_ms"] for c in cs))})
+    return out
+
+
 def keyword_auc(cands: list[dict], key: str) -> float:
     """The verifier's AUC of true against false candidates within each keyword, averaged weighted by true
     candidates: how well it ranks a keyword's candidates, whatever its per-keyword offset."""
@@ -150,6 +205,17 @@ def keyword_auc(cands: list[dict], key: str) -> float:
         by.setdefault(c["kw"], ([], []))[0 if c["y"] else 1].append(c[key])
     pairs = [(auc(p, n), len(p)) for p, n in by.values() if p and n]
     return sum(a * n for a, n in pairs) / sum(n for _, n in pairs) if pairs else float("nan")
+
+
+def shipped_combiner_recall(d: dict) -> list[float]:
+    """Recall at 0.5 and 1 FA/h of the candidates ranked by the shipped combiner (spotter.verify defaults) on v."""
+    from spotter.verify import Combiner
+    from training.verify_eval import det_curve, recall_at
+    cb = Combiner()
+    cb.set_first_thresholds(d["meta"]["thresholds"])
+    s = np.array([cb.combine(c["kw"], c["first"], c["v"]) for c in d["cands"]])
+    curve = det_curve(s, np.array([c["y"] for c in d["cands"]]), d["meta"]["hours"], d["meta"]["keywords"])
+    return [recall_at(curve, fa) for fa in (0.5, 1)]
 
 
 def design(d: dict, names) -> tuple[np.ndarray, np.ndarray]:
@@ -172,9 +238,12 @@ def main(argv=None) -> int:
     ap.add_argument("--language", default="fr")
     ap.add_argument("--factor", type=float, default=0.0, help="keep candidates whose peak >= factor x threshold")
     ap.add_argument("--decode", type=int, default=12, help="greedy tokens decoded per crop")
-    ap.add_argument("--lead", type=float, default=1.4, help="crop start, seconds before the keyword end (the stored "
-                    "windows hold training.verify_eval.WINDOW_BEFORE_S)")
+    ap.add_argument("--lead", default="1.4", help="crop start, seconds before the keyword end (the stored windows "
+                    "hold training.verify_eval.WINDOW_BEFORE_S); several, comma-separated: v is the mean over the "
+                    "crops, as spotter.verify.Verifier.score takes it, the other features the first crop's")
     ap.add_argument("--prompt", action="store_true", help="give Whisper the keyword list as previous text")
+    ap.add_argument("--boundary", action="store_true", help="only the word-boundary probe: each run's per-keyword "
+                    "AUC of the verifier with and without log P(a new word starts after the keyword) added")
     ap.add_argument("--score-only", action="store_true", help="score and cache the runs' candidates, then stop")
     ap.add_argument("--within", action="store_true", help="fit 2-fold by voice inside each run instead (one run is "
                     "enough)")
@@ -184,14 +253,25 @@ def main(argv=None) -> int:
     from training.verify_eval import det_curve, recall_at
     folds = [Path(x) for x in args.runs.split(",")]
     apply = [Path(x) for x in args.apply.split(",") if x]
+    if args.boundary:
+        for r in folds + apply:
+            lang = "en" if r.name.startswith("real") else args.language
+            ver = Verifier(VerifierConfig(decode_tokens=args.decode, language=lang, lead_s=(float(args.lead),)))
+            c = boundary_run(ver, continuation_ids(ver), r)
+            print(f"{r.name}: per-keyword AUC of the verifier {keyword_auc(c, 'v'):.3f}, with the word boundary "
+                  f"{keyword_auc(c, 'vb'):.3f}, the boundary term alone {keyword_auc(c, 'b_at_v'):.3f}; CPU p50 "
+                  f"{np.median([x['cpu_ms'] for x in c]):.0f} ms", flush=True)
+        return 0
+    leads = [float(x) for x in args.lead.split(",")]
     vers = {}
     data = {}
     for r in folds + apply:
         lang = "en" if r.name.startswith("real") else args.language
-        if lang not in vers:
-            vers[lang] = Verifier(VerifierConfig(decode_tokens=args.decode, language=lang, lead_s=(args.lead,),
-                                                 prompt=keyword_prompt(lang) if args.prompt else ""))
-        data[r.name] = score_run(vers[lang], r)
+        for lead in leads:
+            if (lang, lead) not in vers:
+                vers[lang, lead] = Verifier(VerifierConfig(decode_tokens=args.decode, language=lang, lead_s=(lead,),
+                                                           prompt=keyword_prompt(lang) if args.prompt else ""))
+        data[r.name] = mean_over_crops([score_run(vers[lang, lead], r) for lead in leads])
     if args.score_only:
         return 0
     for d in data.values():
@@ -235,6 +315,9 @@ def main(argv=None) -> int:
               f"{keyword_auc(d['cands'], 'v_shipped'):.3f}); text match = 1 on "
               f"{np.mean([c['text'] >= 0.999 for c, t in zip(d['cands'], y) if t]):.0%} of true and "
               f"{np.mean([c['text'] >= 0.999 for c, t in zip(d['cands'], y) if not t]):.1%} of false candidates")
+        r = shipped_combiner_recall(d)
+        print(f"  the shipped combiner (its weights and per-keyword offsets) on these scores: recall at 0.5 / 1 FA/h "
+              f"{r[0]:.1%} / {r[1]:.1%}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
     return 0
