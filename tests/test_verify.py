@@ -127,6 +127,21 @@ def test_a_prompt_goes_before_the_transcript_and_still_scores(verifier, speech_w
 
 
 @needs_extra
+def test_two_crops_score_the_mean_of_each_crop(verifier, speech_wav):
+    """The shipped verifier looks at the candidate through two crops (VerifierConfig.lead_s) and averages the
+    keyword's score over them: each crop's score is what a one-crop verifier gives."""
+    assert len(verifier.cfg.lead_s) == 2
+    a = np.array(speech_wav(SENTENCES["électrocution"]))
+    end = speech_end(a)
+    both = verifier.score(a, ["électrocution", "gaz"], end_s=end)
+    for kw in ("électrocution", "gaz"):
+        each = [verify.Verifier(verify.VerifierConfig(lead_s=(lead,))).score(a, [kw], end_s=end)[kw]
+                for lead in verifier.cfg.lead_s]
+        assert both[kw] == pytest.approx(np.mean(each), abs=1e-3)
+    assert both["électrocution"] > both["gaz"]
+
+
+@needs_extra
 def test_verifier_is_thread_safe(verifier, speech_wav):
     a = np.array(speech_wav(SENTENCES["effondrement"]))
     ref = verifier.score(a, ["effondrement"], end_s=speech_end(a))["effondrement"]

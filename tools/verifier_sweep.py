@@ -36,6 +36,9 @@ v + lr is the candidate to measure end to end next.
 
 Other crops and a keyword prompt (--lead, --decode, --prompt; 2026-12-05, with each run's per-keyword AUC of the
 verifier): README, "The verifier's crop and a keyword prompt". None was kept.
+Two crops, their scores averaged (--lead 1.4,1.1: each crop scored and cached on its own, v their mean), shipped, and
+a word-boundary term (--boundary), not kept: README, "Two crops for the verifier". Each run also prints the recall
+of the shipped combiner (spotter.verify defaults, nothing fitted) on its scores.
 """
 from __future__ import annotations
 

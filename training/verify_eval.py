@@ -737,7 +737,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=0.5, help="false alarms per hour for --calibrate (default 0.5)")
     ap.add_argument("--factor", type=float, default=CANDIDATE_FACTOR,
                     help=f"candidate thresholds = factor x calibrated (default {CANDIDATE_FACTOR}, the runtime's)")
-    ap.add_argument("--lead", default="1.4", help="crop starts, seconds before the keyword end (one crop each)")
+    ap.add_argument("--lead", default=",".join(f"{x:g}" for x in VerifierConfig.lead_s),
+                    help="crop starts, seconds before the keyword end (one crop each; a keyword's score is the mean "
+                    "over the crops); default the shipped verifier's")
     ap.add_argument("--tail", type=float, default=0.35, help="seconds kept after the keyword end")
     ap.add_argument("--decode", type=int, default=VerifierConfig.decode_tokens, help="greedy tokens decoded per crop")
     ap.add_argument("--positions", type=int, default=VerifierConfig.positions,
