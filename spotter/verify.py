@@ -218,8 +218,9 @@ class Verifier:
     """Forced keyword scores from Whisper base. Thread-safe (one call at a time; a lock serialises them).
 
     score(window, keywords, end_s) -> {keyword: sum of the keyword tokens' log-probabilities (<= 0, higher =
-    more likely said), the best over the forced positions, averaged over the crops of cfg.lead_s}; `window` is 16 kHz mono float32 audio, `end_s` where in it the candidate keyword is
-    estimated to end (default: window end minus tail_s). Per crop: encode once, a short greedy decode, then the
+    more likely said), the best over the forced positions, averaged over the crops of cfg.lead_s}; `window` is
+    16 kHz mono float32 audio, `end_s` where in it the candidate keyword is estimated to end (default: window end
+    minus tail_s). Per crop: encode once, a short greedy decode, then the
     keyword's tokens forced with one batched `align` at a few positions of the transcript (see _positions)."""
 
     def __init__(self, cfg: VerifierConfig | None = None, path: Path | None = None):
@@ -461,10 +462,11 @@ def combined_score(window: np.ndarray, keyword: str, first_score: float, end_s: 
                    combiner: Combiner | None = None, verifier: Verifier | None = None,
                    thresholds: dict | None = None) -> tuple[float, float]:
     """(combined score, verifier score) of one candidate: `window` is 16 kHz audio around it (at least the
-    verifier's longest crop lead, 1.4 s, before the keyword end and 0.35 s after it), `end_s` the estimated keyword end inside the window (Event.end_s
-    minus the window's start; default: window end - 0.35 s), `first_score` the first stage's score in (0, 1),
-    `thresholds` the first stage's calibrated thresholds (model.detector.thresholds; sets f0 of the default
-    combiner). For offline cascade measurements; fit a Combiner on calibration candidates for real use."""
+    verifier's longest crop lead, 1.4 s, before the keyword end and 0.35 s after it), `end_s` the estimated keyword
+    end inside the window (Event.end_s minus the window's start; default: window end - 0.35 s), `first_score` the
+    first stage's score in (0, 1), `thresholds` the first stage's calibrated thresholds (model.detector.thresholds;
+    sets f0 of the default combiner). For offline cascade measurements; fit a Combiner on calibration candidates
+    for real use."""
     ver = verifier or shared_verifier()
     v = ver.score(window, [keyword], end_s=end_s)[keyword]
     return (combiner or default_combiner(thresholds)).combine(keyword, first_score, v), v
