@@ -123,25 +123,33 @@ def variant_tag(cfg) -> str:
         ("_prompt" if cfg.prompt else "")
 
 
-def score_run(ver, run: Path) -> list[dict]:
-    """Features of every candidate of a stored run (cached beside it as <run>.features<variant_tag>.json)."""
-    cache = run.with_suffix(f".features{variant_tag(ver.cfg)}.json")
+KEPT = ("kw", "first", "y", "voice", "kind", "engine")       # a stored candidate's fields every re-scoring keeps
+
+
+def rescore_run(run: Path, cache: Path, features) -> dict:
+    """`features(window, end_s, keyword)` of every candidate of a stored run (<run>.json and its windows in
+    <run>.npz), beside the candidate's own fields and the process CPU it took; cached as `cache`."""
     if cache.is_file():
         return json.loads(cache.read_text())
-    d = json.loads(run.with_suffix(".json").read_text())
-    d = d.get("cascade") or next(v for k, v in d.items() if k.startswith("real_cascade"))
+    from training.verify_eval import stored_candidates
+    d = stored_candidates(run.with_suffix(".json"))
     z = np.load(run.with_suffix(".npz"))
     audio, off = z["audio"], z["offsets"]
     out, t0 = [], time.time()
     for i, c in enumerate(d["cands"]):
         c0 = time.process_time()
-        f = crop_features(ver, audio[off[i]:off[i + 1]].astype(np.float32), c["end"], c["kw"])
-        out.append({**{k: c[k] for k in ("kw", "first", "y", "voice", "kind", "engine")}, "v_shipped": c["v"],
-                    **f, "cpu_ms": 1000 * (time.process_time() - c0)})
+        f = features(audio[off[i]:off[i + 1]].astype(np.float32), c["end"], c["kw"])
+        out.append({**{k: c[k] for k in KEPT}, "v_shipped": c["v"], **f, "cpu_ms": 1000 * (time.process_time() - c0)})
     meta = {"hours": d["hours"], "keywords": d["keywords"], "thresholds": d["thresholds"], "factor": d["factor"]}
     cache.write_text(json.dumps({"meta": meta, "cands": out}, ensure_ascii=False))
     print(f"{run.name}: {len(out)} candidates scored in {time.time() - t0:.0f} s", flush=True)
     return json.loads(cache.read_text())
+
+
+def score_run(ver, run: Path) -> dict:
+    """crop_features of every candidate of a stored run (cached beside it as <run>.features<variant_tag>.json)."""
+    return rescore_run(run, run.with_suffix(f".features{variant_tag(ver.cfg)}.json"),
+                       lambda window, end_s, kw: crop_features(ver, window, end_s, kw))
 
 
 def continuation_ids(ver) -> np.ndarray:
@@ -172,20 +180,8 @@ def boundary_features(ver, cont: np.ndarray, window: np.ndarray, end_s: float, k
 
 def boundary_run(ver, cont: np.ndarray, run: Path) -> list[dict]:
     """boundary_features of every candidate of a stored run (cached as <run>.boundary<decode tokens>.json)."""
-    cache = run.with_suffix(f".boundary{ver.cfg.decode_tokens}.json")
-    if not cache.is_file():
-        d = json.loads(run.with_suffix(".json").read_text())
-        d = d.get("cascade") or next(v for k, v in d.items() if k.startswith("real_cascade"))
-        z = np.load(run.with_suffix(".npz"))
-        out = []
-        for i, c in enumerate(d["cands"]):
-            c0 = time.process_time()
-            f = boundary_features(ver, cont, z["audio"][z["offsets"][i]:z["offsets"][i + 1]].astype(np.float32),
-                                  c["end"], c["kw"])
-            out.append({**{k: c[k] for k in ("kw", "first", "y", "voice", "kind", "engine")}, **f,
-                        "cpu_ms": 1000 * (time.process_time() - c0)})
-        cache.write_text(json.dumps({"cands": out}, ensure_ascii=False))
-    return json.loads(cache.read_text())["cands"]
+    return rescore_run(run, run.with_suffix(f".boundary{ver.cfg.decode_tokens}.json"),
+                       lambda window, end_s, kw: boundary_features(ver, cont, window, end_s, kw))["cands"]
 
 
 def mean_over_crops(runs: list[dict]) -> dict:
