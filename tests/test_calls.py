@@ -659,3 +659,34 @@ def test_a_stored_call_set_saved_onto_a_link_leaves_the_linked_set_as_it_was(tmp
     back = CallSet.load(this_run)
     assert float(back.emb[0][0, 0]) == 2.0 and back.notes == [[("gaz", 0.1, 0.5)]] and back.meta == [{"engine": "e"}]
     assert not list(this_run.parent.glob("*.part"))
+
+
+def test_max_pooling_trains_each_occurrence_on_its_best_window_only():
+    """occurrence_ids gives the consecutive keyword steps of one call one id (other windows -1); pooled_windows
+    keeps every non-keyword window and, of each occurrence, the window where the head gives its keyword the highest
+    posterior; a head trained with max_pool still separates the classes."""
+    from training.calltrain import CallSet, occurrence_ids, training_head
+    from training.train import pooled_windows, train_head
+    cs = CallSet()
+    gaz, vol, other = config.LABELS.index("gaz"), config.LABELS.index("vol"), config.LABELS.index(config.OTHER)
+    cs.add(np.zeros((6 + 15, 96), np.float16), np.array([other, gaz, gaz, other, vol, vol], np.int16), [], {})
+    cs.add(np.zeros((3 + 15, 96), np.float16), np.array([gaz, gaz, other], np.int16), [], {})
+    chosen = [(1, 1), (0, 0), (0, 2), (0, 1), (0, 4), (0, 5), (1, 0), (0, 3), (1, 2)]
+    ids = occurrence_ids(cs, chosen)
+    assert list(ids) == [2, -1, 0, 0, 1, 1, 2, -1, -1]
+    g = torch.Generator().manual_seed(0)
+    n = 240
+    x = torch.randn(n, config.HEAD_FRAMES, config.EMBED_DIM, generator=g)
+    y = torch.full((n,), other)
+    y[:120] = gaz                                            # 40 occurrences of 3 windows each
+    groups = torch.full((n,), -1)
+    groups[:120] = torch.arange(120) // 3
+    x[:120, :, :8] += 2.0
+    x[torch.arange(0, 120, 3), :, :8] += 2.0                 # each occurrence's first window is the clearest
+    torch.manual_seed(0)
+    head, _ = train_head(training_head(0.5), (x, y), (x, y), epochs=6, batch=64, progress=False,
+                         groups=(groups.numpy(), groups.numpy()), max_pool=2)
+    keep = pooled_windows(head, x, y, groups)
+    assert len(keep) == 120 + 40 and set(keep[keep < 120].tolist()) == set(range(0, 120, 3))
+    with torch.no_grad():
+        assert (head(x).argmax(1) == y).float().mean() > 0.9

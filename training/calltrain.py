@@ -412,6 +412,19 @@ def window_index(cs: CallSet, max_negatives: int, rng: np.random.Generator) -> l
     return pos + take(near, max_negatives // 2) + take(far, max_negatives - min(len(near), max_negatives // 2))
 
 
+def occurrence_ids(cs: CallSet, chosen: list[tuple[int, int]]) -> np.ndarray:
+    """For each window (call c, step j) of `chosen`, an id shared by the keyword windows of one keyword occurrence
+    (consecutive steps of one call with the same keyword label), -1 for the others (train.pooled_windows)."""
+    ids, last, n = np.full(len(chosen), -1, np.int64), None, -1
+    for i, (c, j) in sorted(enumerate(chosen), key=lambda t: t[1]):
+        y = int(cs.labels[c][j])
+        if 0 <= y < len(config.KEYWORDS):
+            if last != (c, j - 1, y):
+                n += 1
+            ids[i], last = n, (c, j, y)
+    return ids
+
+
 def sibling_calls(cs: CallSet) -> np.ndarray:
     """For each call, the index of another rendering of it, or its own index when it has none. embed_calls stores
     a call's channel copies one after the other, and a warp set with mel_warp_twins holds the training set's calls
@@ -524,14 +537,16 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
     xtr, ytr = stack_windows(train, chosen)
     sib = sibling_calls(train) if cfg.consistency else None
     pairs = pair_windows(train, sib, chosen) if cfg.consistency else None
-    xva, yva = windows(val, cfg.val_negative_windows, rng)
+    val_chosen = window_index(val, cfg.val_negative_windows, rng)
+    xva, yva = stack_windows(val, val_chosen)
+    groups = (occurrence_ids(train, chosen), occurrence_ids(val, val_chosen)) if cfg.max_pool else None
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
     head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain,
                                                          context=cfg.head_context or config.HEAD_FRAMES)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
                             batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout,
                             mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs, consistency=cfg.consistency,
-                            average_from=cfg.weight_average)
+                            average_from=cfg.weight_average, groups=groups, max_pool=cfg.max_pool)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.mining_windows:
         hard = mine_hard_negatives(head, train, cfg.mining_windows, share=cfg.mining_share, seed=seed)
@@ -545,7 +560,9 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
             head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.mining_epochs, batch=cfg.batch,
                                      lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1, dim_dropout=cfg.dim_dropout,
                                      mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs,
-                                     consistency=cfg.consistency, average_from=1 if cfg.weight_average else 0)
+                                     consistency=cfg.consistency, average_from=1 if cfg.weight_average else 0,
+                                     groups=groups and (np.r_[groups[0], np.full(len(hard) * reps, -1)], groups[1]),
+                                     max_pool=1 if cfg.max_pool else 0)
             info.update(mined=len(hard), history_mining=hist2)
     return head, info
 

@@ -177,6 +177,10 @@ class CallsTrainSection:
     #                                          from this epoch on (1-based), BatchNorm statistics recomputed
     #                                          (train.train_head; the mining round averages all its steps); 0: the
     #                                          best epoch's weights
+    max_pool: int = 0                        # > 0: from this epoch on (1-based), each keyword occurrence trains only
+    #                                          its window where the head gives the keyword the highest posterior,
+    #                                          chosen again every epoch (a max-pooling loss over the occurrence's
+    #                                          keyword-end range; train.pooled_windows); 0: all of them
 
 
 @dataclass(kw_only=True)

@@ -54,6 +54,29 @@ def js_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
+def pooled_windows(head: nn.Module, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Indices of the windows a max-pooling loss trains on: every window of group -1 (not a keyword occurrence),
+    and of each occurrence (windows with the same group id) the one where the head gives its label the highest
+    posterior."""
+    head.eval()
+    idx = torch.nonzero(groups >= 0)[:, 0]
+    if not len(idx):
+        return torch.arange(len(y))
+    score = torch.cat([torch.log_softmax(head(x[idx[i:i + 4096]].float()), 1)
+                       .gather(1, y[idx[i:i + 4096], None])[:, 0] for i in range(0, len(idx), 4096)])
+    g = groups[idx]
+    best = torch.full((int(g.max()) + 1,), -float("inf")).scatter_reduce(0, g, score, "amax")
+    keep = idx[score >= best[g]]
+    first = torch.zeros(int(g.max()) + 1, dtype=torch.bool)
+    chosen = []
+    for i in keep.tolist():                # one window per occurrence, even where two tie
+        if not first[groups[i]]:
+            first[groups[i]] = True
+            chosen.append(i)
+    return torch.sort(torch.cat([torch.nonzero(groups < 0)[:, 0], torch.tensor(chosen, dtype=torch.long)]))[0]
+
+
+@torch.no_grad()
 def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
                   logit_norm: float = 0.0) -> dict:
     head.eval()
@@ -71,7 +94,8 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
                weight_decay: float = 5e-2, patience: int = 6, seed: int = 0, label_smoothing: float = 0.05,
                progress: bool = True, noise: float = 0.05, dim_dropout: float = 0.0,
                mixup: float = 0.0, logit_norm: float = 0.0, pairs: torch.Tensor | None = None,
-               consistency: float = 0.0, average_from: int = 0) -> tuple[nn.Module, list[dict]]:
+               consistency: float = 0.0, average_from: int = 0, groups: tuple | None = None,
+               max_pool: int = 0) -> tuple[nn.Module, list[dict]]:
     """Class-weighted cross-entropy with AdamW and cosine decay; early stopping on validation loss
     (voice-disjoint validation set). Returns the best head and the per-epoch history. noise: Gaussian noise
     added to the inputs, times their standard deviation. dim_dropout: share of the input's last dimension
@@ -82,7 +106,10 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
     loss adds consistency x the Jensen-Shannon divergence between the two windows' posteriors. average_from: > 0
     returns the mean of the weights after every step from that epoch (1-based) until training stops, BatchNorm
     statistics recomputed on the training windows (dense weight averaging, as SWAD); 0 returns the weights of
-    the epoch with the best validation loss."""
+    the epoch with the best validation loss. groups / max_pool: groups = (train's, val's) occurrence id of every
+    window (-1: not a keyword occurrence); from epoch max_pool on (1-based; 0: never), each occurrence trains and is
+    validated on its best window only (pooled_windows, chosen again every epoch), the class weights re-counted on
+    the windows kept."""
     seed_everything(seed)
     xtr, ytr = train
     xva, yva = val
@@ -102,9 +129,14 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
 
     best, best_state, history, bad = float("inf"), None, [], 0
     mean = None                                  # with average_from: the running mean of the weights
+    active, val_active = torch.arange(len(ytr)), None
     for epoch in range(epochs):
+        if max_pool and groups is not None and epoch + 1 >= max_pool:
+            active = pooled_windows(head, xtr, ytr, torch.as_tensor(groups[0]))
+            w = class_weights(ytr[active])
+            loss_fn = nn.CrossEntropyLoss(weight=w, label_smoothing=label_smoothing)
         head.train()
-        perm = torch.randperm(len(xtr), generator=gen)
+        perm = active[torch.randperm(len(active), generator=gen)]
         total = 0.0
         for i in range(0, len(perm), batch):
             idx = perm[i:i + batch]
@@ -128,7 +160,12 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
                     mean = torch.optim.swa_utils.AveragedModel(head)
                 mean.update_parameters(head)
         sched.step()
-        m = evaluate_head(head, xva, yva, w, logit_norm)
+        if max_pool and groups is not None and epoch + 1 >= max_pool:
+            val_active = pooled_windows(head, xva, yva, torch.as_tensor(groups[1]))
+            if best < float("inf") and epoch + 1 == max_pool:
+                best = float("inf")            # the pooled loss is another measure than the one before it
+        m = evaluate_head(head, *((xva, yva) if val_active is None else (xva[val_active], yva[val_active])), w,
+                          logit_norm)
         m.update(epoch=epoch + 1, train_loss=total / len(perm))
         history.append(m)
         if progress:
