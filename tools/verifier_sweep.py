@@ -10,7 +10,8 @@ by Whisper base once, and every verifier feature below is taken from that one pa
   v      the shipped score: the keyword's tokens forced at a few positions of a short greedy transcript, the best
          sum of log-probabilities (spotter.verify.Verifier.score), less the keyword's offset v0;
   lr     the same forced tokens' mean log-probability less that of the greedy transcript's own tokens over the
-         same positions (how far the keyword is from what Whisper would write there; <= about 0);
+         same positions (how far the keyword is from what Whisper would write there; <= about 0; with several
+         crops, the mean of theirs);
   text   how well the keyword's letters match the greedy transcript's (1 - edit distance / length, best substring).
 The first stage's feature is the logit of its peak less the logit of its threshold. A logistic combiner of each
 feature set is fitted across engines (on the other runs' candidates) and scored on each run: recall at 0.5 and
@@ -185,12 +186,13 @@ def boundary_run(ver, cont: np.ndarray, run: Path) -> list[dict]:
 
 
 def mean_over_crops(runs: list[dict]) -> dict:
-    """One run's candidates scored with one crop each (score_run per lead): the first crop's features, with v the
-    mean of the crops' v (and `v_crops` each crop's)."""
+    """One run's candidates scored with one crop each (score_run per lead): the first crop's features, with v and
+    lr the mean of the crops' (and `v_crops` each crop's v)."""
     out = {"meta": runs[0]["meta"], "cands": []}
     for cs in zip(*(r["cands"] for r in runs)):
         vs = [c["v"] for c in cs]
         out["cands"].append({**cs[0], "v": float(np.mean(vs)), "v_crops": vs,
+                             "lr": float(np.mean([max(c["lr"], -30.0) for c in cs])),
                              "cpu_ms": float(sum(c["cpu_ms"] for c in cs))})
     return out
 
@@ -314,6 +316,9 @@ def main(argv=None) -> int:
               f"{keyword_auc(d['cands'], 'v_shipped'):.3f}); text match = 1 on "
               f"{np.mean([c['text'] >= 0.999 for c, t in zip(d['cands'], y) if t]):.0%} of true and "
               f"{np.mean([c['text'] >= 0.999 for c, t in zip(d['cands'], y) if not t]):.1%} of false candidates")
+        v2lr = [{**c, "v2lr": c["v"] + 2 * c["lr"]} for c in d["cands"]]
+        print(f"  per-keyword AUC of lr alone {keyword_auc(d['cands'], 'lr'):.3f}, of v + 2 lr "
+              f"{keyword_auc(v2lr, 'v2lr'):.3f}")
         r = shipped_combiner_recall(d)
         print(f"  the shipped combiner (its weights and per-keyword offsets) on these scores: recall at 0.5 / 1 FA/h "
               f"{r[0]:.1%} / {r[1]:.1%}")
