@@ -485,3 +485,30 @@ def test_several_lines_without_the_extra_are_the_first_stage(tmp_path, speech_wa
     assert all(ve.verified is None for _, ve in got)
     recs = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert [(r["line"], r["keyword"]) for r in recs] == expected
+
+
+def test_a_real_clip_in_context_sits_between_two_phrases_at_its_own_span():
+    """in_context (the real-people check with speech right before and after the keyword): the keyword clip, cut to
+    its speech, lies between two phrases at the level of the keyword, with pauses of CONTEXT_GAP_S; the span it
+    returns is where the keyword's tone now is."""
+    from training.augment import active_rms
+    from training.verify_eval import CONTEXT_GAP_S, in_context
+    sr = 16000
+    t = np.arange(int(0.5 * sr)) / sr
+    clip = np.zeros(2 * sr, np.float32)
+    clip[int(0.8 * sr):int(1.3 * sr)] = 0.3 * np.sin(2 * np.pi * 1000 * t)       # the "keyword": 0.8-1.3 s
+    rng = np.random.default_rng(0)
+    phrases = [np.r_[np.zeros(sr // 4), 0.02 * rng.standard_normal(sr), np.zeros(sr // 4)].astype(np.float32)
+               for _ in range(3)]
+    out, (a, b) = in_context(clip, (0.8, 1.3), phrases, np.random.default_rng(1))
+    assert b - a == pytest.approx(0.5)
+    word = out[int(a * sr):int(b * sr)]
+    assert active_rms(word) == pytest.approx(active_rms(clip[int(0.8 * sr):int(1.3 * sr)]), rel=0.05)
+    spec = np.abs(np.fft.rfft(word))
+    assert np.argmax(spec) * sr / word.size == pytest.approx(1000, abs=5)          # the tone, not a phrase
+    before, after = out[:int(a * sr) - int(0.05 * sr)], out[int(b * sr) + int(0.05 * sr):]
+    assert before.size / sr >= 0.95 + CONTEXT_GAP_S[0] and after.size / sr >= 0.95 + CONTEXT_GAP_S[0]
+    for part in (before, after):                                                   # speech at the keyword's level
+        assert 0.5 < active_rms(part[:int(0.9 * sr)]) / active_rms(word) < 2.0 or \
+            0.5 < active_rms(part[-int(0.9 * sr):]) / active_rms(word) < 2.0
+    assert out.size / sr < 0.5 + 0.1 + 2 * (1.0 + CONTEXT_GAP_S[1]) + 0.01

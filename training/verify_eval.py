@@ -4,6 +4,8 @@
   python -m training.verify_eval --real-en 60          # English real recordings: "computer" vs "alexa" / speech
   python -m training.verify_eval --only-real --cascade 120,300                # the cascade, shipped first stage
   python -m training.verify_eval --only-real --cascade 400,3000 --fold mbrola  # leave-one-engine-out cascade
+  python -m training.verify_eval --only-real --real-cascade runs/en_tw/tw_s0.pt --conditions clean,context
+                                                     # real people: clips alone, and between real phrases
 
 The cascade runs (--cascade, --real-cascade) report recall against false alarms per hour for the first stage alone
 and with the verifier, per keyword at 0.5 and 1 FA/h, and the service correct at call end (calls of one service
@@ -455,8 +457,9 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
     """The cascade with the English first stage (the en_wake recipe's model, trained on synthetic voices only) on
     real people: every real "alexa" / "computer" clip as a stream of its own (as `spotter evaluate --real` scores
     the first stage), against the en_wake recipe's held-out keyword-free sentences (test-split voices, as calls,
-    half telephone) and the real non-keyword speech files, each file a stream of its own. `condition`: "clean" or
-    "noise_10dB" (real noise at 10 dB on the real files, as `spotter evaluate --real`)."""
+    half telephone) and the real non-keyword speech files, each file a stream of its own. `condition`: "clean",
+    "noise_10dB" (real noise at 10 dB on the real files, as `spotter evaluate --real`) or "context" (each clip,
+    cut to its speech, said between two real English phrases of other people: in_context)."""
     from spotter.onnxmodel import load_any
     from evaluation import realeval as R
     from training.augment import NoiseBank
@@ -471,6 +474,8 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
     rng = np.random.default_rng(seed)
     floor = np.random.default_rng(seed + 1).normal(0, 10 ** (-70 / 20), int(R.TAIL_S * SR)).astype(np.float32)
 
+    phrases = [R.load_clip(f) for f in speech if f.parent.name.endswith("_en")] if condition == "context" else []
+
     def streams():
         for kw, path in clips + [(None, f) for f in speech]:
             audio = R.load_clip(path)
@@ -479,6 +484,9 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
             if noise is not None:
                 audio = R.add_noise(audio, noise, rng, R.NOISE_SNR_DB)
             notes = [(kw, *R.speech_span(audio))] if kw else []
+            if phrases and kw:
+                audio, span = in_context(audio, notes[0][1:], phrases, rng)
+                notes = [(kw, *span)]
             yield np.concatenate([audio, floor]), notes, str(path), "real", condition
         yield from cascade_calls([], neg, seed, recipe)
     res = verify_candidates(model, streams(), factor, ver, f"streams: {len(clips)} real keyword clips, {len(speech)} "
@@ -486,6 +494,38 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
     res.update(first_stage=str(model_path), condition=condition)
     res.update(cascade_report(res))
     return res
+
+
+CONTEXT_GAP_S = (0.05, 0.3)          # pause between the context phrases and the keyword (in_context)
+CONTEXT_LEVEL_DB = (-3.0, 3.0)       # the phrases' level against the keyword's (active RMS)
+CONTEXT_FLOOR_DB = -35.0             # a faint noise under the whole stream, below the keyword's level
+
+
+def in_context(audio: np.ndarray, span: tuple[float, float], phrases: list[np.ndarray], rng: np.random.Generator
+               ) -> tuple[np.ndarray, tuple[float, float]]:
+    """A keyword clip said between two other real phrases: the clip cut to its speech span (+ 0.05 s), a drawn
+    phrase before and another after it (each cut to its own speech, at the keyword's level within
+    CONTEXT_LEVEL_DB), pauses drawn in CONTEXT_GAP_S, and a faint pink noise under all of it so that the change of
+    recording is not heard as a silence. Returns the stream and the keyword's span in it. (The clips hold one
+    utterance each with silence around it; callers say keywords with speech right before and after.)"""
+    from training.augment import active_rms, colored_noise
+    from evaluation import realeval as R
+    a, b = max(0, int((span[0] - 0.05) * SR)), min(audio.size, int((span[1] + 0.05) * SR))
+    word = audio[a:b]
+    level = active_rms(word)
+
+    def phrase():
+        p = phrases[int(rng.integers(len(phrases)))]
+        s0, s1 = R.speech_span(p)
+        p = p[int(s0 * SR):int(s1 * SR)]
+        return p * (level / max(active_rms(p), 1e-9) * 10 ** (rng.uniform(*CONTEXT_LEVEL_DB) / 20))
+
+    gap = lambda: np.zeros(int(rng.uniform(*CONTEXT_GAP_S) * SR), np.float32)
+    before, g1, g2, after = phrase(), gap(), gap(), phrase()
+    out = np.concatenate([before, g1, word, g2, after]).astype(np.float32)
+    out += colored_noise(out.size, 1.0, rng) * level * 10 ** (CONTEXT_FLOOR_DB / 20)     # unit-RMS pink noise
+    start = (before.size + g1.size + (int(span[0] * SR) - a)) / SR
+    return out.astype(np.float32), (start, start + (span[1] - span[0]))
 
 
 def calibrate_cascade(d: dict, budget: float) -> float:
@@ -713,7 +753,8 @@ def main(argv=None) -> int:
     from spotter.verify import CANDIDATE_FACTOR, VerifierConfig
     ap = argparse.ArgumentParser(prog="python -m training.verify_eval", description=__doc__.split("\n")[0])
     ap.add_argument("--per-keyword", type=int, default=6, help="windows of each kind per keyword (default 6)")
-    ap.add_argument("--conditions", default="clean,tel")
+    ap.add_argument("--conditions", default="clean,tel", help="comma-separated: clean, tel (windows); with "
+                    "--real-cascade: clean, noise_10dB, context (each real clip between two real English phrases)")
     ap.add_argument("--cache", default=str(ROOT / "cache" / "sentences"))
     ap.add_argument("--real-en", type=int, default=0, help="also score N real English clips of each kind")
     ap.add_argument("--only-real", action="store_true")
