@@ -39,6 +39,7 @@ import numpy as np
 
 from spotter import config
 from spotter.audio import load_audio
+from spotter.errors import SpotterError
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = config.SAMPLE_RATE
@@ -470,11 +471,16 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
     neg = [s for s in sents if s["split"] == "test" and not s["keyword"]]
     clips = R.keyword_recordings(real_root)
     speech = R.real_speech_files(recipe.data.speech_dir, real_root)
-    noise = NoiseBank(real_audio_files(recipe.data)["noise_eval"]) if condition != "clean" else None
+    if condition not in REAL_CONDITIONS:
+        raise SpotterError(f"--conditions {condition}: with --real-cascade, expected one of "
+                           f"{', '.join(REAL_CONDITIONS)}")
+    noise = NoiseBank(real_audio_files(recipe.data)["noise_eval"]) if condition == "noise_10dB" else None
     rng = np.random.default_rng(seed)
     floor = np.random.default_rng(seed + 1).normal(0, 10 ** (-70 / 20), int(R.TAIL_S * SR)).astype(np.float32)
-
     phrases = [R.load_clip(f) for f in speech if f.parent.name.endswith("_en")] if condition == "context" else []
+    if condition == "context" and not phrases:
+        raise SpotterError(f"{recipe.data.speech_dir}: no real English phrases (a folder named *_en) to put around "
+                           "the keyword clips")
 
     def streams():
         for kw, path in clips + [(None, f) for f in speech]:
@@ -496,6 +502,7 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
     return res
 
 
+REAL_CONDITIONS = ("clean", "noise_10dB", "context")     # real_cascade's conditions
 CONTEXT_GAP_S = (0.05, 0.3)          # pause between the context phrases and the keyword (in_context)
 CONTEXT_LEVEL_DB = (-3.0, 3.0)       # the phrases' level against the keyword's (active RMS)
 CONTEXT_FLOOR_DB = -35.0             # a faint noise under the whole stream, below the keyword's level
@@ -853,4 +860,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except SpotterError as e:                      # one line, no traceback
+        raise SystemExit(f"error: {e}") from None
