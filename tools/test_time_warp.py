@@ -62,7 +62,7 @@ def embed(recipe, warps: list[float], out: Path) -> None:
             print(f"{path}: {time.time() - t0:.0f} s", flush=True)
 
 
-def score(work: Path, head_path: Path, warps: list[float], out: Path, weights: str) -> None:
+def score(work: Path, head_path: Path, warps: list[float], out: Path) -> None:
     from spotter.model import load_model
     from training import calltrain as T
     sets, info = T.load_callsets(work)
@@ -70,7 +70,7 @@ def score(work: Path, head_path: Path, warps: list[float], out: Path, weights: s
     folds = sorted(p.parent.name.removeprefix("fold_") for p in work.glob("fold_*/first_stage.pt"))
     jobs = [(f"fold {e}", work / f"fold_{e}" / "first_stage.pt", lambda m, e=e: m["engine"] == e, e)
             for e in folds] + [("all engines, held-out voices", head_path, None, None)]
-    print(f"warps {warps}; posteriors averaged with the unwarped ones ({weights})")
+    print(f"warps {warps}; posteriors averaged with the unwarped ones (equal weights)")
     for title, path, keep, engine in jobs:
         model = load_model(path)
         head, thr, sm = model.head.eval(), model.detector.thresholds, model.detector.smoothing_steps
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         from training.recipes import load_recipe
         embed(load_recipe(args.config, [f"work_dir={work}"]), warps, out)
     else:
-        score(work, Path(args.head) if args.head else work / "nofold.pt", warps, out, "equal weights")
+        score(work, Path(args.head) if args.head else work / "nofold.pt", warps, out)
     return 0
 
 

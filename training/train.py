@@ -131,7 +131,8 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
     mean = None                                  # with average_from: the running mean of the weights
     active, val_active = torch.arange(len(ytr)), None
     for epoch in range(epochs):
-        if max_pool and groups is not None and epoch + 1 >= max_pool:
+        pooling = bool(max_pool) and groups is not None and epoch + 1 >= max_pool
+        if pooling:
             active = pooled_windows(head, xtr, ytr, torch.as_tensor(groups[0]))
             w = class_weights(ytr[active])
             loss_fn = nn.CrossEntropyLoss(weight=w, label_smoothing=label_smoothing)
@@ -160,7 +161,7 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
                     mean = torch.optim.swa_utils.AveragedModel(head)
                 mean.update_parameters(head)
         sched.step()
-        if max_pool and groups is not None and epoch + 1 >= max_pool:
+        if pooling:
             val_active = pooled_windows(head, xva, yva, torch.as_tensor(groups[1]))
             if best < float("inf") and epoch + 1 == max_pool:
                 best = float("inf")            # the pooled loss is another measure than the one before it
