@@ -690,3 +690,20 @@ def test_max_pooling_trains_each_occurrence_on_its_best_window_only():
     assert len(keep) == 120 + 40 and set(keep[keep < 120].tolist()) == set(range(0, 120, 3))
     with torch.no_grad():
         assert (head(x).argmax(1) == y).float().mean() > 0.9
+
+
+def test_the_folds_run_at_the_threshold_rule_that_ships():
+    """A leave-one-engine-out fold is scored at the recipe's rule (the shipped recipe: one common threshold for
+    every keyword), not at its validation thresholds, an operating point that never ships; without a common
+    threshold the validation thresholds are the rule."""
+    from pathlib import Path
+    from training.calltrain import recipe_thresholds
+    from training.recipes import load_recipe
+    recipe = load_recipe(Path(__file__).resolve().parent.parent / "training/configs/calls.toml")
+    assert recipe.calibrate.common_threshold == 0.99
+    val = {k: 0.8 + 0.01 * i for i, k in enumerate(config.KEYWORDS)}
+    thr, cal = recipe_thresholds(val, {"smoothing_steps": 2}, recipe.calibrate)
+    assert thr == {k: 0.99 for k in config.KEYWORDS}
+    assert cal == {"smoothing_steps": 2, "validation_thresholds": val, "common_threshold": 0.99}
+    recipe.calibrate.common_threshold = 0.0
+    assert recipe_thresholds(val, {"smoothing_steps": 2}, recipe.calibrate) == (val, {"smoothing_steps": 2})

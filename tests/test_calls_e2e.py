@@ -23,7 +23,8 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     recipe = load_recipe(REPO / "training/configs/calls_tiny.toml", overrides=[
         f"out={tmp_path / 'm.pt'}", f"work_dir={tmp_path / 'work'}", f"calls.cache_dir={tmp_path / 'sentences'}",
         "calls.loeo_negative_hours=0.06", "calls.mel_warp=true", "calls.mel_warp_copies=2",
-        "calls.mel_warp_twins=true", "train.consistency=1"])                # the shipped recipe's warp and term
+        "calls.mel_warp_twins=true", "train.consistency=1",                 # the shipped recipe's warp and term
+        "calibrate.common_threshold=0.95"])                                 # and its one common threshold
     out = train_from_calls(recipe)
 
     model = load_model(out)                                  # loads with weights_only: plain metadata
@@ -48,6 +49,9 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     if fast:
         assert model.detector.smoothing_steps == max(fast, key=lambda t: t["recall"])["smoothing_steps"]
     assert "median latency is at most 0.2 s" in card
+    # the recipe's one common threshold ships; the validation thresholds stay in the calibration for the card
+    assert set(model.detector.thresholds.values()) == {0.95} and set(cal["validation_thresholds"]) == set(config.KEYWORDS)
+    assert "runs at the recipe's rule, the common threshold 0.95" in card
 
     res = evaluate_stored(model, tmp_path / "work")           # before/after comparisons reuse the stored calls
     assert res["held_out_voices"]["keyword_occurrences"] == final["keyword_occurrences"]

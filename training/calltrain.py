@@ -811,6 +811,18 @@ def calibrate_head(head, val: CallSet, budget: float, smoothing_candidates=(1, 2
                                for _, _, r in tried]}
 
 
+def recipe_thresholds(thr: dict, cal: dict, section) -> tuple[dict, dict]:
+    """The recipe's operating rule applied to calibrate_head's result: with [calibrate] common_threshold, that one
+    threshold for every keyword (the validation thresholds kept in the calibration as `validation_thresholds`),
+    otherwise the validation thresholds. The shipped model and every leave-one-engine-out fold go through it, so a
+    fold's figures at its thresholds are those of the rule that ships, met on an engine it never heard (validation
+    thresholds raise 7-107 FA/h there, an operating point that never ships). Returns (thresholds, calibration)."""
+    if not section.common_threshold:
+        return thr, cal
+    cal = {**cal, "validation_thresholds": thr, "common_threshold": float(section.common_threshold)}
+    return {k: float(section.common_threshold) for k in config.KEYWORDS}, cal
+
+
 # --- the run ---------------------------------------------------------------------------------------------------
 GEN_SUFFIX = "_gen"
 EXTRA_SUFFIX = "_extra"
@@ -1032,6 +1044,7 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
             keep = lambda m, held=held: m["engine"] != held
             head, tinfo = train_fold(sets["train"].select(keep), sets["val"].select(keep), tr, seed)
             thr, sm, cal = calibrate_head(head, sets["val"].select(keep), budget, max_latency_p50_s=max_lat)
+            thr, cal = recipe_thresholds(thr, cal, recipe.calibrate)
             res = evaluate_head(head, sets["eval_kw"].select(lambda m, held=held: m["engine"] == held),
                                 engine_negatives(sets, held), thr, sm, work / f"fold_{held}", f"trained without {held}")
             res.update(calibration=cal, thresholds=thr, seconds=round(time.time() - t0, 1), train=tinfo["windows"])
@@ -1043,9 +1056,7 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
     t0 = time.time()
     head, tinfo = train_fold(sets["train"], sets["val"], tr, seed)
     thr, sm, cal = calibrate_head(head, sets["val"], budget, max_latency_p50_s=max_lat)
-    if recipe.calibrate.common_threshold:
-        cal = {**cal, "validation_thresholds": thr, "common_threshold": recipe.calibrate.common_threshold}
-        thr = {k: float(recipe.calibrate.common_threshold) for k in config.KEYWORDS}
+    thr, cal = recipe_thresholds(thr, cal, recipe.calibrate)
     held_voices = held_out_voices(sets["eval_kw"], info)
     final = evaluate_head(head, held_voices, sets["eval_neg"], thr, sm, work / "final", "all engines, held-out voices")
     final.update(calibration=cal, thresholds=thr, train=tinfo, seconds=round(time.time() - t0, 1))

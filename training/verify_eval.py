@@ -267,7 +267,8 @@ def real_english(ver_factory, n: int, seed: int) -> None:
 
 def fold_first_stage(work: Path, engine: str) -> Path:
     """The leave-one-engine-out first stage: the calls recipe's head trained and calibrated without `engine`
-    (calltrain.train_fold and calibrate_head on the run's stored call sets, as `spotter train` makes its fold),
+    (calltrain.train_fold, calibrate_head and the recipe's threshold rule on the run's stored call sets, as `spotter
+    train` makes its fold),
     saved with its ONNX export as work/fold_<engine>/first_stage.{pt,onnx}; reused while the recipe's [train] and
     [calibrate] sections and seed are those it was trained with (stored in its meta), trained again otherwise."""
     import dataclasses
@@ -278,7 +279,7 @@ def fold_first_stage(work: Path, engine: str) -> Path:
     out = work / f"fold_{engine}" / "first_stage.onnx"
     recipe = calls_recipe()
     made_by = json.dumps({"train": dataclasses.asdict(recipe.train), "calibrate": dataclasses.asdict(recipe.calibrate),
-                          "seed": recipe.calls.seed}, sort_keys=True)
+                          "seed": recipe.calls.seed, "thresholds": "recipe rule"}, sort_keys=True)
     if out.is_file() and out.with_suffix(".pt").is_file():
         if load_model(out.with_suffix(".pt")).meta.get("fold_recipe") == made_by:
             return out
@@ -292,6 +293,7 @@ def fold_first_stage(work: Path, engine: str) -> Path:
     head, _ = CT.train_fold(sets["train"].select(keep), sets["val"].select(keep), recipe.train, recipe.seed)
     thr, sm, cal = CT.calibrate_head(head, sets["val"].select(keep), recipe.calibrate.budget_fa_per_hour,
                                     max_latency_p50_s=recipe.calibrate.max_latency_p50_s)
+    thr, cal = CT.recipe_thresholds(thr, cal, recipe.calibrate)     # the rule that ships (one common threshold)
     model = KeywordModel(head=head)
     model.detector.thresholds, model.detector.smoothing_steps = thr, sm
     model.name = f"fold-without-{engine}"
