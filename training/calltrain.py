@@ -823,6 +823,14 @@ def recipe_thresholds(thr: dict, cal: dict, section) -> tuple[dict, dict]:
     return {k: float(section.common_threshold) for k in config.KEYWORDS}, cal
 
 
+def calibrate_for_recipe(head, val: CallSet, section) -> tuple[dict, int, dict]:
+    """calibrate_head with the recipe's [calibrate] budget and latency target, then its threshold rule
+    (recipe_thresholds): how the shipped model and every fold get their thresholds and smoothing."""
+    thr, sm, cal = calibrate_head(head, val, section.budget_fa_per_hour, max_latency_p50_s=section.max_latency_p50_s)
+    thr, cal = recipe_thresholds(thr, cal, section)
+    return thr, sm, cal
+
+
 # --- the run ---------------------------------------------------------------------------------------------------
 GEN_SUFFIX = "_gen"
 EXTRA_SUFFIX = "_extra"
@@ -1033,8 +1041,6 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
                                        "clips": {k: clean.count(k) for k in config.KEYWORDS},
                                        "embed_s": round(time.time() - t0, 1)}}
     tr = recipe.train
-    budget = recipe.calibrate.budget_fa_per_hour
-    max_lat = recipe.calibrate.max_latency_p50_s
     seed = recipe.seed                     # the head's draws; plan.seed ([calls] seed) drew the data
     report = {"info": info, "folds": {}}
     engines = sorted({m["engine"] for m in sets["train"].meta})
@@ -1043,8 +1049,7 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
             t0 = time.time()
             keep = lambda m, held=held: m["engine"] != held
             head, tinfo = train_fold(sets["train"].select(keep), sets["val"].select(keep), tr, seed)
-            thr, sm, cal = calibrate_head(head, sets["val"].select(keep), budget, max_latency_p50_s=max_lat)
-            thr, cal = recipe_thresholds(thr, cal, recipe.calibrate)
+            thr, sm, cal = calibrate_for_recipe(head, sets["val"].select(keep), recipe.calibrate)
             res = evaluate_head(head, sets["eval_kw"].select(lambda m, held=held: m["engine"] == held),
                                 engine_negatives(sets, held), thr, sm, work / f"fold_{held}", f"trained without {held}")
             res.update(calibration=cal, thresholds=thr, seconds=round(time.time() - t0, 1), train=tinfo["windows"])
@@ -1055,8 +1060,7 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
         return {"model": None, "report": report}
     t0 = time.time()
     head, tinfo = train_fold(sets["train"], sets["val"], tr, seed)
-    thr, sm, cal = calibrate_head(head, sets["val"], budget, max_latency_p50_s=max_lat)
-    thr, cal = recipe_thresholds(thr, cal, recipe.calibrate)
+    thr, sm, cal = calibrate_for_recipe(head, sets["val"], recipe.calibrate)
     held_voices = held_out_voices(sets["eval_kw"], info)
     final = evaluate_head(head, held_voices, sets["eval_neg"], thr, sm, work / "final", "all engines, held-out voices")
     final.update(calibration=cal, thresholds=thr, train=tinfo, seconds=round(time.time() - t0, 1))

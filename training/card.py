@@ -125,6 +125,18 @@ def _fold_rows(name: str, res: dict) -> str:
             + " |")
 
 
+def _threshold_rule(common, folds: dict) -> str:
+    """The card's sentence on the thresholds its table's models run at (the recipe's common threshold, if any)."""
+    if not common:
+        return ""
+    if all((f.get("calibration") or {}).get("common_threshold") == common for f in folds.values()):
+        return (f"Every model in the table runs at the recipe's rule, the common threshold {common:g} and its own "
+                "smoothing (calibrated on its validation calls): what the shipped rule does on an engine it never "
+                "heard; its keyword-free calls end quiet or not at that point (service column). ")
+    return ("The folds ran at their own validation thresholds, an operating point that never ships (an artifact "
+            "from before the folds took the recipe's rule); this model at the recipe's. ")
+
+
 def _head_training(meta: dict) -> str:
     """One sentence: how the head was trained ([train] of the stored recipe)."""
     r = meta.get("recipe", {})
@@ -257,14 +269,7 @@ def calls_card(model) -> str:
               "telephone, noise 5-20 dB, test-split sentence frames (never used in training). One hit rule "
               "(`evaluation.streams.score_stream`): a detection of the right keyword decided inside "
               "[start, end + 0.8 s]. "
-              + ("Every model in the table runs at the recipe's rule, the common threshold "
-                 f"{common:g} and its own smoothing (calibrated on its validation calls): what the shipped rule "
-                 "does on an engine it never heard; its keyword-free calls end quiet or not at that point (service "
-                 "column). " if common and all((f.get("calibration") or {}).get("common_threshold") == common
-                                               for f in rep.get("folds", {}).values()) else
-                 "The folds ran at their own validation thresholds, an operating point that never ships (an "
-                 "artifact from before the folds took the recipe's rule); this model at the recipe's. "
-                 if common and rep.get("folds") else "")
+              + _threshold_rule(common, rep.get("folds", {}))
               + "The 0.5 and 1 FA/h columns sweep one common threshold on the table's own negatives.", "",
               "| model (scored on) | recall at the thresholds it runs at | recall at 0.5 FA/h | recall at 1 FA/h | "
               "keyword-clip accuracy | service correct at call end (keyword-free calls left quiet) |",

@@ -267,8 +267,7 @@ def real_english(ver_factory, n: int, seed: int) -> None:
 
 def fold_first_stage(work: Path, engine: str) -> Path:
     """The leave-one-engine-out first stage: the calls recipe's head trained and calibrated without `engine`
-    (calltrain.train_fold, calibrate_head and the recipe's threshold rule on the run's stored call sets, as `spotter
-    train` makes its fold),
+    (calltrain.train_fold and calibrate_for_recipe on the run's stored call sets, as `spotter train` makes its fold),
     saved with its ONNX export as work/fold_<engine>/first_stage.{pt,onnx}; reused while the recipe's [train] and
     [calibrate] sections and seed are those it was trained with (stored in its meta), trained again otherwise."""
     import dataclasses
@@ -291,9 +290,7 @@ def fold_first_stage(work: Path, engine: str) -> Path:
         raise SystemExit(f"{work}: no training call is spoken by engine {engine!r}")
     t0 = time.time()
     head, _ = CT.train_fold(sets["train"].select(keep), sets["val"].select(keep), recipe.train, recipe.seed)
-    thr, sm, cal = CT.calibrate_head(head, sets["val"].select(keep), recipe.calibrate.budget_fa_per_hour,
-                                    max_latency_p50_s=recipe.calibrate.max_latency_p50_s)
-    thr, cal = CT.recipe_thresholds(thr, cal, recipe.calibrate)     # the rule that ships (one common threshold)
+    thr, sm, cal = CT.calibrate_for_recipe(head, sets["val"].select(keep), recipe.calibrate)   # the rule that ships
     model = KeywordModel(head=head)
     model.detector.thresholds, model.detector.smoothing_steps = thr, sm
     model.name = f"fold-without-{engine}"
