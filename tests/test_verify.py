@@ -429,6 +429,35 @@ def test_weight_grid_reads_stored_runs_and_ranks_by_the_weight(tmp_path):
     assert out["inf"]["fold"] == [1.0, 1.0]                             # the verifier ranks both hits first
 
 
+def test_threshold_across_engines_is_chosen_without_the_engine_it_scores(tmp_path):
+    """training.verify_eval.threshold_across_engines: a fold's cascade threshold is chosen on the other folds'
+    candidates pooled (their false alarms within the budget over their hours together), never on its own; a run
+    given with --apply gets the one chosen on every fold. Every candidate has the same first-stage score, so the
+    verifier's ranks them."""
+    from training.verify_eval import threshold_across_engines
+    thr = {"gaz": 0.8}
+
+    def run(name, rows, hours=1.0):
+        cands = [{"kw": "gaz", "first": 0.9, "v": v, "y": y} for v, y in rows]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"cascade": {"cands": cands, "hours": hours, "keywords": 2, "thresholds": thr}}))
+        return path
+    a = run("a", [(-2.0, 1), (-6.0, 0), (-8.0, 1)])
+    b = run("b", [(-4.0, 1), (-20.0, 0)])
+    c = run("c", [(-1.0, 0), (-5.0, 1)])
+    d = run("d", [(-3.0, 1), (-5.5, 0)], hours=2.0)
+    score = lambda v: verify.default_combiner(thr).combine("gaz", 0.9, v)
+    out = threshold_across_engines([a, b, c], [d], budget=0.5)      # 1 false alarm over 2 or 3 hours allowed
+    assert [out[k]["chosen_on"] for k in "abcd"] == [["b", "c"], ["a", "c"], ["a", "b"], ["a", "b", "c"]]
+    assert out["a"]["chosen"]["threshold"] == pytest.approx(score(-5.0))   # above b's false alarm, past c's
+    assert out["b"]["chosen"]["threshold"] == pytest.approx(score(-5.0))   # above a's false alarm, past c's
+    assert out["c"]["chosen"]["threshold"] == pytest.approx(score(-8.0))   # its own false alarm plays no part...
+    assert (out["c"]["chosen"]["recall"], out["c"]["chosen"]["fa_per_hour"]) == (0.5, 1.0)   # ...and is counted
+    assert out["d"]["chosen"]["threshold"] == pytest.approx(score(-5.0))
+    assert (out["d"]["chosen"]["recall"], out["d"]["chosen"]["fa_per_hour"]) == (0.5, 0.0)
+    assert out["d"]["shipped"]["threshold"] == verify.CASCADE_THRESHOLD
+
+
 @needs_extra
 def test_listen_over_several_lines_verifies_every_line(tmp_path, speech_wav):
     """`spotter listen --device A --device B` with the cascade (spotter.verify.VerifiedLines), on file sources

@@ -755,6 +755,56 @@ def cascade_report(d: dict) -> dict:
     return res
 
 
+def pooled_threshold(runs: list[dict], budget: float, score) -> float:
+    """The lowest threshold on score(run) whose false alarms, counted over all `runs`' calls together, stay within
+    `budget` per hour (the DET point with the best pooled recall)."""
+    s = np.concatenate([score(d) for d in runs])
+    y = np.concatenate([[c["y"] for c in d["cands"]] for d in runs])
+    return threshold_at(s, y.astype(int), sum(d["hours"] for d in runs), budget)
+
+
+def threshold_across_engines(fold_runs: list[Path], apply_runs: list[Path], budget: float = 0.5) -> dict:
+    """The cascade's threshold chosen on engines a first stage never heard, and how it carries over to one more:
+    for each leave-one-engine-out run, the combined-score threshold at `budget` FA/h on the other runs' calls
+    pooled, scored on the run left out (recall, FA/h, service at call end); then the threshold chosen on every
+    fold run pooled, scored on `apply_runs` (e.g. the shipped model's held-out voices). Beside each, the shipped
+    CASCADE_THRESHOLD on the same candidates."""
+    from spotter.verify import CASCADE_THRESHOLD
+    runs = {Path(p).stem: stored_candidates(p) for p in list(fold_runs) + list(apply_runs)}
+    folds = [Path(p).stem for p in fold_runs]
+
+    def combined(d):
+        x, _, cb = candidate_features(d)
+        return np.array([cb.combine(c["kw"], c["first"], c["v"]) for c in d["cands"]])
+
+    def scored(name, t):
+        d = runs[name]
+        s, y = combined(d), np.array([c["y"] for c in d["cands"]])
+        acc = s >= t
+        row = {"threshold": float(t), "recall": float(np.sum(acc & (y == 1)) / max(d["keywords"], 1)),
+               "fa_per_hour": float(np.sum(acc & (y == 0)) / d["hours"])}
+        if d.get("calls") and config.SERVICES:
+            sv = service_at_call_end(d, acc)
+            row.update(service=sv["service_correct"], quiet=sv["no_keyword_calls_without_suggestion"])
+        return row
+
+    def line(name, label, r):
+        sv = f"; service {r['service']:6.1%} ({r['quiet']:.1%} quiet)" if "service" in r else ""
+        print(f"  {name:24s} {label:34s} {r['threshold']:.4f}: recall {r['recall']:6.1%} at {r['fa_per_hour']:5.2f} "
+              f"FA/h{sv}")
+
+    out = {}
+    print(f"\ncascade threshold at {budget:g} FA/h chosen on other engines' calls, scored on the one left out "
+          f"(beside it the shipped {CASCADE_THRESHOLD}):")
+    for name in folds + [Path(p).stem for p in apply_runs]:
+        chosen_on = [f for f in folds if f != name]
+        t = pooled_threshold([runs[f] for f in chosen_on], budget, combined)
+        out[name] = {"chosen_on": chosen_on, "chosen": scored(name, t), "shipped": scored(name, CASCADE_THRESHOLD)}
+        line(name, "chosen on " + "+".join(chosen_on), out[name]["chosen"])
+        line("", "shipped", out[name]["shipped"])
+    return out
+
+
 def main(argv=None) -> int:
     from spotter.verify import CANDIDATE_FACTOR, VerifierConfig
     ap = argparse.ArgumentParser(prog="python -m training.verify_eval", description=__doc__.split("\n")[0])
@@ -775,13 +825,18 @@ def main(argv=None) -> int:
                     "recipe's model, ONNX export) on the real recordings of ../shared/data/speech/real_kws_en")
     ap.add_argument("--cross-engine", metavar="RUNS", help="comma-separated --fold runs' JSON files: fit the combiner "
                     "on all but one and score the one left out (and, with --apply, fitted on all, other runs)")
+    ap.add_argument("--threshold-across", metavar="RUNS", help="comma-separated --fold runs' JSON files: the "
+                    "cascade threshold at --budget FA/h chosen on all but one and scored on the one left out (and, "
+                    "chosen on all, on the --apply runs)")
     ap.add_argument("--weight-grid", metavar="RUNS", help="comma-separated stored runs' JSON files: recall at "
                     "0.5 / 1 FA/h as the verifier's weight against the first stage's changes")
-    ap.add_argument("--apply", metavar="RUNS", default="", help="comma-separated runs' JSON files for --cross-engine")
+    ap.add_argument("--apply", metavar="RUNS", default="", help="comma-separated runs' JSON files for --cross-engine "
+                    "and --threshold-across")
     ap.add_argument("--calibrate", action="store_true", help="--cascade on the validation voices' calls (the "
                     "recipe's val sets) and print the combined-score threshold for --budget FA/h; with --cascade-json, "
                     "that threshold on the stored run's calls")
-    ap.add_argument("--budget", type=float, default=0.5, help="false alarms per hour for --calibrate (default 0.5)")
+    ap.add_argument("--budget", type=float, default=0.5, help="false alarms per hour for --calibrate and "
+                    "--threshold-across (default 0.5)")
     ap.add_argument("--factor", type=float, default=CANDIDATE_FACTOR,
                     help=f"candidate thresholds = factor x calibrated (default {CANDIDATE_FACTOR}, the runtime's)")
     ap.add_argument("--lead", default=",".join(f"{x:g}" for x in VerifierConfig.lead_s),
@@ -809,6 +864,12 @@ def main(argv=None) -> int:
     if args.cross_engine:
         cross_engine_combiner([Path(x) for x in args.cross_engine.split(",")],
                               [Path(x) for x in args.apply.split(",") if x])
+        return 0
+    if args.threshold_across:
+        r = threshold_across_engines([Path(x) for x in args.threshold_across.split(",")],
+                                     [Path(x) for x in args.apply.split(",") if x], args.budget)
+        if args.json:
+            Path(args.json).write_text(json.dumps(r, ensure_ascii=False, indent=1))
         return 0
     if args.weight_grid:
         verifier_weight_grid([Path(x) for x in args.weight_grid.split(",")])
