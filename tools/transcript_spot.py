@@ -8,7 +8,7 @@ its span; any other keyword word is a false alarm. Engine E: E's keyword sentenc
 (the folds' negatives); no engine: test-split voices (the held-out voices). Whisper never heard any of these
 engines, so every row measures voices it never heard.
 
-  python tools/transcript_spot.py --engine kokoro --kw 63 --neg 400 --json runs/ts/kokoro.json
+  python tools/transcript_spot.py --engine kokoro --kw 63 --neg 250 --json runs/ts/kokoro.json
 """
 from __future__ import annotations
 
