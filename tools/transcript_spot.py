@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 import unicodedata
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spotter import config  # noqa: E402
 from spotter.verify import KEYWORD_FORMS, model_dir  # noqa: E402
-from training.verify_eval import cached_sentences, cascade_calls  # noqa: E402
+from training.verify_eval import cached_sentences, call_sentences, cascade_calls  # noqa: E402
 
 SR = config.SAMPLE_RATE
 TOLERANCE_S = 0.6
@@ -60,15 +57,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from faster_whisper import WhisperModel
     sents = cached_sentences(ROOT / "cache" / "sentences", ("eval_kw", "eval_neg", "loeo_neg"))
-    rng = random.Random(args.seed)
-    if args.engine:
-        kw = [s for s in sents if s["keyword"] and s["spans"] and s["engine"] == args.engine]
-        neg = [s for s in sents if not s["keyword"] and s["engine"] == args.engine]
-    else:
-        test = [s for s in sents if s["split"] == "test"]
-        kw = [s for s in test if s["keyword"] and s["spans"]]
-        neg = [s for s in test if not s["keyword"]]
-    kw, neg = rng.sample(kw, min(args.kw, len(kw))), rng.sample(neg, min(args.neg, len(neg)))
+    kw, neg = call_sentences(sents, args.kw, args.neg, args.seed, args.engine)
     model = WhisperModel(str(model_dir()), device="cpu", compute_type="int8", cpu_threads=args.threads)
     table = forms()
     n_kw = hits = fas = 0

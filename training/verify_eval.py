@@ -367,6 +367,21 @@ def cascade_calls(kw: list[dict], neg: list[dict], seed: int, recipe=None):
             yield audio, notes, voice, part[0]["engine"], kind
 
 
+def call_sentences(sents: list[dict], n_kw: int, n_neg: int, seed: int, engine: str | None = None,
+                   split: str = "test") -> tuple[list[dict], list[dict]]:
+    """The keyword and keyword-free sentences of a cascade measurement, drawn (at most n_kw and n_neg): engine None,
+    those of `split` voices; engine E, all of E's keyword sentences and E's keyword-free speech (the recipe's fold
+    scoring: calltrain.engine_negatives)."""
+    rng = random.Random(seed)
+    test = [s for s in sents if s["split"] == split]
+    if engine is None:
+        kw = [s for s in test if s["keyword"] and s["spans"]]
+    else:
+        kw = [s for s in sents if s["keyword"] and s["spans"] and s["engine"] == engine]
+    neg = [s for s in (test if engine is None else sents) if not s["keyword"] and engine in (None, s["engine"])]
+    return rng.sample(kw, min(n_kw, len(kw))), rng.sample(neg, min(n_neg, len(neg)))
+
+
 def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: int, ver,
                  model_path: Path | None = None, engine: str | None = None, split: str = "test",
                  crops: list | None = None) -> dict:
@@ -379,15 +394,7 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     split: the voices whose sentences are used ("val" for calibrate_cascade)."""
     from spotter.artifact import DEFAULT_ONNX_MODEL
     from spotter.onnxmodel import load_any
-    rng = random.Random(seed)
-    test = [s for s in sents if s["split"] == split]
-    if engine is None:
-        kw = [s for s in test if s["keyword"] and s["spans"]]
-    else:
-        kw = [s for s in sents if s["keyword"] and s["spans"] and s["engine"] == engine]
-    neg = [s for s in (test if engine is None else sents) if not s["keyword"] and engine in (None, s["engine"])]
-    kw = rng.sample(kw, min(n_kw, len(kw)))
-    neg = rng.sample(neg, min(n_neg, len(neg)))
+    kw, neg = call_sentences(sents, n_kw, n_neg, seed, engine, split)
     model_path = Path(model_path or DEFAULT_ONNX_MODEL)
     model = load_any(model_path, threads=1)
     who = f"{split}-split voices" if engine is None else f"engine {engine} (never heard by this first stage)"
@@ -538,11 +545,8 @@ def calibrate_cascade(d: dict, budget: float) -> float:
     """The combined-score threshold (one for every keyword) at which the cascade's false alarms on `d`'s calls
     stay within `budget` per hour, with the most recall: spotter.verify.CASCADE_THRESHOLD is set from this, run on
     the validation voices' calls (cascade_eval(split="val"))."""
-    from spotter.verify import Combiner
     cands, hours = d["cands"], d["hours"]
-    ref = Combiner()
-    ref.set_first_thresholds(d["thresholds"])
-    comb = np.array([ref.combine(c["kw"], c["first"], c["v"]) for c in cands])
+    comb = combined_scores(d)
     y = np.array([c["y"] for c in cands])
     best = (1.0, 0)
     for t in sorted(set(comb)):
@@ -638,6 +642,12 @@ def candidate_features(d: dict):
     cb.set_first_thresholds(d["thresholds"])
     x = np.array([cb.features(c["kw"], c["first"], c["v"]) for c in d["cands"]]).reshape(-1, 2)
     return x, np.array([c["y"] for c in d["cands"]]), cb
+
+
+def combined_scores(d: dict) -> np.ndarray:
+    """Each stored candidate's combined score under the provisional combiner (f0 from its run's thresholds)."""
+    _, _, cb = candidate_features(d)
+    return np.array([cb.combine(c["kw"], c["first"], c["v"]) for c in d["cands"]])
 
 
 def stored_candidates(path: Path) -> dict:
@@ -755,12 +765,11 @@ def cascade_report(d: dict) -> dict:
     return res
 
 
-def pooled_threshold(runs: list[dict], budget: float, score) -> float:
-    """The lowest threshold on score(run) whose false alarms, counted over all `runs`' calls together, stay within
-    `budget` per hour (the DET point with the best pooled recall)."""
-    s = np.concatenate([score(d) for d in runs])
+def pooled_threshold(runs: list[dict], scores: list[np.ndarray], budget: float) -> float:
+    """The lowest threshold on the runs' candidate `scores` whose false alarms, counted over all `runs`' calls
+    together, stay within `budget` per hour (the DET point with the best pooled recall)."""
     y = np.concatenate([[c["y"] for c in d["cands"]] for d in runs])
-    return threshold_at(s, y.astype(int), sum(d["hours"] for d in runs), budget)
+    return threshold_at(np.concatenate(scores), y.astype(int), sum(d["hours"] for d in runs), budget)
 
 
 def threshold_across_engines(fold_runs: list[Path], apply_runs: list[Path], budget: float = 0.5) -> dict:
@@ -772,15 +781,12 @@ def threshold_across_engines(fold_runs: list[Path], apply_runs: list[Path], budg
     from spotter.verify import CASCADE_THRESHOLD
     runs = {Path(p).stem: stored_candidates(p) for p in list(fold_runs) + list(apply_runs)}
     folds = [Path(p).stem for p in fold_runs]
-
-    def combined(d):
-        x, _, cb = candidate_features(d)
-        return np.array([cb.combine(c["kw"], c["first"], c["v"]) for c in d["cands"]])
+    scores = {name: combined_scores(d) for name, d in runs.items()}
 
     def scored(name, t):
         d = runs[name]
-        s, y = combined(d), np.array([c["y"] for c in d["cands"]])
-        acc = s >= t
+        y = np.array([c["y"] for c in d["cands"]])
+        acc = scores[name] >= t
         row = {"threshold": float(t), "recall": float(np.sum(acc & (y == 1)) / max(d["keywords"], 1)),
                "fa_per_hour": float(np.sum(acc & (y == 0)) / d["hours"])}
         if d.get("calls") and config.SERVICES:
@@ -798,7 +804,7 @@ def threshold_across_engines(fold_runs: list[Path], apply_runs: list[Path], budg
           f"(beside it the shipped {CASCADE_THRESHOLD}):")
     for name in folds + [Path(p).stem for p in apply_runs]:
         chosen_on = [f for f in folds if f != name]
-        t = pooled_threshold([runs[f] for f in chosen_on], budget, combined)
+        t = pooled_threshold([runs[f] for f in chosen_on], [scores[f] for f in chosen_on], budget)
         out[name] = {"chosen_on": chosen_on, "chosen": scored(name, t), "shipped": scored(name, CASCADE_THRESHOLD)}
         line(name, "chosen on " + "+".join(chosen_on), out[name]["chosen"])
         line("", "shipped", out[name]["shipped"])
