@@ -22,7 +22,7 @@ from spotter import config
 from spotter.config import FRAME_S, WINDOW_FRAMES
 from spotter.errors import SpotterError
 
-from . import widgets
+from . import collector, widgets
 from .explain import METHOD_FR, explain
 from .samples import SamplesPanel
 from .session import SPEEDS, ConsoleSession, Detection, Drained, SessionView
@@ -59,6 +59,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
             self._load_initial_model(model_path)
         self._refresh_controls()
 
+        collector.hold()                       # cycles are collected by the tick, in this thread (gui/collector.py)
         self._timer = QtCore.QTimer(self)
         self._timer.timeout.connect(self._tick)
         self._timer.start(TICK_MS)
@@ -360,6 +361,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         if now - self._last_status > STATUS_PERIOD_S:
             self._last_status = now
             self._update_status()
+        collector.collect_if_due()
 
     def _drain(self, budget_s: float | None) -> int:
         """Drain the session within budget_s (None: everything) and redraw once; returns the items consumed."""
@@ -560,7 +562,7 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         if self.session.log is not None:
             self.session.log.close()
             self.session.log = None
-
+        collector.release()
 
 
 # --- entry point ---------------------------------------------------------------------------------------

@@ -22,6 +22,21 @@ torch.set_num_threads(1)
 os.environ.setdefault("SPOTTER_VERIFY", "off")
 
 
+@pytest.fixture(autouse=True)
+def qt_objects_die_with_their_test(request):
+    """A Qt test's windows are destroyed at the end of that test, in this thread, and their Python wrappers are
+    collected here too. pytest-qt only closes them and calls deleteLater(), which outside an event loop waits for
+    whichever later test first runs one, or for the garbage collector to delete them at any moment of a later test
+    (see gui/collector.py)."""
+    yield
+    if "qtbot" not in request.fixturenames and "qapp" not in request.fixturenames:
+        return
+    import gc
+    from PyQt5 import QtCore
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
+    gc.collect()
+
+
 @functools.lru_cache(maxsize=32)
 def synthesize_french(text: str) -> np.ndarray:
     """espeak-ng French speech for text, as float32 mono at 16 kHz (cached per text)."""

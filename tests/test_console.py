@@ -297,6 +297,48 @@ def test_replayed_keyword_call_shows_keyword_and_service(qtbot, tmp_path, reques
         win.shutdown()
 
 
+# --- lifetime of Qt objects ----------------------------------------------------------------------------
+def test_cycles_are_collected_in_the_gui_thread_while_a_window_is_open(qtbot, console):
+    """Qt objects in reference cycles (the window, pyqtgraph items) must not be destroyed from a worker thread or
+    in the middle of a paint: while a console is open, its tick collects cycles in the GUI thread (collector.py)."""
+    import gc
+    import threading
+    assert not gc.isenabled()
+    where: list[str] = []
+    kept = []
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            where.append(threading.current_thread().name)
+
+    def worker() -> None:                              # the detector's thread allocates like this all the time
+        Cycle()
+        kept.append([[] for _ in range(20000)])        # generation 0's threshold crossed many times over
+
+    t = threading.Thread(target=worker, name="worker")
+    t.start()
+    t.join()
+    assert where == []
+    qtbot.waitUntil(lambda: bool(where), timeout=5000)
+    assert where == ["MainThread"]
+    console.shutdown()
+    assert gc.isenabled()
+
+
+def test_the_collector_collects_what_cpython_thresholds_ask_for():
+    from gui.collector import due_generation
+    thresholds = (700, 10, 10)
+    assert due_generation((700, 50, 50), thresholds) is None
+    assert due_generation((701, 10, 10), thresholds) == 0
+    assert due_generation((701, 11, 10), thresholds) == 1
+    assert due_generation((701, 11, 11), thresholds) == 2
+    assert due_generation((701, 0, 11), thresholds) == 0
+    assert due_generation((10_000, 11, 11), (0, 10, 10)) is None
+
+
 # --- command line --------------------------------------------------------------------------------------
 def test_cli_screenshot_of_a_replay(tmp_path, qapp, eager_model_path, call_8k):
     from spotter.cli import main
