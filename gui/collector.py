@@ -7,8 +7,11 @@ expect: from the detector, verifier or Grad-CAM thread, or in the middle of a pa
 rare crashes of PyQt programs that run Python threads; it is the suspected cause of an intermittent segmentation
 fault in the console's tests while an AxisItem was being painted.
 
-While any window holds the collector, automatic collection is off and the window's tick calls collect_if_due()
-in the GUI thread, between events: the same generations CPython would have collected, at a safe moment. What
+From a window's creation to its destruction, automatic collection is off and the window's tick calls
+collect_if_due() in the GUI thread, between events: the same generations CPython would have collected, at a safe
+moment. Automatic collection comes back only once the window's C++ objects are gone (its `destroyed` signal), so
+that no thread can clear the Python half of an item that Qt still lays out or paints: closing is not enough, as a
+closed window's items are still asked for their bounding boxes. What
 existed when the first window opened (torch, the model, Qt's own objects: some 200,000 objects) is frozen out of
 collection until the last window closes, so that a full collection in the tick scans only what the session made
 since; scanning everything takes longer than a tick. A cycle among those frozen objects that becomes garbage
@@ -35,14 +38,15 @@ def hold() -> None:
 
 
 def release() -> None:
-    """Undo one hold(); the last release unfreezes, collects once here and restores automatic collection."""
+    """Undo one hold(); the last release unfreezes and restores automatic collection as it was. It does not
+    collect: it runs from a window's destructor, and what the window left is harmless once its C++ objects are
+    gone."""
     global _holders
     if _holders == 0:
         return
     _holders -= 1
     if _holders == 0:
         gc.unfreeze()
-        gc.collect()
         if _was_enabled:
             gc.enable()
 

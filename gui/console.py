@@ -34,7 +34,11 @@ STATUS_PERIOD_S = 0.5            # status bar refresh
 
 # --- the window ----------------------------------------------------------------------------------------
 class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
-    """Operator console. Public methods are the actions of the buttons (also used by tests and the CLI)."""
+    """Operator console. Public methods are the actions of the buttons (also used by tests and the CLI).
+
+    Delete the window when done with it (deleteLater, as run_console does): until it is destroyed, Python's
+    automatic cycle collection stays off and only the window's tick collects, in the GUI thread (gui/collector.py).
+    """
 
     def __init__(self, model_path: str | os.PathLike | None = None, model=None, log_path=None,
                  recordings_root: str | os.PathLike | None = None, detector: config.DetectorConfig | None = None,
@@ -59,7 +63,9 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
             self._load_initial_model(model_path)
         self._refresh_controls()
 
-        collector.hold()                       # cycles are collected by the tick, in this thread (gui/collector.py)
+        # cycles are collected by the tick, in this thread, until the window is destroyed (gui/collector.py)
+        collector.hold()
+        self.destroyed.connect(lambda *_: collector.release())
         self._timer = QtCore.QTimer(self)
         self._timer.timeout.connect(self._tick)
         self._timer.start(TICK_MS)
@@ -562,7 +568,6 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
         if self.session.log is not None:
             self.session.log.close()
             self.session.log = None
-        collector.release()
 
 
 # --- entry point ---------------------------------------------------------------------------------------
@@ -613,7 +618,7 @@ def run_console(model: str | None = None, file: str | None = None, device: str |
         result["code"] = 2
         if not screenshot:
             win.close()
-            win.shutdown()
+            _dispose(win)
             return result["code"]
     if screenshot:
         def grab() -> None:
@@ -634,9 +639,14 @@ def run_console(model: str | None = None, file: str | None = None, device: str |
         loop.exec_()
     else:
         app.exec_()
+    _dispose(win)
+    return result["code"]
+
+
+def _dispose(win: ConsoleWindow) -> None:
+    """Shut the window down and delete its Qt objects now, not whenever Python's garbage collector reaches them:
+    a caller that goes on with Qt (the tests do) would otherwise have pyqtgraph items destroyed in the middle of its
+    own events; automatic cycle collection comes back with the deletion (gui/collector.py)."""
     win.shutdown()
-    # delete the window's Qt objects now, not whenever Python's garbage collector reaches them: a caller that goes
-    # on with Qt (the tests do) would otherwise have pyqtgraph items destroyed in the middle of its own events
     win.deleteLater()
     QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
-    return result["code"]

@@ -34,6 +34,7 @@ def qt_objects_die_with_their_test(request):
     import gc
     from PyQt5 import QtCore
     QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
+    assert gc.isenabled(), "a console window outlived its test: automatic cycle collection is still off"
     gc.collect()
 
 

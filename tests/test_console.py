@@ -298,9 +298,28 @@ def test_replayed_keyword_call_shows_keyword_and_service(qtbot, tmp_path, reques
 
 
 # --- lifetime of Qt objects ----------------------------------------------------------------------------
-def test_cycles_are_collected_in_the_gui_thread_while_a_window_is_open(qtbot, console):
-    """Qt objects in reference cycles (the window, pyqtgraph items) must not be destroyed from a worker thread or
-    in the middle of a paint: while a console is open, its tick collects cycles in the GUI thread (collector.py)."""
+def test_cycles_are_collected_in_the_gui_thread_while_a_window_lives(qtbot, tmp_path, eager_model_path):
+    """Qt objects in reference cycles (the window, pyqtgraph items) must not be torn down from a worker thread or
+    in the middle of a paint: until a console is destroyed, its tick collects cycles in the GUI thread
+    (collector.py)."""
+    import gc
+    from PyQt5 import QtCore
+    from gui.console import ConsoleWindow
+    console = ConsoleWindow(model_path=eager_model_path, log_path=tmp_path / "events.jsonl",
+                            recordings_root=tmp_path / "echantillons")
+    console.show()
+    try:
+        check_cycles_are_collected_in_the_gui_thread(qtbot)
+        console.close()
+        assert not gc.isenabled()                      # closed, but its items still exist
+    finally:
+        console.close()
+        console.deleteLater()
+        QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
+    assert gc.isenabled()
+
+
+def check_cycles_are_collected_in_the_gui_thread(qtbot) -> None:
     import gc
     import threading
     assert not gc.isenabled()
@@ -324,8 +343,6 @@ def test_cycles_are_collected_in_the_gui_thread_while_a_window_is_open(qtbot, co
     assert where == []
     qtbot.waitUntil(lambda: bool(where), timeout=5000)
     assert where == ["MainThread"]
-    console.shutdown()
-    assert gc.isenabled()
 
 
 def test_the_collector_collects_what_cpython_thresholds_ask_for():
@@ -347,6 +364,8 @@ def test_cli_screenshot_of_a_replay(tmp_path, qapp, eager_model_path, call_8k):
                  "--log", str(tmp_path / "ev.jsonl"), "--recordings", str(tmp_path / "rec"),
                  "--screenshot", str(png), "--screenshot-after", "3"])
     assert code == 0
+    import gc
+    assert gc.isenabled()                              # the window was deleted: automatic collection is back
     from PyQt5.QtGui import QImage
     img = QImage(str(png))
     assert img.width() > 800 and img.height() > 500
