@@ -1,8 +1,8 @@
-"""Python's cycle collector, run in the GUI thread only while a console window is open.
+"""Python's cycle collector, run in the GUI thread only, from a console window's creation to its destruction.
 
 CPython collects reference cycles in whichever thread happens to allocate when a generation's threshold is
 crossed, at whatever point that thread is in. The console's Qt objects live in such cycles (the window itself,
-pyqtgraph items, spectrogram markers that scrolled out of view), so they were destroyed at moments Qt does not
+pyqtgraph items, spectrogram markers that scrolled out of view), so they could be torn down at moments Qt does not
 expect: from the detector, verifier or Grad-CAM thread, or in the middle of a paint. That is the known cause of
 rare crashes of PyQt programs that run Python threads; it is the suspected cause of an intermittent segmentation
 fault in the console's tests while an AxisItem was being painted.
@@ -12,16 +12,16 @@ collect_if_due() in the GUI thread, between events: the same generations CPython
 moment. Automatic collection comes back only once the window's C++ objects are gone (its `destroyed` signal), so
 that no thread can clear the Python half of an item that Qt still lays out or paints: closing is not enough, as a
 closed window's items are still asked for their bounding boxes. What
-existed when the first window opened (torch, the model, Qt's own objects: some 200,000 objects) is frozen out of
-collection until the last window closes, so that a full collection in the tick scans only what the session made
-since; scanning everything takes longer than a tick. A cycle among those frozen objects that becomes garbage
-(an earlier model, after another is loaded) waits for the last window to close.
+exists when the first window is built (torch, the model, Qt's objects, the window itself: some 200,000 objects) is
+frozen out of collection until the last window is destroyed, so that a full collection in the tick scans only what
+the session made since; scanning everything takes longer than a tick. A cycle among those frozen objects that
+becomes garbage (an earlier model, after another is loaded) waits for the last window's destruction.
 """
 from __future__ import annotations
 
 import gc
 
-_holders = 0                     # open windows holding the collector
+_holders = 0                     # windows holding the collector (built, not yet destroyed)
 _was_enabled = True              # whether automatic collection was on before the first holder
 
 
