@@ -11,11 +11,12 @@ From a window's creation to its destruction, automatic collection is off and the
 collect_if_due() in the GUI thread, between events: the same generations CPython would have collected, at a safe
 moment. Automatic collection comes back only once the window's C++ objects are gone (its `destroyed` signal), so
 that no thread can clear the Python half of an item that Qt still lays out or paints: closing is not enough, as a
-closed window's items are still asked for their bounding boxes. What
-exists when the first window is built (torch, the model, Qt's objects, the window itself: some 200,000 objects) is
-frozen out of collection until the last window is destroyed, so that a full collection in the tick scans only what
-the session made since; scanning everything takes longer than a tick. A cycle among those frozen objects that
-becomes garbage (an earlier model, after another is loaded) waits for the last window's destruction.
+closed window's items are still asked for their bounding boxes.
+
+What exists when the first window is built (torch, the model, Qt's objects, the window itself: some 200,000
+objects) is frozen out of collection until the last window is destroyed, so that a full collection in the tick
+scans only what the session made since; scanning everything takes longer than a tick. A cycle among those frozen
+objects that becomes garbage (an earlier model, after another is loaded) waits for the last window's destruction.
 """
 from __future__ import annotations
 
