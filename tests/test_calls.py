@@ -302,8 +302,14 @@ def test_the_warp_sets_settings_are_part_of_its_fingerprint():
             features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15,
                                  mel_time_warp_period=(0.3, 1.0)), "train_warp"),
             features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15,
-                                 mel_time_mask=0.15), "train_warp")}
-    assert len(keys) == 9 and "" not in keys
+                                 mel_time_mask=0.15), "train_warp"),
+            features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15,
+                                 mel_ripple=2.5), "train_warp"),
+            features_key(replace(plan, mel_warp_copies=2, mel_warp_twins=True, mel_time_warp=0.15,
+                                 mel_smooth=True), "train_warp")}
+    assert len(keys) == 11 and "" not in keys
+    # a smoothed front end changes every set, not only the warp set
+    assert features_key(replace(plan, mel_smooth=True), "eval_neg") != "" 
     # the period's default adds nothing, so the warp sets stored before the period was a setting keep their key
     assert features_key(replace(plan, mel_time_warp=0.15, mel_time_warp_period=[1.0, 2.0]), "train_warp") == \
         features_key(replace(plan, mel_time_warp=0.15), "train_warp")
@@ -707,3 +713,38 @@ def test_the_folds_run_at_the_threshold_rule_that_ships():
     assert cal == {"smoothing_steps": 2, "validation_thresholds": val, "common_threshold": 0.99}
     recipe.calibrate.common_threshold = 0.0
     assert recipe_thresholds(val, {"smoothing_steps": 2}, recipe.calibrate) == (val, {"smoothing_steps": 2})
+
+
+def test_the_ripple_gain_scales_the_log_mels_fine_structure_and_keeps_its_envelope():
+    """A 140 Hz pulse train's harmonics ripple across the low bands of the log-mel, white noise's do not (on average
+    over frames); the ripple gain multiplies exactly that fine structure (0: gone, 2: doubled) and leaves the envelope;
+    in the drawn warp, ripple 0 keeps the draws of the recipes before it and a drawn gain changes the embeddings."""
+    from spotter.features import log_mel
+    from spotter.model import KeywordHead, KeywordModel
+    rng = np.random.default_rng(0)
+    n = 16000 * 2
+    pulses = np.zeros(n, np.float32)
+    pulses[::16000 // 140] = 1.0
+    noise = rng.normal(0, 0.1, n).astype(np.float32)
+    P = torch.from_numpy(C.ripple_projector())
+    assert torch.allclose(P @ P, P, atol=1e-5) and torch.allclose(P, P.T)
+    fine = lambda m: float((m.mean(dim=0) @ P).pow(2).sum())
+    voiced, hiss = log_mel(torch.from_numpy(pulses + 0.001 * noise)), log_mel(torch.from_numpy(noise))
+    assert fine(voiced) > 5 * fine(hiss)
+    smooth = C.WarpedMel(None, 1.0, ripple=0.0).change(voiced)
+    rough = C.WarpedMel(None, 1.0, ripple=2.0).change(voiced)
+    assert float((smooth @ P).abs().max()) < 1e-3
+    assert torch.allclose(smooth, voiced - voiced @ P, atol=1e-4)
+    assert torch.allclose(rough @ P, 2 * (voiced @ P), atol=1e-3)
+    assert torch.allclose(rough - rough @ P, voiced - voiced @ P, atol=1e-3)
+    torch.manual_seed(0)
+    model = KeywordModel(head=KeywordHead()).eval()
+    x = pulses + 0.001 * noise
+    plain = C.WarpedEmbeddings(tempo=0.15)(model, x, np.random.default_rng(3))
+    assert np.array_equal(C.WarpedEmbeddings(tempo=0.15, ripple=0.0)(model, x, np.random.default_rng(3)), plain)
+    rippled = C.WarpedEmbeddings(tempo=0.15, ripple=2.5)(model, x, np.random.default_rng(3))
+    assert rippled.shape == plain.shape and not np.array_equal(rippled, plain)
+    smoothed = C.SmoothedEmbeddings()(model, x)
+    assert np.array_equal(smoothed, C.stream_embeddings(C.WarpedMel(model, 1.0, ripple=0.0), x))
+    assert smoothed.shape == C.stream_embeddings(model, x).shape
+    assert not np.array_equal(smoothed, C.stream_embeddings(model, x))

@@ -348,6 +348,8 @@ TEMPO_PERIOD_S = (1.0, 2.0)   # the time warp's local tempo changes: one sine pe
                               # (the default of WarpedEmbeddings' period)
 TEMPO_MAX_SHIFT_S = 0.04      # the most a frame moves (half a step: the step labels stay where they are)
 TIME_MASKS_PER_S = 0.5        # time masks drawn per second of a call (Poisson), when the recipe asks for them
+RIPPLE_FROM = 12              # the log-mel's fine structure: its cepstral coefficients (DCT-II over the 32 bands)
+                              # from this one up, the harmonics' ripple across bands rather than the envelope
 MEL_FRAME_S = config.HOP_SAMPLES / config.SAMPLE_RATE
 
 
@@ -384,6 +386,15 @@ def draw_time_masks(rng: np.random.Generator, seconds: float, most_s: float) -> 
                  for _ in range(int(rng.poisson(TIME_MASKS_PER_S * seconds))))
 
 
+def ripple_projector(bands: int = config.N_MELS, first: int = RIPPLE_FROM) -> np.ndarray:
+    """(bands, bands) matrix P such that frames @ P is a log-mel's fine structure: its orthonormal DCT-II across
+    bands with the coefficients below `first` (the envelope) set to 0, transformed back (symmetric, P @ P = P)."""
+    from scipy.fft import dct
+    d = dct(np.eye(bands), type=2, norm="ortho", axis=0)       # rows: the cosine basis
+    keep = (np.arange(bands) >= first).astype(np.float64)
+    return (d.T @ np.diag(keep) @ d).astype(np.float32)
+
+
 class WarpedMel:
     """The backbone with a fixed change of its log-mel input (training only): the frequency axis read at band
     i / warp (linear interpolation, the top band repeated: warp > 1 moves every formant up), a spectral tilt
@@ -391,13 +402,17 @@ class WarpedMel:
     at the bottom), a spectral contrast (each frame's bands moved from the frame's mean by that factor: peaks and
     valleys sharper above 1, flatter below), bands mask[0] .. mask[1] - 1 replaced by each frame's mean (a
     frequency mask) and, after the time warp, time masks: for each (position, frames) of time_masks, that many
-    frames from that fraction of the log-mel's length replaced by each band's mean over the whole log-mel."""
+    frames from that fraction of the log-mel's length replaced by each band's mean over the whole log-mel; ripple
+    multiplies the log-mel's fine structure (ripple_projector) by that gain before the frequency mask: below 1
+    smoother across bands, above 1 more ripple (the engines differ in it: MBROLA's is smooth, Kokoro's rough)."""
 
     def __init__(self, model, warp: float, mask: tuple[int, int] | None = None, tilt: float = 0.0,
                  contrast: float = 1.0, tempo: tuple[float, float, float] | None = None,
-                 time_masks: tuple[tuple[float, int], ...] = ()):
+                 time_masks: tuple[tuple[float, int], ...] = (), ripple: float = 1.0):
         import torch
         self.tempo, self.time_masks = tempo, tuple(time_masks)
+        self.ripple = float(ripple)
+        self.fine = torch.from_numpy(ripple_projector()) if self.ripple != 1.0 else None
         bands = torch.arange(config.N_MELS, dtype=torch.float32) / warp
         self.lo = bands.floor().long().clamp(max=config.N_MELS - 1)
         self.hi = (self.lo + 1).clamp(max=config.N_MELS - 1)
@@ -406,6 +421,10 @@ class WarpedMel:
         self.model, self.mask, self.contrast = model, mask, contrast
 
     def embeddings_from_mel(self, mel):
+        return self.model.embeddings_from_mel(self.change(mel))
+
+    def change(self, mel):
+        """The changed log-mel (..., T, bands)."""
         if self.tempo:
             mel = time_warp(mel, *self.tempo)
         if self.time_masks:
@@ -414,10 +433,20 @@ class WarpedMel:
         if self.contrast != 1.0:
             mean = mel.mean(dim=-1, keepdim=True)
             mel = mean + self.contrast * (mel - mean)
+        if self.fine is not None:
+            mel = mel + (self.ripple - 1.0) * (mel @ self.fine)
         if self.mask:
             mel = mel.clone()
             mel[..., self.mask[0]:self.mask[1]] = mel.mean(dim=-1, keepdim=True)
-        return self.model.embeddings_from_mel(mel)
+        return mel
+
+
+class SmoothedEmbeddings:
+    """A call's embeddings from its log-mel without the fine structure across bands (ripple_projector): the
+    harmonics' ripple, in which the synthesis engines differ most, removed before the backbone."""
+
+    def __call__(self, model, audio: np.ndarray) -> np.ndarray:
+        return stream_embeddings(WarpedMel(model, 1.0, ripple=0.0), audio)
 
 
 class WarpedEmbeddings:
@@ -427,16 +456,18 @@ class WarpedEmbeddings:
     a frame shift drawn up to TEMPO_MAX_SHIFT_S and up to a local tempo deviation of `tempo`, a phase) drawn from
     the call's own generator (a features function of calltrain.embed_calls that draws: called as
     f(model, audio, rng)). With time_mask > 0, time masks too (a Poisson number, TIME_MASKS_PER_S per second of
-    the call, each up to time_mask seconds long at a drawn place). The time warp's draws come after the others, and
-    the time masks' last, so tempo 0 and time_mask 0 keep the draws of the recipes before them."""
+    the call, each up to time_mask seconds long at a drawn place). With ripple > 1, the fine structure's gain is
+    drawn log-uniform in 1 / ripple .. ripple. The time warp's draws come after the others, then the time masks',
+    the ripple's last, so tempo 0, time_mask 0 and ripple 0 keep the draws of the recipes before them. fine_gain
+    multiplies the fine structure of every call (0: SmoothedEmbeddings' front end)."""
     draws = True
 
     def __init__(self, warp: tuple[float, float] = MEL_WARP, tilt: float = 0.0, contrast: float = 0.0,
                  tilt_centre: float = 0.0, tempo: float = 0.0, period: tuple[float, float] = TEMPO_PERIOD_S,
-                 time_mask: float = 0.0):
+                 time_mask: float = 0.0, ripple: float = 0.0, fine_gain: float = 1.0):
         self.warp, self.tilt, self.contrast = tuple(warp), float(tilt), float(contrast)
         self.tilt_centre, self.tempo, self.period = float(tilt_centre), float(tempo), tuple(period)
-        self.time_mask = float(time_mask)
+        self.time_mask, self.ripple, self.fine_gain = float(time_mask), float(ripple), float(fine_gain)
 
     def __call__(self, model, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         warp = float(rng.uniform(*self.warp))
@@ -451,6 +482,8 @@ class WarpedEmbeddings:
             most = min(TEMPO_MAX_SHIFT_S / MEL_FRAME_S, self.tempo * period / (2 * np.pi))
             tempo = (float(rng.uniform(0, most)), period, float(rng.uniform(0, 2 * np.pi)))
         masks = draw_time_masks(rng, audio.size / config.SAMPLE_RATE, self.time_mask) if self.time_mask > 0 else ()
+        gain = float(np.exp(rng.uniform(-np.log(self.ripple), np.log(self.ripple)))) if self.ripple > 1 else 1.0
+        gain *= self.fine_gain
         if tempo or masks:                 # one chunk: one phase and one set of masks for the call
             chunk = {"chunk_steps": audio.size // config.STEP_SAMPLES + 100}
-        return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast, tempo, masks), audio, **chunk)
+        return stream_embeddings(WarpedMel(model, warp, mask, tilt, contrast, tempo, masks, gain), audio, **chunk)

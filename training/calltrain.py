@@ -910,7 +910,10 @@ def embed_set(plan: CallPlan, name: str, utts: list[C.Utterance], noise: dict, *
     if name.endswith(WARP_SUFFIX):        # the training sentences again, each call from a warped log-mel
         features = {"features": C.WarpedEmbeddings(plan.mel_warp_range, plan.mel_tilt, plan.mel_contrast,
                                                    plan.mel_tilt_centre, plan.mel_time_warp,
-                                                   plan.mel_time_warp_period, plan.mel_time_mask), **features}
+                                                   plan.mel_time_warp_period, plan.mel_time_mask,
+                                                   plan.mel_ripple, 0.0 if plan.mel_smooth else 1.0), **features}
+    elif plan.mel_smooth:
+        features = {"features": C.SmoothedEmbeddings(), **features}
     seed, groups = set_groups(plan, name, utts)
     split = {"train": "train", "val": "val", "eval_kw": "eval", "eval_neg": "test", "loeo_neg": "loeo"}[base_set(name)]
     return embed_calls(groups, noise[noise_half], seed, snr, copies=set_copies(plan, name), split=split,
@@ -948,7 +951,9 @@ def features_key(plan: CallPlan, name: str) -> str:
     def settings(p):
         return (p.mel_warp_copies, tuple(p.mel_warp_range), p.mel_tilt, p.mel_contrast, p.mel_tilt_centre,
                 p.mel_warp_twins, p.mel_time_warp, tuple(p.mel_time_warp_period) if p.mel_time_warp else None,
-                p.mel_time_mask)
+                p.mel_time_mask, p.mel_ripple, p.mel_smooth)
+    if plan.mel_smooth and not name.endswith(WARP_SUFFIX):
+        return " smooth"
     if not name.endswith(WARP_SUFFIX) or settings(plan) == settings(CallPlan):
         return ""
     key = f" warp {plan.mel_warp_copies}x {plan.mel_warp_range[0]:g}-{plan.mel_warp_range[1]:g}"
@@ -958,7 +963,8 @@ def features_key(plan: CallPlan, name: str) -> str:
         " twins" if plan.mel_warp_twins else "") + (f" tempo {plan.mel_time_warp:g}" if plan.mel_time_warp else "") + (
         f" period {plan.mel_time_warp_period[0]:g}-{plan.mel_time_warp_period[1]:g}"
         if plan.mel_time_warp and tuple(plan.mel_time_warp_period) != CallPlan.mel_time_warp_period else "") + (
-        f" time masks {plan.mel_time_mask:g}" if plan.mel_time_mask else "")
+        f" time masks {plan.mel_time_mask:g}" if plan.mel_time_mask else "") + (
+        f" ripple {plan.mel_ripple:g}" if plan.mel_ripple else "") + (" smooth" if plan.mel_smooth else "")
 
 
 def jobs_fingerprint(jobs: list[C.SayJob]) -> str:
@@ -1016,12 +1022,14 @@ def run_calls(recipe: CallsRecipe, folds: bool = True, final: bool = True, rebui
     p_lo, p_hi = plan.mel_time_warp_period
     if plan.mel_warp and not (plan.mel_warp_copies >= 1 and 0 < lo <= hi and plan.mel_tilt >= 0
                               and 0 <= plan.mel_contrast < 1 and 0 <= plan.mel_time_warp < 0.5
-                              and 0.1 <= p_lo <= p_hi and 0 <= plan.mel_time_mask <= 1):
+                              and 0.1 <= p_lo <= p_hi and 0 <= plan.mel_time_mask <= 1
+                              and (plan.mel_ripple == 0 or plan.mel_ripple >= 1)):
         raise SpotterError(f"{recipe.path}: [calls] mel_warp_copies must be >= 1, mel_warp_range [lo, hi] with "
                            f"0 < lo <= hi, mel_tilt >= 0, 0 <= mel_contrast < 1, 0 <= mel_time_warp < 0.5, "
-                           f"mel_time_warp_period [lo, hi] with 0.1 <= lo <= hi and 0 <= mel_time_mask <= 1, got "
+                           f"mel_time_warp_period [lo, hi] with 0.1 <= lo <= hi, 0 <= mel_time_mask <= 1 and mel_ripple 0 or "
+                           f">= 1, got "
                            f"{plan.mel_warp_copies}, {list(plan.mel_warp_range)}, {plan.mel_tilt}, {plan.mel_contrast}, "
-                           f"{plan.mel_time_warp}, {list(plan.mel_time_warp_period)} and {plan.mel_time_mask}")
+                           f"{plan.mel_time_warp}, {list(plan.mel_time_warp_period)}, {plan.mel_time_mask} and {plan.mel_ripple}")
     work = recipe.work_dir
     work.mkdir(parents=True, exist_ok=True)
     real = real_audio_files(recipe.data)

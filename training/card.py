@@ -188,7 +188,7 @@ def calls_card(model) -> str:
     spk = info.get("speakers", {})
     sets = info.get("sets", {})
     from .recipes import CallPlan            # an artifact from before a setting existed had its default
-    from .calls import TIME_MASKS_PER_S
+    from .calls import RIPPLE_FROM, TIME_MASKS_PER_S
     plan = m.get("recipe", {}).get("calls", {})
     warp_copies = plan.get("mel_warp_copies", CallPlan.mel_warp_copies)
     warp_range = plan.get("mel_warp_range", CallPlan.mel_warp_range)
@@ -198,6 +198,7 @@ def calls_card(model) -> str:
     tempo = plan.get("mel_time_warp", CallPlan.mel_time_warp)
     period = plan.get("mel_time_warp_period", CallPlan.mel_time_warp_period)
     time_mask = plan.get("mel_time_mask", CallPlan.mel_time_mask)
+    ripple = plan.get("mel_ripple", CallPlan.mel_ripple)
     lines = [f"# Model card: {m.get('name', model.name)}", "",
              f"Trained {m.get('created', '?')} from commit `{m.get('git_commit', '?')}` with "
              f"`spotter train --config {m.get('config', 'training/configs/calls.toml')}` on the 2-core CPU machine: whole run "
@@ -237,6 +238,8 @@ def calls_card(model) -> str:
                     "no frame moved more than 0.04 s)" if tempo else "")
                  + (f", with time masks (about {TIME_MASKS_PER_S:g} per second of a call, each up to "
                     f"{time_mask:g} s of frames replaced by the call's mean spectrum)" if time_mask else "")
+                 + (f", its fine structure across bands (cepstral coefficients {RIPPLE_FROM} and up) times a gain "
+                    f"drawn log-uniform in {1 / ripple:.2g}-{ripple:g}" if ripple else "")
                  if "train_warp" in sets else "") + ".", "",
              *([f"Real recordings added to the training calls (clips per keyword): "
                 f"{info['recordings'].get('clips')}, from {info['recordings'].get('folders')}; each as recorded and "

@@ -139,6 +139,10 @@ class CallPlan:
     mel_time_warp_period: tuple[float, float] = (1.0, 2.0)   # the drawn range of its sine period (s)
     mel_time_mask: float = 0.0               # time masks of the warped log-mel, each up to this long (s; 0: none),
                                              # calls.TIME_MASKS_PER_S per second of a call
+    mel_ripple: float = 0.0                  # the warped log-mel's fine structure across bands (calls.RIPPLE_FROM)
+                                             # times a gain drawn log-uniform in 1/mel_ripple .. mel_ripple (0: none)
+    mel_smooth: bool = False                 # every set (training and evaluation) embedded from a log-mel without
+                                             # that fine structure (calls.SmoothedEmbeddings)
     mel_warp_twins: bool = False             # the warp set's calls are the training set's calls (the same sentences,
                                              # pauses and order), so a training window has warped twins (consistency)
     max_voices_per_engine: int = 0           # small runs: at most this many voices per engine and split
