@@ -184,6 +184,32 @@ def test_extra_sets_change_no_other_set(tmp_path):
     assert not {s for v in kokoro_extra for s in v.speakers} & test_styles
 
 
+def test_the_kokoro_folds_own_keyword_set_changes_no_other_set_and_no_held_out_figure(tmp_path):
+    """The "eval_kw_kokoro" set (more keyword calls for the Kokoro fold) is drawn on its own: adding it leaves every
+    other set as it was; it holds Kokoro voices only, none of them a test voice (the held-out-voice figures count
+    test voices: they stay as they were), says every keyword as often by each voice, and is built only with folds."""
+    from dataclasses import replace
+    from training.calltrain import FOLD_ONLY_SETS, KOKORO_FOLD_SUFFIX, base_set, plan_jobs, plan_voices
+    from training.recipes import CallPlan
+    from training.voices import kokoro_installed
+    if not kokoro_installed():
+        pytest.skip("Kokoro is not installed (training/install_tts.sh)")
+    base = CallPlan(cache_dir=tmp_path, kokoro_random_blends=2, espeak_generated_speakers=0)
+    more = replace(base, kokoro_fold_kw_sentences=2, kokoro_fold_blends=3)
+    jobs_a = plan_jobs(base, *plan_voices(base))
+    voices, splits = plan_voices(more)
+    jobs_b = plan_jobs(more, voices, splits)
+    name = "eval_kw" + KOKORO_FOLD_SUFFIX
+    assert set(jobs_b) - set(jobs_a) == {name} and all(jobs_b[n] == j for n, j in jobs_a.items())
+    assert base_set(name) == "eval_kw" and name in FOLD_ONLY_SETS
+    fold = jobs_b[name]
+    assert {j.voice.engine for j in fold} == {"kokoro"} and all(splits.get(j.voice.key) != "test" for j in fold)
+    kokoro = [v for v in voices if v.engine == "kokoro" and splits.get(v.key) != "test"]
+    assert len({j.voice.key for j in fold}) == len(kokoro) + 3
+    for kw in config.KEYWORDS:
+        assert sum(j.sentence.keyword == kw for j in fold) == 2 * (len(kokoro) + 3)
+
+
 def test_the_warp_set_is_the_training_sentences_again_and_changes_no_other_set(tmp_path):
     from dataclasses import replace
     from training.calltrain import WARP_SUFFIX, base_set, plan_jobs, plan_voices

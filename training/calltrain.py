@@ -180,6 +180,21 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
         need = int(plan.loeo_negative_hours * 3600 / CALL_S_PER_SENTENCE) - have
         for i in range(max(0, need) if others else 0):
             sets.setdefault("loeo_neg", []).append(job(negative_sentence(rng, "test"), others[i % len(others)]))
+    # more keyword calls for the Kokoro fold alone (every Kokoro voice is one that fold never heard): each Kokoro
+    # voice that is not a test voice, and plan.kokoro_fold_blends random mixtures of all its styles (voices no
+    # model trains on), say plan.kokoro_fold_kw_sentences test-frame sentences per keyword, with their own draws
+    if plan.kokoro_fold_kw_sentences and "kokoro" in plan.engines:
+        rng = random.Random(plan.seed + 43)
+        fold_voices = [v for v in base if v.engine == "kokoro" and splits.get(v.key) != "test"]
+        styles = sorted({s.split(":")[1] for v in base if v.engine == "kokoro" for s in v.speakers})
+        for _ in range(plan.kokoro_fold_blends if len(styles) >= 2 else 0):
+            a, b = rng.sample(styles, 2)
+            fold_voices.append(kokoro_blend(a, b, round(rng.uniform(0.1, 0.9), 2), lang=language()))
+        target = sets.setdefault("eval_kw" + KOKORO_FOLD_SUFFIX, [])
+        for v in fold_voices:
+            for kw in config.KEYWORDS:
+                target += [job(keyword_sentence(kw, rng, "test"), v) for _ in range(plan.kokoro_fold_kw_sentences)]
+            target += [job(negative_sentence(rng, "test"), v) for _ in range(2)]
     if plan.mel_warp:                      # the same sentences, heard again through a warped log-mel (embed_set)
         sets["train" + WARP_SUFFIX] = list(sets["train"])
     return sets
@@ -836,8 +851,10 @@ GEN_SUFFIX = "_gen"
 EXTRA_SUFFIX = "_extra"
 ACCENT_SUFFIX = "_accent"
 WARP_SUFFIX = "_warp"
-SUFFIXES = (GEN_SUFFIX, EXTRA_SUFFIX, ACCENT_SUFFIX, WARP_SUFFIX)
-FOLD_ONLY_SETS = ("loeo_neg",)   # sets that only the leave-one-engine-out folds read (not built with --no-folds)
+KOKORO_FOLD_SUFFIX = "_kokoro"
+SUFFIXES = (GEN_SUFFIX, EXTRA_SUFFIX, ACCENT_SUFFIX, WARP_SUFFIX, KOKORO_FOLD_SUFFIX)
+# sets that only the leave-one-engine-out folds read (not built with --no-folds)
+FOLD_ONLY_SETS = ("loeo_neg", "eval_kw" + KOKORO_FOLD_SUFFIX)
 
 
 def base_set(name: str) -> str:

@@ -113,6 +113,10 @@ class CallPlan:
     espeak_generated_speakers: int = 0       # drawn espeak-ng variants (training/speakers.py): new speakers
     cache_dir: Path = Path("cache/sentences")  # synthesized sentences and their index
     kokoro_random_blends: int = 8            # extra Kokoro speakers: random mixtures of the training styles
+    # the "eval_kw_kokoro" set, for the Kokoro fold only: test-frame sentences per keyword by each Kokoro voice
+    # that is not a test voice and by kokoro_fold_blends random mixtures of all its styles, with their own draws
+    kokoro_fold_kw_sentences: int = 0
+    kokoro_fold_blends: int = 0
     # the "_extra" sets, built and cached on their own (adding them rebuilds nothing else): more sentences by the
     # natural engines' training and validation voices, at new draws of rate, pitch and vocal tract, and new
     # Kokoro random mixtures that say only these sentences (training split)

@@ -13,8 +13,8 @@ each, call_groups), with every candidate stored (--json) for re-analysis (--casc
 
 Synthetic data: the caller sentences of the calls recipe (training/configs/calls.toml) already synthesised in the
 sentence cache. Their keyword is not stored in utterances.jsonl, so the recipe's plan is rebuilt (no synthesis) and
-each job's hash is matched to the cache index; only the 'eval_kw' (test frames), 'eval_neg' and 'loeo_neg' sets
-are used.
+each job's hash is matched to the cache index; only the 'eval_kw' (test frames; with 'eval_kw_kokoro', the Kokoro
+fold's own keyword calls, for the folds), 'eval_neg' and 'loeo_neg' sets are used.
 For each keyword k:
   positive   a sentence saying k, the window ending at k's end (+ jitter like the first stage's estimate)
   near-miss  a sentence with one of k's near-miss words (texts.NEAR_MISSES), scored for k near that word's end
@@ -892,7 +892,7 @@ def main(argv=None) -> int:
             out[f"real_cascade_{cond}"] = real_cascade(Path(args.real_cascade), root, args.factor, args.seed,
                                                        factory("en"), cond, crops)
     if args.cascade:
-        sets = ("val", "val_gen") if args.calibrate else ("eval_kw", "eval_neg", "loeo_neg")
+        sets = ("val", "val_gen") if args.calibrate else ("eval_kw", "eval_kw_kokoro", "eval_neg", "loeo_neg")
         sents = cached_sentences(Path(args.cache), sets)
         n_kw, n_neg = (int(x) for x in args.cascade.split(","))
         first = fold_first_stage(Path(args.work), args.fold) if args.fold else None
