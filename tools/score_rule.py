@@ -48,6 +48,10 @@ def main() -> int:
     ap.add_argument("--model")
     ap.add_argument("--real-model")
     ap.add_argument("--real", type=Path, default=ROOT.parent / "shared/data/speech/real_kws_en")
+    ap.add_argument("--real-rules", default="posterior,share",
+                    help="with --real-model: the rules scored (comma-separated; the product's is posterior)")
+    ap.add_argument("--real-work", type=Path, help="with --real-model: the English run whose stored keyword-free calls "
+                    "are the synthetic negatives (default: training/configs/en_wake.toml's work_dir)")
     args = ap.parse_args()
     import torch
     torch.set_num_threads(1)
@@ -80,11 +84,11 @@ def main() -> int:
             print(f"{args.model}, held-out voices, {r:9s}: {head}: {' / '.join(map(str, v))} of "
                   f"{sum(len(n) for n in kw.notes)}", flush=True)
     if args.real_model:
-        real_check(Path(args.real_model), args.real)
+        real_check(Path(args.real_model), args.real, args.real_work, tuple(args.real_rules.split(",")))
     return 0
 
 
-def real_check(model_path: Path, real: Path) -> None:
+def real_check(model_path: Path, real: Path, work: Path | None = None, rules: tuple[str, ...] = RULES) -> None:
     """compare_on_real (clean and 10 dB) with each rule applied to every posterior, on the fine grid."""
     from evaluation import realeval as R
     from spotter.model import load_model
@@ -95,9 +99,9 @@ def real_check(model_path: Path, real: Path) -> None:
     use_recipe_keywords(recipe, None)
     grid, posteriors, model = T.GRID, R.call_posteriors, load_model(model_path)
     T.GRID = tuple(float(x) for x in fine_grid())
-    for r in RULES:
+    for r in rules:
         R.call_posteriors = lambda head, emb, r=r: rescore(posteriors(head, emb), r)
-        res = R.compare_on_real(model, real, recipe.work_dir, recipe.data.speech_dir,
+        res = R.compare_on_real(model, real, work or recipe.work_dir, recipe.data.speech_dir,
                                 real_audio_files(recipe.data)["noise_eval"], None, with_openwakeword=False)
         for cond, rows in res["conditions"].items():
             got = [rows["spotter"].get(f"at_{b}") for b in (0.5, 1.0)]

@@ -1,4 +1,4 @@
-"""How the synthetic voices' log-mel spectra differ from real people's: long-term slope and frame contrast.
+"""How the synthetic voices' log-mel spectra differ from real people's: long-term slope, frame contrast, fine structure.
 
     python tools/spectra.py --cache cache/sentences --per-voice 15
 
@@ -7,9 +7,13 @@ For each training voice of the sentence cache (a sample of its sentences) and fo
 - slope: the long-term mean spectrum's linear slope from the bottom band to the top, in log10 units over the 32
   bands (what calls.mel_tilt draws around);
 - contrast: each frame's spread across bands around its own mean, once its own linear slope is removed, averaged
-  over frames (what calls.mel_contrast scales).
-Prints the median over each engine's voices (and over real clips), with the 10th and 90th percentiles. It motivated
-the tilt and contrast tries in README, "The log-mel warp"; neither is in the recipe.
+  over frames (what calls.mel_contrast scales);
+- fine: the share of each frame's spread across bands (its DCT over the bands without the mean) that lies in the
+  cepstral coefficients from calls.RIPPLE_FROM up, the harmonics' ripple rather than the envelope (what
+  calls.mel_ripple scales and calls.mel_smooth removes).
+Prints the median over each engine's voices (and over real clips, and real French speech files), with the 10th and
+90th percentiles. It motivated the tilt and contrast tries in README, "The log-mel warp", and the fine-structure
+tries in "The log-mel's fine structure"; none is in the recipe.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from spotter import config  # noqa: E402
 from spotter.audio import load_audio  # noqa: E402
 from spotter.frontend import log_mel  # noqa: E402
+from training.calls import RIPPLE_FROM  # noqa: E402
 
 LOUD_PERCENTILE = 40                 # frames above this percentile of the utterance's mean log-mel count as speech
 BANDS = np.arange(config.N_MELS) / (config.N_MELS - 1) - 0.5     # band position, centred: the slope's x axis
@@ -52,16 +57,26 @@ def contrast(frames: np.ndarray) -> float:
     return float((frames - (design @ coef).T).std(1).mean())
 
 
-def voice_figures(paths: list[Path]) -> tuple[float, float]:
-    """(slope, contrast) of one voice: slope of its pooled speech frames, median contrast of its utterances."""
+def fine(frames: np.ndarray) -> float:
+    """Share of the frames' spread across bands in the cepstral coefficients from RIPPLE_FROM up."""
+    from scipy.fft import dct
+    c = dct(frames, type=2, norm="ortho", axis=1)
+    return float((c[:, RIPPLE_FROM:] ** 2).sum() / (c[:, 1:] ** 2).sum())
+
+
+def voice_figures(paths: list[Path]) -> tuple[float, float, float]:
+    """(slope, contrast, fine) of one voice: slope of its pooled speech frames, median contrast and fine structure
+    of its utterances."""
     frames = [speech_frames(load_audio(p)) for p in paths]
-    return slope(np.concatenate(frames)), float(np.median([contrast(f) for f in frames]))
+    return (slope(np.concatenate(frames)), float(np.median([contrast(f) for f in frames])),
+            float(np.median([fine(f) for f in frames])))
 
 
-def summary(name: str, rows: list[tuple[float, float]]) -> str:
-    s, c = np.array(rows).T
-    pct = lambda v: " / ".join(f"{x:.2f}" for x in np.percentile(v, [10, 50, 90]))
-    return f"{name:10s} n {len(rows):3d}  slope p10/p50/p90 {pct(s)}  contrast p10/p50/p90 {pct(c)}"
+def summary(name: str, rows: list[tuple[float, float, float]]) -> str:
+    s, c, f = np.array(rows).T
+    pct = lambda v, d=2: " / ".join(f"{x:.{d}f}" for x in np.percentile(v, [10, 50, 90]))
+    return (f"{name:10s} n {len(rows):3d}  slope p10/p50/p90 {pct(s)}  contrast p10/p50/p90 {pct(c)}  "
+            f"fine p10/p50/p90 {pct(f, 3)}")
 
 
 def main() -> int:
@@ -70,6 +85,8 @@ def main() -> int:
     ap.add_argument("--real", type=Path, default=ROOT.parent / "shared/data/speech/real_kws_en")
     ap.add_argument("--per-voice", type=int, default=15, help="sentences sampled per voice")
     ap.add_argument("--real-clips", type=int, default=60)
+    ap.add_argument("--real-fr", type=Path, default=ROOT.parent / "shared/data/speech/sppas_fr",
+                    help="real French speech files (each counts as one voice)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -90,6 +107,9 @@ def main() -> int:
     if clips:   # no speaker labels: each real clip counts as one voice
         rows = [voice_figures([p]) for p in rng.sample(clips, min(args.real_clips, len(clips)))]
         print(summary("real_en", rows))
+    files = sorted(args.real_fr.glob("*.wav"))
+    if files:
+        print(summary("real_fr", [voice_figures([p]) for p in files]))
     return 0
 
 
