@@ -48,7 +48,7 @@ def main() -> int:
     ap.add_argument("--model")
     ap.add_argument("--real-model")
     ap.add_argument("--real", type=Path, default=ROOT.parent / "shared/data/speech/real_kws_en")
-    ap.add_argument("--real-rules", default="posterior,share",
+    ap.add_argument("--real-rules", default=",".join(RULES),
                     help="with --real-model: the rules scored (comma-separated; the product's is posterior)")
     ap.add_argument("--real-work", type=Path, help="with --real-model: the English run whose stored keyword-free calls "
                     "are the synthetic negatives (default: training/configs/en_wake.toml's work_dir)")

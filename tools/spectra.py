@@ -2,8 +2,9 @@
 
     python tools/spectra.py --cache cache/sentences --per-voice 15
 
-For each training voice of the sentence cache (a sample of its sentences) and for the real English keyword clips
-(../shared/data/speech/real_kws_en), on the runtime's own log-mel (spotter.frontend.log_mel), louder frames only:
+For each voice of the sentence cache (a sample of its sentences; every voice synthesised there, the evaluation-only
+ones too), for the real English keyword clips (../shared/data/speech/real_kws_en) and the real French speech files
+(--real-fr), on the runtime's own log-mel (spotter.frontend.log_mel), louder frames only:
 - slope: the long-term mean spectrum's linear slope from the bottom band to the top, in log10 units over the 32
   bands (what calls.mel_tilt draws around);
 - contrast: each frame's spread across bands around its own mean, once its own linear slope is removed, averaged
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from spotter import config  # noqa: E402
 from spotter.audio import load_audio  # noqa: E402
 from spotter.frontend import log_mel  # noqa: E402
-from training.calls import RIPPLE_FROM  # noqa: E402
+from training.calls import ripple_projector  # noqa: E402
 
 LOUD_PERCENTILE = 40                 # frames above this percentile of the utterance's mean log-mel count as speech
 BANDS = np.arange(config.N_MELS) / (config.N_MELS - 1) - 0.5     # band position, centred: the slope's x axis
@@ -58,10 +59,10 @@ def contrast(frames: np.ndarray) -> float:
 
 
 def fine(frames: np.ndarray) -> float:
-    """Share of the frames' spread across bands in the cepstral coefficients from RIPPLE_FROM up."""
-    from scipy.fft import dct
-    c = dct(frames, type=2, norm="ortho", axis=1)
-    return float((c[:, RIPPLE_FROM:] ** 2).sum() / (c[:, 1:] ** 2).sum())
+    """Share of the frames' spread across bands (around each frame's mean) in their fine structure, the part
+    calls.ripple_projector keeps (cepstral coefficients from calls.RIPPLE_FROM up)."""
+    spread = frames - frames.mean(1, keepdims=True)
+    return float(((frames @ ripple_projector()) ** 2).sum() / (spread ** 2).sum())
 
 
 def voice_figures(paths: list[Path]) -> tuple[float, float, float]:

@@ -15,6 +15,7 @@ the streaming detector will, and leave-one-engine-out folds only retrain the hea
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -386,9 +387,11 @@ def draw_time_masks(rng: np.random.Generator, seconds: float, most_s: float) -> 
                  for _ in range(int(rng.poisson(TIME_MASKS_PER_S * seconds))))
 
 
+@functools.lru_cache(maxsize=None)
 def ripple_projector(bands: int = config.N_MELS, first: int = RIPPLE_FROM) -> np.ndarray:
     """(bands, bands) matrix P such that frames @ P is a log-mel's fine structure: its orthonormal DCT-II across
-    bands with the coefficients below `first` (the envelope) set to 0, transformed back (symmetric, P @ P = P)."""
+    bands with the coefficients below `first` (the envelope) set to 0, transformed back (symmetric, P @ P = P).
+    Made once per (bands, first) and shared: read it, do not write it."""
     from scipy.fft import dct
     d = dct(np.eye(bands), type=2, norm="ortho", axis=0)       # rows: the cosine basis
     keep = (np.arange(bands) >= first).astype(np.float64)

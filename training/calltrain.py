@@ -55,6 +55,12 @@ def _draw_controls(rng: random.Random, engine: str) -> dict:
             "tract": rng.uniform(0.9, 1.1)}
 
 
+def draw_blend(styles: list[str], rng: random.Random, weight: tuple[float, float] = (0.1, 0.9)) -> Voice:
+    """A random Kokoro speaker: two of `styles`, the first weighted by a draw in `weight` (2 decimals)."""
+    a, b = rng.sample(styles, 2)
+    return kokoro_blend(a, b, round(rng.uniform(*weight), 2), lang=language())
+
+
 def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
     # Kokoro: its 5 base styles, and random mixtures (below) instead of the fixed 50/50 blends
     voices = [v for v in available_voices(plan.engines) if not (v.engine == "kokoro" and v.blend)]
@@ -72,8 +78,7 @@ def plan_voices(plan: CallPlan) -> tuple[list[Voice], dict[str, str]]:
     kokoro_train = sorted({s.split(":")[1] for v in voices if v.engine == "kokoro" and splits.get(v.key) == "train"
                            for s in v.speakers})
     for _ in range(plan.kokoro_random_blends if len(kokoro_train) >= 2 else 0):
-        a, b = rng.sample(kokoro_train, 2)
-        v = kokoro_blend(a, b, round(rng.uniform(0.2, 0.8), 2), lang=language())
+        v = draw_blend(kokoro_train, rng, (0.2, 0.8))
         if v.key not in splits:
             voices.append(v)
             splits[v.key] = "train"
@@ -187,9 +192,7 @@ def plan_jobs(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) -> di
         rng = random.Random(plan.seed + 43)
         fold_voices = [v for v in base if v.engine == "kokoro" and splits.get(v.key) != "test"]
         styles = sorted({s.split(":")[1] for v in base if v.engine == "kokoro" for s in v.speakers})
-        for _ in range(plan.kokoro_fold_blends if len(styles) >= 2 else 0):
-            a, b = rng.sample(styles, 2)
-            fold_voices.append(kokoro_blend(a, b, round(rng.uniform(0.1, 0.9), 2), lang=language()))
+        fold_voices += [draw_blend(styles, rng) for _ in range(plan.kokoro_fold_blends if len(styles) >= 2 else 0)]
         target = sets.setdefault("eval_kw" + KOKORO_FOLD_SUFFIX, [])
         for v in fold_voices:
             for kw in config.KEYWORDS:
@@ -211,8 +214,7 @@ def extra_blends(plan: CallPlan, voices: list[Voice], splits: dict[str, str]) ->
     rng = random.Random(plan.seed + 31)
     out = []
     for _ in range(plan.extra_kokoro_blends if len(styles) >= 2 else 0):
-        a, b = rng.sample(styles, 2)
-        v = kokoro_blend(a, b, round(rng.uniform(0.1, 0.9), 2), lang=language())
+        v = draw_blend(styles, rng)
         out.append(Voice(v.engine, EXTRA_BLEND_MARK + v.id, v.blend, v.lang))
     return list({v.key: v for v in out}.values())
 

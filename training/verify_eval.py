@@ -892,7 +892,9 @@ def main(argv=None) -> int:
             out[f"real_cascade_{cond}"] = real_cascade(Path(args.real_cascade), root, args.factor, args.seed,
                                                        factory("en"), cond, crops)
     if args.cascade:
-        sets = ("val", "val_gen") if args.calibrate else ("eval_kw", "eval_kw_kokoro", "eval_neg", "loeo_neg")
+        from training.calltrain import KOKORO_FOLD_SUFFIX
+        sets = ("val", "val_gen") if args.calibrate else ("eval_kw", "eval_kw" + KOKORO_FOLD_SUFFIX, "eval_neg",
+                                                           "loeo_neg")
         sents = cached_sentences(Path(args.cache), sets)
         n_kw, n_neg = (int(x) for x in args.cascade.split(","))
         first = fold_first_stage(Path(args.work), args.fold) if args.fold else None
