@@ -388,7 +388,8 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     """First stage at factor x its thresholds on calls, every candidate scored by the verifier; recall vs FA/h of
     the first stage alone (its candidates whose peak reaches threshold x s) and of the cascade (a pooled logistic
     combiner, 2-fold by voice).
-    engine None: the shipped model (models/default.onnx) on calls of test-split voices (held out from it).
+    engine None: `model_path` (default the shipped model, models/default.onnx) on calls of test-split voices (held
+    out from it).
     engine E: `model_path`, a first stage that never heard engine E (fold_first_stage), on the keyword sentences
     and the keyword-free sentences of all of E's voices (the recipe's fold scoring: calltrain.engine_negatives).
     split: the voices whose sentences are used ("val" for calibrate_cascade)."""
@@ -827,6 +828,8 @@ def main(argv=None) -> int:
                     "ENGINE (espeak, mbrola, kokoro) on the calls run in --work, scored on ENGINE's keyword sentences")
     ap.add_argument("--work", default=str(ROOT / "runs" / "calls"), help="the calls run whose stored call sets "
                     "train the --fold first stage (default runs/calls)")
+    ap.add_argument("--model", metavar="MODEL", help="with --cascade (no --fold): this first stage (.pt or .onnx) "
+                    "instead of the shipped models/default.onnx, e.g. a candidate before it ships")
     ap.add_argument("--real-cascade", metavar="MODEL", help="the cascade with this English first stage (the en_wake "
                     "recipe's model, ONNX export) on the real recordings of ../shared/data/speech/real_kws_en")
     ap.add_argument("--cross-engine", metavar="RUNS", help="comma-separated --fold runs' JSON files: fit the combiner "
@@ -897,7 +900,9 @@ def main(argv=None) -> int:
                                                            "loeo_neg")
         sents = cached_sentences(Path(args.cache), sets)
         n_kw, n_neg = (int(x) for x in args.cascade.split(","))
-        first = fold_first_stage(Path(args.work), args.fold) if args.fold else None
+        if args.model and args.fold:
+            raise SpotterError("--model and --fold both name the first stage: give one")
+        first = fold_first_stage(Path(args.work), args.fold) if args.fold else (Path(args.model) if args.model else None)
         out["cascade"] = cascade_eval(sents, n_kw, n_neg, args.factor, args.seed, factory(), first, args.fold,
                                       split="val" if args.calibrate else "test", crops=crops)
         if args.calibrate:
