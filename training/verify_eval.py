@@ -265,20 +265,25 @@ def real_english(ver_factory, n: int, seed: int) -> None:
     print(f"ms per verifier call: p50 {np.median(t):.1f}, p95 {np.quantile(t, 0.95):.1f}")
 
 
-def fold_first_stage(work: Path, engine: str) -> Path:
+def fold_first_stage(work: Path, engine: str, head_seed: int | None = None) -> Path:
     """The leave-one-engine-out first stage: the calls recipe's head trained and calibrated without `engine`
     (calltrain.train_fold and calibrate_for_recipe on the run's stored call sets, as `spotter train` makes its fold),
-    saved with its ONNX export as work/fold_<engine>/first_stage.{pt,onnx}; reused while the recipe's [train] and
-    [calibrate] sections and seed are those it was trained with (stored in its meta), trained again otherwise."""
+    saved with its ONNX export as work/fold_<engine>/first_stage.{pt,onnx} (first_stage_s<S> for another head seed
+    than the recipe's); reused while the recipe's [train] and [calibrate] sections and head seed are those it was
+    trained with (stored in its meta), trained again otherwise."""
     import dataclasses
     import torch
     from spotter.model import KeywordModel, load_model
     from training import calltrain as CT
     from training.export import export_onnx
-    out = work / f"fold_{engine}" / "first_stage.onnx"
     recipe = calls_recipe()
+    if head_seed is not None and head_seed != recipe.seed:
+        recipe.seed = head_seed
+        out = work / f"fold_{engine}" / f"first_stage_s{head_seed}.onnx"
+    else:
+        out = work / f"fold_{engine}" / "first_stage.onnx"
     made_by = json.dumps({"train": dataclasses.asdict(recipe.train), "calibrate": dataclasses.asdict(recipe.calibrate),
-                          "seed": recipe.calls.seed, "thresholds": "recipe rule"}, sort_keys=True)
+                          "seed": recipe.seed, "thresholds": "recipe rule"}, sort_keys=True)
     if out.is_file() and out.with_suffix(".pt").is_file():
         if load_model(out.with_suffix(".pt")).meta.get("fold_recipe") == made_by:
             return out
@@ -826,6 +831,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cascade-json", help="re-analyse the candidates stored by an earlier --cascade --json run")
     ap.add_argument("--fold", metavar="ENGINE", help="--cascade with a first stage trained and calibrated without "
                     "ENGINE (espeak, mbrola, kokoro) on the calls run in --work, scored on ENGINE's keyword sentences")
+    ap.add_argument("--head-seed", type=int, help="with --fold: the first stage's head seed (default the recipe's "
+                    "top-level seed)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "calls"), help="the calls run whose stored call sets "
                     "train the --fold first stage (default runs/calls)")
     ap.add_argument("--model", metavar="MODEL", help="with --cascade (no --fold): this first stage (.pt or .onnx) "
@@ -902,7 +909,7 @@ def main(argv=None) -> int:
         n_kw, n_neg = (int(x) for x in args.cascade.split(","))
         if args.model and args.fold:
             raise SpotterError("--model and --fold both name the first stage: give one")
-        first = fold_first_stage(Path(args.work), args.fold) if args.fold else (Path(args.model) if args.model else None)
+        first = fold_first_stage(Path(args.work), args.fold, args.head_seed) if args.fold else (Path(args.model) if args.model else None)
         out["cascade"] = cascade_eval(sents, n_kw, n_neg, args.factor, args.seed, factory(), first, args.fold,
                                       split="val" if args.calibrate else "test", crops=crops)
         if args.calibrate:
