@@ -732,12 +732,11 @@ def test_the_folds_run_at_the_threshold_rule_that_ships():
     from training.calltrain import recipe_thresholds
     from training.recipes import load_recipe
     recipe = load_recipe(Path(__file__).resolve().parent.parent / "training/configs/calls.toml")
-    common = recipe.calibrate.common_threshold
-    assert 0.9 < common < 1.0
+    assert recipe.calibrate.common_threshold == 0.99
     val = {k: 0.8 + 0.01 * i for i, k in enumerate(config.KEYWORDS)}
     thr, cal = recipe_thresholds(val, {"smoothing_steps": 2}, recipe.calibrate)
-    assert thr == {k: common for k in config.KEYWORDS}
-    assert cal == {"smoothing_steps": 2, "validation_thresholds": val, "common_threshold": common}
+    assert thr == {k: 0.99 for k in config.KEYWORDS}
+    assert cal == {"smoothing_steps": 2, "validation_thresholds": val, "common_threshold": 0.99}
     recipe.calibrate.common_threshold = 0.0
     assert recipe_thresholds(val, {"smoothing_steps": 2}, recipe.calibrate) == (val, {"smoothing_steps": 2})
 
