@@ -909,7 +909,12 @@ def main(argv=None) -> int:
         n_kw, n_neg = (int(x) for x in args.cascade.split(","))
         if args.model and args.fold:
             raise SpotterError("--model and --fold both name the first stage: give one")
-        first = fold_first_stage(Path(args.work), args.fold, args.head_seed) if args.fold else (Path(args.model) if args.model else None)
+        if args.head_seed is not None and not args.fold:
+            raise SpotterError("--head-seed is the seed of a --fold first stage: give --fold too")
+        if args.fold:
+            first = fold_first_stage(Path(args.work), args.fold, args.head_seed)
+        else:
+            first = Path(args.model) if args.model else None
         out["cascade"] = cascade_eval(sents, n_kw, n_neg, args.factor, args.seed, factory(), first, args.fold,
                                       split="val" if args.calibrate else "test", crops=crops)
         if args.calibrate:
