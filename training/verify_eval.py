@@ -867,6 +867,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--crops", help="with --cascade or --real-cascade: keep every candidate's window in this .npz")
     args = ap.parse_args(argv)
+    if args.model and (args.fold or not args.cascade):
+        raise SpotterError("--model is the --cascade first stage on held-out voices: give --cascade, and no --fold")
+    if args.head_seed is not None and not args.fold:
+        raise SpotterError("--head-seed is the seed of a --fold first stage: give --fold too")
     from spotter.verify import Verifier
     crops = [] if args.crops else None
 
@@ -907,10 +911,6 @@ def main(argv=None) -> int:
                                                            "loeo_neg")
         sents = cached_sentences(Path(args.cache), sets)
         n_kw, n_neg = (int(x) for x in args.cascade.split(","))
-        if args.model and args.fold:
-            raise SpotterError("--model and --fold both name the first stage: give one")
-        if args.head_seed is not None and not args.fold:
-            raise SpotterError("--head-seed is the seed of a --fold first stage: give --fold too")
         if args.fold:
             first = fold_first_stage(Path(args.work), args.fold, args.head_seed)
         else:
