@@ -1,0 +1,229 @@
+"""A keyword probe on Whisper base's encoder: a third opinion for the cascade's second stage (experiment).
+
+The shipped verifier forces each keyword's tokens through Whisper's decoder (spotter.verify.Verifier.score); its
+encoder already runs once per crop (about 40 ms of the ~330 ms per candidate). This tool trains a small classifier
+on that encoding, (43 x 512) frames of the verifier's first crop (1.4 s before the estimated keyword end to 0.35 s
+after it) -> which keyword ends there, or none, and measures what it adds to the cascade on stored candidates.
+
+    # 1. crops of the recipe's sentences by train- and val-split voices (all engines), through the channels
+    #    (clean, wideband, telephone; the training noise), encoded once
+    python tools/whisper_probe.py build --out runs/probe/train_crops.npz
+    # 2. the candidates of stored cascade runs (training.verify_eval --cascade ... --json R.json --crops R.npz),
+    #    encoded the same way
+    python tools/whisper_probe.py encode-cands --runs runs/probe/fold_kokoro,runs/probe/fold_mbrola
+    # 3. per run: a probe trained without the run's engine (a fold; or without its test voices: the held-out
+    #    run), its score combined with the first stage and the verifier, recall at 0.5 / 1 FA/h
+    python tools/whisper_probe.py score --crops runs/probe/train_crops.npz --runs runs/probe/fold_kokoro,...
+
+The probe never sees the engine it is scored on (a fold run) or the voices it is scored on (a held-out run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from spotter import config  # noqa: E402
+
+
+def encode_cands(run: Path) -> None:
+    """run.json's candidates (their windows in run.npz) -> run.probe.npz, the probe's input for each."""
+    from spotter.verify import Verifier
+    from training.probe import encoded
+    from training.verify_eval import stored_candidates
+    d = stored_candidates(run.with_suffix(".json"))
+    z = np.load(run.with_suffix(".npz"))
+    audio, off = z["audio"], z["offsets"]
+    ver = Verifier()
+    feats = None
+    t0 = time.time()
+    for i, c in enumerate(d["cands"]):
+        f = encoded(ver, audio[off[i]:off[i + 1]].astype(np.float32), c["end"])
+        if feats is None:
+            feats = np.zeros((len(d["cands"]), *f.shape), np.float16)
+        feats[i] = f
+    np.savez(run.with_suffix(".probe.npz"), feats=feats)
+    print(f"{run}: {len(d['cands'])} candidates encoded ({time.time() - t0:.0f} s)")
+
+
+def probe_logit(net, x: np.ndarray, claims: list[str]) -> np.ndarray:
+    """logit of P(claimed keyword) for each row (the torch network; spotter.probe.KeywordProbe.logit in numpy)."""
+    import torch
+    kws = list(config.KEYWORDS)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), 512):
+            out.append(torch.log_softmax(net(torch.from_numpy(x[i:i + 512]).float()), -1).numpy())
+    lp = np.concatenate(out)
+    p = np.exp(lp[np.arange(len(claims)), [kws.index(c) for c in claims]])
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def two_fold_by_voice(X: np.ndarray, y: np.ndarray, voices: list[str], l2: float = 1e-2) -> np.ndarray:
+    """Logistic combiner of the columns of X fitted on one half of the voices and scored on the other."""
+    from spotter.verify import fit_logistic
+    vs = sorted(set(voices))
+    fold = np.array([vs.index(v) % 2 for v in voices])
+    out = np.zeros(len(y))
+    A = np.c_[np.ones(len(y)), X]
+    for f in (0, 1):
+        tr, te = fold != f, fold == f
+        w = fit_logistic(A[tr], y[tr], l2)
+        out[te] = A[te] @ w
+    return out
+
+
+def score(crops: Path, runs: list[Path], seed: int, epochs: int, weights=None) -> dict:
+    from training.probe import make_net, train_net
+    from training.verify_eval import (auc, candidate_features, combined_scores, det_curve, recall_at,
+                                      stored_candidates)
+    z = np.load(crops)
+    x, y, eng, split = z["feats"], z["y"], z["engine"], z["split"]
+    res, kept = {}, {}
+    nets: dict = {}
+    for run in runs:
+        d = stored_candidates(run.with_suffix(".json"))
+        engine = d.get("engine")
+        keep = (eng != engine) if engine else np.ones(len(y), bool)      # held-out run: test voices are never here
+        key = engine or "all"
+        if key not in nets:
+            import torch
+            t0 = time.time()
+            saved = crops.with_name(f"{crops.stem}.probe_{key}_s{seed}_e{epochs}.pt")
+            if saved.is_file():
+                nets[key] = make_net()
+                nets[key].load_state_dict(torch.load(saved))
+                nets[key].eval()
+            else:
+                nets[key] = train_net(x[keep], y[keep], seed, epochs)
+                torch.save(nets[key].state_dict(), saved)
+            print(f"probe without {engine or 'test voices'}: {int(keep.sum())} crops, {time.time() - t0:.0f} s "
+                  f"({saved})", flush=True)
+        cx = np.load(run.with_suffix(".probe.npz"))["feats"]
+        cands = d["cands"]
+        p = probe_logit(nets[key], cx, [c["kw"] for c in cands])
+        f2, yy, _ = candidate_features(d)
+        voices = [c["voice"] for c in cands]
+        hours, n = d["hours"], d["keywords"]
+        rows = {"first": f2[:, :1], "first+v": f2, "probe": p[:, None], "first+probe": np.c_[f2[:, :1], p],
+                "first+v+probe": np.c_[f2, p]}
+        out = {}
+        print(f"\n{run.name} ({engine or 'held-out voices'}): {len(cands)} candidates, {int(yy.sum())} true, "
+              f"{n} keywords, {hours:.2f} h; AUC first {auc(f2[yy == 1, 0], f2[yy == 0, 0]):.3f}, verifier "
+              f"{auc(f2[yy == 1, 1], f2[yy == 0, 1]):.3f}, probe {auc(p[yy == 1], p[yy == 0]):.3f}")
+        shipped = combined_scores(d)
+        curve = det_curve(shipped, yy, hours, n)
+        out["shipped cascade"] = [recall_at(curve, fa) for fa in (0.5, 1, 2)]
+        print(f"  {'shipped cascade':22s} recall at 0.5 / 1 / 2 FA/h: " + " / ".join(f"{r:5.1%}" for r in out["shipped cascade"]))
+        if weights is not None:                # fixed (a, b, c, d) on (1, first, forced, probe)
+            curve = det_curve(np.c_[np.ones(len(yy)), f2, p] @ np.asarray(weights), yy, hours, n)
+            out["fixed weights"] = [recall_at(curve, fa) for fa in (0.5, 1, 2)]
+            print(f"  {'weights ' + ','.join(f'{w:g}' for w in weights):22s} recall at 0.5 / 1 / 2 FA/h: "
+                  + " / ".join(f"{r:5.1%}" for r in out["fixed weights"]))
+        for name, X in rows.items():
+            sc = two_fold_by_voice(X, yy, voices) if X.shape[1] > 1 else X[:, 0]
+            curve = det_curve(sc, yy, hours, n)
+            out[name] = [recall_at(curve, fa) for fa in (0.5, 1, 2)]
+            print(f"  {name + ' (2-fold)' if X.shape[1] > 1 else name:22s} recall at 0.5 / 1 / 2 FA/h: "
+                  + " / ".join(f"{r:5.1%}" for r in out[name]))
+        res[run.name] = out
+        kept[run.name] = (rows, yy, hours, n, engine)
+    folds = [k for k, v in kept.items() if v[4]]
+    if len(folds) > 1:      # combiner fitted on the other folds' candidates (across engines; all folds for others)
+        from spotter.verify import fit_logistic
+        print("\ncombiner fitted on the other folds' candidates:")
+        for name, (rows, yy, hours, n, _) in kept.items():
+            for feat in ("first+v", "first+v+probe"):
+                others = [k for k in folds if k != name]
+                A = np.concatenate([np.c_[np.ones(len(kept[k][1])), kept[k][0][feat]] for k in others])
+                w = fit_logistic(A, np.concatenate([kept[k][1] for k in others]))
+                sc = np.c_[np.ones(len(yy)), rows[feat]] @ w
+                curve = det_curve(sc, yy, hours, n)
+                r = [recall_at(curve, fa) for fa in (0.5, 1, 2)]
+                res[name][feat + " (across)"] = r
+                print(f"  {name:18s} {feat:15s} w {np.round(w, 2)}: " + " / ".join(f"{x:5.1%}" for x in r))
+        feat = "first+v+probe"             # fitted on every fold pooled: the weights a cascade would ship
+        A = np.concatenate([np.c_[np.ones(len(kept[k][1])), kept[k][0][feat]] for k in folds])
+        w = fit_logistic(A, np.concatenate([kept[k][1] for k in folds]))
+        res["pooled_weights"] = [float(x) for x in w]
+        print(f"\n{feat} fitted on every fold pooled: (a, b, c, d) = {np.round(w, 3)}; recall at 0.5 / 1 / 2 FA/h:")
+        for name in folds:
+            rows, yy, hours, n, _ = kept[name]
+            curve = det_curve(np.c_[np.ones(len(yy)), rows[feat]] @ w, yy, hours, n)
+            print(f"  {name:18s} " + " / ".join(f"{recall_at(curve, fa):5.1%}" for fa in (0.5, 1, 2)))
+    return res
+
+
+def cost(n: int = 20) -> None:
+    """Process time per candidate of the shipped probe's forward pass against the two-crop verifier's, interleaved
+    in one run on a noise window (the probe reuses the verifier's encoding of the first crop)."""
+    from spotter.verify import default_probe, shared_verifier
+    ver, probe = shared_verifier(), default_probe()
+    a = np.random.default_rng(0).normal(0, 0.05, 16000 * 4).astype(np.float32)
+    enc = np.asarray(ver.encode(a, 3.0, 1.4)[0])
+    tp, tv = [], []
+    for i in range(n + 3):
+        t = time.process_time()
+        probe.logit(enc, "gaz")
+        t1 = time.process_time()
+        ver.score(a, ["gaz"], 3.0)
+        if i >= 3:                                  # the first calls warm up
+            tp.append(t1 - t)
+            tv.append(time.process_time() - t1)
+    print(f"probe p50 {1000 * np.median(tp):.1f} ms, verifier (two crops) p50 {1000 * np.median(tv):.0f} ms of "
+          f"process time per candidate: the probe adds {np.median(tp) / np.median(tv):.1%}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--out", type=Path, default=ROOT / "runs" / "probe" / "train_crops.npz")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--limit", type=int)
+    b.add_argument("--recipe", default="calls", help="calls (French) or en_wake (English wake words)")
+    e = sub.add_parser("encode-cands")
+    e.add_argument("--runs", required=True, help="comma-separated stored runs (R for R.json + R.npz)")
+    s = sub.add_parser("score")
+    s.add_argument("--crops", type=Path, default=ROOT / "runs" / "probe" / "train_crops.npz")
+    s.add_argument("--runs", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--epochs", type=int, default=12)
+    s.add_argument("--json", type=Path)
+    s.add_argument("--recipe", default="calls", help="the recipe whose keyword set the runs use")
+    s.add_argument("--weights", help="a,b,c,d: also rank by a + b first + c forced + d probe (e.g. the shipped "
+                   "spotter.verify.PROBE_PARAMS)")
+    sub.add_parser("cost")
+    a = ap.parse_args(argv)
+    if a.cmd == "build":
+        from training.probe import build_crops
+        from training.recipe import use_recipe_keywords
+        from training.verify_eval import calls_recipe
+        use_recipe_keywords(calls_recipe(a.recipe))
+        build_crops(a.recipe, a.out, a.seed, a.limit)
+    elif a.cmd == "cost":
+        cost()
+    elif a.cmd == "encode-cands":
+        for r in a.runs.split(","):
+            encode_cands(Path(r))
+    else:
+        from training.recipe import use_recipe_keywords
+        from training.verify_eval import calls_recipe
+        use_recipe_keywords(calls_recipe(a.recipe))
+        res = score(a.crops, [Path(r) for r in a.runs.split(",")], a.seed, a.epochs,
+                    [float(x) for x in a.weights.split(",")] if a.weights else None)
+        if a.json:
+            a.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

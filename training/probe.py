@@ -1,0 +1,229 @@
+"""Train the verifier's keyword probe (spotter/probe.py) on the recipe's synthetic sentences.
+
+    python -m training.probe --config training/configs/calls.toml --out models/default.probe.npz
+
+1. Crops (build_crops): one per cached sentence of the recipe's train- and val-split voices (every engine): at the
+   keyword's end (its class), at a near miss's end and at a random point of keyword-free speech (none), and for
+   40 % of keyword sentences one more away from the keyword (none); a third each clean, through the wideband and
+   through the telephone channel (the recipe's training noise). Each is encoded once by Whisper base, as the
+   verifier encodes its first crop, and stored (--crops, default <work_dir>/probe_crops.npz; ~15,000 crops, about
+   8 minutes on one core).
+2. The probe (train_net): a small network over the crop's encoder frames, 12 epochs of AdamW; the crops of
+   `without_engine` (a leave-one-engine-out fold) are left out. About 4 minutes on two cores.
+3. Its weights and the keyword set's keyword list go to one .npz file (spotter.probe.KeywordProbe).
+
+Test-split voices are never in the crops, so the held-out voices' calls (training.verify_eval --cascade) and each
+fold's engine (--fold E trains its probe without E) measure voices the probe never heard.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spotter import config
+from spotter.audio import load_audio
+from spotter.probe import KeywordProbe, crop_frames, LEAD_S
+
+SR = config.SAMPLE_RATE
+SETS = ("train", "val", "train_gen", "val_gen", "eval_kw", "eval_kw_gen", "loeo_neg", "eval_kw_kokoro")
+SPLITS = ("train", "val")               # voices whose sentences the probe trains on (never "test")
+CHANNELS = ("clean", "wide", "tel")
+AWAY_SHARE = 0.4                        # keyword sentences that also give a crop away from the keyword
+WIDTH = 128
+EPOCHS = 12
+BATCH = 128
+LR = 2e-3
+
+
+def other() -> int:
+    """Class index of "no keyword ends here" (after the active keyword set's keywords)."""
+    return len(config.KEYWORDS)
+
+
+def near_miss_owner(recipe_name: str) -> dict[str, str]:
+    """Near-miss word -> the keyword it imitates. French: texts.NEAR_MISSES, grouped under one comment per keyword;
+    the English wake-word set lists alexa's 18 near misses first, then computer's."""
+    if recipe_name == "calls":
+        from training.verify_eval import near_miss_owner as owner
+        return owner()
+    return {w: ("alexa" if i < 18 else "computer") for i, w in enumerate(config.KEYWORD_SET.near_misses)}
+
+
+def crop_items(sents: list[dict], seed: int, owner: dict[str, str]) -> list[dict]:
+    """(sentence, crop end, class, claimed keyword, kind) for every sentence (see the module doc)."""
+    rng = random.Random(seed)
+    kws, none = list(config.KEYWORDS), other()
+    words = sorted(owner, key=len, reverse=True)
+    items = []
+    for s in sents:
+        dur = s["seconds"]
+        if s["keyword"]:
+            if not s["spans"]:
+                continue
+            a, b = s["spans"][0]
+            items.append({"s": s, "end": b + rng.uniform(-0.08, 0.12), "y": kws.index(s["keyword"]),
+                          "claim": s["keyword"], "kind": "positive"})
+            if rng.random() < AWAY_SHARE:
+                away = [t for t in np.arange(0.5, dur + 0.01, 0.1) if t < a + 0.15 or t > b + 0.6]
+                if away:
+                    items.append({"s": s, "end": float(rng.choice(away)), "y": none, "claim": rng.choice(kws),
+                                  "kind": "away"})
+            continue
+        low = s["text"].lower()
+        hit = next((w for w in words if re.search(r"\b" + re.escape(w.lower()) + r"\b", low)), None)
+        if hit:
+            frac = (low.find(hit.lower()) + len(hit)) / len(s["text"])
+            items.append({"s": s, "end": frac * dur + rng.uniform(-0.1, 0.15), "y": none, "claim": owner[hit],
+                          "kind": "near-miss"})
+        else:
+            items.append({"s": s, "end": rng.uniform(min(0.6, dur), dur), "y": none, "claim": rng.choice(kws),
+                          "kind": "speech"})
+    return items
+
+
+def encoded(ver, audio: np.ndarray, end_s: float) -> np.ndarray:
+    """The probe's input for a crop ending tail_s after end_s: (43, 512) float16."""
+    enc, _ = ver.encode(np.asarray(audio, np.float32), end_s, LEAD_S)
+    return crop_frames(enc).astype(np.float16)
+
+
+def build_crops(recipe_name: str, out: Path, seed: int = 0, limit: int | None = None) -> Path:
+    """Encode the recipe's train/val sentences as probe crops (see the module doc) into `out` (.npz)."""
+    from spotter.verify import Verifier, VerifierConfig
+    from training.calls import Call, Channel
+    from training.recipe import real_audio_files
+    from training.verify_eval import cached_sentences, calls_recipe
+    recipe = calls_recipe(recipe_name)
+    sents = [s for s in cached_sentences(recipe.calls.cache_dir, SETS, recipe_name) if s["split"] in SPLITS]
+    items = crop_items(sents, seed, near_miss_owner(recipe_name))
+    if limit:
+        items = random.Random(seed).sample(items, min(limit, len(items)))
+    print(f"{len(sents)} sentences of {'/'.join(SPLITS)} voices -> {len(items)} crops", flush=True)
+    ch = Channel(real_audio_files(recipe.data)["noise_train"], seed)
+    rng = np.random.default_rng(seed)
+    ver = Verifier(VerifierConfig(language=config.KEYWORD_SET.language[:2] if config.KEYWORD_SET else "fr"))
+    feats = None
+    kinds = []
+    t0 = time.time()
+    for i, it in enumerate(items):
+        a = load_audio(it["s"]["path"])
+        kind = CHANNELS[i % len(CHANNELS)]
+        if kind != "clean":
+            a = ch(Call(a, [], [(0.0, a.size / SR)], it["s"]["voice"], it["s"]["engine"], "clean"), kind, rng).audio
+        f = encoded(ver, a, it["end"])
+        if feats is None:
+            feats = np.zeros((len(items), *f.shape), np.float16)
+        feats[i] = f
+        kinds.append(kind)
+        if i % 2000 == 1999:
+            print(f"  {i + 1} crops, {time.time() - t0:.0f} s", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, feats=feats, y=np.array([it["y"] for it in items]), claim=np.array([it["claim"] for it in items]),
+             kind=np.array([it["kind"] for it in items]), engine=np.array([it["s"]["engine"] for it in items]),
+             voice=np.array([it["s"]["voice"] for it in items]), split=np.array([it["s"]["split"] for it in items]),
+             channel=np.array(kinds), keywords=np.array(list(config.KEYWORDS)))
+    print(f"wrote {out} ({len(items)} crops, {time.time() - t0:.0f} s)", flush=True)
+    return out
+
+
+def make_net(width: int = WIDTH):
+    """The probe as a torch module (spotter.probe.KeywordProbe runs the same network in numpy)."""
+    import torch.nn as nn
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(512)
+            self.proj = nn.Sequential(nn.Linear(512, width), nn.GELU(approximate="tanh"), nn.Dropout(0.2))
+            self.conv = nn.Sequential(nn.Conv1d(width, width, 5, padding=2), nn.GELU(approximate="tanh"))
+            self.att = nn.Linear(width, 1)
+            self.out = nn.Sequential(nn.Dropout(0.2), nn.Linear(width, other() + 1))
+
+        def forward(self, x):
+            h = self.proj(self.norm(x))
+            h = h + self.conv(h.transpose(1, 2)).transpose(1, 2)
+            w = self.att(h).softmax(1)
+            return self.out((w * h).sum(1))
+
+    return Probe()
+
+
+def train_net(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = EPOCHS):
+    """The probe trained on crops x (N, T, 512) with classes y: AdamW, one-cycle learning rate, label smoothing,
+    a little Gaussian noise on the frames."""
+    import torch
+    torch.manual_seed(seed)
+    net = make_net()
+    opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.05)
+    X = torch.from_numpy(x)
+    Y = torch.from_numpy(y.astype(np.int64))
+    n = len(Y)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=epochs * ((n + BATCH - 1) // BATCH))
+    g = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, BATCH):
+            b = perm[i:i + BATCH]
+            xb = X[b].float()
+            xb = xb + 0.05 * torch.randn_like(xb) * xb.std()
+            loss = torch.nn.functional.cross_entropy(net(xb), Y[b], label_smoothing=0.05)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval()
+
+
+def to_probe(net) -> KeywordProbe:
+    """The trained torch network as a KeywordProbe (numpy weights, the active keyword list)."""
+    sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    w = {"norm_w": sd["norm.weight"], "norm_b": sd["norm.bias"], "proj_w": sd["proj.0.weight"],
+         "proj_b": sd["proj.0.bias"], "conv_w": sd["conv.0.weight"], "conv_b": sd["conv.0.bias"],
+         "att_w": sd["att.weight"], "att_b": sd["att.bias"], "out_w": sd["out.1.weight"], "out_b": sd["out.1.bias"]}
+    return KeywordProbe(w, list(config.KEYWORDS))
+
+
+def train_probe(crops: Path, out: Path, without_engine: str | None = None, seed: int = 0,
+                epochs: int = EPOCHS) -> KeywordProbe:
+    """Train on the stored crops (those of `without_engine` left out) and save the probe to `out`."""
+    z = np.load(crops)
+    if [str(k) for k in z["keywords"]] != list(config.KEYWORDS):
+        raise SystemExit(f"error: {crops}: crops of another keyword set ({', '.join(map(str, z['keywords']))})")
+    keep = np.ones(len(z["y"]), bool) if without_engine is None else z["engine"] != without_engine
+    t0 = time.time()
+    probe = to_probe(train_net(z["feats"][keep], z["y"][keep], seed, epochs))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    probe.save(out)
+    print(f"probe{' without ' + without_engine if without_engine else ''}: {int(keep.sum())} crops, "
+          f"{time.time() - t0:.0f} s -> {out}", flush=True)
+    return probe
+
+
+def main(argv=None) -> int:
+    from training.recipe import use_recipe_keywords
+    from training.recipes import load_recipe
+    ap = argparse.ArgumentParser(description="Train the verifier's keyword probe (spotter/probe.py).")
+    ap.add_argument("--config", type=Path, default=Path("training/configs/calls.toml"))
+    ap.add_argument("--out", type=Path, required=True, help="the probe file, e.g. models/default.probe.npz")
+    ap.add_argument("--crops", type=Path, help="stored crops (built when missing; default <work_dir>/probe_crops.npz)")
+    ap.add_argument("--without-engine", help="leave this engine's crops out (a leave-one-engine-out fold)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
+    a = ap.parse_args(argv)
+    recipe = load_recipe(a.config)
+    use_recipe_keywords(recipe)
+    crops = a.crops or Path(recipe.work_dir) / "probe_crops.npz"
+    if not crops.is_file():
+        build_crops(a.config.stem, crops, a.seed)
+    train_probe(crops, a.out, a.without_engine, a.seed, a.epochs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
