@@ -99,11 +99,11 @@ def _print_suggestion(s, out=None) -> None:
               file=_out(out), flush=True)
 
 
-VERIFY_FIELDS = ("first_score", "verifier_score", "combined_score", "verified")
+VERIFY_FIELDS = ("first_score", "verifier_score", "probe_score", "combined_score", "verified")
 
 
 def _event_dict(e) -> dict:
-    """An event's printed fields; a verified candidate (replay --verify) adds both scores and `verified`."""
+    """An event's printed fields; a verified candidate (replay --verify) adds its scores and `verified`."""
     d = e.to_dict()
     return {k: d[k] for k in ("keyword", "service", "score", "start_s", "end_s") + VERIFY_FIELDS if k in d}
 
@@ -114,8 +114,9 @@ def _print_verified(ve, out=None) -> None:
     if ve.verified is None:
         tail = f"not verified ({ve.note or 'verification off'})"
     else:
+        probe = f", probe {ve.probe_score:.1f}" if ve.probe_score is not None else ""
         tail = (f"{'verified' if ve.verified else 'REJECTED by the verifier (not a detection)'}: Whisper "
-                f"{ve.verifier_score:.1f}, combined {ve.combined:.2f}")
+                f"{ve.verifier_score:.1f}{probe}, combined {ve.combined:.3f}")
     print(f"  {_fmt_time(ve.start_s)}-{_fmt_time(ve.end_s)}  {ve.keyword:<14} score {ve.first_score:.2f}  "
           + (f"-> {ve.service} {config.SERVICES[ve.service]}  " if ve.service and ve.is_detection else "")
           + tail, file=_out(out), flush=True)

@@ -55,6 +55,7 @@ def environment(tmp_path: Path, target: Path) -> dict:
 def test_a_non_editable_install_replays_the_demo(tmp_path):
     target = install(tmp_path)
     assert (target / "spotter" / "models" / "default.onnx").is_file()       # package data
+    assert (target / "spotter" / "models" / "default.probe.npz").is_file()  # the verifier's keyword probe
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = environment(tmp_path, target)

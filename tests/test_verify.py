@@ -72,7 +72,7 @@ def test_combiner_fit_and_combine():
     assert verify.Combiner.from_dict(c.to_dict()).combine("gaz", 0.8, -8.0) == pytest.approx(s_true)
     # the provisional combiner: a candidate at its first-stage threshold with the keyword's typical verifier
     # score is at 0.5; a better verifier score, or a higher first-stage score, raises it
-    d = verify.default_combiner({"gaz": 0.8})
+    d = verify.default_combiner({"gaz": 0.8}, probe=None)
     assert d.combine("gaz", 0.8, verify.DEFAULT_V0["gaz"]) == pytest.approx(0.5)
     assert d.combine("gaz", 0.8, verify.DEFAULT_V0["gaz"] + 5) > 0.5
     assert d.combine("gaz", 0.9, verify.DEFAULT_V0["gaz"]) > 0.5
@@ -345,7 +345,7 @@ def test_cascade_threshold_keeps_the_budget():
     cands = [{"kw": "gaz", "first": f, "v": v, "y": y} for f, v, y in
              [(0.95, -5.0, 1), (0.9, -8.0, 1), (0.85, -9.0, 0), (0.7, -10.0, 1), (0.6, -30.0, 0), (0.5, -30.0, 1)]]
     d = {"cands": cands, "hours": 1.0, "keywords": 4, "thresholds": thr}
-    c = verify.default_combiner(thr)
+    c = verify.default_combiner(thr, probe=None)          # candidates without probe logits: the two opinions
     score = np.array([c.combine("gaz", x["first"], x["v"]) for x in cands])
     t = calibrate_cascade(d, budget=0.5)                   # no false alarm allowed: stop above the first one
     assert t == pytest.approx(score[1]) and score[2] < t
@@ -446,7 +446,7 @@ def test_threshold_across_engines_is_chosen_without_the_engine_it_scores(tmp_pat
     b = run("b", [(-4.0, 1), (-20.0, 0)])
     c = run("c", [(-1.0, 0), (-5.0, 1)])
     d = run("d", [(-3.0, 1), (-5.5, 0)], hours=2.0)
-    score = lambda v: verify.default_combiner(thr).combine("gaz", 0.9, v)
+    score = lambda v: verify.default_combiner(thr, probe=None).combine("gaz", 0.9, v)
     out = threshold_across_engines([a, b, c], [d], budget=0.5)      # 1 false alarm over 2 or 3 hours allowed
     assert [out[k]["chosen_on"] for k in "abcd"] == [["b", "c"], ["a", "c"], ["a", "b"], ["a", "b", "c"]]
     assert out["a"]["chosen"]["threshold"] == pytest.approx(score(-5.0))   # above b's false alarm, past c's

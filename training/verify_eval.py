@@ -307,6 +307,32 @@ def fold_first_stage(work: Path, engine: str, head_seed: int | None = None) -> P
     return out
 
 
+def fold_probe(work: Path, engine: str, seed: int = 0):
+    """The keyword probe trained without `engine` (training.probe) on the recipe's crops (work/probe_crops.npz,
+    built when missing), saved as work/fold_<engine>/probe.npz and reused."""
+    from spotter.probe import KeywordProbe
+    from training import probe as P
+    out = work / f"fold_{engine}" / ("probe.npz" if seed == 0 else f"probe_s{seed}.npz")
+    if out.is_file():
+        return KeywordProbe.load(out)
+    crops = work / "probe_crops.npz"
+    if not crops.is_file():
+        P.build_crops("calls", crops)
+    return P.train_probe(crops, out, engine, seed)
+
+
+def chosen_probe(arg: str | None, work: Path, fold: str | None):
+    """--probe: "none" (the two opinions alone), a probe file, or by default the fold's own probe (fold_probe)
+    or the shipped one for the active keyword set (spotter.verify.default_probe; none for a set without one)."""
+    from spotter.probe import KeywordProbe
+    from spotter.verify import default_probe
+    if arg == "none":
+        return None
+    if arg:
+        return KeywordProbe.load(arg)
+    return fold_probe(work, fold) if fold else default_probe()
+
+
 CALL_SENTENCES = 6          # sentences per call at most
 NO_KEYWORD_CALLS = 0.25     # share of a voice's calls that say no keyword (as the recipe's calls: group_calls)
 
@@ -389,7 +415,7 @@ def call_sentences(sents: list[dict], n_kw: int, n_neg: int, seed: int, engine: 
 
 def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: int, ver,
                  model_path: Path | None = None, engine: str | None = None, split: str = "test",
-                 crops: list | None = None) -> dict:
+                 crops: list | None = None, probe=None) -> dict:
     """First stage at factor x its thresholds on calls, every candidate scored by the verifier; recall vs FA/h of
     the first stage alone (its candidates whose peak reaches threshold x s) and of the cascade (a pooled logistic
     combiner, 2-fold by voice).
@@ -404,7 +430,7 @@ def cascade_eval(sents: list[dict], n_kw: int, n_neg: int, factor: float, seed: 
     model_path = Path(model_path or DEFAULT_ONNX_MODEL)
     model = load_any(model_path, threads=1)
     who = f"{split}-split voices" if engine is None else f"engine {engine} (never heard by this first stage)"
-    res = verify_candidates(model, cascade_calls(kw, neg, seed), factor, ver, f"calls of {who}", crops)
+    res = verify_candidates(model, cascade_calls(kw, neg, seed), factor, ver, f"calls of {who}", crops, probe)
     res.update(engine=engine, first_stage=str(model_path))
     res.update(cascade_report(res))
     return res
@@ -422,12 +448,13 @@ def save_crops(path: Path, crops: list) -> None:
 WINDOW_BEFORE_S = 4.0
 
 
-def verify_candidates(model, streams, factor: float, ver, what: str, crops: list | None = None) -> dict:
+def verify_candidates(model, streams, factor: float, ver, what: str, crops: list | None = None,
+                      probe=None) -> dict:
     """The first stage (at factor x its thresholds, as VerifiedSpotter runs it) over each stream of `streams`
     ((audio, notes [(keyword, start_s, end_s)], voice, engine, kind) tuples), every candidate labelled by the one hit
     rule and scored by the verifier on its window: the last WINDOW_BEFORE_S before its estimated end (+0.4 s), from
     which the verifier cuts its own crop. `crops`, if a list, gets every candidate's window (float16), in candidate
-    order (save_crops)."""
+    order (save_crops). `probe` (a spotter.probe.KeywordProbe): each candidate also gets the probe's logit, "p"."""
     from spotter.detector import KeywordSpotter
     from spotter.verify import candidate_config
     from evaluation.streams import Annotation, match_detections
@@ -450,10 +477,12 @@ def verify_candidates(model, streams, factor: float, ver, what: str, crops: list
             w0 = max(0.0, ev.end_s - WINDOW_BEFORE_S)
             win = audio[int(w0 * SR):int((ev.end_s + 0.4) * SR)]
             t0, c0 = time.perf_counter(), time.process_time()
-            v = ver.score(win, [ev.keyword], end_s=ev.end_s - w0)[ev.keyword]
-            cands.append({"kw": ev.keyword, "first": ev.score, "v": v, "y": int(m is not None), "voice": voice,
-                          "kind": kind, "engine": eng, "ms": 1000 * (time.perf_counter() - t0),
+            vs, ps = ver.assess(win, [ev.keyword], end_s=ev.end_s - w0, probe=probe)
+            cands.append({"kw": ev.keyword, "first": ev.score, "v": vs[ev.keyword], "y": int(m is not None),
+                          "voice": voice, "kind": kind, "engine": eng, "ms": 1000 * (time.perf_counter() - t0),
                           "cpu_ms": 1000 * (time.process_time() - c0), "call": n_call, "end": ev.end_s - w0})
+            if probe is not None:
+                cands[-1]["p"] = ps[ev.keyword]
             if crops is not None:
                 crops.append(win.astype(np.float16))
     hours = seconds / 3600
@@ -462,11 +491,11 @@ def verify_candidates(model, streams, factor: float, ver, what: str, crops: list
     print(f"first stage CPU (process time, whole streams): {100 * t_first / seconds:.1f} % of a core")
     return {"hours": hours, "keywords": n_notes, "keywords_by_kw": dict(by_kw), "factor": factor,
             "thresholds": dict(model.detector.thresholds), "min_evidence": model.detector.suggestion_min_evidence,
-            "calls": calls, "cands": cands}
+            "calls": calls, "cands": cands, "probe": probe.source if probe is not None else None}
 
 
 def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ver, condition: str = "clean",
-                 crops: list | None = None) -> dict:
+                 crops: list | None = None, probe=None) -> dict:
     """The cascade with the English first stage (the en_wake recipe's model, trained on synthetic voices only) on
     real people: every real "alexa" / "computer" clip as a stream of its own (as `spotter evaluate --real` scores
     the first stage), against the en_wake recipe's held-out keyword-free sentences (test-split voices, as calls,
@@ -508,7 +537,8 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
             yield np.concatenate([audio, floor]), notes, str(path), "real", condition
         yield from cascade_calls([], neg, seed, recipe)
     res = verify_candidates(model, streams(), factor, ver, f"streams: {len(clips)} real keyword clips, {len(speech)} "
-                            f"real speech files, {len(neg)} held-out synthetic keyword-free sentences ({condition})", crops)
+                            f"real speech files, {len(neg)} held-out synthetic keyword-free sentences ({condition})", crops,
+                            probe)
     res.update(first_stage=str(model_path), condition=condition)
     res.update(cascade_report(res))
     return res
@@ -650,10 +680,24 @@ def candidate_features(d: dict):
     return x, np.array([c["y"] for c in d["cands"]]), cb
 
 
+def probe_logits(d: dict) -> np.ndarray | None:
+    """The stored candidates' probe logits, None for a run without the probe."""
+    if not d["cands"] or "p" not in d["cands"][0]:
+        return None
+    return np.array([c["p"] for c in d["cands"]])
+
+
+def stored_combiner(d: dict):
+    """The shipped combiner for a stored run's candidates (f0 from its run's thresholds): with the probe's
+    parameters and threshold when its candidates carry probe logits ("p"), without them otherwise."""
+    from spotter.verify import default_combiner
+    return default_combiner(d["thresholds"], probe=any("p" in c for c in d["cands"]) or None)
+
+
 def combined_scores(d: dict) -> np.ndarray:
-    """Each stored candidate's combined score under the provisional combiner (f0 from its run's thresholds)."""
-    _, _, cb = candidate_features(d)
-    return np.array([cb.combine(c["kw"], c["first"], c["v"]) for c in d["cands"]])
+    """Each stored candidate's combined score under the shipped combiner (stored_combiner)."""
+    cb = stored_combiner(d)
+    return np.array([cb.combine(c["kw"], c["first"], c["v"], c.get("p")) for c in d["cands"]])
 
 
 def stored_candidates(path: Path) -> dict:
@@ -700,10 +744,11 @@ def cascade_report(d: dict) -> dict:
     print(f"{len(cands)} candidates ({len(cands) / hours:.0f} per hour), {int(y.sum())} true; verifier CPU per "
           f"candidate p50 {np.median(cpu):.0f} ms (mean {cpu.mean():.0f}) -> {100 * len(cands) / hours * cpu.mean() / 3.6e6:.2f} "
           f"% of a core at this candidate rate")
-    ref = Combiner()
-    ref.set_first_thresholds(thr)
+    ref = stored_combiner(d)
     vn = np.array([ref.features(k, f, v)[1] for k, f, v in zip(kws, first, vs)])
-    shipped = np.array([ref.combine(k, f, v) for k, f, v in zip(kws, first, vs)])
+    shipped = combined_scores(d)
+    if ref.params:
+        print(f"shipped combiner with the keyword probe: {ref.params['*']}, threshold {ref.default_threshold}")
     # 2-fold by voice: fit the pooled combiner on one half of the voices, score the other
     voices = sorted({c["voice"] for c in cands})
     fold = np.array([voices.index(c["voice"]) % 2 for c in cands])
@@ -767,7 +812,8 @@ def cascade_report(d: dict) -> dict:
           f"p95 {np.quantile(ms, 0.95):.0f} ms; CPU p95 {np.quantile(cpu, 0.95):.0f} ms; false candidates {neg_h:.0f}/h")
     print(f"(1 false alarm = {1 / hours:.1f} FA/h here.) Candidate-level AUC: first stage {auc(rel[y == 1], rel[y == 0]):.3f}, "
           f"verifier alone (per-keyword offset) {auc(vn[y == 1], vn[y == 0]):.3f}, shipped cascade "
-          f"{auc(shipped[y == 1], shipped[y == 0]):.3f}, fitted cascade {auc(comb[y == 1], comb[y == 0]):.3f}")
+          f"{auc(shipped[y == 1], shipped[y == 0]):.3f}, fitted cascade {auc(comb[y == 1], comb[y == 0]):.3f}"
+          + (f", probe alone {auc(pr[y == 1], pr[y == 0]):.3f}" if (pr := probe_logits(d)) is not None else ""))
     return res
 
 
@@ -783,8 +829,8 @@ def threshold_across_engines(fold_runs: list[Path], apply_runs: list[Path], budg
     for each leave-one-engine-out run, the combined-score threshold at `budget` FA/h on the other runs' calls
     pooled, scored on the run left out (recall, FA/h, service at call end); then the threshold chosen on every
     fold run pooled, scored on `apply_runs` (e.g. the shipped model's held-out voices). Beside each, the shipped
-    CASCADE_THRESHOLD on the same candidates."""
-    from spotter.verify import CASCADE_THRESHOLD
+    threshold (stored_combiner: CASCADE_THRESHOLD, or PROBE_CASCADE_THRESHOLD for runs with probe logits) on the same
+    candidates."""
     runs = {Path(p).stem: stored_candidates(p) for p in list(fold_runs) + list(apply_runs)}
     folds = [Path(p).stem for p in fold_runs]
     scores = {name: combined_scores(d) for name, d in runs.items()}
@@ -807,11 +853,12 @@ def threshold_across_engines(fold_runs: list[Path], apply_runs: list[Path], budg
 
     out = {}
     print(f"\ncascade threshold at {budget:g} FA/h chosen on other engines' calls, scored on the one left out "
-          f"(beside it the shipped {CASCADE_THRESHOLD}):")
+          f"(beside it the shipped one):")
     for name in folds + [Path(p).stem for p in apply_runs]:
         chosen_on = [f for f in folds if f != name]
         t = pooled_threshold([runs[f] for f in chosen_on], [scores[f] for f in chosen_on], budget)
-        out[name] = {"chosen_on": chosen_on, "chosen": scored(name, t), "shipped": scored(name, CASCADE_THRESHOLD)}
+        out[name] = {"chosen_on": chosen_on, "chosen": scored(name, t),
+                     "shipped": scored(name, stored_combiner(runs[name]).default_threshold)}
         line(name, "chosen on " + "+".join(chosen_on), out[name]["chosen"])
         line("", "shipped", out[name]["shipped"])
     return out
@@ -866,6 +913,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--crops", help="with --cascade or --real-cascade: keep every candidate's window in this .npz")
+    ap.add_argument("--probe", help="the verifier's keyword probe: a .probe.npz file, or none; default the shipped "
+                    "one (models/default.probe.npz) or, with --fold, one trained without the fold's engine; with "
+                    "--cascade-json, none re-reads the stored candidates without their probe logits")
     args = ap.parse_args(argv)
     if args.model and (args.fold or not args.cascade):
         raise SpotterError("--model is the --cascade first stage on held-out voices: give --cascade, and no --fold")
@@ -896,6 +946,9 @@ def main(argv=None) -> int:
         return 0
     if args.cascade_json:
         d = json.loads(Path(args.cascade_json).read_text())["cascade"]
+        if args.probe == "none":               # the two-opinion cascade on the same candidates
+            for c in d["cands"]:
+                c.pop("p", None)
         cascade_report(d)
         if args.calibrate:
             calibrate_cascade(d, args.budget)
@@ -904,7 +957,8 @@ def main(argv=None) -> int:
         root = Path(os.environ.get("SPOTTER_SPEECH_DIR", ROOT.parent / "shared" / "data" / "speech")) / "real_kws_en"
         for cond in args.conditions.split(","):
             out[f"real_cascade_{cond}"] = real_cascade(Path(args.real_cascade), root, args.factor, args.seed,
-                                                       factory("en"), cond, crops)
+                                                       factory("en"), cond, crops,
+                                                       chosen_probe(args.probe or "none", Path(args.work), None))
     if args.cascade:
         from training.calltrain import KOKORO_FOLD_SUFFIX
         sets = ("val", "val_gen") if args.calibrate else ("eval_kw", "eval_kw" + KOKORO_FOLD_SUFFIX, "eval_neg",
@@ -916,7 +970,8 @@ def main(argv=None) -> int:
         else:
             first = Path(args.model) if args.model else None
         out["cascade"] = cascade_eval(sents, n_kw, n_neg, args.factor, args.seed, factory(), first, args.fold,
-                                      split="val" if args.calibrate else "test", crops=crops)
+                                      split="val" if args.calibrate else "test", crops=crops,
+                                      probe=chosen_probe(args.probe, Path(args.work), args.fold))
         if args.calibrate:
             out["cascade"]["threshold"] = calibrate_cascade(out["cascade"], args.budget)
     if not args.only_real:

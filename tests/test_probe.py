@@ -1,0 +1,136 @@
+"""The verifier's keyword probe (spotter/probe.py, trained by training/probe.py): numpy against torch, its file,
+and the shipped probe on espeak-ng French speech through the real Whisper encoder."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spotter import config, verify
+from spotter.errors import SpotterError
+from spotter.probe import CROP_FRAMES, KeywordProbe, crop_frames, probe_path
+
+AVAILABLE, LINE = verify.status()
+needs_extra = pytest.mark.skipif(not AVAILABLE, reason=LINE)
+
+
+def speech_end(a: np.ndarray, sr: int = 16000) -> float:
+    n = sr // 100
+    e = 10 * np.log10(np.array([np.mean(a[i:i + n] ** 2) + 1e-12 for i in range(0, a.size - n + 1, n)]))
+    return float((np.nonzero(e > e.max() - 30)[0][-1] + 1) * n / sr)
+
+
+def test_numpy_probe_is_the_torch_network():
+    """KeywordProbe.logits (numpy, what the runtime runs) gives the trained torch module's logits."""
+    torch = pytest.importorskip("torch")
+    from training.probe import make_net, to_probe
+    torch.manual_seed(3)
+    net = make_net().eval()
+    with torch.no_grad():                              # non-trivial LayerNorm and biases
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = np.random.default_rng(0).normal(0, 1, (2, CROP_FRAMES // 2, 512)).astype(np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    probe = to_probe(net)
+    got = np.stack([probe.logits(f) for f in x])
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def test_crop_frames_skip_the_leading_silence_and_pool_pairs():
+    enc = np.arange(117, dtype=np.float32)[None, :, None] * np.ones((1, 1, 512), np.float32)
+    f = crop_frames(enc)
+    assert f.shape == (CROP_FRAMES // 2, 512)
+    assert f[0, 0] == pytest.approx(15.5) and f[-1, 0] == pytest.approx(15 + CROP_FRAMES - 1.5)
+
+
+def test_probe_file_round_trip_and_a_bad_file_is_one_line(tmp_path):
+    rng = np.random.default_rng(1)
+    w = 8
+    weights = {"norm_w": np.ones(512), "norm_b": np.zeros(512), "proj_w": rng.normal(0, 0.05, (w, 512)),
+               "proj_b": np.zeros(w), "conv_w": rng.normal(0, 0.05, (w, w, 5)), "conv_b": np.zeros(w),
+               "att_w": rng.normal(0, 0.1, (1, w)), "att_b": np.zeros(1), "out_w": rng.normal(0, 0.1, (3, w)),
+               "out_b": np.zeros(3)}
+    p = KeywordProbe(weights, ["alexa", "computer"])
+    path = tmp_path / "x.probe.npz"
+    p.save(path)
+    q = KeywordProbe.load(path)
+    x = rng.normal(0, 1, (43, 512)).astype(np.float32)
+    assert np.allclose(p.logits(x), q.logits(x))
+    assert not q.matches_active_set()                  # the French set is active: another set's probe
+    bad = tmp_path / "bad.probe.npz"
+    bad.write_bytes(b"not a probe")
+    with pytest.raises(SpotterError, match=r"bad\.probe\.npz: not a keyword probe file") as e:
+        KeywordProbe.load(bad)
+    assert "\n" not in str(e.value)
+    assert probe_path("models/default.onnx").name == "default.probe.npz"
+
+
+def test_shipped_probe_is_the_active_sets_and_sets_the_combiner():
+    """models/default.probe.npz holds the French keywords; with it the default combiner takes the probe's
+    parameters and threshold, without it the two-opinion ones."""
+    probe = verify.default_probe()
+    assert probe is not None and probe.keywords == list(config.KEYWORDS)
+    with_probe = verify.default_combiner({"gaz": 0.9})
+    assert with_probe.probe is probe or with_probe.probe.source == probe.source
+    assert with_probe.default_threshold == verify.PROBE_CASCADE_THRESHOLD
+    without = verify.default_combiner({"gaz": 0.9}, probe=None)
+    assert without.probe is None and without.default_threshold == verify.CASCADE_THRESHOLD
+    v0 = verify.DEFAULT_V0["gaz"]
+    assert with_probe.combine("gaz", 0.9, v0, 3.0) > with_probe.combine("gaz", 0.9, v0, -3.0)
+    assert without.combine("gaz", 0.9, v0, 3.0) == without.combine("gaz", 0.9, v0)
+
+
+@needs_extra
+def test_shipped_probe_hears_the_keyword_in_its_sentence(speech_wav):
+    """On espeak-ng's default French voice, each keyword's probe logit is higher on the sentence that says it
+    than on sentences that do not (the probe never trained on this exact voice and channel-free take)."""
+    ver = verify.shared_verifier()
+    probe = verify.default_probe()
+    sentences = {"électrocution": "Il y a eu une électrocution.", "effondrement": "Il y a eu un effondrement.",
+                 "incendie": "Il y a un incendie.", None: "Il y a eu un accident."}
+    audio = {k: np.array(speech_wav(t)) for k, t in sentences.items()}
+    wins = 0
+    for kw in ("électrocution", "effondrement", "incendie"):
+        got = {k: ver.assess(a, [kw], end_s=speech_end(a), probe=probe) for k, a in audio.items()}
+        assert all(np.isfinite(g[1][kw]) for g in got.values())
+        said = got[kw][1][kw]
+        wins += said > max(g[1][kw] for k, g in got.items() if k != kw)
+        assert got[kw][0][kw] == pytest.approx(ver.score(audio[kw], [kw], end_s=speech_end(audio[kw]))[kw], abs=1e-4)
+    assert wins >= 2
+
+
+@needs_extra
+def test_cascade_events_carry_the_probe_score(speech_wav):
+    from spotter.model import DEFAULT_MODEL, load_model
+    model = load_model(DEFAULT_MODEL)
+    got = []
+    vs = verify.VerifiedSpotter(model, sinks=[got.append], verifier=verify.shared_verifier(), candidate_factor=0.05)
+    assert vs.combiner.probe is not None
+    a = np.concatenate([np.zeros(8000, np.float32), np.array(speech_wav("Il y a un incendie dans la cuisine.")),
+                        np.zeros(16000, np.float32)])
+    for i in range(0, a.size, 1280):
+        vs.process(a[i:i + 1280])
+    vs.flush()
+    vs.close()
+    assert got
+    for ve in got:
+        assert ve.probe_score is not None and np.isfinite(ve.probe_score)
+        assert ve.to_dict()["probe_score"] == pytest.approx(ve.probe_score, abs=1e-3)
+        assert ve.combined == pytest.approx(vs.combiner.combine(ve.keyword, ve.first_score, ve.verifier_score,
+                                                                ve.probe_score))
+
+
+def test_stored_runs_with_probe_logits_are_read_with_the_probe_combiner():
+    """training.verify_eval reads a stored run's candidates with the combiner they were measured for: the probe's
+    parameters and threshold when they carry probe logits ("p"), the two opinions' otherwise."""
+    from training.verify_eval import combined_scores, stored_combiner
+    thr = {"gaz": 0.9}
+    cands = [{"kw": "gaz", "first": 0.9, "v": -10.0, "y": 1, "p": p} for p in (-4.0, 0.0, 4.0)]
+    d = {"cands": cands, "thresholds": thr}
+    assert stored_combiner(d).default_threshold == verify.PROBE_CASCADE_THRESHOLD
+    s = combined_scores(d)
+    assert s[0] < s[1] < s[2]
+    for c in cands:
+        c.pop("p")
+    assert stored_combiner(d).default_threshold == verify.CASCADE_THRESHOLD
+    assert len(set(combined_scores(d))) == 1
