@@ -134,3 +134,24 @@ def test_stored_runs_with_probe_logits_are_read_with_the_probe_combiner():
         c.pop("p")
     assert stored_combiner(d).default_threshold == verify.CASCADE_THRESHOLD
     assert len(set(combined_scores(d))) == 1
+
+
+def test_training_crops_sit_at_the_keyword_and_the_near_miss():
+    """training.probe.crop_items: a keyword sentence gives a crop at its keyword's end (its class) and sometimes one
+    away from it (none); a near-miss sentence one at the near miss's end claiming the keyword it imitates; other
+    speech one anywhere (none)."""
+    from training.probe import crop_items, other
+    kw_sent = {"keyword": "incendie", "spans": [[1.0, 1.6]], "seconds": 3.0, "text": "Il y a un incendie chez moi."}
+    near = {"keyword": None, "spans": [], "seconds": 2.0, "text": "Il y a un incident."}
+    plain = {"keyword": None, "spans": [], "seconds": 2.0, "text": "Il fait beau."}
+    items = crop_items([kw_sent] * 20 + [near, plain], 0, {"incident": "incendie"})
+    pos = [it for it in items if it["kind"] == "positive"]
+    assert len(pos) == 20 and all(it["y"] == list(config.KEYWORDS).index("incendie") for it in pos)
+    assert all(1.5 <= it["end"] <= 1.75 for it in pos)
+    away = [it for it in items if it["kind"] == "away"]
+    assert away and all(it["y"] == other() and (it["end"] < 1.15 or it["end"] > 2.2) for it in away)
+    nm = [it for it in items if it["kind"] == "near-miss"]
+    assert len(nm) == 1 and nm[0]["claim"] == "incendie" and nm[0]["y"] == other()
+    assert 0.9 * 2.0 - 0.1 <= nm[0]["end"] <= 2.0 + 0.15
+    sp = [it for it in items if it["kind"] == "speech"]
+    assert len(sp) == 1 and sp[0]["y"] == other()
