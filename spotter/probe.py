@@ -94,7 +94,11 @@ class KeywordProbe:
 
     def logit(self, encoding: np.ndarray, keyword: str) -> float:
         """logit of P(keyword ends at the crop's estimated end), from Whisper's encoding of the crop."""
-        z = self.logits(crop_frames(encoding))
+        return self.frames_logit(crop_frames(encoding), keyword)
+
+    def frames_logit(self, frames: np.ndarray, keyword: str) -> float:
+        """logit of P(keyword), from the crop's pooled frames (crop_frames; stored crops keep these)."""
+        z = self.logits(frames)
         z = z - z.max()
         p = math.exp(z[self.keywords.index(keyword)]) / float(np.exp(z).sum())
         p = min(max(p, 1e-6), 1 - 1e-6)

@@ -30,8 +30,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spotter import config  # noqa: E402
-
 
 def encode_cands(run: Path) -> None:
     """run.json's candidates (their windows in run.npz) -> run.probe.npz, the probe's input for each."""
@@ -53,20 +51,6 @@ def encode_cands(run: Path) -> None:
     print(f"{run}: {len(d['cands'])} candidates encoded ({time.time() - t0:.0f} s)")
 
 
-def probe_logit(net, x: np.ndarray, claims: list[str]) -> np.ndarray:
-    """logit of P(claimed keyword) for each row (the torch network; spotter.probe.KeywordProbe.logit in numpy)."""
-    import torch
-    kws = list(config.KEYWORDS)
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), 512):
-            out.append(torch.log_softmax(net(torch.from_numpy(x[i:i + 512]).float()), -1).numpy())
-    lp = np.concatenate(out)
-    p = np.exp(lp[np.arange(len(claims)), [kws.index(c) for c in claims]])
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def two_fold_by_voice(X: np.ndarray, y: np.ndarray, voices: list[str], l2: float = 1e-2) -> np.ndarray:
     """Logistic combiner of the columns of X fitted on one half of the voices and scored on the other."""
     from spotter.verify import fit_logistic
@@ -82,34 +66,23 @@ def two_fold_by_voice(X: np.ndarray, y: np.ndarray, voices: list[str], l2: float
 
 
 def score(crops: Path, runs: list[Path], seed: int, epochs: int, weights=None) -> dict:
-    from training.probe import make_net, train_net
+    from spotter.probe import KeywordProbe
+    from training.probe import train_probe
     from training.verify_eval import (auc, candidate_features, combined_scores, det_curve, recall_at,
                                       stored_candidates)
-    z = np.load(crops)
-    x, y, eng, split = z["feats"], z["y"], z["engine"], z["split"]
     res, kept = {}, {}
     nets: dict = {}
     for run in runs:
         d = stored_candidates(run.with_suffix(".json"))
-        engine = d.get("engine")
-        keep = (eng != engine) if engine else np.ones(len(y), bool)      # held-out run: test voices are never here
-        key = engine or "all"
+        engine = d.get("engine")                   # a fold: its probe never hears it; held-out: test voices are
+        key = engine or "all"                      # never in the crops (training.probe.SPLITS)
         if key not in nets:
-            import torch
-            t0 = time.time()
-            saved = crops.with_name(f"{crops.stem}.probe_{key}_s{seed}_e{epochs}.pt")
-            if saved.is_file():
-                nets[key] = make_net()
-                nets[key].load_state_dict(torch.load(saved))
-                nets[key].eval()
-            else:
-                nets[key] = train_net(x[keep], y[keep], seed, epochs)
-                torch.save(nets[key].state_dict(), saved)
-            print(f"probe without {engine or 'test voices'}: {int(keep.sum())} crops, {time.time() - t0:.0f} s "
-                  f"({saved})", flush=True)
+            saved = crops.with_name(f"{crops.stem}.probe_{key}_s{seed}_e{epochs}.npz")
+            nets[key] = (KeywordProbe.load(saved) if saved.is_file()
+                         else train_probe(crops, saved, engine, seed, epochs))
         cx = np.load(run.with_suffix(".probe.npz"))["feats"]
         cands = d["cands"]
-        p = probe_logit(nets[key], cx, [c["kw"] for c in cands])
+        p = np.array([nets[key].frames_logit(f, c["kw"]) for f, c in zip(cx, cands)])
         f2, yy, _ = candidate_features(d)
         voices = [c["voice"] for c in cands]
         hours, n = d["hours"], d["keywords"]

@@ -691,7 +691,7 @@ def stored_combiner(d: dict):
     """The shipped combiner for a stored run's candidates (f0 from its run's thresholds): with the probe's
     parameters and threshold when its candidates carry probe logits ("p"), without them otherwise."""
     from spotter.verify import default_combiner
-    return default_combiner(d["thresholds"], probe=any("p" in c for c in d["cands"]) or None)
+    return default_combiner(d["thresholds"], probe=True if probe_logits(d) is not None else None)
 
 
 def combined_scores(d: dict) -> np.ndarray:
