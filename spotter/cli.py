@@ -115,8 +115,9 @@ def _print_verified(ve, out=None) -> None:
         tail = f"not verified ({ve.note or 'verification off'})"
     else:
         probe = f", probe {ve.probe_score:.1f}" if ve.probe_score is not None else ""
+        whisper = "not decoded (probe gate)" if ve.verifier_score is None else f"{ve.verifier_score:.1f}"
         tail = (f"{'verified' if ve.verified else 'REJECTED by the verifier (not a detection)'}: Whisper "
-                f"{ve.verifier_score:.1f}{probe}, combined {ve.combined:.3f}")
+                f"{whisper}{probe}, combined {ve.combined:.3f}")
     print(f"  {_fmt_time(ve.start_s)}-{_fmt_time(ve.end_s)}  {ve.keyword:<14} score {ve.first_score:.2f}  "
           + (f"-> {ve.service} {config.SERVICES[ve.service]}  " if ve.service and ve.is_detection else "")
           + tail, file=_out(out), flush=True)

@@ -120,6 +120,55 @@ def test_cascade_events_carry_the_probe_score(speech_wav):
                                                                 ve.probe_score))
 
 
+@needs_extra
+def test_probe_gate_skips_the_decoder_for_what_the_probe_rejects(speech_wav):
+    """With the shipped probe and PROBE_GATE, a keyword the sentence does not say is not forced through Whisper's
+    decoder (forced score None), while the keyword it says passes the gate with the same forced score as without
+    one; the cascade turns a gated candidate into a logged rejection that names the gate."""
+    ver, probe = verify.shared_verifier(), verify.default_probe()
+    said = np.concatenate([np.array(speech_wav("Il y a un incendie.")), np.zeros(8000, np.float32)])
+    other = np.concatenate([np.array(speech_wav("Il y a eu un accident.")), np.zeros(8000, np.float32)])
+    forced, logits = ver.assess(said, ["incendie", "gaz"], end_s=speech_end(said), probe=probe,
+                                gate=verify.PROBE_GATE)
+    assert logits["incendie"] >= verify.PROBE_GATE > logits["gaz"]
+    assert forced["gaz"] is None
+    assert forced["incendie"] == pytest.approx(ver.score(said, ["incendie"], end_s=speech_end(said))["incendie"],
+                                               abs=1e-4)
+    forced, logits = ver.assess(other, ["incendie"], end_s=speech_end(other), probe=probe, gate=verify.PROBE_GATE)
+    assert forced == {"incendie": None} and logits["incendie"] < verify.PROBE_GATE
+
+    from spotter.detector import Event
+    cb = verify.default_combiner({k: 0.9 for k in config.KEYWORDS})
+    assert cb.gate == verify.PROBE_GATE
+    got = []
+    worker = verify.VerifyWorker(ver, cb, lambda tag, ve: got.append(ve))
+    ev = Event("incendie", config.KEYWORD_SERVICE["incendie"], 0.95, speech_end(other) - 0.6, speech_end(other),
+               speech_end(other), 0.0)
+    worker.submit("a", ev, other, speech_end(other))
+    worker.join()
+    worker.close()
+    (ve,) = got
+    assert ve.verified is False and ve.verifier_score is None and ve.combined == 0.0
+    assert "probe gate" in ve.note and ve.probe_score < verify.PROBE_GATE
+    d = ve.to_dict()
+    assert d["verifier_score"] is None and d["verified"] is False and "probe gate" in d["verify_note"]
+    import io
+    from spotter import cli
+    buf = io.StringIO()
+    cli._print_verified(ve, buf)
+    assert "REJECTED" in buf.getvalue() and "not decoded (probe gate)" in buf.getvalue()
+
+
+def test_combiner_gate_rejects_below_it_and_survives_a_round_trip():
+    cb = verify.default_combiner({"gaz": 0.9}, probe=True)
+    assert cb.gated(verify.PROBE_GATE - 0.1) and not cb.gated(verify.PROBE_GATE) and not cb.gated(None)
+    assert cb.combine("gaz", 0.999, -1.0, verify.PROBE_GATE - 0.1) == 0.0
+    assert not cb.accepts("gaz", cb.combine("gaz", 0.999, -1.0, verify.PROBE_GATE - 0.1))
+    assert cb.combine("gaz", 0.999, -1.0, 5.0) > 0.5
+    assert verify.Combiner.from_dict(cb.to_dict()).gate == verify.PROBE_GATE
+    assert verify.default_combiner({"gaz": 0.9}, probe=None).gate is None      # two opinions: no gate
+
+
 def test_stored_runs_with_probe_logits_are_read_with_the_probe_combiner():
     """training.verify_eval reads a stored run's candidates with the combiner they were measured for: the probe's
     parameters and threshold when they carry probe logits ("p"), the two opinions' otherwise."""

@@ -749,6 +749,10 @@ def cascade_report(d: dict) -> dict:
     shipped = combined_scores(d)
     if ref.params:
         print(f"shipped combiner with the keyword probe: {ref.params['*']}, threshold {ref.default_threshold}")
+        gated = np.array([ref.gated(c.get("p")) for c in cands])
+        print(f"probe gate (logit < {ref.gate:g}, rejected before the decoder): {int(gated.sum())} of {len(cands)} "
+              f"candidates ({gated.mean() if len(cands) else 0:.0%}; true {int(y[gated].sum())}); this run measured "
+              f"every candidate's decoder")
     # 2-fold by voice: fit the pooled combiner on one half of the voices, score the other
     voices = sorted({c["voice"] for c in cands})
     fold = np.array([voices.index(c["voice"]) % 2 for c in cands])
