@@ -65,7 +65,9 @@ def two_fold_by_voice(X: np.ndarray, y: np.ndarray, voices: list[str], l2: float
     return out
 
 
-def score(crops: Path, runs: list[Path], seed: int, epochs: int, weights=None) -> dict:
+def score(crops: list[Path], runs: list[Path], seeds: list[int], epochs: int, weights=None) -> dict:
+    """Per run: the probes (one per seed; several: their logits averaged) trained without the run's engine, scored
+    alone and combined with the first stage and the forced score (2-fold by voice, across folds, pooled)."""
     from spotter.probe import KeywordProbe
     from training.probe import train_probe
     from training.verify_eval import (auc, candidate_features, combined_scores, det_curve, recall_at,
@@ -77,12 +79,15 @@ def score(crops: Path, runs: list[Path], seed: int, epochs: int, weights=None) -
         engine = d.get("engine")                   # a fold: its probe never hears it; held-out: test voices are
         key = engine or "all"                      # never in the crops (training.probe.SPLITS)
         if key not in nets:
-            saved = crops.with_name(f"{crops.stem}.probe_{key}_s{seed}_e{epochs}.npz")
-            nets[key] = (KeywordProbe.load(saved) if saved.is_file()
-                         else train_probe(crops, saved, engine, seed, epochs))
+            stem = "+".join(c.stem for c in crops)           # probes cached beside the first crops file
+            nets[key] = []
+            for seed in seeds:
+                saved = crops[0].with_name(f"{stem}.probe_{key}_s{seed}_e{epochs}.npz")
+                nets[key].append(KeywordProbe.load(saved) if saved.is_file()
+                                 else train_probe(crops, saved, engine, seed, epochs))
         cx = np.load(run.with_suffix(".probe.npz"))["feats"]
         cands = d["cands"]
-        p = np.array([nets[key].frames_logit(f, c["kw"]) for f, c in zip(cx, cands)])
+        p = np.array([np.mean([n.frames_logit(f, c["kw"]) for n in nets[key]]) for f, c in zip(cx, cands)])
         f2, yy, _ = candidate_features(d)
         voices = [c["voice"] for c in cands]
         hours, n = d["hours"], d["keywords"]
@@ -135,24 +140,85 @@ def score(crops: Path, runs: list[Path], seed: int, epochs: int, weights=None) -
     return res
 
 
+B_GRID = (0.0, 0.15, 0.3, 0.45, 0.6, 0.9, 1.27)
+C_GRID = (0.1, 0.232, 0.35, 0.5)
+
+
+def operating(folds: list[Path], calib: Path, d_weight: float = 0.688, budget: float = 0.5, extra=()) -> dict:
+    """How much the cascade should trust each opinion so that a threshold chosen on the held-out voices of the
+    trained engines (calib, as the shipped one is) carries over to engines the first stage never heard. For every
+    (b, c) of B_GRID x C_GRID, with d fixed: the threshold at `budget` FA/h on calib, then recall and FA/h at it on
+    each fold. The weights are chosen leave-one-fold-out: on the other folds (the most keywords found with every
+    one of them within the budget), scored on the fold left out. `extra` runs (e.g. another head seed's folds) are
+    scored at the weights chosen on all folds."""
+    from training.verify_eval import candidate_features, probe_logits, stored_candidates, threshold_at
+
+    def feats(p):
+        d = stored_candidates(p)
+        x, y, _ = candidate_features(d)
+        return d, np.c_[x, probe_logits(d)], y
+    dc, Xc, yc = feats(calib)
+    runs = {p.stem: feats(p) for p in list(folds) + list(extra)}
+    names = [p.stem for p in folds]
+    table = {}
+    print(f"{'b':>5s} {'c':>6s}  " + "  ".join(f"{n:>22s}" for n in runs) + f"   (recall, FA/h at the {budget:g} FA/h "
+          f"threshold of {calib.stem}; d = {d_weight:g})")
+    for b in B_GRID:
+        for c in C_GRID:
+            w = np.array([b, c, d_weight])
+            t = threshold_at(Xc @ w, yc, dc["hours"], budget)
+            row = {}
+            for n, (d, X, y) in runs.items():
+                acc = X @ w >= t
+                row[n] = (float(np.sum(acc & (y == 1)) / d["keywords"]), float(np.sum(acc & (y == 0)) / d["hours"]))
+            table[(b, c)] = (t, row)
+            print(f"{b:5.2f} {c:6.3f}  " + "  ".join(f"{r:6.1%} at {f:4.2f} FA/h" for r, f in row.values()))
+
+    def choose(on):
+        ok = [(sum(table[k][1][n][0] for n in on), k) for k in table
+              if all(table[k][1][n][1] <= budget for n in on)]
+        return max(ok)[1] if ok else None
+    out = {"lofo": {}}
+    print("\nweights chosen on the other folds, scored on the one left out:")
+    for n in names:
+        k = choose([m for m in names if m != n])
+        r, f = table[k][1][n]
+        out["lofo"][n] = {"b": k[0], "c": k[1], "recall": r, "fa_per_hour": f}
+        print(f"  {n:24s} b {k[0]:.2f}, c {k[1]:.3f}: {r:6.1%} at {f:.2f} FA/h")
+    k = choose(names)
+    t = table[k][0]
+    out["all"] = {"b": k[0], "c": k[1], "d": d_weight, "threshold_logit": float(t)}
+    print(f"chosen on all folds: b {k[0]:.2f}, c {k[1]:.3f}, d {d_weight:g}; threshold {t:.3f} (on b x1 + c x2 + d p)")
+    for n in runs:
+        r, f = table[k][1][n]
+        print(f"  {n:24s} {r:6.1%} at {f:.2f} FA/h")
+    return out
+
+
 def cost(n: int = 20) -> None:
-    """Process time per candidate of the shipped probe's forward pass against the two-crop verifier's, interleaved
-    in one run on a noise window (the probe reuses the verifier's encoding of the first crop)."""
-    from spotter.verify import default_probe, shared_verifier
+    """Process time per candidate, interleaved in one run on a noise window: the shipped probe's forward pass, the
+    two-crop verifier, and a candidate the probe gate rejects (the first crop's encoding and the probe only)."""
+    from spotter.verify import PROBE_GATE, default_probe, shared_verifier
     ver, probe = shared_verifier(), default_probe()
     a = np.random.default_rng(0).normal(0, 0.05, 16000 * 4).astype(np.float32)
     enc = np.asarray(ver.encode(a, 3.0, 1.4)[0])
-    tp, tv = [], []
+    tp, tv, tg = [], [], []
     for i in range(n + 3):
         t = time.process_time()
         probe.logit(enc, "gaz")
         t1 = time.process_time()
         ver.score(a, ["gaz"], 3.0)
+        t2 = time.process_time()
+        forced, logits = ver.assess(a, ["gaz"], 3.0, probe=probe, gate=PROBE_GATE)
         if i >= 3:                                  # the first calls warm up
             tp.append(t1 - t)
-            tv.append(time.process_time() - t1)
+            tv.append(t2 - t1)
+            tg.append(time.process_time() - t2)
+    assert forced["gaz"] is None, f"the noise window passed the gate (probe logit {logits['gaz']:.1f})"
     print(f"probe p50 {1000 * np.median(tp):.1f} ms, verifier (two crops) p50 {1000 * np.median(tv):.0f} ms of "
           f"process time per candidate: the probe adds {np.median(tp) / np.median(tv):.1%}")
+    print(f"a candidate rejected by the probe gate (logit {logits['gaz']:.1f} < {PROBE_GATE:g}): p50 "
+          f"{1000 * np.median(tg):.0f} ms, {np.median(tg) / np.median(tv):.1%} of the verifier's")
 
 
 def main(argv=None) -> int:
@@ -163,17 +229,26 @@ def main(argv=None) -> int:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--limit", type=int)
     b.add_argument("--recipe", default="calls", help="calls (French) or en_wake (English wake words)")
+    b.add_argument("--speed", type=float, default=0.0, help="speed perturbation: each sentence played up to this "
+                   "much faster or slower (e.g. 0.12) before its crop is encoded")
     e = sub.add_parser("encode-cands")
     e.add_argument("--runs", required=True, help="comma-separated stored runs (R for R.json + R.npz)")
     s = sub.add_parser("score")
-    s.add_argument("--crops", type=Path, default=ROOT / "runs" / "probe" / "train_crops.npz")
+    s.add_argument("--crops", default=str(ROOT / "runs" / "probe" / "train_crops.npz"),
+                   help="crops file(s) the probes train on, comma-separated")
     s.add_argument("--runs", required=True)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", default="0", help="the probes' seed; several, comma-separated: their logits averaged")
     s.add_argument("--epochs", type=int, default=12)
     s.add_argument("--json", type=Path)
     s.add_argument("--recipe", default="calls", help="the recipe whose keyword set the runs use")
     s.add_argument("--weights", help="a,b,c,d: also rank by a + b first + c forced + d probe (e.g. the shipped "
                    "spotter.verify.PROBE_PARAMS)")
+    o = sub.add_parser("operating", help="the opinions' weights whose held-out threshold carries over to unheard "
+                       "engines (stored runs with probe logits)")
+    o.add_argument("--runs", required=True, help="comma-separated fold runs' .json files")
+    o.add_argument("--calib", type=Path, required=True, help="the held-out voices' run (.json)")
+    o.add_argument("--extra", default="", help="comma-separated runs scored at the weights chosen on all folds")
+    o.add_argument("--json", type=Path)
     sub.add_parser("cost")
     a = ap.parse_args(argv)
     if a.cmd == "build":
@@ -181,9 +256,17 @@ def main(argv=None) -> int:
         from training.recipe import use_recipe_keywords
         from training.verify_eval import calls_recipe
         use_recipe_keywords(calls_recipe(a.recipe))
-        build_crops(a.recipe, a.out, a.seed, a.limit)
+        build_crops(a.recipe, a.out, a.seed, a.limit, a.speed)
     elif a.cmd == "cost":
         cost()
+    elif a.cmd == "operating":
+        from training.recipe import use_recipe_keywords
+        from training.verify_eval import calls_recipe
+        use_recipe_keywords(calls_recipe())
+        res = operating([Path(x) for x in a.runs.split(",")], a.calib,
+                        extra=[Path(x) for x in a.extra.split(",") if x])
+        if a.json:
+            a.json.write_text(json.dumps(res, indent=1))
     elif a.cmd == "encode-cands":
         for r in a.runs.split(","):
             encode_cands(Path(r))
@@ -191,7 +274,8 @@ def main(argv=None) -> int:
         from training.recipe import use_recipe_keywords
         from training.verify_eval import calls_recipe
         use_recipe_keywords(calls_recipe(a.recipe))
-        res = score(a.crops, [Path(r) for r in a.runs.split(",")], a.seed, a.epochs,
+        res = score([Path(c) for c in a.crops.split(",")], [Path(r) for r in a.runs.split(",")],
+                    [int(x) for x in a.seed.split(",")], a.epochs,
                     [float(x) for x in a.weights.split(",")] if a.weights else None)
         if a.json:
             a.json.write_text(json.dumps(res, indent=1))

@@ -92,8 +92,29 @@ def encoded(ver, audio: np.ndarray, end_s: float) -> np.ndarray:
     return crop_frames(enc).astype(np.float16)
 
 
-def build_crops(recipe_name: str, out: Path, seed: int = 0, limit: int | None = None) -> Path:
-    """Encode the recipe's train/val sentences as probe crops (see the module doc) into `out` (.npz)."""
+def speed_factor(rng: np.random.Generator, speed: float) -> float:
+    """A speed perturbation factor in [1 - speed, 1 + speed] at least speed / 3 away from 1 (1.0 for speed 0)."""
+    if speed <= 0:
+        return 1.0
+    f = 1 + rng.choice([-1, 1]) * rng.uniform(speed / 3, speed)
+    return round(f * 160) / 160                     # a whole number of 100 Hz steps at 16 kHz (exact resampling)
+
+
+def perturb_speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """The audio played `factor` times faster (tempo, pitch and formants together, as a shorter or longer vocal
+    tract): read at factor x 16 kHz and resampled to 16 kHz."""
+    if factor == 1.0:
+        return audio
+    from math import gcd
+    from scipy.signal import resample_poly
+    up, down = SR, int(round(SR * factor))
+    g = gcd(up, down)
+    return resample_poly(audio, up // g, down // g).astype(np.float32)
+
+
+def build_crops(recipe_name: str, out: Path, seed: int = 0, limit: int | None = None, speed: float = 0.0) -> Path:
+    """Encode the recipe's train/val sentences as probe crops (see the module doc) into `out` (.npz); speed > 0:
+    each sentence played faster or slower first (perturb_speed, a factor drawn by speed_factor)."""
     from spotter.verify import Verifier, VerifierConfig
     from training.calls import Call, Channel
     from training.recipe import real_audio_files
@@ -112,10 +133,12 @@ def build_crops(recipe_name: str, out: Path, seed: int = 0, limit: int | None = 
     t0 = time.time()
     for i, it in enumerate(items):
         a = load_audio(it["s"]["path"])
+        sf = speed_factor(rng, speed)
+        a = perturb_speed(a, sf)
         kind = CHANNELS[i % len(CHANNELS)]
         if kind != "clean":
             a = ch(Call(a, [], [(0.0, a.size / SR)], it["s"]["voice"], it["s"]["engine"], "clean"), kind, rng).audio
-        f = encoded(ver, a, it["end"])
+        f = encoded(ver, a, it["end"] / sf)
         if feats is None:
             feats = np.zeros((len(items), *f.shape), np.float16)
         feats[i] = f
@@ -189,12 +212,23 @@ def to_probe(net) -> KeywordProbe:
     return KeywordProbe(w, list(config.KEYWORDS))
 
 
-def train_probe(crops: Path, out: Path, without_engine: str | None = None, seed: int = 0,
+def load_crops(crops) -> dict[str, np.ndarray]:
+    """One crops file, or several (a list of paths) concatenated: feats, y and engine."""
+    paths = [Path(c) for c in (crops if isinstance(crops, (list, tuple)) else [crops])]
+    parts = []
+    for c in paths:
+        z = np.load(c)
+        if [str(k) for k in z["keywords"]] != list(config.KEYWORDS):
+            raise SystemExit(f"error: {c}: crops of another keyword set ({', '.join(map(str, z['keywords']))})")
+        parts.append({k: z[k] for k in ("feats", "y", "engine")})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def train_probe(crops, out: Path, without_engine: str | None = None, seed: int = 0,
                 epochs: int = EPOCHS) -> KeywordProbe:
-    """Train on the stored crops (those of `without_engine` left out) and save the probe to `out`."""
-    z = np.load(crops)
-    if [str(k) for k in z["keywords"]] != list(config.KEYWORDS):
-        raise SystemExit(f"error: {crops}: crops of another keyword set ({', '.join(map(str, z['keywords']))})")
+    """Train on the stored crops (one file or a list, load_crops; those of `without_engine` left out) and save the
+    probe to `out`."""
+    z = load_crops(crops)
     keep = np.ones(len(z["y"]), bool) if without_engine is None else z["engine"] != without_engine
     t0 = time.time()
     probe = to_probe(train_net(z["feats"][keep], z["y"][keep], seed, epochs))
