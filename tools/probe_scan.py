@@ -25,26 +25,51 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SR = 16000
 NMS_S = 0.8
+HELDOUT = "heldout"        # --fold heldout: the held-out voices' calls, the shipped first stage and probe
+
+
+def sentences_of(fold: str, seed: int):
+    """The keyword and keyword-free sentences of a fold's calls (verify_eval --fold E), or of the held-out voices'."""
+    from training.calltrain import KOKORO_FOLD_SUFFIX
+    from training.verify_eval import call_sentences, cached_sentences
+    sents = cached_sentences(ROOT / "cache" / "sentences", ("eval_kw", "eval_kw" + KOKORO_FOLD_SUFFIX, "eval_neg",
+                                                            "loeo_neg"))
+    return call_sentences(sents, 100000, 100000, seed, None if fold == HELDOUT else fold)
+
+
+def fold_probe(fold: str):
+    from spotter.probe import KeywordProbe
+    from spotter.verify import default_probe
+    if fold == HELDOUT:
+        return default_probe()
+    return KeywordProbe.load(ROOT / "runs" / "probe" / f"train_crops.probe_{fold}_s0_e12.npz")
+
+
+def fold_model(fold: str):
+    from spotter.artifact import DEFAULT_ONNX_MODEL
+    from spotter.onnxmodel import load_any
+    from training.verify_eval import fold_first_stage
+    return load_any(DEFAULT_ONNX_MODEL if fold == HELDOUT else fold_first_stage(ROOT / "runs" / "calls", fold),
+                    threads=1)
 
 
 def scan(fold: str, hop: float, every: int, out: Path, probe_file: Path | None, seed: int = 0) -> None:
     from spotter.probe import LEAD_S, KeywordProbe, crop_frames
     from spotter.verify import Verifier
-    from training.calltrain import KOKORO_FOLD_SUFFIX
     from training.recipe import use_recipe_keywords
-    from training.verify_eval import call_sentences, calls_recipe, cached_sentences, cascade_calls
+    from training.verify_eval import calls_recipe, cascade_calls
     use_recipe_keywords(calls_recipe())
-    sents = cached_sentences(ROOT / "cache" / "sentences", ("eval_kw", "eval_kw" + KOKORO_FOLD_SUFFIX, "eval_neg",
-                                                            "loeo_neg"))
-    kw, neg = call_sentences(sents, 100000, 100000, seed, fold)
-    probe = KeywordProbe.load(probe_file or ROOT / "runs" / "probe" / f"train_crops.probe_{fold}_s0_e12.npz")
+    kw, neg = sentences_of(fold, seed)
+    probe = KeywordProbe.load(probe_file) if probe_file else fold_probe(fold)
     ver = Verifier()
-    calls, t0, cpu0, secs = [], time.time(), time.process_time(), 0.0
+    calls, t0, cpu, secs = [], time.time(), 0.0, 0.0
     for i, (audio, notes, voice, eng, kind) in enumerate(cascade_calls(kw, neg, seed)):
         if i % every:
             continue
         ts = np.arange(0.8, audio.size / SR - 0.05, hop)
+        c0 = time.process_time()
         z = np.array([probe.logits(crop_frames(np.asarray(ver.encode(audio, t, LEAD_S)[0]))) for t in ts])
+        cpu += time.process_time() - c0
         z = z - z.max(1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(1, keepdims=True))
         calls.append({"t": ts, "logp": logp.astype(np.float32), "notes": notes, "kind": kind, "voice": voice,
@@ -52,29 +77,57 @@ def scan(fold: str, hop: float, every: int, out: Path, probe_file: Path | None, 
         secs += audio.size / SR
         if len(calls) % 20 == 0:
             print(f"  {len(calls)} calls, {secs / 60:.1f} min of audio, {time.time() - t0:.0f} s", flush=True)
-    cpu = time.process_time() - cpu0
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, np.array({"calls": calls, "keywords": probe.keywords, "hop": hop, "fold": fold, "every": every,
                            "cpu_per_audio_s": cpu / max(secs, 1e-9)}, dtype=object), allow_pickle=True)
     print(f"wrote {out}: {len(calls)} calls, {secs / 3600:.2f} h, process time {100 * cpu / secs:.1f} % of a core "
-          f"(every {hop} s)")
+          f"(every {hop} s; encoding and probe only, other jobs beside it: `cost` measures it interleaved)")
+
+
+def scan_cost(hop: float = 0.2, rounds: int = 3, seed: int = 0) -> None:
+    """Process time per second of audio, interleaved in one run on the same minute of cached keyword sentences:
+    the shipped first stage streaming in 80 ms steps (the runtime's path) against the probe scan (a crop encoded
+    and probed every `hop` s)."""
+    from spotter.artifact import DEFAULT_ONNX_MODEL
+    from spotter.audio import load_audio
+    from spotter.detector import KeywordSpotter
+    from spotter.onnxmodel import load_any
+    from spotter.probe import LEAD_S, crop_frames
+    from spotter.verify import default_probe, shared_verifier
+    from training.recipe import use_recipe_keywords
+    from training.verify_eval import calls_recipe, cached_sentences
+    use_recipe_keywords(calls_recipe())
+    sents = [x for x in cached_sentences(ROOT / "cache" / "sentences", ("eval_kw",)) if x["keyword"]][:400:20]
+    audio = np.concatenate([load_audio(x["path"]) for x in sents])[:60 * SR]
+    model, ver, probe = load_any(DEFAULT_ONNX_MODEL, threads=1), shared_verifier(), default_probe()
+    first, dense = [], []
+    for r in range(rounds + 1):
+        t = time.process_time()
+        sp = KeywordSpotter(model)
+        for i in range(0, audio.size, 1280):
+            sp.process(audio[i:i + 1280])
+        t1 = time.process_time()
+        for e in np.arange(0.8, audio.size / SR - 0.05, hop):
+            probe.logits(crop_frames(np.asarray(ver.encode(audio, e, LEAD_S)[0])))
+        if r:                                       # the first round warms up
+            first.append(t1 - t)
+            dense.append(time.process_time() - t1)
+    secs = audio.size / SR
+    f, d = np.median(first) / secs, np.median(dense) / secs
+    print(f"{secs:.0f} s of speech, {rounds} interleaved rounds: first stage {100 * f:.2f} % of a core, probe scan "
+          f"every {hop:g} s {100 * d:.1f} % ({d / f:.0f} x the first stage)")
 
 
 def first_stage(fold: str, every: int, out: Path, factor: float = 0.8, seed: int = 0) -> None:
     """The fold's first stage (never heard `fold`) at factor x its thresholds over the same calls: its candidates
     [(keyword, decided time, score)] per call, beside the scan (out)."""
     from spotter.detector import KeywordSpotter
-    from spotter.onnxmodel import load_any
     from spotter.verify import candidate_config
-    from training.calltrain import KOKORO_FOLD_SUFFIX
     from training.recipe import use_recipe_keywords
-    from training.verify_eval import (call_sentences, calls_recipe, cached_sentences, cascade_calls,
-                                      fold_first_stage)
+    from training.verify_eval import calls_recipe, cascade_calls
     use_recipe_keywords(calls_recipe())
-    sents = cached_sentences(ROOT / "cache" / "sentences", ("eval_kw", "eval_kw" + KOKORO_FOLD_SUFFIX, "eval_neg",
-                                                            "loeo_neg"))
-    kw, neg = call_sentences(sents, 100000, 100000, seed, fold)
-    model = load_any(fold_first_stage(ROOT / "runs" / "calls", fold), threads=1)
+    kw, neg = sentences_of(fold, seed)
+    model = fold_model(fold)
     cfg = candidate_config(model.detector, factor)
     calls = []
     for i, (audio, notes, voice, eng, kind) in enumerate(cascade_calls(kw, neg, seed)):
@@ -99,23 +152,17 @@ def combine(path: Path, out: Path, floor: float = -2.0, factor: float = 0.8, see
     verify_eval --cascade-json / --cross-engine read it)."""
     import json
     from spotter.detector import KEYWORD_END_OFFSET_S, STEP_S, KeywordSpotter
-    from spotter.onnxmodel import load_any
-    from spotter.probe import KeywordProbe
     from spotter.verify import Verifier, candidate_config
     from evaluation.streams import Annotation
-    from training.calltrain import KOKORO_FOLD_SUFFIX
     from training.recipe import use_recipe_keywords
-    from training.verify_eval import (WINDOW_BEFORE_S, call_sentences, calls_recipe, cached_sentences,
-                                      call_service, cascade_calls, fold_first_stage)
+    from training.verify_eval import WINDOW_BEFORE_S, calls_recipe, call_service, cascade_calls
     use_recipe_keywords(calls_recipe())
     d = np.load(path, allow_pickle=True).item()
     fold, every, kws = d["fold"], d["every"], d["keywords"]
-    sents = cached_sentences(ROOT / "cache" / "sentences", ("eval_kw", "eval_kw" + KOKORO_FOLD_SUFFIX, "eval_neg",
-                                                            "loeo_neg"))
-    kw, neg = call_sentences(sents, 100000, 100000, seed, fold)
-    model = load_any(fold_first_stage(ROOT / "runs" / "calls", fold), threads=1)
+    kw, neg = sentences_of(fold, seed)
+    model = fold_model(fold)
     cfg = candidate_config(model.detector, factor)
-    probe = KeywordProbe.load(ROOT / "runs" / "probe" / f"train_crops.probe_{fold}_s0_e12.npz")
+    probe = fold_probe(fold)
     ver = Verifier()
     cands, calls, n_notes, hours, n_call = [], [], 0, 0.0, 0
     scan_calls = iter(d["calls"])
@@ -295,6 +342,8 @@ def main(argv=None) -> int:
     m = sub.add_parser("compare", help="stored runs: shipped and across-engine fitted combiners")
     m.add_argument("runs", help="comma-separated .json runs")
     m.add_argument("--calib", type=Path, help="the held-out voices' run: thresholds chosen on it")
+    k = sub.add_parser("cost", help="the scan's CPU against the first stage's, interleaved")
+    k.add_argument("--hop", type=float, default=0.2)
     r = sub.add_parser("report")
     r.add_argument("path", type=Path)
     r.add_argument("--floor", type=float, default=-2.0)
@@ -303,6 +352,8 @@ def main(argv=None) -> int:
         scan(a.fold, a.hop, a.every, a.out, a.probe)
     elif a.cmd == "combine":
         combine(a.path, a.out, a.floor, a.factor)
+    elif a.cmd == "cost":
+        scan_cost(a.hop)
     elif a.cmd == "compare":
         from training.recipe import use_recipe_keywords
         from training.verify_eval import calls_recipe
