@@ -474,7 +474,7 @@ PROBE_CASCADE_THRESHOLD = 0.5
 # A candidate whose probe logit is below PROBE_GATE is rejected before Whisper's decoder runs (the probe reads the
 # first crop's encoding, which the verifier needs anyway). On every stored run with probe logits (the three folds
 # with head seeds 0 and 1 and the held-out voices, at 0.8 x and 0.5 x the thresholds) it changes no figure at the
-# shipped threshold or at 0.5 / 1 FA/h, and skips the decoder for 21-51 % of the candidates at 0.8 x (README,
+# shipped threshold or at 0.5 / 1 FA/h, and skips the decoder for 17-51 % of the candidates at 0.8 x (README,
 # "A probe gate before the decoder"); chosen on those runs.
 PROBE_GATE = -4.0
 

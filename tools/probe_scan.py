@@ -254,6 +254,32 @@ def compare(runs: list[Path], calib: Path | None = None) -> None:
                   f"combiner at its threshold {fmt(ship >= t0)}")
 
 
+def union_rule(calib: Path, runs: list[Path], budget: float = 0.5) -> None:
+    """The shipped cascade's accept, or a candidate only the scan proposed whose probe logit reaches tau: tau the
+    lowest (steps of 0.25) that keeps the calibration run (combine's, on the held-out voices) within `budget` FA/h;
+    each run's recall and FA/h at it beside the shipped cascade's alone."""
+    import json
+    from training.verify_eval import combined_scores, stored_combiner
+
+    def load(path):
+        d = json.loads(Path(path).read_text())["cascade"]
+        base = combined_scores(d) >= stored_combiner(d).default_threshold
+        col = lambda k: np.array([c[k] for c in d["cands"]])
+        return d, base, col("y"), col("src"), col("p")
+
+    def at(run, tau):
+        d, base, y, src, p = run
+        acc = base | ((src == "probe") & (p >= tau))
+        return np.sum(acc & (y == 1)) / d["keywords"], np.sum(acc & (y == 0)) / d["hours"]
+    cal = load(calib)
+    tau = min((t for t in np.arange(0, 12.01, 0.25) if at(cal, t)[1] <= budget), default=np.inf)
+    print(f"tau {tau:g} (chosen on {calib.name}); recall, FA/h: shipped cascade -> with scan-only candidates at tau")
+    for r in [calib] + list(runs):
+        run = load(r)
+        (r0, f0), (r1, f1) = at(run, np.inf), at(run, tau)
+        print(f"  {r.name:24s} {r0:6.1%} at {f0:.2f} -> {r1:6.1%} at {f1:.2f}")
+
+
 def match_by_score(cands: list[tuple[float, str, float]], notes) -> list[int | None]:
     """The hit rule applied to candidates (time, keyword, score) in descending score order (as a threshold that
     keeps only the better ones would see them): the occurrence each hits, or None."""
@@ -344,6 +370,9 @@ def main(argv=None) -> int:
     m.add_argument("--calib", type=Path, help="the held-out voices' run: thresholds chosen on it")
     k = sub.add_parser("cost", help="the scan's CPU against the first stage's, interleaved")
     k.add_argument("--hop", type=float, default=0.2)
+    u = sub.add_parser("union-rule", help="scan-only candidates accepted on their probe logit, tau set on --calib")
+    u.add_argument("runs", help="comma-separated combine runs (.json)")
+    u.add_argument("--calib", type=Path, required=True, help="combine's run on the held-out voices")
     r = sub.add_parser("report")
     r.add_argument("path", type=Path)
     r.add_argument("--floor", type=float, default=-2.0)
@@ -354,6 +383,11 @@ def main(argv=None) -> int:
         combine(a.path, a.out, a.floor, a.factor)
     elif a.cmd == "cost":
         scan_cost(a.hop)
+    elif a.cmd == "union-rule":
+        from training.recipe import use_recipe_keywords
+        from training.verify_eval import calls_recipe
+        use_recipe_keywords(calls_recipe())
+        union_rule(a.calib, [Path(x) for x in a.runs.split(",")])
     elif a.cmd == "compare":
         from training.recipe import use_recipe_keywords
         from training.verify_eval import calls_recipe
