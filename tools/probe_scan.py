@@ -1,16 +1,23 @@
 """The keyword probe run densely over calls, not only at the first stage's candidates (experiment).
 
-The cascade's first stage proposes 32-66 % of an unheard engine's keywords (README, "A keyword probe on Whisper's
-encoder"); whatever it does not propose, the second stage never sees. This tool asks how well the probe alone would
-propose keywords if it read Whisper's encoding of a crop ending every HOP seconds of a fold's calls (the same calls
-as `training.verify_eval --fold E`, optionally every Nth), with the fold's probe (trained without engine E).
+The cascade's first stage proposes 32-66 % of an unheard engine's keywords (README, "A probe gate before the
+decoder, and where the missing keywords are"); whatever it does not propose, the second stage never sees. This tool
+reads Whisper's encoding of a crop ending every HOP seconds of a fold's calls (the same calls as `training.verify_eval
+--fold E`, every Nth from --offset: the calls alternate clean and telephone) with the fold's probe (trained without
+engine E), or the held-out voices' calls with the shipped first stage and probe (--fold heldout).
 
-    python tools/probe_scan.py scan --fold kokoro --hop 0.2 --every 2 --out runs/scan/kokoro.npz
-    python tools/probe_scan.py report runs/scan/kokoro.npz
+    python tools/probe_scan.py scan --fold kokoro --every 2 [--offset 1] --out runs/scan/kokoro.npy
+    python tools/probe_scan.py report runs/scan/kokoro.npy          # proposals and the scan alone
+    python tools/probe_scan.py combine runs/scan/kokoro.npy --out runs/scan/kokoro_comb.json
+    python tools/probe_scan.py merge A_comb.json,B_comb.json --out AB_comb.json
+    python tools/probe_scan.py proposers runs/scan/kokoro_comb.json  # the cascade with and without the scan
+    python tools/probe_scan.py union-rule --calib H_comb.json R_comb.json,...
+    python tools/probe_scan.py cost                                  # the scan's CPU against the first stage's
 
 report: per keyword, the peaks of the probe's log-probability (non-maximum suppression over NMS_S), labelled by
-the evaluation's one hit rule (evaluation.streams.match_detections), then recall at 0.5 / 1 / 2 FA/h and how many
-keywords have any peak at all.
+the evaluation's one hit rule (evaluation.streams.match_detections), recall at 0.5 / 1 / 2 / 5 FA/h and how many
+keywords have a peak at all. combine: every candidate of the first stage and of the scan through the shipped
+cascade, written as a stored cascade run.
 """
 from __future__ import annotations
 
@@ -53,7 +60,8 @@ def fold_model(fold: str):
                     threads=1)
 
 
-def scan(fold: str, hop: float, every: int, out: Path, probe_file: Path | None, seed: int = 0) -> None:
+def scan(fold: str, hop: float, every: int, out: Path, probe_file: Path | None, seed: int = 0,
+         offset: int = 0) -> None:
     from spotter.probe import LEAD_S, KeywordProbe, crop_frames
     from spotter.verify import Verifier
     from training.recipe import use_recipe_keywords
@@ -64,7 +72,7 @@ def scan(fold: str, hop: float, every: int, out: Path, probe_file: Path | None, 
     ver = Verifier()
     calls, t0, cpu, secs = [], time.time(), 0.0, 0.0
     for i, (audio, notes, voice, eng, kind) in enumerate(cascade_calls(kw, neg, seed)):
-        if i % every:
+        if i % every != offset:
             continue
         ts = np.arange(0.8, audio.size / SR - 0.05, hop)
         c0 = time.process_time()
@@ -78,7 +86,7 @@ def scan(fold: str, hop: float, every: int, out: Path, probe_file: Path | None, 
         if len(calls) % 20 == 0:
             print(f"  {len(calls)} calls, {secs / 60:.1f} min of audio, {time.time() - t0:.0f} s", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, np.array({"calls": calls, "keywords": probe.keywords, "hop": hop, "fold": fold, "every": every,
+    np.save(out, np.array({"calls": calls, "keywords": probe.keywords, "hop": hop, "fold": fold, "every": every, "offset": offset,
                            "cpu_per_audio_s": cpu / max(secs, 1e-9)}, dtype=object), allow_pickle=True)
     print(f"wrote {out}: {len(calls)} calls, {secs / 3600:.2f} h, process time {100 * cpu / secs:.1f} % of a core "
           f"(every {hop} s; encoding and probe only, other jobs beside it: `cost` measures it interleaved)")
@@ -158,7 +166,7 @@ def combine(path: Path, out: Path, floor: float = -2.0, factor: float = 0.8, see
     from training.verify_eval import WINDOW_BEFORE_S, calls_recipe, call_service, cascade_calls
     use_recipe_keywords(calls_recipe())
     d = np.load(path, allow_pickle=True).item()
-    fold, every, kws = d["fold"], d["every"], d["keywords"]
+    fold, every, kws, offset = d["fold"], d["every"], d["keywords"], d.get("offset", 0)
     kw, neg = sentences_of(fold, seed)
     model = fold_model(fold)
     cfg = candidate_config(model.detector, factor)
@@ -167,7 +175,7 @@ def combine(path: Path, out: Path, floor: float = -2.0, factor: float = 0.8, see
     cands, calls, n_notes, hours, n_call = [], [], 0, 0.0, 0
     scan_calls = iter(d["calls"])
     for i, (audio, notes, voice, eng, kind) in enumerate(cascade_calls(kw, neg, seed)):
-        if i % every:
+        if i % every != offset:
             continue
         n_call += 1
         c = next(scan_calls)
@@ -252,6 +260,42 @@ def compare(runs: list[Path], calib: Path | None = None) -> None:
                                f"{np.sum(acc & (y == 0)) / d['hours']:.2f} FA/h")
             print(f"{'':34s} at the threshold chosen on {calib.stem} (0.5 FA/h): fitted {fmt(sc >= t)}; shipped "
                   f"combiner at its threshold {fmt(ship >= t0)}")
+
+
+def merge(runs: list[Path], out: Path) -> None:
+    """Several combine runs (e.g. a fold's clean and telephone halves) as one stored run."""
+    import json
+    ds = [json.loads(Path(r).read_text())["cascade"] for r in runs]
+    m = {**ds[0], "hours": sum(d["hours"] for d in ds), "keywords": sum(d["keywords"] for d in ds),
+         "calls": [c for d in ds for c in d["calls"]], "cands": []}
+    n = 0
+    for d in ds:
+        m["cands"] += [{**c, "call": c["call"] + n} for c in d["cands"]]
+        n += len(d["calls"])
+    out.write_text(json.dumps({"cascade": m}, ensure_ascii=False))
+    print(f"wrote {out}: {len(m['calls'])} calls, {m['hours']:.2f} h, {m['keywords']} keywords")
+
+
+def proposers(runs: list[Path]) -> None:
+    """Per combine run: the cascade (shipped combiner and gate) on the first stage's candidates alone and with the
+    scan's beside them: keywords proposed, recall at 0.5 / 1 / 2 / 5 FA/h and at the shipped threshold."""
+    import json
+    from training.verify_eval import combined_scores, det_curve, recall_at, stored_combiner
+    for r in runs:
+        d = json.loads(Path(r).read_text())["cascade"]
+        sc, thr = combined_scores(d), stored_combiner(d).default_threshold
+        y = np.array([c["y"] for c in d["cands"]])
+        src = np.array([c["src"] for c in d["cands"]])
+        kinds = {c["kind"] for c in d["calls"]}
+        for name, keep in (("first stage", src != "probe"), ("first stage and scan", np.ones(len(y), bool))):
+            s, yy = sc[keep], y[keep]
+            cur = det_curve(s, yy, d["hours"], d["keywords"])
+            acc = s >= thr
+            print(f"{Path(r).name:22s} {'+'.join(sorted(kinds)):9s} {name:20s} {int(keep.sum()):4d} candidates, "
+                  f"proposed {yy.sum() / d['keywords']:5.1%}; recall at 0.5 / 1 / 2 / 5 FA/h "
+                  + " / ".join(f"{recall_at(cur, fa):5.1%}" for fa in (0.5, 1, 2, 5))
+                  + f"; at the shipped threshold {np.sum(acc & (yy == 1)) / d['keywords']:5.1%} "
+                  f"({np.sum(acc & (yy == 0)) / d['hours']:.2f} FA/h)")
 
 
 def union_rule(calib: Path, runs: list[Path], budget: float = 0.5) -> None:
@@ -352,6 +396,7 @@ def main(argv=None) -> int:
     s.add_argument("--fold", required=True)
     s.add_argument("--hop", type=float, default=0.2)
     s.add_argument("--every", type=int, default=1)
+    s.add_argument("--offset", type=int, default=0, help="with --every N: the calls i with i %% N == offset")
     s.add_argument("--probe", type=Path)
     s.add_argument("--out", type=Path, required=True)
     f = sub.add_parser("first", help="the fold's first stage over the same calls (PATH.first.npy beside a scan)")
@@ -373,16 +418,29 @@ def main(argv=None) -> int:
     u = sub.add_parser("union-rule", help="scan-only candidates accepted on their probe logit, tau set on --calib")
     u.add_argument("runs", help="comma-separated combine runs (.json)")
     u.add_argument("--calib", type=Path, required=True, help="combine's run on the held-out voices")
+    g = sub.add_parser("merge", help="combine runs as one stored run")
+    g.add_argument("runs", help="comma-separated combine runs (.json)")
+    g.add_argument("--out", type=Path, required=True)
+    q = sub.add_parser("proposers", help="combine runs: the cascade with the first stage's candidates, and with "
+                       "the scan's beside them")
+    q.add_argument("runs", help="comma-separated combine runs (.json)")
     r = sub.add_parser("report")
     r.add_argument("path", type=Path)
     r.add_argument("--floor", type=float, default=-2.0)
     a = ap.parse_args(argv)
     if a.cmd == "scan":
-        scan(a.fold, a.hop, a.every, a.out, a.probe)
+        scan(a.fold, a.hop, a.every, a.out, a.probe, offset=a.offset)
     elif a.cmd == "combine":
         combine(a.path, a.out, a.floor, a.factor)
     elif a.cmd == "cost":
         scan_cost(a.hop)
+    elif a.cmd == "merge":
+        merge([Path(x) for x in a.runs.split(",")], a.out)
+    elif a.cmd == "proposers":
+        from training.recipe import use_recipe_keywords
+        from training.verify_eval import calls_recipe
+        use_recipe_keywords(calls_recipe())
+        proposers([Path(x) for x in a.runs.split(",")])
     elif a.cmd == "union-rule":
         from training.recipe import use_recipe_keywords
         from training.verify_eval import calls_recipe
