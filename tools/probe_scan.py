@@ -60,13 +60,18 @@ def fold_model(fold: str):
                     threads=1)
 
 
+def scan_logits(ver, probe, audio: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """(len(ends), keywords + 1) probe logits of the crops ending at `ends` (seconds): the verifier's first-crop
+    encoding at each, as the cascade computes it for a candidate."""
+    from spotter.probe import LEAD_S, crop_frames
+    return np.array([probe.logits(crop_frames(np.asarray(ver.encode(audio, t, LEAD_S)[0]))) for t in ends])
+
+
 def scan(fold: str, hop: float, every: int, out: Path, probe_file: Path | None, seed: int = 0,
          offset: int = 0) -> None:
-    from spotter.probe import LEAD_S, KeywordProbe, crop_frames
+    from spotter.probe import KeywordProbe
     from spotter.verify import Verifier
-    from training.recipe import use_recipe_keywords
-    from training.verify_eval import calls_recipe, cascade_calls
-    use_recipe_keywords(calls_recipe())
+    from training.verify_eval import cascade_calls
     kw, neg = sentences_of(fold, seed)
     probe = KeywordProbe.load(probe_file) if probe_file else fold_probe(fold)
     ver = Verifier()
@@ -76,7 +81,7 @@ def scan(fold: str, hop: float, every: int, out: Path, probe_file: Path | None, 
             continue
         ts = np.arange(0.8, audio.size / SR - 0.05, hop)
         c0 = time.process_time()
-        z = np.array([probe.logits(crop_frames(np.asarray(ver.encode(audio, t, LEAD_S)[0]))) for t in ts])
+        z = scan_logits(ver, probe, audio, ts)
         cpu += time.process_time() - c0
         z = z - z.max(1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(1, keepdims=True))
@@ -100,11 +105,8 @@ def scan_cost(hop: float = 0.2, rounds: int = 3, seed: int = 0) -> None:
     from spotter.audio import load_audio
     from spotter.detector import KeywordSpotter
     from spotter.onnxmodel import load_any
-    from spotter.probe import LEAD_S, crop_frames
     from spotter.verify import default_probe, shared_verifier
-    from training.recipe import use_recipe_keywords
-    from training.verify_eval import calls_recipe, cached_sentences
-    use_recipe_keywords(calls_recipe())
+    from training.verify_eval import cached_sentences
     sents = [x for x in cached_sentences(ROOT / "cache" / "sentences", ("eval_kw",)) if x["keyword"]][:400:20]
     audio = np.concatenate([load_audio(x["path"]) for x in sents])[:60 * SR]
     model, ver, probe = load_any(DEFAULT_ONNX_MODEL, threads=1), shared_verifier(), default_probe()
@@ -115,8 +117,7 @@ def scan_cost(hop: float = 0.2, rounds: int = 3, seed: int = 0) -> None:
         for i in range(0, audio.size, 1280):
             sp.process(audio[i:i + 1280])
         t1 = time.process_time()
-        for e in np.arange(0.8, audio.size / SR - 0.05, hop):
-            probe.logits(crop_frames(np.asarray(ver.encode(audio, e, LEAD_S)[0])))
+        scan_logits(ver, probe, audio, np.arange(0.8, audio.size / SR - 0.05, hop))
         if r:                                       # the first round warms up
             first.append(t1 - t)
             dense.append(time.process_time() - t1)
@@ -126,20 +127,18 @@ def scan_cost(hop: float = 0.2, rounds: int = 3, seed: int = 0) -> None:
           f"every {hop:g} s {100 * d:.1f} % ({d / f:.0f} x the first stage)")
 
 
-def first_stage(fold: str, every: int, out: Path, factor: float = 0.8, seed: int = 0) -> None:
+def first_stage(fold: str, every: int, out: Path, factor: float = 0.8, seed: int = 0, offset: int = 0) -> None:
     """The fold's first stage (never heard `fold`) at factor x its thresholds over the same calls: its candidates
     [(keyword, decided time, score)] per call, beside the scan (out)."""
     from spotter.detector import KeywordSpotter
     from spotter.verify import candidate_config
-    from training.recipe import use_recipe_keywords
-    from training.verify_eval import calls_recipe, cascade_calls
-    use_recipe_keywords(calls_recipe())
+    from training.verify_eval import cascade_calls
     kw, neg = sentences_of(fold, seed)
     model = fold_model(fold)
     cfg = candidate_config(model.detector, factor)
     calls = []
     for i, (audio, notes, voice, eng, kind) in enumerate(cascade_calls(kw, neg, seed)):
-        if i % every:
+        if i % every != offset:
             continue
         sp = KeywordSpotter(model, detector=cfg)
         evs = (sp.process_offline(audio) if sp.offline_capable else sp.process(audio)).events + sp.flush()
@@ -162,9 +161,7 @@ def combine(path: Path, out: Path, floor: float = -2.0, factor: float = 0.8, see
     from spotter.detector import KEYWORD_END_OFFSET_S, STEP_S, KeywordSpotter
     from spotter.verify import Verifier, candidate_config
     from evaluation.streams import Annotation
-    from training.recipe import use_recipe_keywords
-    from training.verify_eval import WINDOW_BEFORE_S, calls_recipe, call_service, cascade_calls
-    use_recipe_keywords(calls_recipe())
+    from training.verify_eval import WINDOW_BEFORE_S, call_service, cascade_calls
     d = np.load(path, allow_pickle=True).item()
     fold, every, kws, offset = d["fold"], d["every"], d["keywords"], d.get("offset", 0)
     kw, neg = sentences_of(fold, seed)
@@ -227,14 +224,12 @@ def combine(path: Path, out: Path, floor: float = -2.0, factor: float = 0.8, see
           f"true {hit}")
 
 
-def compare(runs: list[Path], calib: Path | None = None) -> None:
+def compare(runs: list[Path]) -> None:
     """Stored runs (combine's, or verify_eval's with probe logits): recall at 0.5 / 1 / 2 FA/h with the shipped
-    combiner and with (1, first, forced, probe) weights fitted on the other runs' candidates (across engines).
-    calib (the held-out voices' run): the fitted combiner's threshold at 0.5 FA/h on those calls, as the shipped
-    threshold is chosen, and each run's recall and FA/h at it beside the shipped combiner's at its threshold."""
+    combiner and with (1, first, forced, probe) weights fitted on the other runs' candidates (across engines)."""
     from spotter.verify import fit_logistic
     from training.verify_eval import (candidate_features, combined_scores, det_curve, probe_logits, recall_at,
-                                      stored_candidates, stored_combiner, threshold_at)
+                                      stored_candidates)
     data = {}
     for r in runs:
         d = stored_candidates(r)
@@ -250,22 +245,13 @@ def compare(runs: list[Path], calib: Path | None = None) -> None:
         print(f"{name:34s} {len(y):5d} cands ({len(y) / d['hours']:5.0f}/h), true {y.sum():4d} of {d['keywords']} "
               f"({y.sum() / d['keywords']:5.1%}); shipped combiner {row[0]}; fitted on {len(others)} other run(s) "
               f"w {np.round(w, 2)}: {row[1]}")
-        if calib is not None:
-            dc = stored_candidates(calib)
-            xc, yc, _ = candidate_features(dc)
-            t = threshold_at(np.c_[np.ones(len(yc)), xc, probe_logits(dc)] @ w, yc, dc["hours"], 0.5)
-            sc, ship = X @ w, combined_scores(d)
-            t0 = stored_combiner(d).default_threshold
-            fmt = lambda acc: (f"{np.sum(acc & (y == 1)) / d['keywords']:5.1%} at "
-                               f"{np.sum(acc & (y == 0)) / d['hours']:.2f} FA/h")
-            print(f"{'':34s} at the threshold chosen on {calib.stem} (0.5 FA/h): fitted {fmt(sc >= t)}; shipped "
-                  f"combiner at its threshold {fmt(ship >= t0)}")
 
 
 def merge(runs: list[Path], out: Path) -> None:
     """Several combine runs (e.g. a fold's clean and telephone halves) as one stored run."""
     import json
-    ds = [json.loads(Path(r).read_text())["cascade"] for r in runs]
+    from training.verify_eval import stored_candidates
+    ds = [stored_candidates(r) for r in runs]
     m = {**ds[0], "hours": sum(d["hours"] for d in ds), "keywords": sum(d["keywords"] for d in ds),
          "calls": [c for d in ds for c in d["calls"]], "cands": []}
     n = 0
@@ -279,10 +265,9 @@ def merge(runs: list[Path], out: Path) -> None:
 def proposers(runs: list[Path]) -> None:
     """Per combine run: the cascade (shipped combiner and gate) on the first stage's candidates alone and with the
     scan's beside them: keywords proposed, recall at 0.5 / 1 / 2 / 5 FA/h and at the shipped threshold."""
-    import json
-    from training.verify_eval import combined_scores, det_curve, recall_at, stored_combiner
+    from training.verify_eval import combined_scores, det_curve, recall_at, stored_candidates, stored_combiner
     for r in runs:
-        d = json.loads(Path(r).read_text())["cascade"]
+        d = stored_candidates(r)
         sc, thr = combined_scores(d), stored_combiner(d).default_threshold
         y = np.array([c["y"] for c in d["cands"]])
         src = np.array([c["src"] for c in d["cands"]])
@@ -302,11 +287,10 @@ def union_rule(calib: Path, runs: list[Path], budget: float = 0.5) -> None:
     """The shipped cascade's accept, or a candidate only the scan proposed whose probe logit reaches tau: tau the
     lowest (steps of 0.25) that keeps the calibration run (combine's, on the held-out voices) within `budget` FA/h;
     each run's recall and FA/h at it beside the shipped cascade's alone."""
-    import json
-    from training.verify_eval import combined_scores, stored_combiner
+    from training.verify_eval import combined_scores, stored_candidates, stored_combiner
 
     def load(path):
-        d = json.loads(Path(path).read_text())["cascade"]
+        d = stored_candidates(path)
         base = combined_scores(d) >= stored_combiner(d).default_threshold
         col = lambda k: np.array([c[k] for c in d["cands"]])
         return d, base, col("y"), col("src"), col("p")
@@ -402,6 +386,7 @@ def main(argv=None) -> int:
     f = sub.add_parser("first", help="the fold's first stage over the same calls (PATH.first.npy beside a scan)")
     f.add_argument("--fold", required=True)
     f.add_argument("--every", type=int, default=1)
+    f.add_argument("--offset", type=int, default=0)
     f.add_argument("--out", type=Path, required=True)
     f.add_argument("--factor", type=float, default=0.8)
     c = sub.add_parser("combine", help="both proposers, every candidate verified: a stored cascade run (.json)")
@@ -412,7 +397,6 @@ def main(argv=None) -> int:
     c.add_argument("--factor", type=float, default=0.8, help="the first stage's candidates at factor x thresholds")
     m = sub.add_parser("compare", help="stored runs: shipped and across-engine fitted combiners")
     m.add_argument("runs", help="comma-separated .json runs")
-    m.add_argument("--calib", type=Path, help="the held-out voices' run: thresholds chosen on it")
     k = sub.add_parser("cost", help="the scan's CPU against the first stage's, interleaved")
     k.add_argument("--hop", type=float, default=0.2)
     u = sub.add_parser("union-rule", help="scan-only candidates accepted on their probe logit, tau set on --calib")
@@ -428,35 +412,27 @@ def main(argv=None) -> int:
     r.add_argument("path", type=Path)
     r.add_argument("--floor", type=float, default=-2.0)
     a = ap.parse_args(argv)
+    from training.recipe import use_recipe_keywords
+    from training.verify_eval import calls_recipe
+    use_recipe_keywords(calls_recipe())                 # the calls recipe's keyword set, for every command
+    runs = [Path(x) for x in a.runs.split(",")] if "runs" in a else []
     if a.cmd == "scan":
         scan(a.fold, a.hop, a.every, a.out, a.probe, offset=a.offset)
+    elif a.cmd == "first":
+        first_stage(a.fold, a.every, a.out, a.factor, offset=a.offset)
     elif a.cmd == "combine":
         combine(a.path, a.out, a.floor, a.factor)
     elif a.cmd == "cost":
         scan_cost(a.hop)
     elif a.cmd == "merge":
-        merge([Path(x) for x in a.runs.split(",")], a.out)
+        merge(runs, a.out)
     elif a.cmd == "proposers":
-        from training.recipe import use_recipe_keywords
-        from training.verify_eval import calls_recipe
-        use_recipe_keywords(calls_recipe())
-        proposers([Path(x) for x in a.runs.split(",")])
+        proposers(runs)
     elif a.cmd == "union-rule":
-        from training.recipe import use_recipe_keywords
-        from training.verify_eval import calls_recipe
-        use_recipe_keywords(calls_recipe())
-        union_rule(a.calib, [Path(x) for x in a.runs.split(",")])
+        union_rule(a.calib, runs)
     elif a.cmd == "compare":
-        from training.recipe import use_recipe_keywords
-        from training.verify_eval import calls_recipe
-        use_recipe_keywords(calls_recipe())
-        compare([Path(x) for x in a.runs.split(",")], a.calib)
-    elif a.cmd == "first":
-        first_stage(a.fold, a.every, a.out, a.factor)
+        compare(runs)
     else:
-        from training.recipe import use_recipe_keywords
-        from training.verify_eval import calls_recipe
-        use_recipe_keywords(calls_recipe())
         report(a.path, a.floor)
     return 0
 
