@@ -252,6 +252,7 @@ def load_model(path: str | os.PathLike) -> KeywordModel:
                                f"{' '.join(str(exc).split())[:300]})") from None
     model = KeywordModel(backbone=backbone, head=head, detector=detector, meta=blob.get("meta") or {})
     model.name = model.meta.get("name", path.stem)
+    model.path = path
     model.artifact_sha256 = file_sha256(path)
     model.eval()
     return model

@@ -494,25 +494,29 @@ def candidate_config(cfg, factor: float):
                    max_hold_steps=max(cfg.max_hold_steps, CASCADE_HOLD_STEPS))
 
 
-def default_probe():
-    """The shipped keyword probe (models/default.probe.npz) when its keywords are the active set's, else None."""
+def default_probe(model_path=None):
+    """The keyword probe for a first stage: the one beside its model file (`spotter train` writes
+    <model>.probe.npz), else the shipped one (models/default.probe.npz); None when neither exists or has the
+    active set's keywords."""
     from .artifact import MODELS_DIR
-    from .probe import FILE_SUFFIX, KeywordProbe
-    path = MODELS_DIR / ("default" + FILE_SUFFIX)
-    if not path.is_file():
-        return None
-    probe = KeywordProbe.load(path)
-    return probe if probe.matches_active_set() else None
+    from .probe import KeywordProbe, probe_path
+    for path in dict.fromkeys(([probe_path(model_path)] if model_path else []) + [probe_path(MODELS_DIR / "default")]):
+        if path.is_file():
+            probe = KeywordProbe.load(path)
+            if probe.matches_active_set():
+                return probe
+    return None
 
 
-def default_combiner(thresholds: dict | None = None, probe="default") -> Combiner:
+def default_combiner(thresholds: dict | None = None, probe="default", model_path=None) -> Combiner:
     """The shipped combiner; `thresholds` (the first stage's calibrated ones) set f0. `probe`: a KeywordProbe,
-    None (the two opinions alone), "default" (default_probe(): the shipped one for the active keyword set) or True
-    (the probe's parameters without a probe, for stored candidates that carry their probe logits).
+    None (the two opinions alone), "default" (default_probe(model_path): the one beside the model file, else the
+    shipped one for the active keyword set) or True (the probe's parameters without a probe, for stored candidates
+    that carry their probe logits).
     With a probe: PROBE_PARAMS, PROBE_CASCADE_THRESHOLD and PROBE_GATE; without: DEFAULT_PARAMS and
     CASCADE_THRESHOLD."""
     if isinstance(probe, str):
-        probe = default_probe()
+        probe = default_probe(model_path)
     c = Combiner(probe=None if probe is True else probe)
     if probe is not None:
         c.params["*"] = dict(PROBE_PARAMS)
@@ -741,7 +745,7 @@ class VerifiedSpotter(_Cascade):
             def first_stage(c):
                 return KeywordSpotter(model, detector=c)
         self.first = first_stage(cfg)
-        self.combiner = combiner or default_combiner()
+        self.combiner = combiner or default_combiner(model_path=getattr(model, "path", None))
         if not self.combiner.f0:
             self.combiner.set_first_thresholds(calibrated)
         self.ring = AudioRing(context_s)
@@ -842,7 +846,7 @@ class VerifiedLines(_Cascade):
         self.multi = MultiSpotter(model, lines, detector=cfg)       # candidates are logged once verified
         self.lines = self.multi.lines
         self.log, self.sinks = log, list(sinks)
-        self.combiner = combiner or default_combiner()
+        self.combiner = combiner or default_combiner(model_path=getattr(model, "path", None))
         if not self.combiner.f0:
             self.combiner.set_first_thresholds(model.detector.thresholds)
         self.rings = {line: AudioRing(context_s) for line in self.lines}

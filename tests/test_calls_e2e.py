@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
-def test_tiny_calls_recipe_end_to_end(tmp_path):
+def test_tiny_calls_recipe_end_to_end(tmp_path, speech_wav):
     from training.calltrain import evaluate_stored, train_from_calls
     from training.recipe import load_recipe
     recipe = load_recipe(REPO / "training/configs/calls_tiny.toml", overrides=[
@@ -57,6 +57,16 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     assert res["held_out_voices"]["keyword_occurrences"] == final["keyword_occurrences"]
     json.dumps(res, default=float)
     assert "head seed 7, data seed 0" in card
+    # the cascade's keyword probe, trained by the same run beside the model and found by the cascade
+    from spotter import verify
+    from spotter.probe import probe_path
+    probe = model.meta["probe"]
+    if verify.status()[0]:
+        assert probe["file"] == "m.probe.npz" and probe["crops"] > 0 and probe["crops_s"] is not None
+        assert verify.default_probe(out).source == str(probe_path(out))
+        assert "## Keyword probe" in card and "`m.probe.npz` beside this file" in card
+    else:
+        assert "verify extra" in probe["skipped"] and "Not trained with this model" in card
 
     # the top-level seed draws the head's training, not the data: same stored calls, another head; without the
     # folds, their own keyword-free speech ('loeo_neg') is neither built nor read
@@ -75,8 +85,23 @@ def test_tiny_calls_recipe_end_to_end(tmp_path):
     assert "loeo_neg" not in other.meta["calls_report"]["info"]["sets"]
     assert other.meta["calls_report"]["info"]["speakers"] == speakers
     assert other.meta["calls_report"]["final"]["keyword_occurrences"] == final["keyword_occurrences"]
+    if verify.status()[0]:           # the same sentences and data seed: the crops are reused, the probe retrained
+        assert other.meta["probe"]["crops_s"] is None and probe_path(tmp_path / "m8.pt").is_file()
+        assert "reused from the work folder" in (tmp_path / "m8.md").read_text()
     a, b = model.head.state_dict(), other.head.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+    # real recordings (--recordings DIR) join the probe's crops too, one per channel each: the crops are rebuilt
+    if verify.status()[0]:
+        import numpy as np
+        import soundfile as sf
+        (tmp_path / "rec" / "gaz").mkdir(parents=True)
+        sf.write(tmp_path / "rec" / "gaz" / "1.wav", np.asarray(speech_wav("gaz"), np.float32), 16000)
+        rec = load_model(train_from_calls(load_recipe(REPO / "training/configs/calls_tiny.toml", overrides=[
+            f"out={tmp_path / 'rec.pt'}", f"work_dir={tmp_path / 'work'}", f"calls.cache_dir={tmp_path / 'sentences'}",
+            f'data.recordings=["{tmp_path / "rec"}"]']), folds=False))
+        assert rec.meta["probe"]["recording_crops"] == 3 and rec.meta["probe"]["crops_s"] is not None
+        assert "3 of them from the real recordings" in (tmp_path / "rec.md").read_text()
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")

@@ -204,3 +204,36 @@ def test_training_crops_sit_at_the_keyword_and_the_near_miss():
     assert 0.9 * 2.0 - 0.1 <= nm[0]["end"] <= 2.0 + 0.15
     sp = [it for it in items if it["kind"] == "speech"]
     assert len(sp) == 1 and sp[0]["y"] == other()
+
+
+def test_the_probe_beside_a_model_file_comes_first(tmp_path):
+    """default_probe(model path): the probe `spotter train` wrote beside the model (<model>.probe.npz) when it has
+    the active set's keywords, else the shipped one; the cascade's default combiner takes it from the model."""
+    shipped = verify.default_probe()
+    assert shipped is not None
+    KeywordProbe(shipped.w, shipped.keywords).save(tmp_path / "centre.probe.npz")
+    mine = verify.default_probe(tmp_path / "centre.pt")
+    assert mine.source == str(tmp_path / "centre.probe.npz")
+    assert verify.default_combiner({"gaz": 0.9}, model_path=tmp_path / "centre.onnx").probe.source == mine.source
+    other = dict(shipped.w, out_w=shipped.w["out_w"][:3], out_b=shipped.w["out_b"][:3])
+    KeywordProbe(other, ["alexa", "computer"]).save(tmp_path / "en.probe.npz")     # another set's: not used
+    assert verify.default_probe(tmp_path / "en.pt").source == shipped.source
+    assert verify.default_probe(tmp_path / "none.pt").source == shipped.source
+
+
+def test_a_recording_gives_a_positive_crop_per_channel_at_its_speech_end(tmp_path, speech_wav):
+    """`spotter train --recordings DIR`: each real clip DIR/<keyword>/*.wav becomes one probe crop per channel,
+    the clip between LEAD_S of silence before it and 0.6 s after, the crop ending where its speech ends."""
+    import soundfile as sf
+    from spotter.probe import LEAD_S
+    from training.probe import CHANNELS, item_audio, recording_items
+    clip = np.concatenate([np.zeros(4000, np.float32), np.asarray(speech_wav("gaz"), np.float32),
+                           np.zeros(8000, np.float32)])
+    (tmp_path / "rec" / "gaz").mkdir(parents=True)
+    sf.write(tmp_path / "rec" / "gaz" / "take1.wav", clip, 16000)
+    items = recording_items([tmp_path / "rec"])
+    assert [it["channel"] for it in items] == list(CHANNELS)
+    assert all(it["y"] == list(config.KEYWORDS).index("gaz") and it["kind"] == "recording" for it in items)
+    audio, end = item_audio(items[0])
+    assert audio.size == int(LEAD_S * 16000) + clip.size + int(0.6 * 16000)
+    assert abs(end - (LEAD_S + speech_end(clip))) < 0.05

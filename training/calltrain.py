@@ -1141,10 +1141,13 @@ def train_from_calls(recipe: CallsRecipe, folds: bool = True) -> Path:
         "keyword_durations_s": keyword_durations(CallSet.load(recipe.work_dir / "calls_train.npz")),
         "calls_report": {k: v for k, v in report.items()},
     }))
-    model.meta["calls_report"]["timings_s"]["total"] = round(time.time() - t0, 1)
     model.name = model.meta["name"]
     path = recipe.out
     path.parent.mkdir(parents=True, exist_ok=True)
+    from .probe import train_beside        # the cascade's keyword probe, beside the model (<out>.probe.npz)
+    model.meta["probe"] = _plain(train_beside(recipe, path))
+    log.info("keyword probe: %s", model.meta["probe"])
+    model.meta["calls_report"]["timings_s"]["total"] = round(time.time() - t0, 1)
     model.save(path)
     path.with_suffix(".md").write_text(calls_card(model), encoding="utf-8")
     log.info("saved %s and its model card", path)

@@ -178,6 +178,26 @@ def _times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
+def _probe_lines(probe: dict | None) -> list[str]:
+    """The card's section on the cascade's keyword probe that `spotter train` trained beside the model."""
+    if not probe:
+        return []
+    if probe.get("skipped"):
+        return ["## Keyword probe (the verifier's third opinion)",
+                f"Not trained with this model: {probe['skipped']}. The cascade uses the shipped probe "
+                "(models/default.probe.npz) when its keywords are this model's, else Whisper's two opinions alone."]
+    built = (f"encoded in {probe['crops_s']:.0f} s" if probe.get("crops_s") is not None
+             else "reused from the work folder (same sentences, seed and recordings)")
+    rec = (f", {probe['recording_crops']} of them from the real recordings (each clip clean, wideband and "
+           "telephone)" if probe.get("recording_crops") else "")
+    return ["## Keyword probe (the verifier's third opinion)",
+            f"`{probe['file']}` beside this file, trained by the same run (`training/probe.py`, seed "
+            f"{probe.get('seed')}) on {probe['crops']} crops of the train- and val-split voices' sentences{rec}, "
+            f"{built}; trained in {probe['train_s']:.0f} s. The cascade's combiner weights and threshold "
+            "(`spotter.verify.PROBE_PARAMS`, `PROBE_CASCADE_THRESHOLD`) were fitted with the shipped probe, not "
+            "re-fitted for this one."]
+
+
 def calls_card(model) -> str:
     """Model card of a model trained on calls (training/calltrain.py), from its stored report."""
     m = model.meta
@@ -262,6 +282,7 @@ def calls_card(model) -> str:
              "| keyword | service | threshold |", "|---|---|---|"]
     for k in config.KEYWORDS:
         lines.append(f"| {k} | {config.KEYWORD_SERVICE.get(k, '—')} | {model.detector.thresholds.get(k, float('nan')):.6g} |")
+    lines += ["", *_probe_lines(m.get("probe"))]
     lines += ["", "## Evaluation: keywords inside sentences, voices and engines it never heard", "",
               f"Negatives: {final.get('negative_hours', '?')} h of keyword-free running speech by held-out "
               "(test-split) voices, half through the telephone channel, noise 5-20 dB. "

@@ -45,13 +45,20 @@ def other() -> int:
     return len(config.KEYWORDS)
 
 
-def near_miss_owner(recipe_name: str) -> dict[str, str]:
-    """Near-miss word -> the keyword it imitates. French: texts.NEAR_MISSES, grouped under one comment per keyword;
-    the English wake-word set lists alexa's 18 near misses first, then computer's."""
-    if recipe_name == "calls":
-        from training.verify_eval import near_miss_owner as owner
-        return owner()
-    return {w: ("alexa" if i < 18 else "computer") for i, w in enumerate(config.KEYWORD_SET.near_misses)}
+def near_miss_owner() -> dict[str, str]:
+    """Near-miss word -> the keyword it imitates (kept with the crops as the keyword a near-miss crop claims). The
+    French set: texts.NEAR_MISSES, grouped under one comment per keyword; the English wake-word set lists alexa's 18
+    near misses first, then computer's; any other set: the keyword whose spelling is closest (difflib)."""
+    from difflib import SequenceMatcher
+    from training.verify_eval import near_miss_owner as french
+    kws = list(config.KEYWORDS)
+    owner = french()
+    if set(owner.values()) <= set(kws):
+        return owner
+    words = config.KEYWORD_SET.near_misses
+    if kws == ["alexa", "computer"]:
+        return {w: ("alexa" if i < 18 else "computer") for i, w in enumerate(words)}
+    return {w: max(kws, key=lambda k: SequenceMatcher(None, w.lower(), k.lower()).ratio()) for w in words}
 
 
 def crop_items(sents: list[dict], seed: int, owner: dict[str, str]) -> list[dict]:
@@ -112,19 +119,72 @@ def perturb_speed(audio: np.ndarray, factor: float) -> np.ndarray:
     return resample_poly(audio, up // g, down // g).astype(np.float32)
 
 
-def build_crops(recipe_name: str, out: Path, seed: int = 0, limit: int | None = None, speed: float = 0.0) -> Path:
-    """Encode the recipe's train/val sentences as probe crops (see the module doc) into `out` (.npz); speed > 0:
-    each sentence played faster or slower first (perturb_speed, a factor drawn by speed_factor)."""
+def recording_items(dirs) -> list[dict]:
+    """Real recordings DIR/<keyword>/*.wav|flac (the console's recording layout) as positive crops, one per channel
+    of CHANNELS: the clip between a LEAD_S lead and a 0.6 s tail of silence, the crop ending at its speech's end."""
+    from evaluation.realeval import keyword_recordings
+    kws = list(config.KEYWORDS)
+    items = []
+    for d in dirs:
+        for kw, path in keyword_recordings(Path(d)):
+            s = {"path": str(path), "engine": "real", "voice": str(path), "split": "train", "lead": LEAD_S}
+            items += [{"s": s, "end": None, "y": kws.index(kw), "claim": kw, "kind": "recording", "channel": ch}
+                      for ch in CHANNELS]
+    return items
+
+
+def item_audio(it: dict) -> tuple[np.ndarray, float]:
+    """An item's audio and its crop end (s): a cached sentence as synthesised; a recording (its "lead") between
+    silence, its crop end at the end of its speech."""
+    a = load_audio(it["s"]["path"])
+    if "lead" not in it["s"]:
+        return a, it["end"]
+    from evaluation.realeval import speech_span
+    _, end = speech_span(a)
+    lead = it["s"]["lead"]
+    return np.concatenate([np.zeros(int(lead * SR), np.float32), a, np.zeros(int(0.6 * SR), np.float32)]), lead + end
+
+
+def sentences_for(recipe) -> list[dict]:
+    """The recipe's cached sentences of train- and val-split voices (recipe: a CallsRecipe or a name under
+    training/configs/)."""
+    from training.verify_eval import cached_sentences, calls_recipe
+    recipe = calls_recipe(recipe) if isinstance(recipe, str) else recipe
+    return [s for s in cached_sentences(recipe.calls.cache_dir, SETS, recipe) if s["split"] in SPLITS]
+
+
+def fingerprint(items: list[dict], seed: int, speed: float, channels) -> str:
+    """What a crops file was built from (its items' files and crop ends, the seed, speed and channels)."""
+    import hashlib
+    h = hashlib.sha256(repr((seed, speed, tuple(channels))).encode())
+    for it in items:
+        h.update(f"{it['s']['path']}|{it['end']}|{it['y']}".encode())
+    return h.hexdigest()[:16]
+
+
+def plan_items(recipe, seed: int, limit: int | None = None, recordings=()) -> list[dict]:
+    """The crops to encode: the recipe's sentences' (crop_items; `limit`: a random subset) and its recordings'."""
+    items = crop_items(sentences_for(recipe), seed, near_miss_owner())
+    if limit:
+        items = random.Random(seed).sample(items, min(limit, len(items)))
+    return items + recording_items(recordings)
+
+
+def build_crops(recipe, out: Path, seed: int = 0, limit: int | None = None, speed: float = 0.0,
+                channels: tuple[str, ...] = CHANNELS, recordings=(), items: list[dict] | None = None) -> Path:
+    """Encode the recipe's train/val sentences (recipe: a CallsRecipe or a name under training/configs/) as probe
+    crops (see the module doc) into `out` (.npz); speed > 0: each sentence played faster or slower first
+    (perturb_speed, a factor drawn by speed_factor); `channels`: the channels the crops take in turn (of CHANNELS);
+    `recordings`: folders of real recordings, their crops added (recording_items); `items`: plan_items's, if
+    already made."""
     from spotter.verify import Verifier, VerifierConfig
     from training.calls import Call, Channel
     from training.recipe import real_audio_files
-    from training.verify_eval import cached_sentences, calls_recipe
-    recipe = calls_recipe(recipe_name)
-    sents = [s for s in cached_sentences(recipe.calls.cache_dir, SETS, recipe_name) if s["split"] in SPLITS]
-    items = crop_items(sents, seed, near_miss_owner(recipe_name))
-    if limit:
-        items = random.Random(seed).sample(items, min(limit, len(items)))
-    print(f"{len(sents)} sentences of {'/'.join(SPLITS)} voices -> {len(items)} crops", flush=True)
+    from training.verify_eval import calls_recipe
+    recipe = calls_recipe(recipe) if isinstance(recipe, str) else recipe
+    items = items if items is not None else plan_items(recipe, seed, limit, recordings)
+    print(f"{len(items)} crops of {'/'.join(SPLITS)} voices' sentences"
+          f"{' and real recordings' if recordings else ''}", flush=True)
     ch = Channel(real_audio_files(recipe.data)["noise_train"], seed)
     rng = np.random.default_rng(seed)
     ver = Verifier(VerifierConfig(language=config.KEYWORD_SET.language[:2] if config.KEYWORD_SET else "fr"))
@@ -132,13 +192,13 @@ def build_crops(recipe_name: str, out: Path, seed: int = 0, limit: int | None = 
     kinds = []
     t0 = time.time()
     for i, it in enumerate(items):
-        a = load_audio(it["s"]["path"])
+        a, end = item_audio(it)
         sf = speed_factor(rng, speed)
         a = perturb_speed(a, sf)
-        kind = CHANNELS[i % len(CHANNELS)]
+        kind = it.get("channel") or channels[i % len(channels)]
         if kind != "clean":
             a = ch(Call(a, [], [(0.0, a.size / SR)], it["s"]["voice"], it["s"]["engine"], "clean"), kind, rng).audio
-        f = encoded(ver, a, it["end"] / sf)
+        f = encoded(ver, a, end / sf)
         if feats is None:
             feats = np.zeros((len(items), *f.shape), np.float16)
         feats[i] = f
@@ -149,9 +209,45 @@ def build_crops(recipe_name: str, out: Path, seed: int = 0, limit: int | None = 
     np.savez(out, feats=feats, y=np.array([it["y"] for it in items]), claim=np.array([it["claim"] for it in items]),
              kind=np.array([it["kind"] for it in items]), engine=np.array([it["s"]["engine"] for it in items]),
              voice=np.array([it["s"]["voice"] for it in items]), split=np.array([it["s"]["split"] for it in items]),
-             channel=np.array(kinds), keywords=np.array(list(config.KEYWORDS)))
+             channel=np.array(kinds), keywords=np.array(list(config.KEYWORDS)),
+             fingerprint=np.array(fingerprint(items, seed, speed, channels)))
     print(f"wrote {out} ({len(items)} crops, {time.time() - t0:.0f} s)", flush=True)
     return out
+
+
+def stored_fingerprint(path: Path) -> str | None:
+    """The fingerprint a crops file was built with (None: missing, unreadable or built before fingerprints)."""
+    try:
+        with np.load(path) as z:
+            return str(z["fingerprint"]) if "fingerprint" in z.files else None
+    except (OSError, ValueError):
+        return None
+
+
+def train_beside(recipe, model_path: Path) -> dict:
+    """`spotter train`'s last step: the keyword probe of the model at `model_path`, written beside it
+    (spotter.probe.probe_path), trained on the recipe's crops and its real recordings' crops. The crops are kept in
+    <work_dir>/probe_crops.npz and rebuilt when what they were built from changes (fingerprint). Returns what the
+    model card says of it: the file, crops and seconds, or why no probe was trained."""
+    from spotter import verify
+    from spotter.probe import probe_path
+    if not recipe.train.probe:
+        return {"skipped": "[train] probe = false"}
+    if not verify.status()[0]:
+        return {"skipped": "the verify extra is not installed (pip install '.[verify]')"}
+    seed, recordings = recipe.calls.seed, list(recipe.data.recordings)
+    crops = Path(recipe.work_dir) / "probe_crops.npz"
+    items = plan_items(recipe, seed, recordings=recordings)
+    t0 = time.time()
+    built = stored_fingerprint(crops) != fingerprint(items, seed, 0.0, CHANNELS)
+    if built:
+        build_crops(recipe, crops, seed, recordings=recordings, items=items)
+    t1 = time.time()
+    out = probe_path(model_path)
+    train_probe(crops, out, seed=recipe.seed)
+    return {"file": out.name, "crops": len(items), "recording_crops": sum(it["kind"] == "recording" for it in items),
+            "crops_s": round(t1 - t0, 1) if built else None, "train_s": round(time.time() - t1, 1),
+            "seed": recipe.seed}
 
 
 def make_net(width: int = WIDTH):
@@ -254,7 +350,7 @@ def main(argv=None) -> int:
     use_recipe_keywords(recipe)
     crops = a.crops or Path(recipe.work_dir) / "probe_crops.npz"
     if not crops.is_file():
-        build_crops(a.config.stem, crops, a.seed)
+        build_crops(recipe, crops, a.seed)
     train_probe(crops, a.out, a.without_engine, a.seed, a.epochs)
     return 0
 

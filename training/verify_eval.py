@@ -86,11 +86,11 @@ def near_miss_owner() -> dict[str, str]:
     return owner
 
 
-def cached_sentences(cache_dir: Path, sets=("eval_kw", "eval_neg"), recipe: str = "calls") -> list[dict]:
+def cached_sentences(cache_dir: Path, sets=("eval_kw", "eval_neg"), recipe="calls") -> list[dict]:
     """The calls recipe's sentences of `sets` (default: the evaluation ones) that are in the cache: path, text,
-    keyword, spans, engine, voice and the voice's split."""
+    keyword, spans, engine, voice and the voice's split. `recipe`: a CallsRecipe or a name under training/configs/."""
     from training import calltrain as CT, calls as C
-    plan = calls_recipe(recipe).calls
+    plan = (calls_recipe(recipe) if isinstance(recipe, str) else recipe).calls
     voices, splits = CT.plan_voices(plan)
     jobs = CT.plan_jobs(plan, voices, splits)
     index = {}
