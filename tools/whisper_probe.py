@@ -31,8 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def encode_cands(run: Path) -> None:
-    """run.json's candidates (their windows in run.npz) -> run.probe.npz, the probe's input for each."""
+def shift_suffix(shift: float) -> str:
+    """The stored encodings of a run's candidates, their crops ending `shift` s after the estimated end."""
+    return ".probe.npz" if shift == 0 else f".probe{shift:+.3f}.npz"
+
+
+def encode_cands(run: Path, shift: float = 0.0) -> None:
+    """run.json's candidates (their windows in run.npz) -> run.probe.npz, the probe's input for each (shift: the
+    crop ending that much after the estimated end, run.probe<shift>.npz)."""
     from spotter.verify import Verifier
     from training.probe import encoded
     from training.verify_eval import stored_candidates
@@ -43,11 +49,11 @@ def encode_cands(run: Path) -> None:
     feats = None
     t0 = time.time()
     for i, c in enumerate(d["cands"]):
-        f = encoded(ver, audio[off[i]:off[i + 1]].astype(np.float32), c["end"])
+        f = encoded(ver, audio[off[i]:off[i + 1]].astype(np.float32), c["end"] + shift)
         if feats is None:
             feats = np.zeros((len(d["cands"]), *f.shape), np.float16)
         feats[i] = f
-    np.savez(run.with_suffix(".probe.npz"), feats=feats)
+    np.savez(run.with_suffix(shift_suffix(shift)), feats=feats)
     print(f"{run}: {len(d['cands'])} candidates encoded ({time.time() - t0:.0f} s)")
 
 
@@ -65,14 +71,47 @@ def two_fold_by_voice(X: np.ndarray, y: np.ndarray, voices: list[str], l2: float
     return out
 
 
-def score(crops: list[Path], runs: list[Path], seeds: list[int], epochs: int, weights=None) -> dict:
+def per_channel_at(score: np.ndarray, y: np.ndarray, kinds: list[str], calls: list[dict], hours: float,
+                   fa: float) -> dict[str, float]:
+    """Recall per channel (clean / tel) at the run's `fa` FA/h threshold on `score` (one threshold for both)."""
+    from training.verify_eval import threshold_at
+    t = threshold_at(score, y, hours, fa)
+    out = {}
+    for ch in sorted({c["kind"] for c in calls}):
+        n = sum(c["keywords"] for c in calls if c["kind"] == ch)
+        hit = sum(1 for s_, y_, k in zip(score, y, kinds) if y_ == 1 and k == ch and s_ >= t)
+        out[ch] = hit / n if n else 0.0
+    return out
+
+
+FEATURES = ("kw", "kw-none", "any")
+
+
+def probe_feature(probe, frames: np.ndarray, kw: str, feature: str = "kw") -> float:
+    """The probe's opinion of a candidate: "kw" the logit of P(kw) against everything else (what the cascade
+    uses); "kw-none" the keyword's logit minus none's (another keyword's mass ignored); "any" the logit of
+    P(some keyword) against none."""
+    if feature == "kw":
+        return probe.frames_logit(frames, kw)
+    z = probe.logits(frames)
+    if feature == "kw-none":
+        return float(z[probe.keywords.index(kw)] - z[-1])
+    z = z - z.max()
+    e = np.exp(z)
+    return float(np.log(e[:-1].sum() + 1e-12) - np.log(e[-1] + 1e-12))
+
+
+def score(crops: list[Path], runs: list[Path], seeds: list[int], epochs: int, weights=None,
+          shifts=(0.0,), feature: str = "kw") -> dict:
     """Per run: the probes (one per seed; several: their logits averaged) trained without the run's engine, scored
-    alone and combined with the first stage and the forced score (2-fold by voice, across folds, pooled)."""
+    alone and combined with the first stage and the forced score (2-fold by voice, across folds, pooled). `shifts`:
+    the probe read on crops ending at each of these offsets from the estimated end (encode-cands --shift), the
+    highest logit kept."""
     from spotter.probe import KeywordProbe
     from training.probe import train_probe
     from training.verify_eval import (auc, candidate_features, combined_scores, det_curve, recall_at,
                                       stored_candidates)
-    res, kept = {}, {}
+    res, kept, kinds, calls = {}, {}, {}, {}
     nets: dict = {}
     for run in runs:
         d = stored_candidates(run.with_suffix(".json"))
@@ -85,9 +124,9 @@ def score(crops: list[Path], runs: list[Path], seeds: list[int], epochs: int, we
                 saved = crops[0].with_name(f"{stem}.probe_{key}_s{seed}_e{epochs}.npz")
                 nets[key].append(KeywordProbe.load(saved) if saved.is_file()
                                  else train_probe(crops, saved, engine, seed, epochs))
-        cx = np.load(run.with_suffix(".probe.npz"))["feats"]
         cands = d["cands"]
-        p = np.array([np.mean([n.frames_logit(f, c["kw"]) for n in nets[key]]) for f, c in zip(cx, cands)])
+        p = np.max([[np.mean([probe_feature(n, f, c["kw"], feature) for n in nets[key]]) for f, c in
+                     zip(np.load(run.with_suffix(shift_suffix(sh)))["feats"], cands)] for sh in shifts], axis=0)
         f2, yy, _ = candidate_features(d)
         voices = [c["voice"] for c in cands]
         hours, n = d["hours"], d["keywords"]
@@ -114,6 +153,8 @@ def score(crops: list[Path], runs: list[Path], seeds: list[int], epochs: int, we
                   + " / ".join(f"{r:5.1%}" for r in out[name]))
         res[run.name] = out
         kept[run.name] = (rows, yy, hours, n, engine)
+        kinds[run.name] = [c["kind"] for c in cands]
+        calls[run.name] = d.get("calls", [])
     folds = [k for k, v in kept.items() if v[4]]
     if len(folds) > 1:      # combiner fitted on the other folds' candidates (across engines; all folds for others)
         from spotter.verify import fit_logistic
@@ -127,7 +168,10 @@ def score(crops: list[Path], runs: list[Path], seeds: list[int], epochs: int, we
                 curve = det_curve(sc, yy, hours, n)
                 r = [recall_at(curve, fa) for fa in (0.5, 1, 2)]
                 res[name][feat + " (across)"] = r
-                print(f"  {name:18s} {feat:15s} w {np.round(w, 2)}: " + " / ".join(f"{x:5.1%}" for x in r))
+                ch = per_channel_at(sc, yy, kinds[name], calls[name], hours, 0.5)
+                res[name][feat + " (across) per channel at 0.5"] = ch
+                print(f"  {name:18s} {feat:15s} w {np.round(w, 2)}: " + " / ".join(f"{x:5.1%}" for x in r)
+                      + "; at 0.5 FA/h " + ", ".join(f"{k} {v:.1%}" for k, v in ch.items()))
         feat = "first+v+probe"             # fitted on every fold pooled: the weights a cascade would ship
         A = np.concatenate([np.c_[np.ones(len(kept[k][1])), kept[k][0][feat]] for k in folds])
         w = fit_logistic(A, np.concatenate([kept[k][1] for k in folds]))
@@ -231,14 +275,19 @@ def main(argv=None) -> int:
     b.add_argument("--recipe", default="calls", help="calls (French) or en_wake (English wake words)")
     b.add_argument("--speed", type=float, default=0.0, help="speed perturbation: each sentence played up to this "
                    "much faster or slower (e.g. 0.12) before its crop is encoded")
+    b.add_argument("--channels", default="clean,wide,tel", help="the channels the crops take in turn")
     e = sub.add_parser("encode-cands")
     e.add_argument("--runs", required=True, help="comma-separated stored runs (R for R.json + R.npz)")
+    e.add_argument("--shift", type=float, default=0.0, help="crops ending this long (s) after the estimated end")
     s = sub.add_parser("score")
     s.add_argument("--crops", default=str(ROOT / "runs" / "probe" / "train_crops.npz"),
                    help="crops file(s) the probes train on, comma-separated")
     s.add_argument("--runs", required=True)
     s.add_argument("--seed", default="0", help="the probes' seed; several, comma-separated: their logits averaged")
     s.add_argument("--epochs", type=int, default=12)
+    s.add_argument("--feature", choices=FEATURES, default="kw", help="the probe's opinion (probe_feature)")
+    s.add_argument("--shifts", default="0", help="comma-separated crop-end offsets (s; encode-cands --shift): the "
+                   "highest probe logit over them")
     s.add_argument("--json", type=Path)
     s.add_argument("--recipe", default="calls", help="the recipe whose keyword set the runs use")
     s.add_argument("--weights", help="a,b,c,d: also rank by a + b first + c forced + d probe (e.g. the shipped "
@@ -256,7 +305,7 @@ def main(argv=None) -> int:
         from training.recipe import use_recipe_keywords
         from training.verify_eval import calls_recipe
         use_recipe_keywords(calls_recipe(a.recipe))
-        build_crops(a.recipe, a.out, a.seed, a.limit, a.speed)
+        build_crops(a.recipe, a.out, a.seed, a.limit, a.speed, tuple(a.channels.split(",")))
     elif a.cmd == "cost":
         cost()
     elif a.cmd == "operating":
@@ -269,14 +318,15 @@ def main(argv=None) -> int:
             a.json.write_text(json.dumps(res, indent=1))
     elif a.cmd == "encode-cands":
         for r in a.runs.split(","):
-            encode_cands(Path(r))
+            encode_cands(Path(r), a.shift)
     else:
         from training.recipe import use_recipe_keywords
         from training.verify_eval import calls_recipe
         use_recipe_keywords(calls_recipe(a.recipe))
         res = score([Path(c) for c in a.crops.split(",")], [Path(r) for r in a.runs.split(",")],
                     [int(x) for x in a.seed.split(",")], a.epochs,
-                    [float(x) for x in a.weights.split(",")] if a.weights else None)
+                    [float(x) for x in a.weights.split(",")] if a.weights else None,
+                    tuple(float(x) for x in a.shifts.split(",")), a.feature)
         if a.json:
             a.json.write_text(json.dumps(res, indent=1))
     return 0
