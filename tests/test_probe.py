@@ -237,3 +237,21 @@ def test_a_recording_gives_a_positive_crop_per_channel_at_its_speech_end(tmp_pat
     audio, end = item_audio(items[0])
     assert audio.size == int(LEAD_S * 16000) + clip.size + int(0.6 * 16000)
     assert abs(end - (LEAD_S + speech_end(clip))) < 0.05
+
+
+def test_the_cascade_runs_the_probe_beside_its_model_file(tmp_path):
+    """A model file with a probe beside it (as `spotter train` leaves them): the cascade around it, from the ONNX
+    export or the torch artifact, combines with that probe, not the shipped one."""
+    import shutil
+    from spotter.model import DEFAULT_MODEL
+    from spotter.onnxmodel import load_any
+    shipped = verify.default_probe()
+    mine = dict(shipped.w, out_b=shipped.w["out_b"] + 0.5)          # another probe of the same keywords
+    KeywordProbe(mine, shipped.keywords).save(tmp_path / "centre.probe.npz")
+    for suffix in (".onnx", ".pt"):
+        shutil.copy(DEFAULT_MODEL.with_suffix(suffix), tmp_path / f"centre{suffix}")
+        vs = verify.VerifiedSpotter(load_any(tmp_path / f"centre{suffix}"), verifier=False)
+        assert vs.combiner.probe.source == str(tmp_path / "centre.probe.npz")
+        vs.close()
+    shutil.copy(DEFAULT_MODEL.with_suffix(".onnx"), tmp_path / "other.onnx")            # no probe beside it
+    assert verify.VerifiedSpotter(load_any(tmp_path / "other.onnx"), verifier=False).combiner.probe.source == shipped.source
