@@ -184,6 +184,58 @@ def score(crops: list[Path], runs: list[Path], seeds: list[int], epochs: int, we
     return res
 
 
+def recordings(run: Path, real: Path, crops: Path, n: int, seed: int = 0, out: Path | None = None) -> dict:
+    """The retraining use case for the probe, on real people: a probe trained on the recipe's synthetic crops plus
+    the first `n` real clips of each keyword (from the first half of its files in numeric order: the clips carry
+    no speaker labels, as tools/recordings_curve.py splits them), against the synthetic-only probe, both scored on a
+    stored real cascade run's candidates (training.verify_eval --real-cascade ... --crops; encode-cands) without
+    any candidate of a first-half clip. Combiners are fitted 2-fold by voice on those candidates."""
+    from spotter.probe import KeywordProbe
+    from evaluation.realeval import keyword_recordings
+    from training.probe import build_crops, recording_items, train_probe
+    from training.verify_eval import auc, candidate_features, det_curve, recall_at, stored_candidates
+    clips = keyword_recordings(real)
+    first = {}
+    for kw in {k for k, _ in clips}:
+        files = [f for k, f in clips if k == kw]
+        first[kw] = files[:len(files) // 2]
+    trained = {str(f.resolve()) for kw in first for f in first[kw][:n]}
+    held = {str(f.resolve()) for kw in first for f in first[kw]}
+    rec = crops.with_name(f"{crops.stem}_rec{n}.npz")
+    out = out or crops.with_name(f"{crops.stem}+rec{n}.probe_s{seed}.npz")
+    if not rec.is_file():
+        items = [it for it in recording_items([real]) if str(Path(it["s"]["path"]).resolve()) in trained]
+        build_crops("en_wake", rec, seed, items=items)
+    probes = {"synthetic": KeywordProbe.load(crops.with_name(f"{crops.stem}.probe_all_s{seed}_e12.npz"))
+              if crops.with_name(f"{crops.stem}.probe_all_s{seed}_e12.npz").is_file()
+              else train_probe(crops, crops.with_name(f"{crops.stem}.probe_all_s{seed}_e12.npz"), seed=seed),
+              f"+ {n} real clips per keyword": KeywordProbe.load(out) if out.is_file()
+              else train_probe([crops, rec], out, seed=seed)}
+    d = stored_candidates(run.with_suffix(".json"))
+    keep = np.array([str(Path(c["voice"]).resolve()) not in held for c in d["cands"]])
+    cands = [c for c, k in zip(d["cands"], keep) if k]
+    cx = np.load(run.with_suffix(".probe.npz"))["feats"][keep]
+    f2, yy, _ = candidate_features(d)
+    f2, yy = f2[keep], yy[keep]
+    n_kw = len(clips) - len(held)
+    voices = [c["voice"] for c in cands]
+    res = {}
+    print(f"\n{run.name}: {len(cands)} candidates ({int(yy.sum())} true) of {n_kw} second-half clips and the "
+          f"keyword-free speech ({d['hours']:.2f} h); {len(trained)} first-half clips in the probe's crops")
+    sc = two_fold_by_voice(f2, yy, voices)
+    res["first+v"] = [recall_at(det_curve(sc, yy, d["hours"], n_kw), fa) for fa in (0.5, 1, 2)]
+    print(f"  {'first+v (2-fold)':44s} " + " / ".join(f"{r:5.1%}" for r in res["first+v"]))
+    for name, pr in probes.items():
+        p = np.array([pr.frames_logit(f, c["kw"]) for f, c in zip(cx, cands)])
+        for feat, X in (("probe", p[:, None]), ("first+v+probe (2-fold)", np.c_[f2, p])):
+            sc = X[:, 0] if X.shape[1] == 1 else two_fold_by_voice(X, yy, voices)
+            r = [recall_at(det_curve(sc, yy, d["hours"], n_kw), fa) for fa in (0.5, 1, 2)]
+            res[f"{name}: {feat}"] = r
+            print(f"  {name + ': ' + feat:44s} " + " / ".join(f"{x:5.1%}" for x in r)
+                  + (f"  (AUC {auc(p[yy == 1], p[yy == 0]):.3f})" if feat == "probe" else ""))
+    return res
+
+
 B_GRID = (0.0, 0.15, 0.3, 0.45, 0.6, 0.9, 1.27)
 C_GRID = (0.1, 0.232, 0.35, 0.5)
 
@@ -299,6 +351,13 @@ def main(argv=None) -> int:
     o.add_argument("--extra", default="", help="comma-separated runs scored at the weights chosen on all folds")
     o.add_argument("--json", type=Path)
     sub.add_parser("cost")
+    r = sub.add_parser("recordings", help="a probe retrained with real clips, on the other real clips")
+    r.add_argument("--runs", required=True, help="comma-separated stored real cascade runs (R: R.json, R.probe.npz)")
+    r.add_argument("--real", type=Path, required=True, help="the real recordings, DIR/<keyword>/*")
+    r.add_argument("--crops", type=Path, default=ROOT / "runs" / "probe" / "en_crops.npz")
+    r.add_argument("--n", type=int, default=100, help="real clips per keyword in the probe's crops")
+    r.add_argument("--seed", type=int, default=0, help="the probes' seed")
+    r.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     if a.cmd == "build":
         from training.probe import build_crops
@@ -308,6 +367,13 @@ def main(argv=None) -> int:
         build_crops(a.recipe, a.out, a.seed, a.limit, a.speed, tuple(a.channels.split(",")))
     elif a.cmd == "cost":
         cost()
+    elif a.cmd == "recordings":
+        from training.recipe import use_recipe_keywords
+        from training.verify_eval import calls_recipe
+        use_recipe_keywords(calls_recipe("en_wake"))
+        res = {r: recordings(Path(r), a.real, a.crops, a.n, a.seed) for r in a.runs.split(",")}
+        if a.json:
+            a.json.write_text(json.dumps(res, indent=1))
     elif a.cmd == "operating":
         from training.recipe import use_recipe_keywords
         from training.verify_eval import calls_recipe
