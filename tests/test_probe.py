@@ -237,6 +237,12 @@ def test_a_recording_gives_a_positive_crop_per_channel_at_its_speech_end(tmp_pat
     audio, end = item_audio(items[0])
     assert audio.size == int(LEAD_S * 16000) + clip.size + int(0.6 * 16000)
     assert abs(end - (LEAD_S + speech_end(clip))) < 0.05
+    # the crops' fingerprint: the same files give the same one; a clip recorded again under its name changes it
+    from training.probe import fingerprint
+    before = fingerprint(items, 0, 0.0, CHANNELS)
+    assert fingerprint(recording_items([tmp_path / "rec"]), 0, 0.0, CHANNELS) == before
+    sf.write(tmp_path / "rec" / "gaz" / "take1.wav", clip[4000:], 16000)
+    assert fingerprint(recording_items([tmp_path / "rec"]), 0, 0.0, CHANNELS) != before
 
 
 def test_the_cascade_runs_the_probe_beside_its_model_file(tmp_path):

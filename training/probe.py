@@ -154,11 +154,15 @@ def sentences_for(recipe) -> list[dict]:
 
 
 def fingerprint(items: list[dict], seed: int, speed: float, channels) -> str:
-    """What a crops file was built from (its items' files and crop ends, the seed, speed and channels)."""
+    """What a crops file was built from: its items' files and crop ends, the seed, speed and channels. A cached
+    sentence's file name is its content's hash; a recording counts by its size and modification time too, so a
+    clip re-recorded under the same name rebuilds the crops."""
     import hashlib
     h = hashlib.sha256(repr((seed, speed, tuple(channels))).encode())
     for it in items:
-        h.update(f"{it['s']['path']}|{it['end']}|{it['y']}".encode())
+        p = it["s"]["path"]
+        st = Path(p).stat() if "lead" in it["s"] else None
+        h.update(f"{p}|{it['end']}|{it['y']}{f'|{st.st_size}|{st.st_mtime_ns}' if st else ''}".encode())
     return h.hexdigest()[:16]
 
 
