@@ -107,9 +107,12 @@ def cmd_bench(args) -> int:
 
 def register_cli(sub) -> None:
     p = sub.add_parser("train", help="synthesize data, augment, train, calibrate and evaluate a model",
-                       description="Train a keyword model from a TOML recipe (training/configs/default.toml reproduces "
-                                   "the shipped model). Adding --recordings DIR merges a folder of real recordings "
-                                   "laid out as DIR/<keyword>/*.wav into the training data.")
+                       description="Train a keyword model from a TOML recipe (training/configs/calls.toml reproduces "
+                                   "the shipped model and, with the verify extra, its keyword probe beside it; the "
+                                   "default, training/configs/default.toml, is the earlier clip recipe). Adding "
+                                   "--recordings DIR merges a folder of real recordings laid out as "
+                                   "DIR/<keyword>/*.wav into the training data (and, with a [calls] recipe, the "
+                                   "probe's crops).")
     p.add_argument("--config", default="training/configs/default.toml", help="recipe TOML (default: %(default)s)")
     p.add_argument("--recordings", nargs="*", metavar="DIR", help="extra recordings folders <DIR>/<keyword>/*.wav")
     p.add_argument("--init", metavar="MODEL", help="start from this model artifact's head (retraining)")
