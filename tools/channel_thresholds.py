@@ -18,14 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CHANNELS = ("clean", "tel")
 
 
-def at_most(scores: np.ndarray, fa: int) -> float:
-    """The lowest threshold that accepts at most `fa` of these (keyword-free) scores."""
-    s = np.sort(scores)[::-1]
-    return float(np.nextafter(s[fa], np.inf)) if fa < s.size else -np.inf
-
-
 def report(path: Path, budget: float = 0.5, top: int = 5) -> None:
-    from training.verify_eval import combined_scores, stored_candidates, stored_combiner
+    from training.verify_eval import combined_scores, stored_candidates, stored_combiner, threshold_at
     d = stored_candidates(path)
     s = combined_scores(d)
     y = np.array([c["y"] for c in d["cands"]])
@@ -35,18 +29,18 @@ def report(path: Path, budget: float = 0.5, top: int = 5) -> None:
     print(f"\n{path} ({d['hours']:.2f} h, {d['keywords']} keywords: clean {kws['clean']}, tel {kws['tel']}; "
           f"{budget:g} FA/h = {n_fa} false alarms)")
     for name, t in (("shipped threshold", stored_combiner(d).default_threshold),
-                    (f"{budget:g} FA/h", at_most(s[y == 0], n_fa))):
+                    (f"{budget:g} FA/h", threshold_at(s, y, 1.0, n_fa))):
         print(f"  {name:18s} {t:6.3f}: " + "; ".join(
             f"{ch} {np.sum((s >= t) & (y == 1) & (kind == ch))}/{kws[ch]} found, "
             f"{np.sum((s >= t) & (y == 0) & (kind == ch))} FA" for ch in CHANNELS))
     best = (-1, None)
     for fa_clean in range(n_fa + 1):
-        ts = {"clean": at_most(s[(y == 0) & (kind == "clean")], fa_clean),
-              "tel": at_most(s[(y == 0) & (kind == "tel")], n_fa - fa_clean)}
+        ts = {ch: threshold_at(s[kind == ch], y[kind == ch], 1.0, fa)
+              for ch, fa in (("clean", fa_clean), ("tel", n_fa - fa_clean))}
         hits = sum(int(np.sum((s >= ts[ch]) & (y == 1) & (kind == ch))) for ch in CHANNELS)
         if hits > best[0]:
             best = (hits, ts)
-    one = int(np.sum((s >= at_most(s[y == 0], n_fa)) & (y == 1)))
+    one = int(np.sum((s >= threshold_at(s, y, 1.0, n_fa)) & (y == 1)))
     print(f"  a threshold per channel (oracle): {best[0] / d['keywords']:.1%} against {one / d['keywords']:.1%} "
           f"with one ({', '.join(f'{ch} {t:.3f}' for ch, t in best[1].items())})")
     for i in [i for i in np.argsort(-s) if y[i] == 0][:top]:

@@ -71,6 +71,13 @@ def two_fold_by_voice(X: np.ndarray, y: np.ndarray, voices: list[str], l2: float
     return out
 
 
+def cached_probe(crops: list[Path], saved: Path, engine: str | None = None, seed: int = 0, epochs: int = 12):
+    """The probe trained on `crops` (without `engine`'s), from `saved` when an earlier run left it there."""
+    from spotter.probe import KeywordProbe
+    from training.probe import train_probe
+    return KeywordProbe.load(saved) if saved.is_file() else train_probe(crops, saved, engine, seed, epochs)
+
+
 def per_channel_at(score: np.ndarray, y: np.ndarray, kinds: list[str], calls: list[dict], hours: float,
                    fa: float) -> dict[str, float]:
     """Recall per channel (clean / tel) at the run's `fa` FA/h threshold on `score` (one threshold for both)."""
@@ -107,8 +114,6 @@ def score(crops: list[Path], runs: list[Path], seeds: list[int], epochs: int, we
     alone and combined with the first stage and the forced score (2-fold by voice, across folds, pooled). `shifts`:
     the probe read on crops ending at each of these offsets from the estimated end (encode-cands --shift), the
     highest logit kept."""
-    from spotter.probe import KeywordProbe
-    from training.probe import train_probe
     from training.verify_eval import (auc, candidate_features, combined_scores, det_curve, recall_at,
                                       stored_candidates)
     res, kept, kinds, calls = {}, {}, {}, {}
@@ -122,8 +127,7 @@ def score(crops: list[Path], runs: list[Path], seeds: list[int], epochs: int, we
             nets[key] = []
             for seed in seeds:
                 saved = crops[0].with_name(f"{stem}.probe_{key}_s{seed}_e{epochs}.npz")
-                nets[key].append(KeywordProbe.load(saved) if saved.is_file()
-                                 else train_probe(crops, saved, engine, seed, epochs))
+                nets[key].append(cached_probe(crops, saved, engine, seed, epochs))
         cands = d["cands"]
         p = np.max([[np.mean([probe_feature(n, f, c["kw"], feature) for n in nets[key]]) for f, c in
                      zip(np.load(run.with_suffix(shift_suffix(sh)))["feats"], cands)] for sh in shifts], axis=0)
@@ -190,9 +194,8 @@ def recordings(run: Path, real: Path, crops: Path, n: int, seed: int = 0, out: P
     no speaker labels, as tools/recordings_curve.py splits them), against the synthetic-only probe, both scored on a
     stored real cascade run's candidates (training.verify_eval --real-cascade ... --crops; encode-cands) without
     any candidate of a first-half clip. Combiners are fitted 2-fold by voice on those candidates."""
-    from spotter.probe import KeywordProbe
     from evaluation.realeval import keyword_recordings
-    from training.probe import build_crops, recording_items, train_probe
+    from training.probe import build_crops, recording_items
     from training.verify_eval import auc, candidate_features, det_curve, recall_at, stored_candidates
     clips = keyword_recordings(real)
     first = {}
@@ -206,11 +209,8 @@ def recordings(run: Path, real: Path, crops: Path, n: int, seed: int = 0, out: P
     if not rec.is_file():
         items = [it for it in recording_items([real]) if str(Path(it["s"]["path"]).resolve()) in trained]
         build_crops("en_wake", rec, seed, items=items)
-    probes = {"synthetic": KeywordProbe.load(crops.with_name(f"{crops.stem}.probe_all_s{seed}_e12.npz"))
-              if crops.with_name(f"{crops.stem}.probe_all_s{seed}_e12.npz").is_file()
-              else train_probe(crops, crops.with_name(f"{crops.stem}.probe_all_s{seed}_e12.npz"), seed=seed),
-              f"+ {n} real clips per keyword": KeywordProbe.load(out) if out.is_file()
-              else train_probe([crops, rec], out, seed=seed)}
+    probes = {"synthetic": cached_probe([crops], crops.with_name(f"{crops.stem}.probe_all_s{seed}_e12.npz"), seed=seed),
+              f"+ {n} real clips per keyword": cached_probe([crops, rec], out, seed=seed)}
     d = stored_candidates(run.with_suffix(".json"))
     keep = np.array([str(Path(c["voice"]).resolve()) not in held for c in d["cands"]])
     cands = [c for c, k in zip(d["cands"], keep) if k]
