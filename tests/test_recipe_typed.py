@@ -116,6 +116,34 @@ def test_every_set_option_is_kept(command):
     assert args.set == ["train.epochs=3", "seed=1", "out=m.pt"]
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_the_default_recipe_is_the_shipped_models(command, tmp_path, monkeypatch):
+    """Without --config, `spotter train` and `spotter evaluate` take the recipe that trained models/default.pt
+    (a [calls] recipe), from any working directory."""
+    import argparse
+    from training.cli import register_cli
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(parser.parse_args([command]).config)
+    assert isinstance(recipe, CallsRecipe) and recipe.path == (REPO / "training/configs/calls.toml").resolve()
+    assert recipe_meta(recipe)["out"] == "models/default.pt"
+
+
+@pytest.mark.parametrize("option", ["--init", "--calibrate-only"])
+def test_clip_recipe_options_with_the_calls_recipe_are_refused_in_one_line(option, tmp_path):
+    """--init and --calibrate-only belong to clip recipes: with the default [calls] recipe they are refused in one
+    line that names the recipe and says what to do instead, before anything is built."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "spotter.cli", "train", option, str(REPO / "models/default.pt"),
+                           "--set", f"work_dir={tmp_path / 'work'}", f"out={tmp_path / 'm.pt'}"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "calls.toml" in proc.stderr and option in proc.stderr
+    assert not (tmp_path / "work").exists() and not (tmp_path / "m.pt").exists()
+
+
 def test_defaults_come_from_the_dataclasses(tmp_path):
     r = load_recipe(write(tmp_path, ""))
     assert isinstance(r, ClipRecipe) and r.train == ClipTrainSection() and r.seed == 0 and r.name == "model"

@@ -29,9 +29,14 @@ def cmd_train(args) -> int:
     recipe = load_recipe(args.config, overrides=args.set)
     ks = use_recipe_keywords(recipe, args.keywords)
     if isinstance(recipe, CallsRecipe):    # keywords inside whole sentences (training/calltrain.py)
-        if args.init or args.calibrate_only:
-            raise SpotterError(f"{args.config}: --init and --calibrate-only work with clip recipes "
-                               "(training/configs/default.toml), not with a [calls] recipe yet")
+        if args.init:
+            raise SpotterError(f"{args.config}: --init starts a clip recipe's head from a model (--config "
+                               "training/configs/default.toml); a [calls] recipe trains its head again on its calls, "
+                               "the --recordings among them: leave --init out")
+        if args.calibrate_only:
+            raise SpotterError(f"{args.config}: --calibrate-only recalibrates a clip recipe's model (--config "
+                               "training/configs/default.toml); a [calls] recipe's threshold is its [calibrate] "
+                               "common_threshold, and `spotter evaluate --model M` scores a model on its stored calls")
         from .calltrain import train_from_calls
         _command_line_paths(recipe, args)
         train_from_calls(recipe, folds=not args.no_folds)
@@ -106,16 +111,19 @@ def cmd_bench(args) -> int:
 
 
 def register_cli(sub) -> None:
+    from .recipes import SHIPPED_RECIPE     # imports neither torch nor the training code
     p = sub.add_parser("train", help="synthesize data, augment, train, calibrate and evaluate a model",
-                       description="Train a keyword model from a TOML recipe (training/configs/calls.toml reproduces "
-                                   "the shipped model and, with the verify extra, its keyword probe beside it; the "
-                                   "default, training/configs/default.toml, is the earlier clip recipe). Adding "
+                       description="Train a keyword model from a TOML recipe. The default, "
+                                   "training/configs/calls.toml, reproduces the shipped model and, with the verify "
+                                   "extra, its keyword probe beside it; training/configs/default.toml is the earlier "
+                                   "clip recipe (the one --init and --calibrate-only work with). Adding "
                                    "--recordings DIR merges a folder of real recordings laid out as "
-                                   "DIR/<keyword>/*.wav into the training data (and, with a [calls] recipe, the "
-                                   "probe's crops).")
-    p.add_argument("--config", default="training/configs/default.toml", help="recipe TOML (default: %(default)s)")
+                                   "DIR/<keyword>/*.wav into the training data (with a [calls] recipe: its training "
+                                   "calls and the keyword probe's crops).")
+    p.add_argument("--config", default=str(SHIPPED_RECIPE),
+                   help="recipe TOML (default: training/configs/calls.toml, the shipped model's recipe)")
     p.add_argument("--recordings", nargs="*", metavar="DIR", help="extra recordings folders <DIR>/<keyword>/*.wav")
-    p.add_argument("--init", metavar="MODEL", help="start from this model artifact's head (retraining)")
+    p.add_argument("--init", metavar="MODEL", help="clip recipes: start from this model artifact's head")
     p.add_argument("--out", metavar="PATH", help="output artifact (default: the recipe's `out`)")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="override recipe values, e.g. train.epochs=5 (paths in the recipe are relative to its file, "
@@ -131,7 +139,8 @@ def register_cli(sub) -> None:
 
     p = sub.add_parser("evaluate", help="evaluate a model on held-out voices (confusion, DET, FRR at FA/h, services)")
     p.add_argument("--model", help="model artifact (default: models/default.pt)")
-    p.add_argument("--config", default="training/configs/default.toml", help="recipe TOML (default: %(default)s)")
+    p.add_argument("--config", default=str(SHIPPED_RECIPE),
+                   help="recipe TOML (default: training/configs/calls.toml, the shipped model's recipe)")
     p.add_argument("--out", help="output folder for evaluation.json and plots (default: the recipe's work dir)")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="override recipe values")
     p.add_argument("--keywords", metavar="FILE", help="keyword set TOML (default: the recipe's `keywords`)")

@@ -27,6 +27,8 @@ from spotter.artifact import _short
 from spotter.errors import SpotterError
 
 REPO = Path(__file__).resolve().parent.parent      # the source tree, when this is a checkout (display only)
+# the shipped model's recipe: `spotter train` and `spotter evaluate` use it when no --config is given
+SHIPPED_RECIPE = Path(__file__).resolve().parent / "configs" / "calls.toml"
 
 
 # --- sections -------------------------------------------------------------------------------------------------
