@@ -78,6 +78,7 @@ def main(argv=None) -> int:
             r.data.recordings = (rec_dir.absolute(),)
             r.out = (out / f"n{n}.pt").absolute()
             r.name = f"{recipe.name}+{n}rec"
+            r.train.probe = False      # this curve scores the first stage; the probe's: whisper_probe.py recordings
             t0 = time.time()
             model_path = train_from_calls(r, folds=False)
             seconds = round(time.time() - t0, 1)

@@ -27,8 +27,11 @@ from spotter.artifact import _short
 from spotter.errors import SpotterError
 
 REPO = Path(__file__).resolve().parent.parent      # the source tree, when this is a checkout (display only)
-# the shipped model's recipe: `spotter train` and `spotter evaluate` use it when no --config is given
+# the shipped model's recipe: `spotter train` and `spotter evaluate` use it when no --config is given (this source
+# tree's; a plain, non-editable install carries no recipes, so there the working directory's)
 SHIPPED_RECIPE = Path(__file__).resolve().parent / "configs" / "calls.toml"
+if not SHIPPED_RECIPE.is_file():
+    SHIPPED_RECIPE = Path("training/configs/calls.toml")
 
 
 # --- sections -------------------------------------------------------------------------------------------------
