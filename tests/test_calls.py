@@ -774,3 +774,48 @@ def test_the_ripple_gain_scales_the_log_mels_fine_structure_and_keeps_its_envelo
     assert np.array_equal(smoothed, C.stream_embeddings(C.WarpedMel(model, 1.0, ripple=0.0), x))
     assert smoothed.shape == C.stream_embeddings(model, x).shape
     assert not np.array_equal(smoothed, C.stream_embeddings(model, x))
+
+
+def test_the_dense_term_labels_each_position_by_the_window_ending_where_its_field_ends():
+    """dense_labels: position i of window (c, j) gets the label of step j - 15 + i + DENSE_REACH (-1 before the call's
+    first step and where the field reaches past the window); a head trained with the dense term sets per-position
+    logits in training, and once trained it is the plain KeywordHead (no training-only layer) and still separates
+    the classes."""
+    from spotter.model import KeywordHead
+    from training.calltrain import DENSE_REACH, CallSet, dense_labels, training_head
+    from training.train import train_head
+    cs = CallSet()
+    steps = 30
+    y = (np.arange(steps) % 14).astype(np.int16)
+    cs.add(np.zeros((steps + 15, 96), np.float16), y, [], {})
+    d = dense_labels(cs, [(0, 20), (0, 3)])
+    w = config.HEAD_FRAMES
+    assert d.shape == (2, w)
+    for i in range(w):
+        s = 20 - (w - 1) + i + DENSE_REACH
+        assert d[0, i] == (y[s] if i < w - DENSE_REACH else -1)
+    assert d[0, w - DENSE_REACH - 1] == y[20]                # the last labelled position: the window's own label
+    assert (d[1, :15 - DENSE_REACH - 3] == -1).all() and d[1, 15 - DENSE_REACH - 3] == y[0]
+    g = torch.Generator().manual_seed(0)
+    n, kw, other = 256, 0, config.LABELS.index(config.OTHER)
+    x = torch.randn(n, w, config.EMBED_DIM, generator=g)
+    yy = torch.where(torch.arange(n) % 2 == 0, kw, other)
+    x[yy == kw, :, :8] += 2.0
+    dense = yy[:, None].repeat(1, w).clone()
+    dense[:, w - DENSE_REACH:] = -1
+    head = training_head(0.5, dense=True)
+    head.train()
+    head(x[:4])
+    assert head.last_dense.shape == (4, len(config.LABELS), w)
+    torch.manual_seed(0)
+    trained, hist = train_head(head, (x, yy), (x, yy), epochs=6, batch=64, progress=False, dense=dense,
+                               dense_weight=0.5)
+    assert all(np.isfinite(h["train_loss"]) for h in hist)
+    from training.calltrain import plain_head
+    plain = plain_head(trained)
+    assert type(plain) is KeywordHead
+    KeywordHead().load_state_dict(plain.state_dict())        # saved and exported as the plain head
+    trained.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(x), trained(x))
+        assert (plain(x).argmax(1) == yy).float().mean() > 0.9

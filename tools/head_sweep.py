@@ -8,6 +8,12 @@
 Each variant changes the [train] section or the head's training in training/configs/calls.toml's recipe; the data, the
 leave-one-engine-out folds, the calibration and the scorer are exactly those of `spotter train` (training/calltrain.py).
 One JSON line per fold is appended to --out, and one summary line is printed.
+
+    python tools/head_sweep.py --summary runs/dense/results.jsonl
+
+sums each variant's keywords found over its folds, per seed and over all its seeds, at 0.5 / 1 FA/h (the fold's
+operating points) and at 2 / 5 FA/h (read off the fold's DET grid, calltrain.GRID: a lower bound), with the
+keyword-clip accuracy per fold.
 """
 from __future__ import annotations
 
@@ -57,6 +63,10 @@ VARIANTS = {
     "mixup": {"mixup": 0.4},
     # LogitNorm (train.normalised_logits): the loss on logits scaled to a fixed norm, against over-confidence
     "logit_norm": {"logit_norm": 0.04},
+    # a per-position term (train.dense): each position of the head's convolutions classifies the window ending where
+    # its receptive field ends, weight 0.5 / 1 (2026-12-06 night)
+    "dense05": {"dense": 0.5},
+    "dense1": {"dense": 1.0},
 }
 
 
@@ -176,7 +186,41 @@ def fold_result(res: dict, held: str, t0: float, tinfo: dict) -> dict:
             "det": res["det"]}
 
 
+def found_at(det: list[dict], fa_per_hour: float, n: int) -> int:
+    """Keywords found at the DET grid's best point within fa_per_hour (of n keywords)."""
+    ok = [d["recall"] for d in det if d["fa_per_hour"] <= fa_per_hour]
+    return round(max(ok) * n) if ok else 0
+
+
+def summary(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    runs: dict = {}
+    for r in rows:
+        a5, a1 = r["at_0.5"] or {}, r["at_1"] or {}
+        n = a5.get("of") or 0
+        runs.setdefault((r["variant"], r["seed"]), {})[r["fold"]] = (
+            a5.get("found", 0), a1.get("found", 0), found_at(r["det"], 2.0, n), found_at(r["det"], 5.0, n), r["clip"])
+    totals: dict = {}
+    for (variant, seed), folds in sorted(runs.items()):
+        sums = [sum(f[i] for f in folds.values()) for i in range(4)]
+        t = totals.setdefault(variant, {"seeds": [], "sums": [0] * 4, "clip": {}})
+        t["seeds"].append(seed)
+        t["sums"] = [a + b for a, b in zip(t["sums"], sums)]
+        for fold, f in folds.items():
+            t["clip"].setdefault(fold, []).append(f[4])
+        print(f"{variant:16s} seed {seed}: " + "  ".join(f"{k} {f[0]} / {f[1]} / {f[2]} / {f[3]}"
+                                                      for k, f in sorted(folds.items()))
+              + f"  | folds summed at 0.5 / 1 / 2 / 5 FA/h: {' / '.join(map(str, sums))}")
+    for variant, t in totals.items():
+        clip = ", ".join(f"{k} {100 * sum(v) / len(v):.1f} %" for k, v in sorted(t["clip"].items()))
+        print(f"{variant:16s} seeds {t['seeds']}: {' / '.join(map(str, t['sums']))} at 0.5 / 1 / 2 / 5 FA/h; "
+              f"keyword-clip accuracy (mean of seeds) {clip}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--summary"] and len(sys.argv) == 3:
+        summary(Path(sys.argv[2]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "training/configs/calls.toml"))
     ap.add_argument("--work", default=str(ROOT / "runs/calls2"))

@@ -489,17 +489,23 @@ def mine_hard_negatives(head, cs: CallSet, top: int, floor: float = 0.2, share: 
     return [(c, j) for _, c, j in found[:top]]
 
 
-def training_head(norm_dropout: float = 0.0, norm_gain: float = 0.0, **kw) -> torch.nn.Module:
+def training_head(norm_dropout: float = 0.0, norm_gain: float = 0.0, dense: bool = False, **kw) -> torch.nn.Module:
     """A KeywordHead to train. With norm_dropout p, its normalised embedding loses a share p of its dimensions (the
     same at every step) in training and the others are scaled by 1 / (1 - p); with norm_gain s, each dimension of a
     training window is also multiplied by exp(N(0, s)) (the same at every step: a smooth change of the embedding's
-    balance, as a new voice or channel makes). In eval mode, and once saved, it is the plain KeywordHead (the same
-    weights, export and runtime)."""
+    balance, as a new voice or channel makes). With dense, a training forward also sets `last_dense`: per-position
+    logits of the convolutions' output (a 1x1 convolution of its own, train.train_head's dense term). In eval mode,
+    and once saved (plain_head), it is the plain KeywordHead (the same weights, export and runtime)."""
     from spotter.model import KeywordHead
-    if not norm_dropout and not norm_gain:
+    if not norm_dropout and not norm_gain and not dense:
         return KeywordHead(**kw)
 
-    class NormDropoutHead(KeywordHead):
+    class TrainingHead(KeywordHead):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            if dense:
+                self.aux = torch.nn.Conv1d(self.out.in_features // 2, self.out.out_features, 1)
+
         def forward(self, emb):
             if not self.training:
                 return super().forward(emb)
@@ -509,8 +515,41 @@ def training_head(norm_dropout: float = 0.0, norm_gain: float = 0.0, **kw) -> to
             if norm_gain:
                 x = x * torch.exp(norm_gain * torch.randn((len(x), 1, x.shape[-1])))
             x = self.convs(x.transpose(1, 2))
+            if dense:
+                self.last_dense = self.aux(x)
             return self.out(self.dropout(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)))
-    return NormDropoutHead(**kw)
+    return TrainingHead(**kw)
+
+
+def plain_head(head: torch.nn.Module) -> torch.nn.Module:
+    """The KeywordHead of a training head: the same weights without training-only layers (training_head's aux)."""
+    if not hasattr(head, "aux"):
+        return head
+    from spotter.model import KeywordHead
+    plain = KeywordHead(n_classes=head.out.out_features, channels=head.out.in_features // 2, context=head.context)
+    plain.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("aux.")})
+    return plain.eval()
+
+
+# Each position of the head's convolutions sees DENSE_REACH embeddings on either side (kernels 3, dilations 1, 2, 4)
+DENSE_REACH = 7
+
+
+def dense_labels(cs: CallSet, chosen: list[tuple[int, int]], width: int = config.HEAD_FRAMES) -> torch.Tensor:
+    """(windows, width) labels of each window's positions for train.train_head's dense term: position i, whose
+    receptive field ends at the window's row i + DENSE_REACH, gets the label of the step whose window ends on that
+    row; positions whose field reaches past the window's end, or before the call's first step, get -1 (none)."""
+    out = np.full((len(chosen), width), IGNORE_LABEL, np.int64)
+    for r, (c, j) in enumerate(chosen):
+        y = cs.labels[c]
+        for i in range(width - DENSE_REACH):
+            s = j - (width - 1) + i + DENSE_REACH
+            if s >= 0:
+                out[r, i] = y[s]
+    return torch.from_numpy(out)
+
+
+IGNORE_LABEL = -1
 
 
 def balance_engines(cs: CallSet, cap: float) -> CallSet:
@@ -557,13 +596,15 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
     val_chosen = window_index(val, cfg.val_negative_windows, rng)
     xva, yva = stack_windows(val, val_chosen)
     groups = (occurrence_ids(train, chosen), occurrence_ids(val, val_chosen)) if cfg.max_pool else None
+    dense = dense_labels(train, chosen) if cfg.dense else None
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
-    head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain,
+    head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain, bool(cfg.dense),
                                                          context=cfg.head_context or config.HEAD_FRAMES)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
                             batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout,
                             mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs, consistency=cfg.consistency,
-                            average_from=cfg.weight_average, groups=groups, max_pool=cfg.max_pool)
+                            average_from=cfg.weight_average, groups=groups, max_pool=cfg.max_pool, dense=dense,
+                            dense_weight=cfg.dense)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.mining_windows:
         hard = mine_hard_negatives(head, train, cfg.mining_windows, share=cfg.mining_share, seed=seed)
@@ -574,14 +615,16 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
             ytr = torch.cat([ytr] + [hy] * reps)
             if pairs is not None:
                 pairs = torch.cat([pairs] + [pair_windows(train, sib, hard)] * reps)
+            if dense is not None:
+                dense = torch.cat([dense] + [dense_labels(train, hard)] * reps)
             head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.mining_epochs, batch=cfg.batch,
                                      lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1, dim_dropout=cfg.dim_dropout,
                                      mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs,
                                      consistency=cfg.consistency, average_from=1 if cfg.weight_average else 0,
                                      groups=groups and (np.r_[groups[0], np.full(len(hard) * reps, -1)], groups[1]),
-                                     max_pool=1 if cfg.max_pool else 0)
+                                     max_pool=1 if cfg.max_pool else 0, dense=dense, dense_weight=cfg.dense)
             info.update(mined=len(hard), history_mining=hist2)
-    return head, info
+    return plain_head(head), info
 
 
 # --- scoring (one scorer for calibration, evaluation and the benchmark: streams.score_stream) ---------------

@@ -196,6 +196,9 @@ class CallsTrainSection:
     #                                          its window where the head gives the keyword the highest posterior,
     #                                          chosen again every epoch (a max-pooling loss over the occurrence's
     #                                          keyword-end range; train.pooled_windows); 0: all of them
+    dense: float = 0.0                       # > 0: weight of a per-position term: each position of the head's
+    #                                          convolutions classifies the step whose window ends where its receptive
+    #                                          field ends (calltrain.dense_labels); the saved head is the plain head
 
 
 @dataclass(kw_only=True)

@@ -95,7 +95,8 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
                progress: bool = True, noise: float = 0.05, dim_dropout: float = 0.0,
                mixup: float = 0.0, logit_norm: float = 0.0, pairs: torch.Tensor | None = None,
                consistency: float = 0.0, average_from: int = 0, groups: tuple | None = None,
-               max_pool: int = 0) -> tuple[nn.Module, list[dict]]:
+               max_pool: int = 0, dense: torch.Tensor | None = None, dense_weight: float = 0.0
+               ) -> tuple[nn.Module, list[dict]]:
     """Class-weighted cross-entropy with AdamW and cosine decay; early stopping on validation loss
     (voice-disjoint validation set). Returns the best head and the per-epoch history. noise: Gaussian noise
     added to the inputs, times their standard deviation. dim_dropout: share of the input's last dimension
@@ -109,7 +110,9 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
     the epoch with the best validation loss. groups / max_pool: groups = (train's, val's) occurrence id of every
     window (-1: not a keyword occurrence); from epoch max_pool on (1-based; 0: never), each occurrence trains and is
     validated on its best window only (pooled_windows, chosen again every epoch), the class weights re-counted on
-    the windows kept."""
+    the windows kept. dense / dense_weight: dense[i] is a label (or -1, none) for each of window i's positions; the
+    loss adds dense_weight x the cross-entropy of the head's per-position logits (`head.last_dense`, set by a
+    training forward: calltrain.training_head(dense=True)) against them."""
     seed_everything(seed)
     xtr, ytr = train
     xva, yva = val
@@ -148,6 +151,10 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
             if logit_norm:
                 out = normalised_logits(out, logit_norm)
             loss = loss_fn(out, ytr[idx])
+            if dense_weight and dense is not None:
+                dl = head.last_dense                                   # (B, classes, positions)
+                loss = loss + dense_weight * nn.functional.cross_entropy(
+                    dl, dense[idx][:, -dl.shape[2]:], weight=w, ignore_index=-1, label_smoothing=label_smoothing)
             if mixup:
                 loss = lam * loss + (1 - lam) * loss_fn(out, ytr[idx][other])
             if consistency and pairs is not None:
