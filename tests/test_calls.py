@@ -819,3 +819,66 @@ def test_the_dense_term_labels_each_position_by_the_window_ending_where_its_fiel
     with torch.no_grad():
         assert torch.equal(plain(x), trained(x))
         assert (plain(x).argmax(1) == yy).float().mean() > 0.9
+
+
+def _contiguous_in_clip(phones, seconds):
+    assert phones and all(a < b for _, a, b in phones)
+    assert all(abs(b0 - a1) < 1e-6 for (_, _, b0), (_, a1, _) in zip(phones, phones[1:]))
+    assert phones[0][1] >= 0.0 and phones[-1][2] <= seconds + 0.001          # times rounded to the ms
+
+
+@needs_espeak
+def test_each_engine_gives_the_phones_it_said_with_their_times():
+    """say_full's phone timeline, from the synthesiser itself: contiguous, inside the clip, in one inventory
+    (espeak-ng's IPA). espeak-ng's PHONEME events and MBROLA's .pho (mapped by phones.MBROLA_IPA) give the same phone
+    sequence for the same text (one French front end), and the keyword's own phones lie inside its span; Kokoro's
+    predicted durations too, where Kokoro is installed. The audio is say()'s."""
+    from training import phones as P
+    from training.accent import database
+    from training.voices import kokoro_installed
+    text = "Allô, il y a un incendie dans la cuisine, venez vite."
+    s = type(keyword_sentence("incendie", random.Random(0)))(text, "incendie", keyword_spans(text, "incendie"))
+    voices = [Voice("espeak", "fr+m3")] + ([mbrola_voices()[0]] if database("fr1").is_file() else []) \
+        + ([Voice("kokoro", "jf_alpha")] if kokoro_installed() else [])
+    said = {}
+    for v in voices:
+        job = C.SayJob(s, v, speed=1.1, pitch=60, tract=1.05)
+        audio, spans, phones = C.say_full(job)
+        assert np.array_equal(audio, C.say(job)[0])
+        _contiguous_in_clip(phones, len(audio) / 16000)
+        inside = P.phones_in(phones, *spans[0])
+        assert " ɛ̃ s ɑ̃ d i " in " " + " ".join(inside) + " ", (v.key, inside)      # "incendie": [ɛ̃sɑ̃di]
+        said[v.engine] = [n for n, _, _ in phones if n != P.PAUSE]
+        assert set(said[v.engine]) <= set(P.MBROLA_IPA.values()), v.key      # one inventory
+    assert said["espeak"][:12] == ["a", "l", "o", "i", "l", "i", "a", "œ̃", "n", "ɛ̃", "s", "ɑ̃"]
+    if "mbrola" in said:
+        assert said["mbrola"] == said["espeak"]
+
+
+def test_a_phone_timeline_follows_its_clip():
+    """phones.timeline merges pauses and drops empty phones; shifted scales, trims and clips it with the clip."""
+    from training import phones as P
+    t = P.timeline(["_", "_", "a", "b", "b"], [0.0, 0.1, 0.2, 0.5, 0.5], 0.9)
+    assert t == (("_", 0.0, 0.2), ("a", 0.2, 0.5), ("b", 0.5, 0.9))
+    assert P.shifted(t, 0.5, 0.15, 0.3) == (("a", 0.0, 0.1), ("b", 0.1, 0.3))
+    assert P.mbrola_phone("A~") == "ɑ̃" and P.mbrola_phone("_:") == P.PAUSE and P.phone_name("ə-") == "ə"
+
+
+@needs_espeak
+def test_a_sentence_cached_without_its_phones_gains_them_with_the_same_audio(tmp_path):
+    """A cache record written before phone timelines were kept loads with no phones; synthesize_utterances(...,
+    phones=True) renders that job again: the same audio, and the record now carries the timeline."""
+    import json
+    from spotter.audio import load_audio
+    job = C.SayJob(keyword_sentence("gaz", random.Random(1)), Voice("espeak", "fr+f2"))
+    first, = C.synthesize_utterances([job], tmp_path, workers=1)
+    audio = load_audio(first.path)
+    index = tmp_path / "utterances.jsonl"
+    rec = json.loads(index.read_text())
+    assert rec["phones"] and first.phones
+    del rec["phones"]
+    index.write_text(json.dumps(rec) + "\n")
+    old, = C.synthesize_utterances([job], tmp_path, workers=1)
+    assert old.phones == ()
+    again, = C.synthesize_utterances([job], tmp_path, workers=1, phones=True)
+    assert again.phones == first.phones and np.array_equal(load_audio(again.path), audio)

@@ -53,6 +53,8 @@ class Utterance:
     engine: str
     speaker: str
     seconds: float
+    phones: tuple = ()        # (phone, start_s, end_s) from the synthesiser (training/phones.py); () in a cache
+    #                           written before 2026-12-06 night
 
 
 @dataclass(frozen=True)
@@ -97,28 +99,38 @@ def _slice_start(audio: np.ndarray, part: np.ndarray) -> int:
 
 def say(job: SayJob) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
     """Synthesise a sentence whole; returns 16 kHz float32 audio and the keyword spans (seconds) in it."""
+    return say_full(job)[:2]
+
+
+def say_full(job: SayJob) -> tuple[np.ndarray, tuple[tuple[float, float], ...], tuple]:
+    """say() and the sentence's phone timeline in the clip (training/phones.py), from the synthesiser itself."""
+    from training import phones as P
     s, v = job.sentence, job.voice
     if v.engine == "mbrola":
-        raw, rate, spans = _mbrola_say(s, v, round(175 * job.speed), job.pitch)
+        raw, rate, spans, phones = _mbrola_say(s, v, round(175 * job.speed), job.pitch)
         audio = _to_16k(raw, max(1000, round(rate * job.tract / 100) * 100))
         spans = [(a / job.tract, b / job.tract) for a, b in spans]
+        phones = P.shifted(phones, 1 / job.tract, 0.0, len(audio) / SR)
     elif v.engine == "espeak":
-        from training.espeak_lib import speak
-        raw, rate, words = speak(s.text, v.espeak_name, round(175 * job.speed), job.pitch, job.pitch_range)
+        from training.espeak_lib import speak_phonemes
+        raw, rate, words, events = speak_phonemes(s.text, v.espeak_name, round(175 * job.speed), job.pitch,
+                                                  job.pitch_range)
         dur = len(raw) / rate
         spans = [espeak_span(words, c0, dur) for c0, _ in s.spans]
         audio = _to_16k(raw, max(1000, round(rate * job.tract / 100) * 100))
         spans = [(a / job.tract, b / job.tract) for a, b in spans]
+        phones = P.timeline([P.phone_name(n) for n, _ in events], [t for _, t in events], dur)
+        phones = P.shifted(phones, 1 / job.tract, 0.0, len(audio) / SR)
     elif v.engine == "kokoro":
         from training.kokoro_spans import kokoro_say
-        audio, spans = kokoro_say(s, v, job.speed, job.pitch, job.tract)
+        audio, spans, phones = kokoro_say(s, v, job.speed, job.pitch, job.tract)
     else:
         raise SpotterError(f"unknown engine {v.engine}")
     audio = np.asarray(audio, np.float32)
     spans = [refine_span(audio, a, b) for a, b in spans]
     clip, cut = _normalise(audio)
     spans = tuple((round(max(0.0, a - cut), 3), round(min(len(clip) / SR, b - cut), 3)) for a, b in spans)
-    return clip, spans
+    return clip, spans, P.shifted(phones, 1.0, cut, len(clip) / SR)
 
 
 def _espeak_cli(args: list[str], text: str) -> bytes:
@@ -132,10 +144,12 @@ def _espeak_cli(args: list[str], text: str) -> bytes:
 
 
 def _mbrola_say(s: Sentence, v: Voice, wpm: int, pitch: int):
-    """MBROLA speech of the whole sentence from espeak-ng's .pho, and the keyword spans from the .pho's own
-    phoneme durations (the keyword's phonemes located by matching the keyword said alone)."""
+    """MBROLA speech of the whole sentence from espeak-ng's .pho, the keyword spans from the .pho's own
+    phoneme durations (the keyword's phonemes located by matching the keyword said alone), and the .pho's phone
+    timeline (French phones, also for an accent voice: what its diphones were asked to say)."""
     import subprocess
     import tempfile
+    from training import phones as P
     from training.sentences import parse_pho, pho_span
     from training.voices import MBROLA_DIR
     from training import accent
@@ -143,6 +157,8 @@ def _mbrola_say(s: Sentence, v: Voice, wpm: int, pitch: int):
     front = accent.FRONT_ENDS[accent.family(v.lang)] if accent.is_accent(v) else voice
     pho_text = _espeak_cli(["-v", front, "-q", "--pho", "-s", str(wpm), "-p", str(pitch)], s.text).decode()
     pho = parse_pho(pho_text)
+    starts = np.concatenate([[0.0], np.cumsum([d for _, d in pho])])
+    phones = P.timeline([P.mbrola_phone(p) for p, _ in pho], list(starts[:-1]), float(starts[-1]))
     spans = []
     for c0, c1 in s.spans:
         word = [p for p, _ in parse_pho(_espeak_cli(["-v", front, "-q", "--pho"], s.text[c0:c1]).decode())
@@ -160,20 +176,21 @@ def _mbrola_say(s: Sentence, v: Voice, wpm: int, pitch: int):
             raise SpotterError(f"mbrola {voice} failed on {s.text!r}")
         import soundfile as sf
         audio, rate = sf.read(dst, dtype="float32")
-    return audio, rate, spans
+    return audio, rate, spans, phones
 
 
 def _render(args) -> dict | str:
     job, path = args
     try:
-        clip, spans = say(job)
+        clip, spans, phones = say_full(job)
         if clip.size < SR // 5:
             return f"{job.voice.key} {job.sentence.text!r}: silent output"
         if job.sentence.keyword and any(b - a < 0.08 for a, b in spans):
             return f"{job.voice.key} {job.sentence.text!r}: keyword span too short {spans}"
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_wav(path, clip)
-        return {"spans": spans, "seconds": round(clip.size / SR, 3)}
+        return {"spans": spans, "seconds": round(clip.size / SR, 3),
+                "phones": [[n, round(a * 1000), round(b * 1000)] for n, a, b in phones]}
     except SpotterError as e:
         return str(e)
     except Exception as e:     # an engine crash must not stop a long batch: counted and reported
@@ -200,10 +217,12 @@ def uncached(jobs: list[SayJob], cache_dir: Path) -> list[SayJob]:
     return [j for j in jobs if _job_hash(j) not in index]
 
 
-def synthesize_utterances(jobs: list[SayJob], cache_dir: Path, workers: int = 2, progress: str | None = None
-                          ) -> list[Utterance]:
+def synthesize_utterances(jobs: list[SayJob], cache_dir: Path, workers: int = 2, progress: str | None = None,
+                          phones: bool = False) -> list[Utterance]:
     """Render every job not yet cached (worker processes: libespeak-ng is not re-entrant); returns the
-    utterances in job order, failed ones left out (counted in one warning)."""
+    utterances in job order, failed ones left out (counted in one warning). With phones, a job cached without
+    its phone timeline (a cache written before timelines were kept) is rendered again: the same audio, and its
+    record gains the timeline."""
     from tqdm import tqdm
     cache_dir = Path(cache_dir)
     index_path = cache_dir / "utterances.jsonl"
@@ -211,7 +230,7 @@ def synthesize_utterances(jobs: list[SayJob], cache_dir: Path, workers: int = 2,
     todo = []
     for job in jobs:
         h = _job_hash(job)
-        if h not in index:
+        if h not in index or (phones and "phones" not in index[h]):
             todo.append((job, str(cache_dir / job.voice.engine / job.voice.key / f"{h}.wav")))
     errors = []
     if todo:
@@ -240,7 +259,8 @@ def synthesize_utterances(jobs: list[SayJob], cache_dir: Path, workers: int = 2,
             continue
         result.append(Utterance(str(cache_dir / r["path"]), job.sentence.text, job.sentence.keyword,
                                 tuple(tuple(s) for s in r["spans"]), job.voice.key, job.voice.engine,
-                                "+".join(job.voice.speakers), r["seconds"]))
+                                "+".join(job.voice.speakers), r["seconds"],
+                                tuple((n, a / 1000, b / 1000) for n, a, b in r.get("phones", ()))))
     return result
 
 

@@ -3,7 +3,8 @@
 The espeak-ng command line gives audio only. The library also reports synthesis events: a WORD event carries
 the word's character position in the text and its start time in the audio it produced (for MBROLA voices too,
 since espeak-ng's own front end schedules the phonemes). That is how a keyword said inside a sentence that was
-synthesised in one piece gets its time span, without splicing separately synthesised pieces.
+synthesised in one piece gets its time span, without splicing separately synthesised pieces. PHONEME events,
+named in IPA, give every phone's start the same way (speak_phonemes; training/phones.py).
 
 libespeak-ng keeps global state and is not thread-safe: one process uses it from one thread (the synthesis
 pool runs worker processes, each with its own library instance). That state also carries from one sentence to the
@@ -35,6 +36,9 @@ POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
 EVENT_WORD = 1
 EVENT_MSG_TERMINATED = 6
+EVENT_PHONEME = 7
+INITIALIZE_PHONEME_EVENTS = 0x0001       # PHONEME events (the same audio: only events are added) ...
+INITIALIZE_PHONEME_IPA = 0x0002          # ... named in IPA
 PARAM_RATE, PARAM_VOLUME, PARAM_PITCH, PARAM_RANGE = 1, 2, 3, 4
 BUFFER_MS = 200
 
@@ -69,11 +73,13 @@ class _Engine:
             self.lib = ctypes.CDLL(name)
         except OSError:
             raise SpotterError("libespeak-ng is not installed (apt-get install espeak-ng)") from None
-        self.rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, BUFFER_MS, None, 0)
+        self.rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, BUFFER_MS, None,
+                                               INITIALIZE_PHONEME_EVENTS | INITIALIZE_PHONEME_IPA)
         if self.rate <= 0:
             raise SpotterError("libespeak-ng failed to initialise (espeak-ng-data missing?)")
         self._chunks: list[np.ndarray] = []
         self._words: list[Word] = []
+        self._phonemes: list[tuple[str, float]] = []
         self._cb = _CALLBACK(self._on_audio)       # kept referenced: the library calls it
         self.lib.espeak_SetSynthCallback(self._cb)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
@@ -89,6 +95,8 @@ class _Engine:
             e = events[i]
             if e.type == EVENT_WORD:
                 self._words.append(Word(e.text_position - 1, e.length, e.audio_position / 1000.0))
+            elif e.type == EVENT_PHONEME:
+                self._phonemes.append((e.id.string.decode("utf-8", "replace"), e.audio_position / 1000.0))
             i += 1
         return 0
 
@@ -99,7 +107,7 @@ class _Engine:
         for param, value in ((PARAM_RATE, wpm), (PARAM_PITCH, pitch), (PARAM_RANGE, pitch_range),
                              (PARAM_VOLUME, 100)):
             self.lib.espeak_SetParameter(param, int(value), 0)
-        self._chunks, self._words = [], []
+        self._chunks, self._words, self._phonemes = [], [], []
         self.libc.srand(zlib.crc32(repr((text, voice, int(wpm), int(pitch), int(pitch_range))).encode()))
         data = text.encode("utf-8") + b"\0"
         buf = ctypes.create_string_buffer(data)
@@ -108,7 +116,7 @@ class _Engine:
             raise SpotterError(f"espeak-ng -v {voice} failed on {text!r} (error {err})")
         self.lib.espeak_Synchronize()
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-        return audio, self.rate, list(self._words)
+        return audio, self.rate, list(self._words), list(self._phonemes)
 
 
 _LOCAL = threading.local()
@@ -125,12 +133,18 @@ def speak(text: str, voice: str, wpm: int = 175, pitch: int = 50, pitch_range: i
 
     Character positions refer to `text` as given. Calls are serialised: the library is not re-entrant. Said by a
     child forked from this process's never-used library (module docstring): history-independent."""
+    return speak_phonemes(text, voice, wpm, pitch, pitch_range)[:3]
+
+
+def speak_phonemes(text: str, voice: str, wpm: int = 175, pitch: int = 50, pitch_range: int = 50
+                   ) -> tuple[np.ndarray, int, list[Word], list[tuple[str, float]]]:
+    """speak()'s result and the PHONEME events: (IPA name, start in seconds) of every phone ('' for a pause)."""
     with _lock():
         eng = getattr(_LOCAL, "engine", None)
         if eng is None:
             eng = _LOCAL.engine = _Engine()
-        audio, rate, words = _in_child(eng, text, voice, wpm, pitch, pitch_range)
-    return audio.astype(np.float32) / 32768.0, rate, words
+        audio, rate, words, phonemes = _in_child(eng, text, voice, wpm, pitch, pitch_range)
+    return audio.astype(np.float32) / 32768.0, rate, words, phonemes
 
 
 def _in_child(eng: _Engine, *args):

@@ -13,7 +13,9 @@ import threading
 
 import numpy as np
 
+from spotter import config
 from spotter.errors import SpotterError
+from training import phones as P
 from training.synth import (KOKORO_MAX_TOKENS, KOKORO_RATE, PITCH_RATE_STEP, PITCH_SEMITONES, _kokoro_assets,
                             _resample, espeak_ipa, kokoro_style)
 
@@ -49,8 +51,9 @@ def _tokens(text: str, lang: str = "fr") -> list[int]:
 
 
 def kokoro_say(sentence, voice, speed: float = 1.0, pitch: int = 50, tract: float = 1.0
-               ) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """16 kHz audio of the sentence and the spans (seconds) of sentence.spans."""
+               ) -> tuple[np.ndarray, list[tuple[float, float]], tuple]:
+    """16 kHz audio of the sentence, the spans (seconds) of sentence.spans and its phone timeline (phones.py:
+    each token's predicted frames; a diacritic, stress mark or word space joined to the phone before it, punctuation a pause)."""
     vocab, _ = _kokoro_assets()
     space = vocab[" "]
     tokens: list[int] = []
@@ -83,4 +86,23 @@ def kokoro_say(sentence, voice, speed: float = 1.0, pitch: int = 50, tract: floa
     factor = 2.0 ** ((pitch - 50) / 50 * PITCH_SEMITONES / 12) * tract
     rate = max(PITCH_RATE_STEP, round(KOKORO_RATE * factor / PITCH_RATE_STEP) * PITCH_RATE_STEP)
     scale = KOKORO_RATE / rate
-    return _resample(audio, rate), [(a * scale, b * scale) for a, b in spans]
+    out = _resample(audio, rate)
+    phones = token_phones(tokens, cum)
+    return out, [(a * scale, b * scale) for a, b in spans], P.shifted(phones, scale, 0.0, out.size / config.SAMPLE_RATE)
+
+
+def token_phones(tokens: list[int], cum: np.ndarray) -> tuple:
+    """The phone timeline of Kokoro's tokens from their cumulative frame times `cum` (seconds; cum[t + 1] is
+    where token t starts: the leading pad token comes first)."""
+    vocab, _ = _kokoro_assets()
+    chars = {i: ch for ch, i in vocab.items()}
+    names: list[str] = []
+    starts: list[float] = []
+    for t, tok in enumerate(tokens):
+        ch = chars.get(tok, "")
+        if (P.is_attached(ch) or ch == " ") and names:
+            names[-1] += ch.strip()                # joined to the phone before it, which lasts until the next starts
+            continue                               # (a word space is no pause: espeak-ng and MBROLA have none)
+        names.append(P.PAUSE if not ch.strip() or P.is_attached(ch) or ch in ",.;:!?" else ch)
+        starts.append(float(cum[t + 1]))
+    return P.timeline([P.phone_name(n) for n in names], starts, float(cum[len(tokens) + 1]))
