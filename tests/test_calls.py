@@ -882,3 +882,44 @@ def test_a_sentence_cached_without_its_phones_gains_them_with_the_same_audio(tmp
     assert old.phones == ()
     again, = C.synthesize_utterances([job], tmp_path, workers=1, phones=True)
     assert again.phones == first.phones and np.array_equal(load_audio(again.path), audio)
+
+
+def test_each_embedding_row_gets_the_phone_said_at_its_centre_and_a_head_can_learn_them():
+    """row_phones: row r of a call's embeddings ends at (r - 14) x 80 ms and sees 0.775 s of audio; its target is the
+    phone said at that audio's centre (pause between phones' timelines, -1 before the call starts). phone_labels
+    reads a window's rows from the call's "phone_rows"; a head trained with the phone term (train.phone_aux) sets
+    per-position logits over the inventory and is the plain KeywordHead once trained."""
+    from spotter.model import KeywordHead
+    from training import phones as P
+    from training.calltrain import CallSet, phone_labels, plain_head, training_head
+    from training.train import train_head
+    ph = (("a", 0.1, 0.2), (P.PAUSE, 0.2, 0.5), ("s", 0.5, 0.6))
+    rows = P.row_phones(ph, 30, 15, 0.08)
+    centre = (np.arange(30) - 14) * 0.08 - P.EMBEDDING_SPAN_S / 2
+    for r, c in enumerate(centre):
+        want = -1 if c < 0 else next((P.INVENTORY.index(n) for n, a, b in ph if a <= c < b),
+                                     P.INVENTORY.index(P.PAUSE))
+        assert rows[r] == want, (r, c)
+    assert {P.INVENTORY[i] for i in rows if i >= 0} == {"a", "s", P.PAUSE}
+    cs = CallSet()
+    cs.add(np.zeros((30, 96), np.float16), np.zeros(15, np.int16), [], {"phone_rows": rows.tolist()})
+    cs.add(np.zeros((30, 96), np.float16), np.zeros(15, np.int16), [], {})
+    labels = phone_labels(cs, [(0, 10), (1, 3)])
+    assert labels[0].tolist() == rows[10:26].tolist() and (labels[1] == -1).all()
+    g = torch.Generator().manual_seed(0)
+    n, w = 256, config.HEAD_FRAMES
+    x = torch.randn(n, w, config.EMBED_DIM, generator=g)
+    phone = torch.randint(0, 3, (n, w), generator=g)
+    x[..., :3] += 3.0 * torch.nn.functional.one_hot(phone, 3)        # each row's phone shows in 3 dimensions
+    y = torch.where(phone[:, -1] == 0, 0, config.LABELS.index(config.OTHER))
+    head = training_head(dense=len(P.INVENTORY))            # no norm dropout: it would hide the 3 dimensions
+    torch.manual_seed(0)
+    trained, hist = train_head(head, (x, y), (x, y), epochs=20, batch=64, progress=False, dense=phone,
+                               dense_weight=1.0)
+    assert all(np.isfinite(h["train_loss"]) for h in hist)
+    trained.train()
+    with torch.no_grad():
+        trained(x)
+        assert trained.last_dense.shape == (n, len(P.INVENTORY), w)
+        assert (trained.last_dense.argmax(1) == phone).float().mean() > 0.9
+    assert type(plain_head(trained)) is KeywordHead

@@ -67,6 +67,12 @@ VARIANTS = {
     # its receptive field ends, weight 0.5 / 1 (2026-12-06 night)
     "dense05": {"dense": 0.5},
     "dense1": {"dense": 1.0},
+    # the per-position term with phone targets (train.phone_aux): the phone said at each embedding's centre, from the
+    # synthesisers' own timelines (training/phones.py); needs call sets built from a sentence cache with timelines
+    "phone05": {"phone_aux": 0.5},
+    "phone1": {"phone_aux": 1.0},
+    # the phone term on the first convolution block's output (its own 3-embedding view), not the last
+    "phone05_b1": {"phone_aux": 0.5, "aux_block": 1},
 }
 
 

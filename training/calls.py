@@ -2,6 +2,7 @@
 
 Data flow:
   Sentence (sentences.py) --say()--> Utterance (16 kHz audio + keyword spans from the synthesiser), cached
+      (say_full: and the sentence's phone timeline, phones.py, kept in the cache beside the spans)
   Utterances of one voice --make_call()--> one stream with pauses, then one channel for the whole call
       (wideband: room + noise; telephone: band-limited codec + noise) at a drawn SNR
   stream --stream_embeddings()--> (steps, 96) embeddings, computed once (the backbone is frozen)
@@ -282,12 +283,13 @@ def make_call(utts: list[Utterance], rng: np.random.Generator, lead_s: float = 0
     """Join the sentences of one voice with pauses (a -70 dBFS floor, not digital silence)."""
     parts = [np.zeros(int(lead_s * SR), np.float32)]
     t = lead_s
-    notes, speech = [], []
+    notes, speech, phones = [], [], []
     for u in utts:
         a = load_audio(u.path)
         for s0, s1 in u.spans:
             notes.append((u.keyword, round(t + s0, 3), round(t + s1, 3)))
         speech.append((t, t + a.size / SR))
+        phones += [(n, t + p0, t + p1) for n, p0, p1 in u.phones]
         parts.append(a)
         t += a.size / SR
         gap = int(rng.uniform(*PAUSE_S) * SR)
@@ -296,7 +298,7 @@ def make_call(utts: list[Utterance], rng: np.random.Generator, lead_s: float = 0
     kws = {n[0] for n in notes}
     services = {config.KEYWORD_SERVICE.get(k) for k in kws}
     return Call(np.concatenate(parts), notes, speech, utts[0].voice, utts[0].engine, "clean",
-                services.pop() if len(services) == 1 else None)
+                services.pop() if len(services) == 1 else None, {"phones": phones} if phones else {})
 
 
 class Channel:

@@ -38,6 +38,7 @@ from evaluation.det import plot_det
 
 from . import calls as C
 from .recipes import CallPlan, CallsRecipe, CallsTrainSection, display_path, recipe_meta
+from .phones import INVENTORY as PHONE_INVENTORY
 from .sentences import keyword_sentence, negative_sentence
 from .voices import Voice, available_voices, kokoro_blend, language, split_voices
 
@@ -339,8 +340,13 @@ def _embed_one(task) -> list[tuple]:
         emb = (features(model, call.audio, rng) if getattr(features, "draws", False) else
                (features or C.stream_embeddings)(model, call.audio))
         labels = C.step_labels(len(emb) - lead, call.notes, call.speech)
+        meta = dict(call.meta)
+        phones = meta.pop("phones", None)
+        if phones:                      # the sentences' phone timelines: the phone at each embedding row's centre
+            from training.phones import row_phones
+            meta["phone_rows"] = row_phones(phones, len(emb), lead, C.STEP_S).tolist()
         out.append((emb, labels, call.notes, {"voice": call.voice, "engine": call.engine, "channel": kind,
-                                               "service": call.service, "split": split, **call.meta}))
+                                               "service": call.service, "split": split, **meta}))
     return out
 
 
@@ -489,12 +495,15 @@ def mine_hard_negatives(head, cs: CallSet, top: int, floor: float = 0.2, share: 
     return [(c, j) for _, c, j in found[:top]]
 
 
-def training_head(norm_dropout: float = 0.0, norm_gain: float = 0.0, dense: bool = False, **kw) -> torch.nn.Module:
+def training_head(norm_dropout: float = 0.0, norm_gain: float = 0.0, dense: bool | int = False, aux_block: int = 3,
+                  **kw) -> torch.nn.Module:
     """A KeywordHead to train. With norm_dropout p, its normalised embedding loses a share p of its dimensions (the
     same at every step) in training and the others are scaled by 1 / (1 - p); with norm_gain s, each dimension of a
     training window is also multiplied by exp(N(0, s)) (the same at every step: a smooth change of the embedding's
     balance, as a new voice or channel makes). With dense, a training forward also sets `last_dense`: per-position
-    logits of the convolutions' output (a 1x1 convolution of its own, train.train_head's dense term). In eval mode,
+    logits of the convolutions' output (a 1x1 convolution of its own, train.train_head's dense term), over the
+    head's classes (True) or over `dense` classes (an int: the phone inventory of train.phone_aux), read after the
+    aux_block-th of its three convolution blocks (3: the last). In eval mode,
     and once saved (plain_head), it is the plain KeywordHead (the same weights, export and runtime)."""
     from spotter.model import KeywordHead
     if not norm_dropout and not norm_gain and not dense:
@@ -504,7 +513,8 @@ def training_head(norm_dropout: float = 0.0, norm_gain: float = 0.0, dense: bool
         def __init__(self, **kw):
             super().__init__(**kw)
             if dense:
-                self.aux = torch.nn.Conv1d(self.out.in_features // 2, self.out.out_features, 1)
+                classes = self.out.out_features if dense is True else int(dense)
+                self.aux = torch.nn.Conv1d(self.out.in_features // 2, classes, 1)
 
         def forward(self, emb):
             if not self.training:
@@ -514,9 +524,11 @@ def training_head(norm_dropout: float = 0.0, norm_gain: float = 0.0, dense: bool
                 x = x * (torch.rand((len(x), 1, x.shape[-1])) >= norm_dropout) / (1 - norm_dropout)
             if norm_gain:
                 x = x * torch.exp(norm_gain * torch.randn((len(x), 1, x.shape[-1])))
-            x = self.convs(x.transpose(1, 2))
-            if dense:
-                self.last_dense = self.aux(x)
+            x = x.transpose(1, 2)
+            for i, layer in enumerate(self.convs):
+                x = layer(x)
+                if dense and i + 1 == 3 * aux_block:                # after that block's ReLU
+                    self.last_dense = self.aux(x)
             return self.out(self.dropout(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)))
     return TrainingHead(**kw)
 
@@ -550,6 +562,18 @@ def dense_labels(cs: CallSet, chosen: list[tuple[int, int]], width: int = config
 
 
 IGNORE_LABEL = -1
+
+
+def phone_labels(cs: CallSet, chosen: list[tuple[int, int]], width: int = config.HEAD_FRAMES) -> torch.Tensor:
+    """(windows, width) phone targets of each window's rows for train.train_head's dense term: the INVENTORY index
+    (training/phones.py) of the phone said at each row's centre, from the call's "phone_rows"; -1 (none) for a call
+    built without phone timelines."""
+    out = np.full((len(chosen), width), IGNORE_LABEL, np.int64)
+    for r, (c, j) in enumerate(chosen):
+        rows = cs.meta[c].get("phone_rows")
+        if rows:
+            out[r] = rows[j:j + width]
+    return torch.from_numpy(out)
 
 
 def balance_engines(cs: CallSet, cap: float) -> CallSet:
@@ -596,15 +620,23 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
     val_chosen = window_index(val, cfg.val_negative_windows, rng)
     xva, yva = stack_windows(val, val_chosen)
     groups = (occurrence_ids(train, chosen), occurrence_ids(val, val_chosen)) if cfg.max_pool else None
-    dense = dense_labels(train, chosen) if cfg.dense else None
+    if cfg.dense and cfg.phone_aux:
+        raise SpotterError("train.dense and train.phone_aux are two uses of one per-position term: set one")
+    targets = (lambda cs, ch: phone_labels(cs, ch)) if cfg.phone_aux else dense_labels
+    dense_weight = cfg.phone_aux or cfg.dense
+    dense = targets(train, chosen) if dense_weight else None
+    if cfg.phone_aux and not bool((dense >= 0).any()):
+        raise SpotterError("train.phone_aux: no training call carries phone timelines (build the call sets again "
+                           "from a sentence cache that keeps them: calls.synthesize_utterances(..., phones=True))")
+    aux = (len(PHONE_INVENTORY) if cfg.phone_aux else True) if dense_weight else False
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
-    head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain, bool(cfg.dense),
+    head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain, aux, cfg.aux_block,
                                                          context=cfg.head_context or config.HEAD_FRAMES)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
                             batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout,
                             mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs, consistency=cfg.consistency,
                             average_from=cfg.weight_average, groups=groups, max_pool=cfg.max_pool, dense=dense,
-                            dense_weight=cfg.dense)
+                            dense_weight=dense_weight)
     info = {"windows": int(len(ytr)), "keyword_windows": int((ytr < len(config.KEYWORDS)).sum()), "history": hist}
     if cfg.mining_windows:
         hard = mine_hard_negatives(head, train, cfg.mining_windows, share=cfg.mining_share, seed=seed)
@@ -616,13 +648,13 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
             if pairs is not None:
                 pairs = torch.cat([pairs] + [pair_windows(train, sib, hard)] * reps)
             if dense is not None:
-                dense = torch.cat([dense] + [dense_labels(train, hard)] * reps)
+                dense = torch.cat([dense] + [targets(train, hard)] * reps)
             head, hist2 = train_head(head, (xtr, ytr), (xva, yva), epochs=cfg.mining_epochs, batch=cfg.batch,
                                      lr=cfg.lr / 3, patience=cfg.patience, seed=seed + 1, dim_dropout=cfg.dim_dropout,
                                      mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs,
                                      consistency=cfg.consistency, average_from=1 if cfg.weight_average else 0,
                                      groups=groups and (np.r_[groups[0], np.full(len(hard) * reps, -1)], groups[1]),
-                                     max_pool=1 if cfg.max_pool else 0, dense=dense, dense_weight=cfg.dense)
+                                     max_pool=1 if cfg.max_pool else 0, dense=dense, dense_weight=dense_weight)
             info.update(mined=len(hard), history_mining=hist2)
     return plain_head(head), info
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import unicodedata
 
+import numpy as np
+
 PAUSE = "_"
 # espeak-ng's MBROLA phone names for French (its mbrola/fr translation) -> the IPA names libespeak-ng gives
 MBROLA_IPA = {
@@ -68,6 +70,30 @@ def shifted(phones, scale: float, cut: float, length: float) -> tuple[tuple[str,
         if b > a:
             out.append((n, round(a, 3), round(b, 3)))
     return tuple(out)
+
+
+# The phone inventory of per-row targets: every French phone espeak-ng's front end says, then the pause
+INVENTORY = tuple(sorted(set(MBROLA_IPA.values()) - {PAUSE})) + (PAUSE,)
+EMBEDDING_SPAN_S = 0.775      # audio one speech_embedding row sees (76 log-mel frames of 10 ms, 25 ms window)
+
+
+def row_phones(phones, n_rows: int, lead_rows: int, step_s: float) -> np.ndarray:
+    """(n_rows,) int16: the INVENTORY index of the phone said at the centre of each embedding row's audio (row r
+    ends at (r - lead_rows + 1) x step_s, as calls.window_end_s), PAUSE where none is, -1 before the call starts or
+    for a phone outside the inventory."""
+    centre = (np.arange(n_rows) - lead_rows + 1) * step_s - EMBEDDING_SPAN_S / 2
+    out = np.where(centre >= 0, INVENTORY.index(PAUSE), -1).astype(np.int16)
+    if not phones:
+        return out
+    index = {n: i for i, n in enumerate(INVENTORY)}
+    starts = np.array([a for _, a, _ in phones])
+    ends = np.array([b for _, _, b in phones])
+    k = np.searchsorted(starts, centre, side="right") - 1
+    inside = (k >= 0) & (centre >= 0)
+    inside[inside] &= centre[inside] < ends[k[inside]]
+    for r in np.flatnonzero(inside):
+        out[r] = index.get(phones[k[r]][0], -1)
+    return out
 
 
 def phones_in(phones, start: float, end: float) -> list[str]:

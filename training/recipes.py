@@ -199,6 +199,10 @@ class CallsTrainSection:
     dense: float = 0.0                       # > 0: weight of a per-position term: each position of the head's
     #                                          convolutions classifies the step whose window ends where its receptive
     #                                          field ends (calltrain.dense_labels); the saved head is the plain head
+    phone_aux: float = 0.0                   # > 0: weight of the same per-position term with phone targets instead:
+    #                                          each position names the phone said at its embedding's centre (from
+    #                                          the synthesisers' timelines, calltrain.phone_labels); the plain head
+    aux_block: int = 3                       # the per-position term reads this convolution block's output (1-3)
 
 
 @dataclass(kw_only=True)

@@ -151,10 +151,11 @@ def train_head(head: nn.Module, train: tuple, val: tuple, epochs: int = 40, batc
             if logit_norm:
                 out = normalised_logits(out, logit_norm)
             loss = loss_fn(out, ytr[idx])
-            if dense_weight and dense is not None:
+            if dense_weight and dense is not None and bool((dense[idx] >= 0).any()):    # (none: no term, not NaN)
                 dl = head.last_dense                                   # (B, classes, positions)
-                loss = loss + dense_weight * nn.functional.cross_entropy(
-                    dl, dense[idx][:, -dl.shape[2]:], weight=w, ignore_index=-1, label_smoothing=label_smoothing)
+                loss = loss + dense_weight * nn.functional.cross_entropy(   # class weights: for the head's classes
+                    dl, dense[idx][:, -dl.shape[2]:], weight=w if dl.shape[1] == len(w) else None, ignore_index=-1,
+                    label_smoothing=label_smoothing)
             if mixup:
                 loss = lam * loss + (1 - lam) * loss_fn(out, ytr[idx][other])
             if consistency and pairs is not None:
