@@ -47,7 +47,8 @@ def _vocoded_one(task) -> list[tuple]:
     emb = C.stream_embeddings(model, call.audio)
     labels = C.step_labels(len(emb) - (config.HEAD_FRAMES - 1), call.notes, call.speech)
     return [(emb, labels, call.notes, {"voice": call.voice, "engine": call.engine, "channel": kind,
-                                       "service": call.service, "split": split, "vocoder": True, **call.meta})]
+                                       "service": call.service, "split": split, "vocoder": True,
+                                       **{k: v for k, v in call.meta.items() if k != "phones"}})]
 
 
 def main() -> None:

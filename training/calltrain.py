@@ -551,7 +551,7 @@ def dense_labels(cs: CallSet, chosen: list[tuple[int, int]], width: int = config
     """(windows, width) labels of each window's positions for train.train_head's dense term: position i, whose
     receptive field ends at the window's row i + DENSE_REACH, gets the label of the step whose window ends on that
     row; positions whose field reaches past the window's end, or before the call's first step, get -1 (none)."""
-    out = np.full((len(chosen), width), IGNORE_LABEL, np.int64)
+    out = np.full((len(chosen), width), IGNORE, np.int64)
     for r, (c, j) in enumerate(chosen):
         y = cs.labels[c]
         for i in range(width - DENSE_REACH):
@@ -561,14 +561,11 @@ def dense_labels(cs: CallSet, chosen: list[tuple[int, int]], width: int = config
     return torch.from_numpy(out)
 
 
-IGNORE_LABEL = -1
-
-
 def phone_labels(cs: CallSet, chosen: list[tuple[int, int]], width: int = config.HEAD_FRAMES) -> torch.Tensor:
     """(windows, width) phone targets of each window's rows for train.train_head's dense term: the INVENTORY index
     (training/phones.py) of the phone said at each row's centre, from the call's "phone_rows"; -1 (none) for a call
     built without phone timelines."""
-    out = np.full((len(chosen), width), IGNORE_LABEL, np.int64)
+    out = np.full((len(chosen), width), IGNORE, np.int64)
     for r, (c, j) in enumerate(chosen):
         rows = cs.meta[c].get("phone_rows")
         if rows:
