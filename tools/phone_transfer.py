@@ -2,6 +2,8 @@
 trained without one engine, scored on that engine's validation calls and on the other engines' validation voices.
 
     python tools/phone_transfer.py --work runs/ph/work --engines mbrola,espeak,kokoro
+    python tools/phone_transfer.py --work runs/ph/work --engines none     # the control: trained on every engine
+
 
 Needs call sets with phone timelines (tools/phone_sets.py). Each row's input is the embedding rows r-3 .. r+3
 (7 x 96, LayerNorm), its target the phone said at row r's centre (phones.row_phones); a two-layer network
@@ -82,8 +84,11 @@ def main() -> None:
                 loss.backward()
                 opt.step()
         model.eval()
-        for name, keep in ((f"{held} (never heard)", lambda m: m["engine"] == held),
-                           ("the trained engines' validation voices", lambda m: m["engine"] != held)):
+        scored = [(f"{held} (never heard)", lambda m: m["engine"] == held),
+                  ("the trained engines' validation voices", lambda m: m["engine"] != held)]
+        if held == "none":            # the control: each engine's new voices, every engine trained on
+            scored = [(f"{e} (trained on)", lambda m, e=e: m["engine"] == e) for e in ("mbrola", "espeak", "kokoro")]
+        for name, keep in scored:
             vs = [v for v in (rows(cs, keep, 10 ** 9, rng) for cs in val) if v]
             acc, chance, n = accuracy(model, torch.cat([v[0] for v in vs]), torch.cat([v[1] for v in vs]))
             print(f"without {held}: phones of {name}: {100 * acc:.1f} % of {n} speech rows "
