@@ -224,13 +224,12 @@ def summary(path: Path) -> None:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--summary"] and len(sys.argv) == 3:
-        summary(Path(sys.argv[2]))
-        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--summary", type=Path, metavar="RESULTS",
+                    help="only sum a results file (--out) per variant and seed")
     ap.add_argument("--config", default=str(ROOT / "training/configs/calls.toml"))
     ap.add_argument("--work", default=str(ROOT / "runs/calls2"))
-    ap.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    ap.add_argument("--variant", choices=sorted(VARIANTS))
     ap.add_argument("--folds", default="mbrola,espeak,kokoro,final")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, as spotter train")
     ap.add_argument("--build", action="store_true", help="first build the recipe's call sets missing from --work")
@@ -240,6 +239,11 @@ def main() -> None:
                     help="a fold's false alarms on the held-out engine's own speech (the recipe), on every "
                          "engine's test-split voices (the rule before 2026-12-02), or both for the same head")
     args = ap.parse_args()
+    if args.summary:
+        summary(args.summary)
+        return
+    if not args.variant:
+        ap.error("--variant is required (or --summary RESULTS)")
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     recipe = load_recipe(args.config, args.set)

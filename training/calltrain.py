@@ -619,17 +619,19 @@ def train_one_head(train: CallSet, val: CallSet, cfg: CallsTrainSection, seed: i
     groups = (occurrence_ids(train, chosen), occurrence_ids(val, val_chosen)) if cfg.max_pool else None
     if cfg.dense and cfg.phone_aux:
         raise SpotterError("train.dense and train.phone_aux are two uses of one per-position term: set one")
-    targets = (lambda cs, ch: phone_labels(cs, ch)) if cfg.phone_aux else dense_labels
+    targets = phone_labels if cfg.phone_aux else dense_labels
     dense_weight = cfg.phone_aux or cfg.dense
     dense = targets(train, chosen) if dense_weight else None
     if cfg.phone_aux and not bool((dense >= 0).any()):
         raise SpotterError("train.phone_aux: no training call carries phone timelines (build the call sets again "
                            "from a sentence cache that keeps them: calls.synthesize_utterances(..., phones=True))")
-    aux = (len(PHONE_INVENTORY) if cfg.phone_aux else True) if dense_weight else False
+    # the per-position layer's classes: the phone inventory, the head's own (True), or none
+    aux = len(PHONE_INVENTORY) if cfg.phone_aux else bool(cfg.dense)
     log.info("windows: train %d (%d keyword), val %d", len(ytr), int((ytr < len(config.KEYWORDS)).sum()), len(yva))
     torch.manual_seed(seed)            # the head's initial weights: the same fold gives the same head in any process
-    head, hist = train_head((make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain, aux, cfg.aux_block,
-                                                         context=cfg.head_context or config.HEAD_FRAMES)))(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
+    new_head = make_head or (lambda: training_head(cfg.norm_dropout, cfg.norm_gain, aux, cfg.aux_block,
+                                                   context=cfg.head_context or config.HEAD_FRAMES))
+    head, hist = train_head(new_head(), (xtr, ytr), (xva, yva), epochs=cfg.epochs,
                             batch=cfg.batch, lr=cfg.lr, patience=cfg.patience, seed=seed, dim_dropout=cfg.dim_dropout,
                             mixup=cfg.mixup, logit_norm=cfg.logit_norm, pairs=pairs, consistency=cfg.consistency,
                             average_from=cfg.weight_average, groups=groups, max_pool=cfg.max_pool, dense=dense,

@@ -52,8 +52,9 @@ def _tokens(text: str, lang: str = "fr") -> list[int]:
 
 def kokoro_say(sentence, voice, speed: float = 1.0, pitch: int = 50, tract: float = 1.0
                ) -> tuple[np.ndarray, list[tuple[float, float]], tuple]:
-    """16 kHz audio of the sentence, the spans (seconds) of sentence.spans and its phone timeline (phones.py:
-    each token's predicted frames; a diacritic, stress mark or word space joined to the phone before it, punctuation a pause)."""
+    """16 kHz audio of the sentence, the spans (seconds) of sentence.spans and its phone timeline (phones.py: each
+    token's predicted frames; a diacritic, stress mark or word space joined to the phone before it, punctuation a
+    pause)."""
     vocab, _ = _kokoro_assets()
     space = vocab[" "]
     tokens: list[int] = []

@@ -6,7 +6,7 @@ three:
   mbrola  the .pho file that drives MBROLA: its phone names (espeak-ng's MBROLA names, SAMPA-like) mapped by
           MBROLA_IPA, its durations exactly what MBROLA renders
   kokoro  the model's own predicted per-token durations (training/kokoro_spans.py); its tokens are espeak-ng's
-          IPA characters, a diacritic or stress mark joined to its phone
+          IPA characters, a diacritic, stress mark or word space joined to the phone before it
 
 A timeline is a tuple of (phone, start_s, end_s), contiguous, in the time base of the clip it describes; PAUSE is
 silence. training/calls.say_full shifts it with the clip (tract factor, trimmed silence) as it does the keyword spans.
@@ -86,13 +86,13 @@ def row_phones(phones, n_rows: int, lead_rows: int, step_s: float) -> np.ndarray
     if not phones:
         return out
     index = {n: i for i, n in enumerate(INVENTORY)}
+    ids = np.array([index.get(n, -1) for n, _, _ in phones], np.int16)
     starts = np.array([a for _, a, _ in phones])
     ends = np.array([b for _, _, b in phones])
     k = np.searchsorted(starts, centre, side="right") - 1
     inside = (k >= 0) & (centre >= 0)
     inside[inside] &= centre[inside] < ends[k[inside]]
-    for r in np.flatnonzero(inside):
-        out[r] = index.get(phones[k[r]][0], -1)
+    out[inside] = ids[k[inside]]
     return out
 
 
