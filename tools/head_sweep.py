@@ -170,7 +170,11 @@ def run_fold(held: str, sets: dict, info: dict, cfg, budget: float, seed: int, d
     if dann:
         head, tinfo = train_dann(train, val, cfg, seed, dann)
     else:
-        make = (lambda: T.training_head(cfg.norm_dropout, channels=head_channels)) if head_channels else None
+        dim = train.emb[0].shape[1]     # another representation's rows (tools/whisper_rows.py) than the embedding's
+        make = None
+        if head_channels or dim != T.config.EMBED_DIM:
+            make = lambda: T.training_head(cfg.norm_dropout, cfg.norm_gain, dim=dim, channels=head_channels or 96,
+                                           context=cfg.head_context or T.config.HEAD_FRAMES)
         head, tinfo = T.train_fold(train, val, cfg, seed, make)
     thr, sm, cal = T.calibrate_head(head, val, budget, max_latency_p50_s=max_latency_p50_s)
     if isinstance(neg, dict):        # the same head under each rule

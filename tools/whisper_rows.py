@@ -1,0 +1,156 @@
+"""Whisper's encoder beside the speech embedding, on the same training calls: does it carry phones (and keywords)
+across engines better? And the backbone's trunk features of the same calls, for adapting its last blocks.
+
+    python tools/whisper_rows.py --sets-from runs/ph/work --work runs/phw/work
+    python tools/whisper_rows.py --sets-from runs/full/work --work runs/phw/work \
+        --sets eval_kw,eval_kw_gen,eval_kw_kokoro,eval_neg,loeo_neg
+    python tools/phone_transfer.py --work runs/phw/work            # the same phone check on Whisper's rows
+    python tools/head_sweep.py --work runs/phw/work --variant recipe --folds mbrola,kokoro,espeak   # a head on them
+
+Makes the calls of --sets-from's sets again (by default the training sets train, train_gen, val, val_gen, with their
+phone timelines; the evaluation sets as cached: the same sentences, groups and channel draws as spotter train,
+checked against the stored labels and phone timelines) and stores, per set:
+- calls_<set>.npz: a CallSet whose rows are Whisper base's encoder output (512 values, int8 CTranslate2) averaged
+  over the 80 ms around each speech-embedding row's centre, with the stored set's labels, notes and metadata
+  (`phone_rows` included), so that every tool reading call sets reads it in place of the embeddings;
+- trunk_<set>.npz: the speech embedding's trunk rows (training/finetail.py) of the same calls.
+Each call is encoded whole (in 20 s pieces with 2 s of context each side when longer), between 0.3 s of digital
+silence, as the verifier pads its crops: the encoder sees the whole call, past and future, so these rows are an
+offline representation, not a streaming one.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from training import calls as C                  # noqa: E402
+from training import calltrain as T              # noqa: E402
+from training import finetail as F               # noqa: E402
+from training.phones import EMBEDDING_SPAN_S     # noqa: E402
+from training.recipe import real_audio_files     # noqa: E402
+from training.recipes import load_recipe         # noqa: E402
+
+SETS = ("val", "val_gen", "train", "train_gen")                # the training sets, with their phone timelines
+EVAL_SETS = ("eval_kw", "eval_kw_gen", "eval_kw_kokoro", "eval_neg", "loeo_neg")  # rendered as cached (no timelines)
+WHISPER_DIM = 512
+PAD_S = 0.3                   # digital silence before and after the call, as the verifier's crops
+FRAME_S = 0.02                # one encoder output frame (two 10 ms mel frames)
+PIECE_S, CONTEXT_S = 20.0, 2.0
+_WHISPER: dict = {}
+
+
+def _whisper():
+    if not _WHISPER:
+        import ctranslate2
+        from faster_whisper.feature_extractor import FeatureExtractor
+        from spotter.verify import model_dir
+        _WHISPER["model"] = ctranslate2.models.Whisper(str(model_dir()), device="cpu", compute_type="int8",
+                                                       inter_threads=1, intra_threads=1)
+        _WHISPER["mel"] = FeatureExtractor(feature_size=80)
+    return _WHISPER["model"], _WHISPER["mel"]
+
+
+def encode(audio: np.ndarray) -> np.ndarray:
+    """(frames, 512): Whisper's encoding of `audio`, frame j centred at j x FRAME_S + 0.01 s of the audio."""
+    import ctranslate2
+    model, mel_of = _whisper()
+    pad = np.zeros(int(PAD_S * C.SR), np.float32)
+    mel = mel_of(np.concatenate([pad, audio.astype(np.float32), pad]), padding=0)
+    mel = mel[:, :mel.shape[1] // 2 * 2]
+    skip = int(PAD_S / FRAME_S)
+    return np.asarray(model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))))[0, skip:]
+
+
+def encode_long(audio: np.ndarray) -> np.ndarray:
+    """encode() in PIECE_S pieces, each with CONTEXT_S of audio on both sides, when the audio is longer."""
+    if audio.size <= (PIECE_S + 2 * CONTEXT_S) * C.SR:
+        return encode(audio)
+    out, per = [], int(round(PIECE_S / FRAME_S))
+    for s in np.arange(0, audio.size / C.SR, PIECE_S):
+        a = max(0.0, s - CONTEXT_S)
+        z = encode(audio[int(a * C.SR):int((s + PIECE_S + CONTEXT_S) * C.SR)])
+        k = int(round((s - a) / FRAME_S))
+        out.append(z[k:k + per])
+    return np.concatenate(out)
+
+
+def rows_at(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The mean of the 4 encoder frames (80 ms) around each centre (seconds; clipped to the audio)."""
+    j = np.clip(np.round((centres - 0.01) / FRAME_S).astype(int)[:, None] + np.arange(-2, 2), 0, len(z) - 1)
+    return z[j].mean(1)
+
+
+class WhisperTrunk:
+    """embed_set features: per call, the trunk rows (E + 4, 384) beside Whisper rows (4 zero rows, then one per
+    speech-embedding row: E, 512), float16; lead finetail.ROW_LEAD."""
+    draws = False
+
+    def __call__(self, model, audio):
+        trunk = F.trunk_features(model, audio)
+        n_emb = len(trunk) - F.TRUNK_LEAD
+        centres = (np.arange(n_emb) - F.EMB_LEAD + 1) * C.STEP_S - EMBEDDING_SPAN_S / 2
+        w = rows_at(encode_long(audio), np.maximum(centres, 0.0))
+        w = np.vstack([np.zeros((F.TRUNK_LEAD, WHISPER_DIM), np.float32), w])
+        return np.concatenate([trunk.astype(np.float32), w], 1).astype(np.float16)
+
+
+def split_set(both, stored) -> tuple:
+    """The built set -> (Whisper CallSet shaped as the stored one, trunk CallSet), checked against `stored`."""
+    whisper, trunk = T.CallSet(), T.CallSet()
+    if len(both.emb) != len(stored.emb):
+        raise SystemExit(f"{len(both.emb)} calls made again, {len(stored.emb)} stored")
+    for x, y, n, m, e, ys, ms in zip(both.emb, both.labels, both.notes, both.meta, stored.emb, stored.labels,
+                                     stored.meta):
+        if len(x) != len(e) + F.TRUNK_LEAD or not np.array_equal(y, ys):
+            raise SystemExit("a call made again differs from the stored one (rows or labels)")
+        m = dict(m)
+        if "phone_rows" in m:
+            m["phone_rows"] = m["phone_rows"][F.TRUNK_LEAD:]
+            if m["phone_rows"] != ms.get("phone_rows"):
+                raise SystemExit("a call made again has other phones than the stored one")
+        whisper.add(x[F.TRUNK_LEAD:, F.ROW:], y, n, m)
+        trunk.add(x[:, :F.ROW], y, n, m)
+    return whisper, trunk
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "training/configs/calls.toml"))
+    ap.add_argument("--sets-from", type=Path, required=True, help="a run whose stored training sets are made again")
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--sets", default=",".join(SETS))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    recipe = load_recipe(args.config)
+    plan = recipe.calls
+    voices, splits = T.plan_voices(plan)
+    jobs = T.plan_jobs(plan, voices, splits)
+    noise = T.noise_halves(real_audio_files(recipe.data))
+    args.work.mkdir(parents=True, exist_ok=True)
+    for name in args.sets.split(","):
+        out = args.work / f"calls_{name}.npz"
+        if out.is_file():
+            continue
+        t = time.time()
+        utts = C.synthesize_utterances(jobs[name], Path(plan.cache_dir), workers=2, phones=name in SETS)
+        both = T.embed_set(plan, name, utts, noise, features=WhisperTrunk(), lead=F.ROW_LEAD)
+        whisper, trunk = split_set(both, T.CallSet.load(args.sets_from / f"calls_{name}.npz"))
+        F.save_trunk(trunk, args.work / f"trunk_{name}.npz")
+        whisper.save(out)
+        print(f"{out}: {len(whisper.emb)} calls, {whisper.hours():.2f} h, {time.time() - t:.0f} s", flush=True)
+    info = args.work / "calls_info.json"
+    if not info.exists():
+        os.symlink((args.sets_from / "calls_info.json").resolve(), info)
+
+
+if __name__ == "__main__":
+    main()
