@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -152,7 +151,7 @@ def main() -> None:
         ap.error("--held is required (or --cost)")
     recipe = load_recipe(args.config, [f"seed={args.seed}"])
     plan, cfg, budget = recipe.calls, recipe.train, recipe.calibrate.budget_fa_per_hour
-    sets, info = T.load_callsets(args.work)
+    sets, _ = T.load_callsets(args.work)
     keep = lambda m: m["engine"] != args.held
     dim = sets["train"].emb[0].shape[1]
     t0 = time.time()
@@ -160,8 +159,7 @@ def main() -> None:
                            lambda: T.training_head(cfg.norm_dropout, cfg.norm_gain, dim=dim))
     thr, sm, _ = T.calibrate_head(head, sets["val"].select(keep), budget)
     print(f"head trained without {args.held} ({time.time() - t0:.0f} s)", flush=True)
-    voices, splits = T.plan_voices(plan)
-    jobs = T.plan_jobs(plan, voices, splits)
+    jobs = T.plan_jobs(plan, *T.plan_voices(plan))
     noise = T.noise_halves(real_audio_files(recipe.data))
     live = LiveWhisper(args.window, args.hop)
     whole = {"kw": T.CallSet(), "neg": T.CallSet()}
@@ -184,8 +182,8 @@ def main() -> None:
         a, b = res["at_0.5_fa_h"] or {}, res["at_1.0_fa_h"] or {}
         row = {"held": args.held, "seed": args.seed, "rows": rows, "negative_hours": res["negative_hours"],
                "at_0.5": a.get("recall"), "interval_0.5": a.get("recall_interval_90"), "at_1": b.get("recall"),
-               "clip": res["clip"]["accuracy"],
-               "service": res["service"]["service_correct"], "latency_0.5": a.get("latency_s")}
+               "clip": res["clip"]["accuracy"], "service": res["service"]["service_correct"],
+               "latency_0.5": a.get("latency_s")}
         print(json.dumps(row, default=float), flush=True)
         with args.out.open("a") as f:
             f.write(json.dumps(row, default=float) + "\n")

@@ -132,8 +132,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     recipe = load_recipe(args.config)
     plan = recipe.calls
-    voices, splits = T.plan_voices(plan)
-    jobs = T.plan_jobs(plan, voices, splits)
+    jobs = T.plan_jobs(plan, *T.plan_voices(plan))
     noise = T.noise_halves(real_audio_files(recipe.data))
     args.work.mkdir(parents=True, exist_ok=True)
     for name in args.sets.split(","):
