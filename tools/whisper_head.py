@@ -27,10 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.whisper_rows import encode, rows_at   # noqa: E402
+from tools.whisper_rows import WHISPER_DIM, encode, rows_at   # noqa: E402
 from training import calls as C                  # noqa: E402
 from training import calltrain as T              # noqa: E402
-from training.phones import EMBEDDING_SPAN_S     # noqa: E402
+from training.phones import EMBEDDING_SPAN_S, row_centres   # noqa: E402
 from training.recipe import real_audio_files     # noqa: E402
 from training.recipes import load_recipe         # noqa: E402
 
@@ -46,15 +46,16 @@ class LiveWhisper:
 
     def __call__(self, model, audio):
         n_rows = len(C.stream_embeddings(model, audio))
-        ends = (np.arange(n_rows) - T.config.HEAD_FRAMES + 2) * C.STEP_S        # each row's audio ends here
+        centres = row_centres(n_rows, T.config.HEAD_FRAMES - 1, C.STEP_S)
+        ends = centres + EMBEDDING_SPAN_S / 2                                   # each row's audio ends here
         duration = audio.size / C.SR
         chunk_end = np.minimum(np.maximum(np.ceil(ends / self.hop_s - 1e-9), 1) * self.hop_s, duration)
-        out = np.zeros((n_rows, 512), np.float32)
+        out = np.zeros((n_rows, WHISPER_DIM), np.float32)
         for e in np.unique(chunk_end):
             a = max(0.0, e - self.window_s)
             z = encode(audio[int(round(a * C.SR)):int(round(e * C.SR))])
             rows = np.flatnonzero(chunk_end == e)
-            out[rows] = rows_at(z, np.maximum(ends[rows] - EMBEDDING_SPAN_S / 2, 0.0) - a)
+            out[rows] = rows_at(z, np.maximum(centres[rows], 0.0) - a)
         return out.astype(np.float16)
 
 
@@ -96,7 +97,7 @@ def live_cost(window_s: float, hop_s: float, rounds: int = 3) -> None:
     model = load_any(DEFAULT_ONNX_MODEL, threads=1)
     oww = Model(wakeword_models=[OWW_MODEL], inference_framework="onnx", ncpu=1)
     pcm = [(np.clip(audio[i:i + step], -1, 1) * 32767).astype(np.int16) for i in range(0, audio.size - step + 1, step)]
-    head = KeywordHead(dim=512).eval()
+    head = KeywordHead(dim=WHISPER_DIM).eval()
     ends = np.arange(hop_s, audio.size / C.SR + 1e-9, hop_s)
     per_hop = int(round(hop_s / C.STEP_S))
     got: dict = {"first stage": [], "openWakeWord": [], "live Whisper rows": []}
@@ -109,7 +110,7 @@ def live_cost(window_s: float, hop_s: float, rounds: int = 3) -> None:
         for p in pcm:
             oww.predict(p)
         t2 = time.process_time()
-        rows = np.zeros((T.config.HEAD_FRAMES + per_hop, 512), np.float32)
+        rows = np.zeros((T.config.HEAD_FRAMES + per_hop, WHISPER_DIM), np.float32)
         with torch.no_grad():
             for e in ends:
                 a = max(0.0, e - window_s)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from training import calls as C                  # noqa: E402
 from training import calltrain as T              # noqa: E402
 from training import finetail as F               # noqa: E402
-from training.phones import EMBEDDING_SPAN_S     # noqa: E402
+from training.phones import row_centres          # noqa: E402
 from training.recipe import real_audio_files     # noqa: E402
 from training.recipes import load_recipe         # noqa: E402
 
@@ -97,7 +97,7 @@ class WhisperTrunk:
     def __call__(self, model, audio):
         trunk = F.trunk_features(model, audio)
         n_emb = len(trunk) - F.TRUNK_LEAD
-        centres = (np.arange(n_emb) - F.EMB_LEAD + 1) * C.STEP_S - EMBEDDING_SPAN_S / 2
+        centres = row_centres(n_emb, F.EMB_LEAD, C.STEP_S)
         w = rows_at(encode_long(audio), np.maximum(centres, 0.0))
         w = np.vstack([np.zeros((F.TRUNK_LEAD, WHISPER_DIM), np.float32), w])
         return np.concatenate([trunk.astype(np.float32), w], 1).astype(np.float16)

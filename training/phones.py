@@ -77,11 +77,17 @@ INVENTORY = tuple(sorted(set(MBROLA_IPA.values()) - {PAUSE})) + (PAUSE,)
 EMBEDDING_SPAN_S = 0.775      # audio one speech_embedding row sees (76 log-mel frames of 10 ms, 25 ms window)
 
 
+def row_centres(n_rows: int, lead_rows: int, step_s: float) -> np.ndarray:
+    """(n_rows,) seconds: the centre of each embedding row's audio (row r ends at (r - lead_rows + 1) x step_s, as
+    calls.window_end_s; negative before the call starts)."""
+    return (np.arange(n_rows) - lead_rows + 1) * step_s - EMBEDDING_SPAN_S / 2
+
+
 def row_phones(phones, n_rows: int, lead_rows: int, step_s: float) -> np.ndarray:
     """(n_rows,) int16: the INVENTORY index of the phone said at the centre of each embedding row's audio (row r
     ends at (r - lead_rows + 1) x step_s, as calls.window_end_s), PAUSE where none is, -1 before the call starts or
     for a phone outside the inventory."""
-    centre = (np.arange(n_rows) - lead_rows + 1) * step_s - EMBEDDING_SPAN_S / 2
+    centre = row_centres(n_rows, lead_rows, step_s)
     out = np.where(centre >= 0, INVENTORY.index(PAUSE), -1).astype(np.int16)
     if not phones:
         return out
