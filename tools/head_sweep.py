@@ -14,6 +14,11 @@ One JSON line per fold is appended to --out, and one summary line is printed.
 sums each variant's keywords found over its folds, per seed and over all its seeds, at 0.5 / 1 FA/h (the fold's
 operating points) and at 2 / 5 FA/h (read off the fold's DET grid, calltrain.GRID: a lower bound), with the
 keyword-clip accuracy per fold.
+
+    python tools/head_sweep.py --work runs/phw/work --score-work runs/phl/d1 --variant recipe --folds mbrola
+
+trains and calibrates on --work's rows and scores the same calls' rows from --score-work: here a head trained on
+Whisper rows of whole calls, scored on the rows a live stream gets (tools/whisper_rows.py --live).
 """
 from __future__ import annotations
 
@@ -238,6 +243,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, as spotter train")
     ap.add_argument("--build", action="store_true", help="first build the recipe's call sets missing from --work")
     ap.add_argument("--extra", action="store_true", help="train with the run's _extra sets too")
+    ap.add_argument("--score-work", help="score on this run's evaluation sets instead (the same calls with other "
+                    "rows, e.g. tools/whisper_rows.py --live): train and calibrate on --work, score on these")
     ap.add_argument("--out", default=str(ROOT / "runs/sweep/results.jsonl"))
     ap.add_argument("--fold-negatives", choices=("engine", "test-voices", "both"), default="engine",
                     help="a fold's false alarms on the held-out engine's own speech (the recipe), on every "
@@ -262,6 +269,8 @@ def main() -> None:
     head_channels = change.pop("head_channels", 0)
     cfg = dataclasses.replace(recipe.train, **change)
     sets, info = T.load_callsets(Path(args.work), args.extra)
+    if args.score_work:
+        sets.update(scored_sets(sets, Path(args.score_work)))
     if ema:
         prior = np.concatenate(sets["train"].emb).astype(np.float32).mean(0)
         for cs in sets.values():
@@ -274,7 +283,24 @@ def main() -> None:
         for r in rs if isinstance(rs, list) else [{**rs, "fold_negatives": args.fold_negatives}]:
             r["variant"] = args.variant + ("+extra" if args.extra else "")
             r["seed"] = recipe.seed
+            if args.score_work:
+                r["scored_on"] = args.score_work
             print_fold(r, held, out)
+
+
+def scored_sets(sets: dict, score_work: Path) -> dict:
+    """score_work's evaluation sets (all but train and val), checked to be the same calls as the run's."""
+    other, _ = T.load_callsets(score_work)
+    out = {}
+    for name, cs in sets.items():
+        if name in ("train", "val"):
+            continue
+        o = other[name]
+        if len(o.emb) != len(cs.emb) or any(len(a) != len(b) or not np.array_equal(y, z)
+                                            for a, b, y, z in zip(o.emb, cs.emb, o.labels, cs.labels)):
+            raise SystemExit(f"{score_work}: {name} holds other calls than --work's")
+        out[name] = o
+    return out
 
 
 def print_fold(r: dict, held: str, out: Path) -> None:

@@ -27,36 +27,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.whisper_rows import WHISPER_DIM, encode, rows_at   # noqa: E402
+from tools.whisper_rows import WHISPER_DIM, LiveRows, encode, rows_at   # noqa: E402
 from training import calls as C                  # noqa: E402
 from training import calltrain as T              # noqa: E402
-from training.phones import EMBEDDING_SPAN_S, row_centres   # noqa: E402
+from training.phones import EMBEDDING_SPAN_S   # noqa: E402
 from training.recipe import real_audio_files     # noqa: E402
 from training.recipes import load_recipe         # noqa: E402
 
 KW_SETS, NEG_SETS = ("eval_kw", "eval_kw_gen", "eval_kw_kokoro"), ("eval_neg", "loeo_neg")
-
-
-class LiveWhisper:
-    """embed_calls features: Whisper rows of a call as a live stream gets them (window_s of audio every hop_s)."""
-    draws = False
-
-    def __init__(self, window_s: float, hop_s: float) -> None:
-        self.window_s, self.hop_s = window_s, hop_s
-
-    def __call__(self, model, audio):
-        n_rows = len(C.stream_embeddings(model, audio))
-        centres = row_centres(n_rows, T.config.HEAD_FRAMES - 1, C.STEP_S)
-        ends = centres + EMBEDDING_SPAN_S / 2                                   # each row's audio ends here
-        duration = audio.size / C.SR
-        chunk_end = np.minimum(np.maximum(np.ceil(ends / self.hop_s - 1e-9), 1) * self.hop_s, duration)
-        out = np.zeros((n_rows, WHISPER_DIM), np.float32)
-        for e in np.unique(chunk_end):
-            a = max(0.0, e - self.window_s)
-            z = encode(audio[int(round(a * C.SR)):int(round(e * C.SR))])
-            rows = np.flatnonzero(chunk_end == e)
-            out[rows] = rows_at(z, np.maximum(centres[rows], 0.0) - a)
-        return out.astype(np.float16)
 
 
 def live_set(plan, name: str, utts, noise: dict, held: str, features) -> tuple[T.CallSet, list[int]]:
@@ -162,7 +140,7 @@ def main() -> None:
     print(f"head trained without {args.held} ({time.time() - t0:.0f} s)", flush=True)
     jobs = T.plan_jobs(plan, *T.plan_voices(plan))
     noise = T.noise_halves(real_audio_files(recipe.data))
-    live = LiveWhisper(args.window, args.hop)
+    live = LiveRows(args.window, args.hop)
     whole = {"kw": T.CallSet(), "neg": T.CallSet()}
     streamed = {"kw": T.CallSet(), "neg": T.CallSet()}
     t0 = time.time()

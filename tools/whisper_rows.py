@@ -6,6 +6,8 @@ across engines better? And the backbone's trunk features of the same calls, for 
         --sets eval_kw,eval_kw_gen,eval_kw_kokoro,eval_neg,loeo_neg
     python tools/phone_transfer.py --work runs/phw/work            # the same phone check on Whisper's rows
     python tools/head_sweep.py --work runs/phw/work --variant recipe --folds mbrola,kokoro,espeak   # a head on them
+    python tools/whisper_rows.py --sets-from runs/ph/work --work runs/phl --live 4,1 --delays 0,1 \
+        --sets val,val_gen,train,train_gen          # live rows (and --sets-from runs/full/work for the evaluation sets)
 
 Makes the calls of --sets-from's sets again (by default the training sets train, train_gen, val, val_gen, with their
 phone timelines; the evaluation sets as cached: the same sentences, groups and channel draws as spotter train,
@@ -17,6 +19,12 @@ checked against the stored labels and phone timelines) and stores, per set:
 Each call is encoded whole (in 20 s pieces with 2 s of context each side when longer), between 0.3 s of digital
 silence, as the verifier pads its crops: the encoder sees the whole call, past and future, so these rows are an
 offline representation, not a streaming one.
+
+With --live W,H the rows are the ones a live stream gets instead (LiveRows): every H s the last W s of audio are
+encoded, and each row is read off the window that ends at the first H s boundary at least D s after the row's audio
+ends (D of --delays: D = 0 is the soonest a stream has the row; D = 1 gives each row 1 s more of the future, and the
+event comes up to 1 s later). One encoding serves every delay; each delay's sets go to <work>/d<D> (no trunk rows,
+no phone timelines).
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from training import calls as C                  # noqa: E402
 from training import calltrain as T              # noqa: E402
 from training import finetail as F               # noqa: E402
-from training.phones import row_centres          # noqa: E402
+from training.phones import EMBEDDING_SPAN_S, row_centres   # noqa: E402
 from training.recipe import real_audio_files     # noqa: E402
 from training.recipes import load_recipe         # noqa: E402
 
@@ -89,6 +97,35 @@ def rows_at(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return z[j].mean(1)
 
 
+def live_window_ends(ends: np.ndarray, duration: float, hop_s: float, delay_s: float = 0.0) -> np.ndarray:
+    """For rows whose audio ends at `ends` (s): the end of the live window each is read from, the first hop_s
+    boundary at least delay_s after it (at least one hop in; the call's end for the last ones)."""
+    return np.minimum(np.maximum(np.ceil((ends + delay_s) / hop_s - 1e-9), 1) * hop_s, duration)
+
+
+class LiveRows:
+    """embed_calls features: a call's Whisper rows as a live stream gets them (window_s of audio encoded every
+    hop_s), for each delay in `delays`, side by side: (rows, 512 x len(delays)) float16."""
+    draws = False
+
+    def __init__(self, window_s: float, hop_s: float, delays=(0.0,)) -> None:
+        self.window_s, self.hop_s, self.delays = window_s, hop_s, tuple(delays)
+
+    def __call__(self, model, audio):
+        n_rows = len(C.stream_embeddings(model, audio))      # the stream's framing, exactly the stored sets'
+        centres = row_centres(n_rows, T.config.HEAD_FRAMES - 1, C.STEP_S)
+        ends, duration = centres + EMBEDDING_SPAN_S / 2, audio.size / C.SR
+        window_ends = [live_window_ends(ends, duration, self.hop_s, d) for d in self.delays]
+        out = np.zeros((n_rows, WHISPER_DIM * len(self.delays)), np.float32)
+        for e in np.unique(np.concatenate(window_ends)):
+            a = max(0.0, e - self.window_s)
+            z = encode(audio[int(round(a * C.SR)):int(round(e * C.SR))])
+            for k, we in enumerate(window_ends):
+                rows = np.flatnonzero(we == e)
+                out[rows, k * WHISPER_DIM:(k + 1) * WHISPER_DIM] = rows_at(z, np.maximum(centres[rows], 0.0) - a)
+        return out.astype(np.float16)
+
+
 class WhisperTrunk:
     """embed_set features: per call, the trunk rows (E + 4, 384) beside Whisper rows (4 zero rows, then one per
     speech-embedding row: E, 512), float16; lead finetail.ROW_LEAD."""
@@ -128,12 +165,18 @@ def main() -> None:
     ap.add_argument("--sets-from", type=Path, required=True, help="a run whose stored training sets are made again")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--live", help="W,H: live rows (W s encoded every H s) instead of whole-call rows")
+    ap.add_argument("--delays", default="0", help="with --live: the delays D (s) to store, each in <work>/d<D>")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
     recipe = load_recipe(args.config)
     plan = recipe.calls
     jobs = T.plan_jobs(plan, *T.plan_voices(plan))
     noise = T.noise_halves(real_audio_files(recipe.data))
+    if args.live:
+        window_s, hop_s = (float(v) for v in args.live.split(","))
+        build_live(plan, jobs, noise, args, window_s, hop_s, [float(d) for d in args.delays.split(",")])
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     for name in args.sets.split(","):
         out = args.work / f"calls_{name}.npz"
@@ -149,6 +192,34 @@ def main() -> None:
     info = args.work / "calls_info.json"
     if not info.exists():
         os.symlink((args.sets_from / "calls_info.json").resolve(), info)
+
+
+def build_live(plan, jobs, noise, args, window_s: float, hop_s: float, delays: list[float]) -> None:
+    """--live: each set's live rows for every delay, checked against the stored set, in <work>/d<D>."""
+    outs = [args.work / f"d{d:g}" for d in delays]
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / "calls_info.json").exists():
+            os.symlink((args.sets_from / "calls_info.json").resolve(), out / "calls_info.json")
+    for name in args.sets.split(","):
+        if all((out / f"calls_{name}.npz").is_file() for out in outs):
+            continue
+        t = time.time()
+        utts = C.synthesize_utterances(jobs[name], Path(plan.cache_dir), workers=2)
+        made = T.embed_set(plan, name, utts, noise, features=LiveRows(window_s, hop_s, delays),
+                           lead=T.config.HEAD_FRAMES - 1)
+        stored = T.CallSet.load(args.sets_from / f"calls_{name}.npz")
+        if len(made.emb) != len(stored.emb) or any(
+                len(x) != len(e) or not np.array_equal(y, ys)
+                for x, y, e, ys in zip(made.emb, made.labels, stored.emb, stored.labels)):
+            raise SystemExit(f"{name}: the calls made again differ from the stored ones (rows or labels)")
+        for k, out in enumerate(outs):
+            part = T.CallSet()
+            for x, y, n, m in zip(made.emb, made.labels, made.notes, made.meta):
+                part.add(x[:, k * WHISPER_DIM:(k + 1) * WHISPER_DIM], y, n, m)
+            part.save(out / f"calls_{name}.npz")
+        print(f"{name}: {len(made.emb)} calls, {made.hours():.2f} h, live {window_s:g} s every {hop_s:g} s, "
+              f"delays {delays}, {time.time() - t:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
