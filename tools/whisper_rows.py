@@ -44,7 +44,7 @@ from training import calls as C                  # noqa: E402
 from training import calltrain as T              # noqa: E402
 from training import finetail as F               # noqa: E402
 from training.phones import EMBEDDING_SPAN_S, row_centres   # noqa: E402
-from training.recipe import real_audio_files     # noqa: E402
+from training.recipe import real_audio_files, use_recipe_keywords     # noqa: E402
 from training.recipes import load_recipe         # noqa: E402
 
 SETS = ("val", "val_gen", "train", "train_gen")                # the training sets, with their phone timelines
@@ -53,6 +53,10 @@ WHISPER_DIM = 512
 PAD_S = 0.3                   # digital silence before and after the call, as the verifier's crops
 FRAME_S = 0.02                # one encoder output frame (two 10 ms mel frames)
 PIECE_S, CONTEXT_S = 20.0, 2.0
+# --live: the share of calls whose labels may differ from the stored set's (same rows). A sentence synthesised fresh
+# for the stored set and read back from the cache here can move a keyword's span by a rounding, and a step's label
+# with it (1 of 462 calls of runs/en's val set, 2026-12-07); the rows' own labels are kept.
+LABEL_SLACK = 0.01
 _WHISPER: dict = {}
 
 
@@ -170,6 +174,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
     recipe = load_recipe(args.config)
+    use_recipe_keywords(recipe, None)          # another keyword set's labels (en_wake.toml); French by default
     plan = recipe.calls
     jobs = T.plan_jobs(plan, *T.plan_voices(plan))
     noise = T.noise_halves(real_audio_files(recipe.data))
@@ -209,16 +214,18 @@ def build_live(plan, jobs, noise, args, window_s: float, hop_s: float, delays: l
         made = T.embed_set(plan, name, utts, noise, features=LiveRows(window_s, hop_s, delays),
                            lead=T.config.HEAD_FRAMES - 1)
         stored = T.CallSet.load(args.sets_from / f"calls_{name}.npz")
-        if len(made.emb) != len(stored.emb) or any(
-                len(x) != len(e) or not np.array_equal(y, ys)
-                for x, y, e, ys in zip(made.emb, made.labels, stored.emb, stored.labels)):
-            raise SystemExit(f"{name}: the calls made again differ from the stored ones (rows or labels)")
+        if len(made.emb) != len(stored.emb) or any(len(x) != len(e) for x, e in zip(made.emb, stored.emb)):
+            raise SystemExit(f"{name}: the calls made again differ from the stored ones (rows)")
+        relabelled = sum(not np.array_equal(y, ys) for y, ys in zip(made.labels, stored.labels))
+        if relabelled > LABEL_SLACK * len(made.emb):
+            raise SystemExit(f"{name}: {relabelled} of {len(made.emb)} calls made again have other labels")
         for k, out in enumerate(outs):
             part = T.CallSet()
             for x, y, n, m in zip(made.emb, made.labels, made.notes, made.meta):
                 part.add(x[:, k * WHISPER_DIM:(k + 1) * WHISPER_DIM], y, n, m)
             part.save(out / f"calls_{name}.npz")
-        print(f"{name}: {len(made.emb)} calls, {made.hours():.2f} h, live {window_s:g} s every {hop_s:g} s, "
+        print(f"{name}: {len(made.emb)} calls ({relabelled} with other labels than stored, kept as made), "
+              f"{made.hours():.2f} h, live {window_s:g} s every {hop_s:g} s, "
               f"delays {delays}, {time.time() - t:.0f} s", flush=True)
 
 
