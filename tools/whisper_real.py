@@ -81,14 +81,20 @@ def stream_sets(model, streams, live: LiveRows) -> tuple[T.CallSet, list[T.CallS
     return emb, whisper
 
 
-def whisper_head(work: Path, recipe, seed: int):
-    """The recipe's head trained and calibrated on a run's Whisper rows (train, val), as head_sweep's folds."""
+def whisper_head(work: Path, recipe, seed: int, ensemble: int = 1):
+    """The recipe's head trained and calibrated on a run's Whisper rows (train, val), as head_sweep's folds; with
+    ensemble n > 1, n heads from seeds seed .. seed + n - 1, their posteriors averaged (spotter.model.EnsembleHead)."""
+    from spotter.model import EnsembleHead
     sets, _ = T.load_callsets(work, extra=False)
     cfg = recipe.train
     dim = sets["train"].emb[0].shape[1]
     make = lambda: T.training_head(cfg.norm_dropout, cfg.norm_gain, dim=dim, channels=96,
                                    context=cfg.head_context or T.config.HEAD_FRAMES)
-    head, _ = T.train_fold(sets["train"], sets["val"], cfg, seed, make)
+    heads = [T.train_fold(sets["train"], sets["val"], cfg, seed + i, make)[0] for i in range(ensemble)]
+    head = heads[0]
+    if ensemble > 1:
+        head = EnsembleHead(1, dim=dim, context=cfg.head_context or T.config.HEAD_FRAMES)
+        head.members = torch.nn.ModuleList(heads)
     thr, sm, _ = T.calibrate_head(head, sets["val"], recipe.calibrate.budget_fa_per_hour,
                                   max_latency_p50_s=recipe.calibrate.max_latency_p50_s)
     return head, thr, sm, sets["eval_neg"]
@@ -115,6 +121,7 @@ def main() -> None:
     ap.add_argument("--hop", type=float, default=1.0)
     ap.add_argument("--delays", default="0,1")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ensemble", type=int, default=1, help="heads per delay (seeds --seed ..), posteriors averaged")
     ap.add_argument("--conditions", default="clean,context")
     ap.add_argument("--real", type=Path, default=ROOT.parent / "shared/data/speech/real_kws_en")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/enl/real.jsonl")
@@ -133,7 +140,7 @@ def main() -> None:
     for d in delays:
         t0 = time.time()
         work = args.work / f"d{d:g}"
-        head, thr, sm, neg_w = whisper_head(work, recipe, args.seed)
+        head, thr, sm, neg_w = whisper_head(work, recipe, args.seed, args.ensemble)
         if len(neg_e.emb) != len(neg_w.emb) or any(len(a) != len(b) for a, b in zip(neg_e.emb, neg_w.emb)):
             raise SystemExit(f"{args.emb_work} and {work}: calls_eval_neg holds other calls")
         heads.append((head, thr, sm, neg_w))
@@ -154,7 +161,8 @@ def main() -> None:
                                                                cs.select(lambda m: not is_kw(m)), neg_w)
         with args.out.open("a") as f:
             for name, r in rows.items():
-                f.write(json.dumps({"head": name, "condition": cond, "seed": args.seed, "work": str(args.work),
+                f.write(json.dumps({"head": name, "condition": cond, "seed": args.seed, "ensemble": args.ensemble,
+                                    "work": str(args.work),
                                     **r}, default=float) + "\n")
                 a5, a1 = r["at_0.5"] or {}, r["at_1"] or {}
                 print(f"{cond:8s} {name:34s} found at 0.5 / 1 FA/h: {(a5.get('recall') or {}).get('found')} / "
