@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.whisper_rows import WHISPER_DIM, LiveRows         # noqa: E402
+from tools.whisper_rows import LiveRows, delay_rows         # noqa: E402
 from training import calls as C                  # noqa: E402
 from training import calltrain as T              # noqa: E402
 
@@ -47,22 +47,14 @@ def real_streams(real: Path, speech_dir: Path, condition: str, seed: int):
     """(audio, notes, meta) of every real keyword clip (clean or in context) and every real speech file, as
     training.verify_eval.real_cascade makes them."""
     from evaluation import realeval as R
-    from training.verify_eval import in_context
+    from training import verify_eval as V
     clips = R.keyword_recordings(real)
     speech = R.real_speech_files(speech_dir, real)
-    rng = np.random.default_rng(seed)
-    floor = np.random.default_rng(seed + 1).normal(0, 10 ** (-70 / 20), int(R.TAIL_S * SR)).astype(np.float32)
     phrases = [R.load_clip(f) for f in speech if f.parent.name.endswith("_en")] if condition == "context" else []
-    for kw, path in clips + [(None, f) for f in speech]:
-        audio = R.load_clip(path)
-        if audio.size < SR // 10:
-            continue
-        notes = [(kw, *R.speech_span(audio))] if kw else []
-        if phrases and kw:
-            audio, span = in_context(audio, notes[0][1:], phrases, rng)
-            notes = [(kw, *span)]
-        yield np.concatenate([audio, floor]), notes, {"voice": str(path), "keyword": kw, "engine": "real",
-                                                      "channel": condition, "service": None, "split": "real"}
+    for audio, notes, path in V.real_streams(clips + [(None, f) for f in speech], phrases, None, seed):
+        kw = notes[0][0] if notes else None
+        yield audio, notes, {"voice": str(path), "keyword": kw, "engine": "real", "channel": condition,
+                             "service": None, "split": "real"}
 
 
 def stream_sets(model, streams, live: LiveRows) -> tuple[T.CallSet, list[T.CallSet]]:
@@ -77,7 +69,7 @@ def stream_sets(model, streams, live: LiveRows) -> tuple[T.CallSet, list[T.CallS
         labels = C.step_labels(len(e) - T.config.HEAD_FRAMES + 1, notes, [(0.0, audio.size / SR)])
         emb.add(e, labels, notes, meta)
         for k, cs in enumerate(whisper):
-            cs.add(w[:, k * WHISPER_DIM:(k + 1) * WHISPER_DIM], labels, notes, meta)
+            cs.add(delay_rows(w, k), labels, notes, meta)
     return emb, whisper
 
 

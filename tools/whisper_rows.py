@@ -107,6 +107,11 @@ def live_window_ends(ends: np.ndarray, duration: float, hop_s: float, delay_s: f
     return np.minimum(np.maximum(np.ceil((ends + delay_s) / hop_s - 1e-9), 1) * hop_s, duration)
 
 
+def delay_rows(rows: np.ndarray, k: int) -> np.ndarray:
+    """The rows of LiveRows' k-th delay, out of its side-by-side output."""
+    return rows[:, k * WHISPER_DIM:(k + 1) * WHISPER_DIM]
+
+
 class LiveRows:
     """embed_calls features: a call's Whisper rows as a live stream gets them (window_s of audio encoded every
     hop_s), for each delay in `delays`, side by side: (rows, 512 x len(delays)) float16."""
@@ -222,7 +227,7 @@ def build_live(plan, jobs, noise, args, window_s: float, hop_s: float, delays: l
         for k, out in enumerate(outs):
             part = T.CallSet()
             for x, y, n, m in zip(made.emb, made.labels, made.notes, made.meta):
-                part.add(x[:, k * WHISPER_DIM:(k + 1) * WHISPER_DIM], y, n, m)
+                part.add(delay_rows(x, k), y, n, m)
             part.save(out / f"calls_{name}.npz")
         print(f"{name}: {len(made.emb)} calls ({relabelled} with other labels than stored, kept as made), "
               f"{made.hours():.2f} h, live {window_s:g} s every {hop_s:g} s, "

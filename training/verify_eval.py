@@ -516,25 +516,14 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
         raise SpotterError(f"--conditions {condition}: with --real-cascade, expected one of "
                            f"{', '.join(REAL_CONDITIONS)}")
     noise = NoiseBank(real_audio_files(recipe.data)["noise_eval"]) if condition == "noise_10dB" else None
-    rng = np.random.default_rng(seed)
-    floor = np.random.default_rng(seed + 1).normal(0, 10 ** (-70 / 20), int(R.TAIL_S * SR)).astype(np.float32)
     phrases = [R.load_clip(f) for f in speech if f.parent.name.endswith("_en")] if condition == "context" else []
     if condition == "context" and not phrases:
         raise SpotterError(f"{recipe.data.speech_dir}: no real English phrases (a folder named *_en) to put around "
                            "the keyword clips")
 
     def streams():
-        for kw, path in clips + [(None, f) for f in speech]:
-            audio = R.load_clip(path)
-            if audio.size < SR // 10:
-                continue
-            if noise is not None:
-                audio = R.add_noise(audio, noise, rng, R.NOISE_SNR_DB)
-            notes = [(kw, *R.speech_span(audio))] if kw else []
-            if phrases and kw:
-                audio, span = in_context(audio, notes[0][1:], phrases, rng)
-                notes = [(kw, *span)]
-            yield np.concatenate([audio, floor]), notes, str(path), "real", condition
+        for audio, notes, path in real_streams(clips + [(None, f) for f in speech], phrases, noise, seed):
+            yield audio, notes, str(path), "real", condition
         yield from cascade_calls([], neg, seed, recipe)
     res = verify_candidates(model, streams(), factor, ver, f"streams: {len(clips)} real keyword clips, {len(speech)} "
                             f"real speech files, {len(neg)} held-out synthetic keyword-free sentences ({condition})", crops,
@@ -542,6 +531,26 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
     res.update(first_stage=str(model_path), condition=condition)
     res.update(cascade_report(res))
     return res
+
+
+def real_streams(items: list, phrases: list[np.ndarray], noise, seed: int):
+    """(audio, notes, path) of each real recording of `items` ((keyword or None, path)) as a stream of its own:
+    with real noise at R.NOISE_SNR_DB when `noise` (a NoiseBank) is given, each keyword clip between two of
+    `phrases` when there are any (in_context), then R.TAIL_S of -70 dBFS floor. Clips under 0.1 s are skipped."""
+    from evaluation import realeval as R
+    rng = np.random.default_rng(seed)
+    floor = np.random.default_rng(seed + 1).normal(0, 10 ** (-70 / 20), int(R.TAIL_S * SR)).astype(np.float32)
+    for kw, path in items:
+        audio = R.load_clip(path)
+        if audio.size < SR // 10:
+            continue
+        if noise is not None:
+            audio = R.add_noise(audio, noise, rng, R.NOISE_SNR_DB)
+        notes = [(kw, *R.speech_span(audio))] if kw else []
+        if phrases and kw:
+            audio, span = in_context(audio, notes[0][1:], phrases, rng)
+            notes = [(kw, *span)]
+        yield np.concatenate([audio, floor]), notes, path
 
 
 REAL_CONDITIONS = ("clean", "noise_10dB", "context")     # real_cascade's conditions
