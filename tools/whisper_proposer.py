@@ -1,0 +1,231 @@
+"""Whisper's live rows as the cascade's proposer, on real people: does a head on Whisper's encoder rows, trained on
+synthetic voices only, propose real people's keywords that the verifier then accepts, where the first stage on the
+speech embedding does not propose them?
+
+    python tools/whisper_proposer.py --model runs/en/en.pt --work runs/enl --delays 0,1 --seeds 0,1,2 \
+        --condition clean --out runs/wp/clean.json
+
+(runs/en and runs/enl as tools/whisper_real.py's docstring makes them.) The streams are exactly
+`python -m training.verify_eval --only-real --real-cascade MODEL --conditions C`'s (verify_eval.real_cascade): every
+real "alexa" / "computer" clip (clean, or between two real English phrases: `context`), the 151 real speech files,
+and the en_wake recipe's held-out synthetic keyword-free sentences as calls, half telephone. Proposers, side by side
+on those streams:
+- `first stage`: the model at CANDIDATE_FACTOR x its thresholds, as the shipped cascade runs it (VerifiedSpotter);
+- `whisper dD sS xF`: for each delay D of --delays and seed S of --seeds, the recipe's head trained on the live rows
+  of --work/d<D> (whisper_real.whisper_head), over each stream's live rows (LiveRows: 4 s encoded every 1 s, each
+  row read D s later; one encoding serves every delay), at F x its calibrated thresholds for each F of --factors,
+  the same decision rule;
+- `union dD sS`: the first stage's candidates and whisper dD sS x<first factor>'s together.
+Every candidate is labelled by the one hit rule (evaluation.streams.match_detections) and scored by the shipped
+English verifier (two crops, no probe) on its window, once per distinct (stream, keyword, estimated end): proposers
+that find the same candidate share its score. Each proposer's candidates go through verify_eval.cascade_report (the
+proposer alone, the shipped combiner, a combiner fitted 2-fold by voice), plus the verifier's score alone; the
+union ranks by the verifier alone and by a 2-fold fitted logistic on (first stage, Whisper head, verifier).
+Latency: a Whisper candidate is decided D to D + 1 s after its row (the hop), before the verifier.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools.whisper_real import whisper_head     # noqa: E402
+from tools.whisper_rows import LiveRows, delay_rows   # noqa: E402
+from training import calltrain as T              # noqa: E402
+from training import verify_eval as V            # noqa: E402
+
+SR = 16000
+UNION_TOLERANCE_S = 0.5          # a first-stage and a Whisper candidate of one keyword this close are one candidate
+
+
+def candidates_of(decisions, step_s: float, end_offset_s: float) -> list[tuple[str, float, float, float]]:
+    """(keyword, score, decided_s, estimated end_s) of decide_sequence's decisions, as KeywordSpotter publishes."""
+    return [(d.keyword, d.score, d.step * step_s, max(0.0, d.peak_step * step_s - end_offset_s)) for d in decisions]
+
+
+def union(a: list[dict], b: list[dict]) -> list[dict]:
+    """One stream's candidates of two proposers merged: a candidate of b within UNION_TOLERANCE_S of one of a (same
+    keyword) joins it; each merged candidate keeps both proposers' scores ("first", "w"; 0 where one did not
+    propose it), the verifier's score and the label of the earlier decision."""
+    out = [{**c, "w": 0.0} for c in a]
+    for c in b:
+        same = [o for o in out if o["kw"] == c["kw"] and abs(o["end"] - c["end"]) <= UNION_TOLERANCE_S]
+        if same:
+            same[0]["w"] = max(same[0]["w"], c["first"])
+            same[0]["y"] = max(same[0]["y"], c["y"])
+        else:
+            out.append({**c, "first": 0.0, "w": c["first"]})
+    return out
+
+
+def verifier_alone(d: dict) -> dict:
+    """Recall at 0.5 / 1 / 2 / 5 FA/h of the candidates ranked by the verifier's score alone (its per-keyword
+    offset removed, as the combiner's second feature)."""
+    from spotter.verify import DEFAULT_V0
+    y = np.array([c["y"] for c in d["cands"]])
+    s = np.array([c["v"] - DEFAULT_V0.get(c["kw"], -14.0) for c in d["cands"]])
+    curve = V.det_curve(s, y, d["hours"], d["keywords"])
+    return {f"recall_at_{fa:g}": V.recall_at(curve, fa) for fa in (0.5, 1, 2, 5)}
+
+
+def union_report(d: dict) -> dict:
+    """The union's candidates ranked by a logistic on (logit first stage, logit Whisper head, verifier), fitted on
+    half the voices and scored on the other half (2-fold by voice, as cascade_report's fitted combiner)."""
+    from spotter.verify import DEFAULT_V0, fit_logistic
+    c = d["cands"]
+    lg = lambda p: np.log(np.clip(p, 1e-4, 1 - 1e-4) / (1 - np.clip(p, 1e-4, 1 - 1e-4)))
+    X = np.column_stack([np.ones(len(c)), lg(np.array([x["first"] for x in c])), lg(np.array([x["w"] for x in c])),
+                         np.array([max(x["v"], -60.0) - DEFAULT_V0.get(x["kw"], -14.0) for x in c])])
+    y = np.array([x["y"] for x in c])
+    voices = sorted({x["voice"] for x in c})
+    fold = np.array([voices.index(x["voice"]) % 2 for x in c])
+    score = np.zeros(len(c))
+    for f in (0, 1):
+        tr, te = fold != f, fold == f
+        if tr.any() and len(set(y[tr])) == 2:
+            w = fit_logistic(X[tr], y[tr])
+            score[te] = X[te] @ w
+    curve = V.det_curve(score, y, d["hours"], d["keywords"])
+    return {f"recall_at_{fa:g}": V.recall_at(curve, fa) for fa in (0.5, 1, 2, 5)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "training/configs/en_wake.toml"))
+    ap.add_argument("--model", type=Path, required=True, help="the English first stage (spotter train's .pt)")
+    ap.add_argument("--work", type=Path, required=True, help="Whisper live rows (whisper_rows --live): <work>/d<D>")
+    ap.add_argument("--delays", default="0,1", help="a head per delay D of <work>/d<D> (one encoding serves all)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--factors", default="0.8,0.5", help="Whisper candidates at F x the head's thresholds")
+    ap.add_argument("--condition", default="clean", choices=V.REAL_CONDITIONS)
+    ap.add_argument("--seed", type=int, default=0, help="the streams' draws (verify_eval --seed)")
+    ap.add_argument("--real", type=Path, default=ROOT.parent / "shared/data/speech/real_kws_en")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--limit", type=int, default=0, help="only every n-th stream (a quick check)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    from evaluation import realeval as R
+    from evaluation.streams import Annotation, match_detections
+    from spotter import config
+    from spotter.detector import KEYWORD_END_OFFSET_S, KeywordSpotter, decide_sequence
+    from spotter.model import load_model
+    from spotter.verify import CANDIDATE_FACTOR, Verifier, VerifierConfig, candidate_config
+    from training.recipe import use_recipe_keywords
+    from training.recipes import load_recipe
+    recipe = load_recipe(args.config, [])
+    use_recipe_keywords(recipe, None)
+    model = load_model(args.model)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    factors = [float(f) for f in args.factors.split(",")]
+    delays = [float(d) for d in args.delays.split(",")]
+    heads = {}                        # "dD sS" -> (head, thresholds, smoothing, index of its delay)
+    for k, d in enumerate(delays):
+        for s in seeds:
+            t0 = time.time()
+            head, thr, sm, _ = whisper_head(args.work / f"d{d:g}", recipe, s)
+            heads[f"d{d:g} s{s}"] = (head.eval(), thr, sm, k)
+            print(f"Whisper head delay {d:g} s, seed {s}: smoothing {sm}, thresholds {min(thr.values()):.3f}-"
+                  f"{max(thr.values()):.3f} [{time.time() - t0:.0f} s]", flush=True)
+    ver = Verifier(VerifierConfig(language="en"))
+    live = LiveRows(4.0, 1.0, delays)
+
+    sents = V.cached_sentences(recipe.calls.cache_dir, ("eval_neg",), "en_wake")
+    neg = [s for s in sents if s["split"] == "test" and not s["keyword"]]
+    clips = R.keyword_recordings(args.real)
+    speech = R.real_speech_files(recipe.data.speech_dir, args.real)
+    phrases = [R.load_clip(f) for f in speech if f.parent.name.endswith("_en")] if args.condition == "context" else []
+
+    def streams():
+        for audio, notes, path in V.real_streams(clips + [(None, f) for f in speech], phrases, None, args.seed):
+            yield audio, notes, str(path), "real", args.condition
+        yield from V.cascade_calls([], neg, args.seed, recipe)
+
+    names = (["first stage"] + [f"whisper {h} x{f:g}" for h in heads for f in factors]
+             + [f"union {h}" for h in heads])
+    runs = {n: {"cands": [], "thresholds": dict(model.detector.thresholds)} for n in names}
+    for h in heads:
+        for f in factors:
+            runs[f"whisper {h} x{f:g}"]["thresholds"] = dict(heads[h][1])
+    seconds, n_notes, by_kw, calls = 0.0, 0, {}, []
+    t_start, cpu = time.time(), {"first": 0.0, "rows": 0.0, "heads": 0.0, "verifier": 0.0}
+    for n_call, (audio, notes, voice, eng, kind) in enumerate(streams()):
+        if args.limit and n_call % args.limit:
+            continue
+        seconds += audio.size / SR
+        n_notes += len(notes)
+        for n in notes:
+            by_kw[n[0]] = by_kw.get(n[0], 0) + 1
+        calls.append({"service": None, "keywords": len(notes), "engine": eng, "kind": kind})
+        c0 = time.process_time()
+        sp = KeywordSpotter(model, detector=candidate_config(model.detector, CANDIDATE_FACTOR))
+        evs = sp.process(audio).events + sp.flush()
+        props = {"first stage": [(e.keyword, e.score, e.detected_s, e.end_s) for e in evs]}
+        c1 = time.process_time()
+        rows = live(model, audio)
+        c2 = time.process_time()
+        for h, (head, thr, sm, k) in heads.items():
+            post = T.call_posteriors(head, delay_rows(rows, k).astype(np.float32))
+            for f in factors:
+                cfg = candidate_config(config.DetectorConfig(thresholds=thr, smoothing_steps=sm), f)
+                props[f"whisper {h} x{f:g}"] = candidates_of(decide_sequence(post, cfg), config.STEP_S,
+                                                            KEYWORD_END_OFFSET_S)
+        c3 = time.process_time()
+        cpu["first"] += c1 - c0
+        cpu["rows"] += c2 - c1
+        cpu["heads"] += c3 - c2
+        ann = [Annotation(*n) for n in notes]
+        per_call, verified = {}, {}          # a verified key is one stream's own
+        for name, cands in props.items():
+            matched = match_detections([(k, t) for k, _, t, _ in cands], ann)
+            per_call[name] = []
+            for (kw, score, t, end), m in zip(cands, matched):
+                key = (kw, round(end, 2))
+                if key not in verified:
+                    w0 = max(0.0, end - V.WINDOW_BEFORE_S)
+                    win = audio[int(w0 * SR):int((end + 0.4) * SR)]
+                    c0 = time.process_time()
+                    verified[key] = ver.assess(win, [kw], end_s=end - w0)[0][kw]
+                    cpu["verifier"] += time.process_time() - c0
+                per_call[name].append({"kw": kw, "first": float(score), "v": float(verified[key]),
+                                       "y": int(m is not None), "voice": voice, "kind": kind, "engine": eng,
+                                       "ms": 0.0, "cpu_ms": 0.0, "call": n_call, "end": end, "decided": t})
+            runs[name]["cands"] += per_call[name]
+        for h in heads:
+            runs[f"union {h}"]["cands"] += union(per_call["first stage"], per_call[f"whisper {h} x{factors[0]:g}"])
+        if n_call % 500 == 0:
+            print(f"{n_call} streams, {seconds / 3600:.2f} h [{time.time() - t_start:.0f} s]", flush=True)
+    hours = seconds / 3600
+    print(f"\n{n_call + 1} streams, {hours:.2f} h, {n_notes} keywords ({args.condition}); CPU per second of audio: "
+          + ", ".join(f"{k} {100 * v / seconds:.1f} % of a core" for k, v in cpu.items()), flush=True)
+    out = {"condition": args.condition, "delays": delays, "hours": hours, "keywords": n_notes, "cpu": cpu,
+           "model": str(args.model), "work": str(args.work), "runs": {}}
+    for name, r in runs.items():
+        d = {"hours": hours, "keywords": n_notes, "keywords_by_kw": by_kw, "factor": None, "min_evidence": 0.5,
+             "calls": calls, **r}
+        print(f"\n===== {name} ({args.condition}) =====", flush=True)
+        if name.startswith("union"):
+            rep = {"verifier alone": verifier_alone(d), "fitted (first, whisper, verifier), 2-fold": union_report(d)}
+        else:
+            rep = {**V.cascade_report(d), "verifier alone": verifier_alone(d)}
+        rep["candidates_per_hour"] = len(r["cands"]) / hours
+        rep["true_candidates"] = int(sum(c["y"] for c in r["cands"]))
+        print(f"{name}: {len(r['cands'])} candidates ({rep['candidates_per_hour']:.0f}/h), {rep['true_candidates']} "
+              f"true of {n_notes}; verifier alone at 0.5 / 1 FA/h: {rep['verifier alone']['recall_at_0.5']:.1%} / "
+              f"{rep['verifier alone']['recall_at_1']:.1%}", flush=True)
+        out["runs"][name] = {"report": rep, "cands": r["cands"], "thresholds": r["thresholds"]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, default=float))
+
+
+if __name__ == "__main__":
+    main()
