@@ -22,6 +22,11 @@ that find the same candidate share its score. Each proposer's candidates go thro
 proposer alone, the shipped combiner, a combiner fitted 2-fold by voice), plus the verifier's score alone; the
 union ranks by the verifier alone and by a 2-fold fitted logistic on (first stage, Whisper head, verifier).
 Latency: a Whisper candidate is decided D to D + 1 s after its row (the hop), before the verifier.
+
+    python tools/whisper_proposer.py --top-false 25 --out runs/wp/context.json
+
+prints the stored run's false candidates (of any proposer) that the verifier scores highest, with the sentences of
+the synthetic call each falls in (the calls made again, as the run made them): what decides recall at 0.5 FA/h.
 """
 from __future__ import annotations
 
@@ -98,6 +103,38 @@ def union_report(d: dict) -> dict:
     return {f"recall_at_{fa:g}": V.recall_at(curve, fa) for fa in (0.5, 1, 2, 5)}
 
 
+def top_false(run: dict, recipe, n: int, seed: int) -> None:
+    """The run's n false candidates with the highest verifier score (offset removed), over every proposer, each
+    with the proposers that made it and the sentences of its synthetic call (cascade_calls made again with the
+    run's seed: the same draws, so the same calls in the same order)."""
+    from evaluation import realeval as R
+    from spotter.verify import DEFAULT_V0
+    sents = V.cached_sentences(recipe.calls.cache_dir, ("eval_neg",), "en_wake")
+    neg = [s for s in sents if s["split"] == "test" and not s["keyword"]]
+    n_real = len(R.keyword_recordings(Path(run.get("real", ROOT.parent / "shared/data/speech/real_kws_en"))))
+    n_real += len(R.real_speech_files(recipe.data.speech_dir, ROOT.parent / "shared/data/speech/real_kws_en"))
+    loaded, texts = [], []
+    load, text_of = V.load_audio, {s["path"]: s["text"] for s in neg}
+    V.load_audio = lambda path: (loaded.append(path), load(path))[1]
+    try:
+        for _ in V.cascade_calls([], neg, seed, recipe):
+            texts.append([text_of[p] for p in loaded])
+            loaded.clear()
+    finally:
+        V.load_audio = load
+    best: dict = {}
+    for name, r in run["runs"].items():
+        for c in r["cands"]:
+            if not c["y"]:
+                key = (c["call"], c["voice"], c["kw"], round(c["end"], 1))
+                s, names = best.get(key, (c["v"] - DEFAULT_V0.get(c["kw"], -14.0), set()))
+                best[key] = (s, names | {name})
+    for (call, voice, kw, end), (s, names) in sorted(best.items(), key=lambda kv: -kv[1][0])[:n]:
+        where = " | ".join(texts[call - n_real]) if call >= n_real else "(a real speech file)"
+        print(f"{s:6.2f} {kw} at {end:.1f} s, {voice}, {len(names)} proposers"
+              f"{' (the first stage among them)' if 'first stage' in names else ''}: {where[:300]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "training/configs/en_wake.toml"))
@@ -111,6 +148,8 @@ def main() -> None:
     ap.add_argument("--real", type=Path, default=ROOT.parent / "shared/data/speech/real_kws_en")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--limit", type=int, default=0, help="only every n-th stream (a quick check)")
+    ap.add_argument("--top-false", type=int, default=0, help="print the stored --out run's N false candidates that "
+                    "the verifier scores highest, with their call's sentences, and stop")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -124,6 +163,8 @@ def main() -> None:
     from training.recipes import load_recipe
     recipe = load_recipe(args.config, [])
     use_recipe_keywords(recipe, None)
+    if args.top_false:
+        return top_false(json.loads(args.out.read_text()), recipe, args.top_false, args.seed)
     model = load_model(args.model)
     seeds = [int(s) for s in args.seeds.split(",")]
     factors = [float(f) for f in args.factors.split(",")]
