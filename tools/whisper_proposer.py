@@ -27,6 +27,8 @@ Latency: a Whisper candidate is decided D to D + 1 s after its row (the hop), be
 
 prints the stored run's false candidates (of any proposer) that the verifier scores highest, with the sentences of
 the synthetic call each falls in (the calls made again, as the run made them): what decides recall at 0.5 FA/h.
+With --plain-negatives instead, every proposer's candidates are ranked again by the verifier alone with the negatives
+cut to the real speech files and the synthetic calls made of caller clauses only (no near-miss sentence).
 """
 from __future__ import annotations
 
@@ -103,25 +105,31 @@ def union_report(d: dict) -> dict:
     return {f"recall_at_{fa:g}": V.recall_at(curve, fa) for fa in (0.5, 1, 2, 5)}
 
 
-def top_false(run: dict, recipe, n: int, seed: int) -> None:
-    """The run's n false candidates with the highest verifier score (offset removed), over every proposer, each
-    with the proposers that made it and the sentences of its synthetic call (cascade_calls made again with the
-    run's seed: the same draws, so the same calls in the same order)."""
+def calls_again(recipe, seed: int) -> tuple[int, list[tuple[list[str], float]]]:
+    """(number of real streams before the synthetic calls, [(sentence texts, seconds)] of each synthetic call):
+    verify_eval.cascade_calls made again with the run's seed (the same draws, so the same calls in the same order)."""
     from evaluation import realeval as R
-    from spotter.verify import DEFAULT_V0
+    real = ROOT.parent / "shared/data/speech/real_kws_en"
     sents = V.cached_sentences(recipe.calls.cache_dir, ("eval_neg",), "en_wake")
     neg = [s for s in sents if s["split"] == "test" and not s["keyword"]]
-    n_real = len(R.keyword_recordings(Path(run.get("real", ROOT.parent / "shared/data/speech/real_kws_en"))))
-    n_real += len(R.real_speech_files(recipe.data.speech_dir, ROOT.parent / "shared/data/speech/real_kws_en"))
-    loaded, texts = [], []
+    n_real = len(R.keyword_recordings(real)) + len(R.real_speech_files(recipe.data.speech_dir, real))
+    loaded, calls = [], []
     load, text_of = V.load_audio, {s["path"]: s["text"] for s in neg}
     V.load_audio = lambda path: (loaded.append(path), load(path))[1]
     try:
-        for _ in V.cascade_calls([], neg, seed, recipe):
-            texts.append([text_of[p] for p in loaded])
+        for audio, *_ in V.cascade_calls([], neg, seed, recipe):
+            calls.append(([text_of[p] for p in loaded], audio.size / SR))
             loaded.clear()
     finally:
         V.load_audio = load
+    return n_real, calls
+
+
+def top_false(run: dict, recipe, n: int, seed: int) -> None:
+    """The run's n false candidates with the highest verifier score (offset removed), over every proposer, each
+    with the number of proposers that made it and the sentences of its synthetic call."""
+    from spotter.verify import DEFAULT_V0
+    n_real, calls = calls_again(recipe, seed)
     best: dict = {}
     for name, r in run["runs"].items():
         for c in r["cands"]:
@@ -130,16 +138,48 @@ def top_false(run: dict, recipe, n: int, seed: int) -> None:
                 s, names = best.get(key, (c["v"] - DEFAULT_V0.get(c["kw"], -14.0), set()))
                 best[key] = (s, names | {name})
     for (call, voice, kw, end), (s, names) in sorted(best.items(), key=lambda kv: -kv[1][0])[:n]:
-        where = " | ".join(texts[call - n_real]) if call >= n_real else "(a real speech file)"
+        where = " | ".join(calls[call - n_real][0]) if call >= n_real else "(a real speech file)"
         print(f"{s:6.2f} {kw} at {end:.1f} s, {voice}, {len(names)} proposers"
               f"{' (the first stage among them)' if 'first stage' in names else ''}: {where[:300]}")
+
+
+def plain_negatives(run: dict, recipe, seed: int) -> None:
+    """Each proposer's candidates ranked by the verifier alone, with the negatives cut to the real speech files and
+    the synthetic calls made of caller clauses only (no sentence of the keyword set's near_miss_frames): recall at
+    0.5 / 1 / 2 / 5 FA/h over those hours. What 0.5 FA/h would say without the synthetic near misses."""
+    from spotter import config
+    from spotter.verify import DEFAULT_V0
+    n_real, calls = calls_again(recipe, seed)
+    clauses = config.KEYWORD_SET.clauses
+
+    def plain(texts):
+        for t in texts:
+            for c in clauses:
+                t = t.replace(c, "")
+            if t.strip():
+                return False
+        return True
+    keep = {n_real + i for i, (texts, _) in enumerate(calls) if plain(texts)}
+    synth_h = sum(sec for i, (_, sec) in enumerate(calls) if n_real + i in keep) / 3600
+    all_synth_h = sum(sec for _, sec in calls) / 3600
+    hours = run["hours"] - all_synth_h + synth_h
+    print(f"negatives: the real streams ({run['hours'] - all_synth_h:.2f} h, the keyword clips' own included) and "
+          f"{len(keep)} of {len(calls)} synthetic calls (clauses only, {synth_h:.2f} h of {all_synth_h:.2f} h): "
+          f"{hours:.2f} h of {run['hours']:.2f} h")
+    for name, r in run["runs"].items():
+        cs = [c for c in r["cands"] if c["y"] or c["call"] < n_real or c["call"] in keep]
+        y = np.array([c["y"] for c in cs])
+        sc = np.array([c["v"] - DEFAULT_V0.get(c["kw"], -14.0) for c in cs])
+        curve = V.det_curve(sc, y, hours, run["keywords"])
+        print(f"{name:24s} verifier alone at 0.5 / 1 / 2 / 5 FA/h: "
+              + " / ".join(f"{100 * V.recall_at(curve, fa):5.1f}" for fa in (0.5, 1, 2, 5)) + " %")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "training/configs/en_wake.toml"))
-    ap.add_argument("--model", type=Path, required=True, help="the English first stage (spotter train's .pt)")
-    ap.add_argument("--work", type=Path, required=True, help="Whisper live rows (whisper_rows --live): <work>/d<D>")
+    ap.add_argument("--model", type=Path, help="the English first stage (spotter train's .pt)")
+    ap.add_argument("--work", type=Path, help="Whisper live rows (whisper_rows --live): <work>/d<D>")
     ap.add_argument("--delays", default="0,1", help="a head per delay D of <work>/d<D> (one encoding serves all)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--factors", default="0.8,0.5", help="Whisper candidates at F x the head's thresholds")
@@ -150,6 +190,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="only every n-th stream (a quick check)")
     ap.add_argument("--top-false", type=int, default=0, help="print the stored --out run's N false candidates that "
                     "the verifier scores highest, with their call's sentences, and stop")
+    ap.add_argument("--plain-negatives", action="store_true", help="re-rank the stored --out run with the negatives "
+                    "cut to the real speech files and the synthetic calls without near-miss sentences, and stop")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -165,6 +207,10 @@ def main() -> None:
     use_recipe_keywords(recipe, None)
     if args.top_false:
         return top_false(json.loads(args.out.read_text()), recipe, args.top_false, args.seed)
+    if args.plain_negatives:
+        return plain_negatives(json.loads(args.out.read_text()), recipe, args.seed)
+    if not (args.model and args.work):
+        ap.error("--model and --work are needed to run the proposers")
     model = load_model(args.model)
     seeds = [int(s) for s in args.seeds.split(",")]
     factors = [float(f) for f in args.factors.split(",")]
