@@ -10,7 +10,9 @@ speech embedding does not propose them?
 real "alexa" / "computer" clip (clean, or between two real English phrases: `context`), the 151 real speech files,
 and the en_wake recipe's held-out synthetic keyword-free sentences as calls, half telephone. Proposers, side by side
 on those streams:
-- `first stage`: the model at CANDIDATE_FACTOR x its thresholds, as the shipped cascade runs it (VerifiedSpotter);
+- `first stage`: the model at CANDIDATE_FACTOR x its thresholds, as the shipped cascade runs it (VerifiedSpotter),
+  and `first stage xF` at F x its thresholds for any other F of --first-factors (the control: a lower threshold
+  proposes more too);
 - `whisper dD sS xF`: for each delay D of --delays and seed S of --seeds, the recipe's head trained on the live rows
   of --work/d<D> (whisper_real.whisper_head), over each stream's live rows (LiveRows: 4 s encoded every 1 s, each
   row read D s later; one encoding serves every delay), at F x its calibrated thresholds for each F of --factors,
@@ -181,7 +183,9 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="the English first stage (spotter train's .pt)")
     ap.add_argument("--work", type=Path, help="Whisper live rows (whisper_rows --live): <work>/d<D>")
     ap.add_argument("--delays", default="0,1", help="a head per delay D of <work>/d<D> (one encoding serves all)")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default="0,1,2", help="Whisper head seeds; empty: no Whisper proposer (no rows made)")
+    ap.add_argument("--first-factors", default=f"{0.8:g}", help="the first stage at F x its thresholds, for each F "
+                    "(the runtime's CANDIDATE_FACTOR is `first stage`, any other `first stage xF`)")
     ap.add_argument("--factors", default="0.8,0.5", help="Whisper candidates at F x the head's thresholds")
     ap.add_argument("--condition", default="clean", choices=V.REAL_CONDITIONS)
     ap.add_argument("--seed", type=int, default=0, help="the streams' draws (verify_eval --seed)")
@@ -212,7 +216,9 @@ def main() -> None:
     if not (args.model and args.work):
         ap.error("--model and --work are needed to run the proposers")
     model = load_model(args.model)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    first_names = {("first stage" if float(f) == CANDIDATE_FACTOR else f"first stage x{float(f):g}"): float(f)
+                   for f in args.first_factors.split(",")}
     factors = [float(f) for f in args.factors.split(",")]
     delays = [float(d) for d in args.delays.split(",")]
     heads = {}                        # "dD sS" -> (head, thresholds, smoothing, index of its delay)
@@ -237,8 +243,8 @@ def main() -> None:
             yield audio, notes, str(path), "real", args.condition
         yield from V.cascade_calls([], neg, args.seed, recipe)
 
-    names = (["first stage"] + [f"whisper {h} x{f:g}" for h in heads for f in factors]
-             + [f"union {h}" for h in heads])
+    names = (list(first_names) + [f"whisper {h} x{f:g}" for h in heads for f in factors]
+             + [f"union {h}" for h in heads if "first stage" in first_names])
     runs = {n: {"cands": [], "thresholds": dict(model.detector.thresholds)} for n in names}
     for h in heads:
         for f in factors:
@@ -254,11 +260,13 @@ def main() -> None:
             by_kw[n[0]] = by_kw.get(n[0], 0) + 1
         calls.append({"service": None, "keywords": len(notes), "engine": eng, "kind": kind})
         c0 = time.process_time()
-        sp = KeywordSpotter(model, detector=candidate_config(model.detector, CANDIDATE_FACTOR))
-        evs = sp.process(audio).events + sp.flush()
-        props = {"first stage": [(e.keyword, e.score, e.detected_s, e.end_s) for e in evs]}
+        props = {}
+        for name, f in first_names.items():
+            sp = KeywordSpotter(model, detector=candidate_config(model.detector, f))
+            evs = sp.process(audio).events + sp.flush()
+            props[name] = [(e.keyword, e.score, e.detected_s, e.end_s) for e in evs]
         c1 = time.process_time()
-        rows = live(model, audio)
+        rows = live(model, audio) if heads else None
         c2 = time.process_time()
         for h, (head, thr, sm, k) in heads.items():
             post = T.call_posteriors(head, delay_rows(rows, k).astype(np.float32))
@@ -287,7 +295,7 @@ def main() -> None:
                                        "y": int(m is not None), "voice": voice, "kind": kind, "engine": eng,
                                        "ms": 0.0, "cpu_ms": 0.0, "call": n_call, "end": end, "decided": t})
             runs[name]["cands"] += per_call[name]
-        for h in heads:
+        for h in (heads if "first stage" in first_names else ()):
             runs[f"union {h}"]["cands"] += union(per_call["first stage"], per_call[f"whisper {h} x{factors[0]:g}"])
         if n_call % 500 == 0:
             print(f"{n_call} streams, {seconds / 3600:.2f} h [{time.time() - t_start:.0f} s]", flush=True)
