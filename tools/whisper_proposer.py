@@ -52,7 +52,7 @@ from tools.whisper_rows import LiveRows, delay_rows   # noqa: E402
 from training import calltrain as T              # noqa: E402
 from training import verify_eval as V            # noqa: E402
 
-SR = 16000
+SR = V.SR
 UNION_TOLERANCE_S = 0.5          # a first-stage and a Whisper candidate of one keyword this close are one candidate
 
 
@@ -76,12 +76,16 @@ def union(a: list[dict], b: list[dict]) -> list[dict]:
     return out
 
 
+def verifier_feature(c: dict) -> float:
+    """A stored candidate's verifier score with its keyword's offset removed (the combiner's second feature)."""
+    from spotter.verify import Combiner
+    return Combiner().features(c["kw"], 0.5, c["v"])[1]
+
+
 def verifier_alone(d: dict) -> dict:
-    """Recall at 0.5 / 1 / 2 / 5 FA/h of the candidates ranked by the verifier's score alone (its per-keyword
-    offset removed, as the combiner's second feature)."""
-    from spotter.verify import DEFAULT_V0
+    """Recall at 0.5 / 1 / 2 / 5 FA/h of the candidates ranked by the verifier's score alone (verifier_feature)."""
     y = np.array([c["y"] for c in d["cands"]])
-    s = np.array([c["v"] - DEFAULT_V0.get(c["kw"], -14.0) for c in d["cands"]])
+    s = np.array([verifier_feature(c) for c in d["cands"]])
     curve = V.det_curve(s, y, d["hours"], d["keywords"])
     return {f"recall_at_{fa:g}": V.recall_at(curve, fa) for fa in (0.5, 1, 2, 5)}
 
@@ -89,11 +93,11 @@ def verifier_alone(d: dict) -> dict:
 def union_report(d: dict) -> dict:
     """The union's candidates ranked by a logistic on (logit first stage, logit Whisper head, verifier), fitted on
     half the voices and scored on the other half (2-fold by voice, as cascade_report's fitted combiner)."""
-    from spotter.verify import DEFAULT_V0, fit_logistic
+    from spotter.verify import fit_logistic
     c = d["cands"]
     lg = lambda p: np.log(np.clip(p, 1e-4, 1 - 1e-4) / (1 - np.clip(p, 1e-4, 1 - 1e-4)))
     X = np.column_stack([np.ones(len(c)), lg(np.array([x["first"] for x in c])), lg(np.array([x["w"] for x in c])),
-                         np.array([max(x["v"], -60.0) - DEFAULT_V0.get(x["kw"], -14.0) for x in c])])
+                         np.array([verifier_feature(x) for x in c])])
     y = np.array([x["y"] for x in c])
     voices = sorted({x["voice"] for x in c})
     fold = np.array([voices.index(x["voice"]) % 2 for x in c])
@@ -107,51 +111,49 @@ def union_report(d: dict) -> dict:
     return {f"recall_at_{fa:g}": V.recall_at(curve, fa) for fa in (0.5, 1, 2, 5)}
 
 
-def calls_again(recipe, seed: int) -> tuple[int, list[tuple[list[str], float]]]:
-    """(number of real streams before the synthetic calls, [(sentence texts, seconds)] of each synthetic call):
-    verify_eval.cascade_calls made again with the run's seed (the same draws, so the same calls in the same order)."""
-    from evaluation import realeval as R
-    real = ROOT.parent / "shared/data/speech/real_kws_en"
-    sents = V.cached_sentences(recipe.calls.cache_dir, ("eval_neg",), "en_wake")
-    neg = [s for s in sents if s["split"] == "test" and not s["keyword"]]
-    n_real = len(R.keyword_recordings(real)) + len(R.real_speech_files(recipe.data.speech_dir, real))
-    loaded, calls = [], []
-    load, text_of = V.load_audio, {s["path"]: s["text"] for s in neg}
+def streams_again(run: dict, seed: int) -> list[tuple[list[str] | None, float]]:
+    """(sentence texts, or None for a real stream; seconds) of each stream of a stored run (made without --limit),
+    in its order: verify_eval.real_cascade_streams made again with the run's condition and seed (the same draws, so
+    the same streams), each synthetic call's sentences caught as cascade_calls loads them."""
+    text_of = {s["path"]: s["text"] for s in V.real_negatives(V.calls_recipe("en_wake"))}
+    loaded, out = [], []
+    load = V.load_audio
     V.load_audio = lambda path: (loaded.append(path), load(path))[1]
     try:
-        for audio, *_ in V.cascade_calls([], neg, seed, recipe):
-            calls.append(([text_of[p] for p in loaded], audio.size / SR))
+        _, streams = V.real_cascade_streams(Path(run.get("real", ROOT.parent / "shared/data/speech/real_kws_en")),
+                                            run["condition"], seed)
+        for audio, _, _, engine, _ in streams:
+            out.append(([text_of[p] for p in loaded] if engine != "real" else None, audio.size / SR))
             loaded.clear()
     finally:
         V.load_audio = load
-    return n_real, calls
+    return out
 
 
-def top_false(run: dict, recipe, n: int, seed: int) -> None:
+def top_false(run: dict, n: int, seed: int) -> None:
     """The run's n false candidates with the highest verifier score (offset removed), over every proposer, each
     with the number of proposers that made it and the sentences of its synthetic call."""
-    from spotter.verify import DEFAULT_V0
-    n_real, calls = calls_again(recipe, seed)
+    streams = streams_again(run, seed)
     best: dict = {}
     for name, r in run["runs"].items():
         for c in r["cands"]:
             if not c["y"]:
                 key = (c["call"], c["voice"], c["kw"], round(c["end"], 1))
-                s, names = best.get(key, (c["v"] - DEFAULT_V0.get(c["kw"], -14.0), set()))
+                s, names = best.get(key, (verifier_feature(c), set()))
                 best[key] = (s, names | {name})
     for (call, voice, kw, end), (s, names) in sorted(best.items(), key=lambda kv: -kv[1][0])[:n]:
-        where = " | ".join(calls[call - n_real][0]) if call >= n_real else "(a real speech file)"
+        texts = streams[call][0]
+        where = " | ".join(texts) if texts is not None else "(a real recording)"
         print(f"{s:6.2f} {kw} at {end:.1f} s, {voice}, {len(names)} proposers"
               f"{' (the first stage among them)' if 'first stage' in names else ''}: {where[:300]}")
 
 
-def plain_negatives(run: dict, recipe, seed: int) -> None:
+def plain_negatives(run: dict, seed: int) -> None:
     """Each proposer's candidates ranked by the verifier alone, with the negatives cut to the real speech files and
     the synthetic calls made of caller clauses only (no sentence of the keyword set's near_miss_frames): recall at
     0.5 / 1 / 2 / 5 FA/h over those hours. What 0.5 FA/h would say without the synthetic near misses."""
     from spotter import config
-    from spotter.verify import DEFAULT_V0
-    n_real, calls = calls_again(recipe, seed)
+    streams = streams_again(run, seed)
     clauses = config.KEYWORD_SET.clauses
 
     def plain(texts):
@@ -161,17 +163,18 @@ def plain_negatives(run: dict, recipe, seed: int) -> None:
             if t.strip():
                 return False
         return True
-    keep = {n_real + i for i, (texts, _) in enumerate(calls) if plain(texts)}
-    synth_h = sum(sec for i, (_, sec) in enumerate(calls) if n_real + i in keep) / 3600
-    all_synth_h = sum(sec for _, sec in calls) / 3600
-    hours = run["hours"] - all_synth_h + synth_h
-    print(f"negatives: the real streams ({run['hours'] - all_synth_h:.2f} h, the keyword clips' own included) and "
-          f"{len(keep)} of {len(calls)} synthetic calls (clauses only, {synth_h:.2f} h of {all_synth_h:.2f} h): "
-          f"{hours:.2f} h of {run['hours']:.2f} h")
+    synth = [i for i, (texts, _) in enumerate(streams) if texts is not None]
+    keep = {i for i, (texts, _) in enumerate(streams) if texts is None or plain(texts)}
+    hours_of = lambda ids: sum(streams[i][1] for i in ids) / 3600
+    real_h, synth_h = hours_of(set(range(len(streams))) - set(synth)), hours_of(keep & set(synth))
+    hours = real_h + synth_h
+    print(f"negatives: the real streams ({real_h:.2f} h, the keyword clips' own included) and "
+          f"{len(keep & set(synth))} of {len(synth)} synthetic calls (clauses only, {synth_h:.2f} h of "
+          f"{hours_of(synth):.2f} h): {hours:.2f} h of {run['hours']:.2f} h")
     for name, r in run["runs"].items():
-        cs = [c for c in r["cands"] if c["y"] or c["call"] < n_real or c["call"] in keep]
+        cs = [c for c in r["cands"] if c["y"] or c["call"] in keep]
         y = np.array([c["y"] for c in cs])
-        sc = np.array([c["v"] - DEFAULT_V0.get(c["kw"], -14.0) for c in cs])
+        sc = np.array([verifier_feature(c) for c in cs])
         curve = V.det_curve(sc, y, hours, run["keywords"])
         print(f"{name:24s} verifier alone at 0.5 / 1 / 2 / 5 FA/h: "
               + " / ".join(f"{100 * V.recall_at(curve, fa):5.1f}" for fa in (0.5, 1, 2, 5)) + " %")
@@ -199,7 +202,6 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    from evaluation import realeval as R
     from evaluation.streams import Annotation, match_detections
     from spotter import config
     from spotter.detector import KEYWORD_END_OFFSET_S, KeywordSpotter, decide_sequence
@@ -210,11 +212,11 @@ def main() -> None:
     recipe = load_recipe(args.config, [])
     use_recipe_keywords(recipe, None)
     if args.top_false:
-        return top_false(json.loads(args.out.read_text()), recipe, args.top_false, args.seed)
+        return top_false(json.loads(args.out.read_text()), args.top_false, args.seed)
     if args.plain_negatives:
-        return plain_negatives(json.loads(args.out.read_text()), recipe, args.seed)
-    if not (args.model and args.work):
-        ap.error("--model and --work are needed to run the proposers")
+        return plain_negatives(json.loads(args.out.read_text()), args.seed)
+    if not args.model or (args.seeds and not args.work):
+        ap.error("--model (and --work, for Whisper heads) are needed to run the proposers")
     model = load_model(args.model)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     first_names = {("first stage" if float(f) == CANDIDATE_FACTOR else f"first stage x{float(f):g}"): float(f)
@@ -232,17 +234,7 @@ def main() -> None:
     ver = Verifier(VerifierConfig(language="en"))
     live = LiveRows(4.0, 1.0, delays)
 
-    sents = V.cached_sentences(recipe.calls.cache_dir, ("eval_neg",), "en_wake")
-    neg = [s for s in sents if s["split"] == "test" and not s["keyword"]]
-    clips = R.keyword_recordings(args.real)
-    speech = R.real_speech_files(recipe.data.speech_dir, args.real)
-    phrases = [R.load_clip(f) for f in speech if f.parent.name.endswith("_en")] if args.condition == "context" else []
-
-    def streams():
-        for audio, notes, path in V.real_streams(clips + [(None, f) for f in speech], phrases, None, args.seed):
-            yield audio, notes, str(path), "real", args.condition
-        yield from V.cascade_calls([], neg, args.seed, recipe)
-
+    _, streams = V.real_cascade_streams(args.real, args.condition, args.seed)
     names = (list(first_names) + [f"whisper {h} x{f:g}" for h in heads for f in factors]
              + [f"union {h}" for h in heads if "first stage" in first_names])
     runs = {n: {"cands": [], "thresholds": dict(model.detector.thresholds)} for n in names}
@@ -251,7 +243,7 @@ def main() -> None:
             runs[f"whisper {h} x{f:g}"]["thresholds"] = dict(heads[h][1])
     seconds, n_notes, by_kw, calls = 0.0, 0, {}, []
     t_start, cpu = time.time(), {"first": 0.0, "rows": 0.0, "heads": 0.0, "verifier": 0.0}
-    for n_call, (audio, notes, voice, eng, kind) in enumerate(streams()):
+    for n_call, (audio, notes, voice, eng, kind) in enumerate(streams):
         if args.limit and n_call % args.limit:
             continue
         seconds += audio.size / SR
@@ -288,12 +280,14 @@ def main() -> None:
                 if key not in verified:
                     w0 = max(0.0, end - V.WINDOW_BEFORE_S)
                     win = audio[int(w0 * SR):int((end + 0.4) * SR)]
-                    c0 = time.process_time()
-                    verified[key] = ver.assess(win, [kw], end_s=end - w0)[0][kw]
+                    c0, w0_ = time.process_time(), time.perf_counter()
+                    v = ver.assess(win, [kw], end_s=end - w0)[0][kw]
+                    verified[key] = (v, 1000 * (time.perf_counter() - w0_), 1000 * (time.process_time() - c0))
                     cpu["verifier"] += time.process_time() - c0
-                per_call[name].append({"kw": kw, "first": float(score), "v": float(verified[key]),
-                                       "y": int(m is not None), "voice": voice, "kind": kind, "engine": eng,
-                                       "ms": 0.0, "cpu_ms": 0.0, "call": n_call, "end": end, "decided": t})
+                v, ms, cpu_ms = verified[key]
+                per_call[name].append({"kw": kw, "first": float(score), "v": float(v), "y": int(m is not None),
+                                       "voice": voice, "kind": kind, "engine": eng, "ms": ms, "cpu_ms": cpu_ms,
+                                       "call": n_call, "end": end, "decided": t})
             runs[name]["cands"] += per_call[name]
         for h in (heads if "first stage" in first_names else ()):
             runs[f"union {h}"]["cands"] += union(per_call["first stage"], per_call[f"whisper {h} x{factors[0]:g}"])
@@ -302,7 +296,7 @@ def main() -> None:
     hours = seconds / 3600
     print(f"\n{n_call + 1} streams, {hours:.2f} h, {n_notes} keywords ({args.condition}); CPU per second of audio: "
           + ", ".join(f"{k} {100 * v / seconds:.1f} % of a core" for k, v in cpu.items()), flush=True)
-    out = {"condition": args.condition, "delays": delays, "hours": hours, "keywords": n_notes, "cpu": cpu,
+    out = {"condition": args.condition, "real": str(args.real), "delays": delays, "hours": hours, "keywords": n_notes, "cpu": cpu,
            "model": str(args.model), "work": str(args.work), "runs": {}}
     for name, r in runs.items():
         d = {"hours": hours, "keywords": n_notes, "keywords_by_kw": by_kw, "factor": None, "min_evidence": 0.5,

@@ -497,19 +497,34 @@ def verify_candidates(model, streams, factor: float, ver, what: str, crops: list
 def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ver, condition: str = "clean",
                  crops: list | None = None, probe=None) -> dict:
     """The cascade with the English first stage (the en_wake recipe's model, trained on synthetic voices only) on
-    real people: every real "alexa" / "computer" clip as a stream of its own (as `spotter evaluate --real` scores
-    the first stage), against the en_wake recipe's held-out keyword-free sentences (test-split voices, as calls,
-    half telephone) and the real non-keyword speech files, each file a stream of its own. `condition`: "clean",
-    "noise_10dB" (real noise at 10 dB on the real files, as `spotter evaluate --real`) or "context" (each clip,
-    cut to its speech, said between two real English phrases of other people: in_context)."""
+    real people, over real_cascade_streams."""
     from spotter.onnxmodel import load_any
+    model = load_any(model_path, threads=1)                    # its keyword set becomes the active one
+    what, streams = real_cascade_streams(real_root, condition, seed)
+    res = verify_candidates(model, streams, factor, ver, what, crops, probe)
+    res.update(first_stage=str(model_path), condition=condition)
+    res.update(cascade_report(res))
+    return res
+
+
+def real_negatives(recipe) -> list[dict]:
+    """The en_wake recipe's held-out keyword-free sentences (test-split voices), as real_cascade's negatives."""
+    sents = cached_sentences(recipe.calls.cache_dir, ("eval_neg",), "en_wake")
+    return [s for s in sents if s["split"] == "test" and not s["keyword"]]
+
+
+def real_cascade_streams(real_root: Path, condition: str, seed: int):
+    """(description, streams) of the real-people cascade: every real "alexa" / "computer" clip as a stream of its
+    own (as `spotter evaluate --real` scores the first stage), then the real non-keyword speech files, each a stream
+    of its own, then the en_wake recipe's held-out keyword-free sentences as calls (real_negatives, cascade_calls:
+    half telephone). `condition`: "clean", "noise_10dB" (real noise at 10 dB on the real files, as `spotter
+    evaluate --real`) or "context" (each clip, cut to its speech, said between two real English phrases of other
+    people: in_context). `streams` yields (audio, notes, voice, engine, kind) as verify_candidates reads them."""
     from evaluation import realeval as R
     from training.augment import NoiseBank
     from training.recipe import real_audio_files
-    model = load_any(model_path, threads=1)                    # its keyword set becomes the active one
     recipe = calls_recipe("en_wake")
-    sents = cached_sentences(recipe.calls.cache_dir, ("eval_neg",), "en_wake")
-    neg = [s for s in sents if s["split"] == "test" and not s["keyword"]]
+    neg = real_negatives(recipe)
     clips = R.keyword_recordings(real_root)
     speech = R.real_speech_files(recipe.data.speech_dir, real_root)
     if condition not in REAL_CONDITIONS:
@@ -525,12 +540,8 @@ def real_cascade(model_path: Path, real_root: Path, factor: float, seed: int, ve
         for audio, notes, path in real_streams(clips + [(None, f) for f in speech], phrases, noise, seed):
             yield audio, notes, str(path), "real", condition
         yield from cascade_calls([], neg, seed, recipe)
-    res = verify_candidates(model, streams(), factor, ver, f"streams: {len(clips)} real keyword clips, {len(speech)} "
-                            f"real speech files, {len(neg)} held-out synthetic keyword-free sentences ({condition})", crops,
-                            probe)
-    res.update(first_stage=str(model_path), condition=condition)
-    res.update(cascade_report(res))
-    return res
+    return (f"streams: {len(clips)} real keyword clips, {len(speech)} real speech files, {len(neg)} held-out "
+            f"synthetic keyword-free sentences ({condition})", streams())
 
 
 def real_streams(items: list, phrases: list[np.ndarray], noise, seed: int):
