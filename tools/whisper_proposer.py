@@ -31,6 +31,20 @@ prints the stored run's false candidates (of any proposer) that the verifier sco
 the synthetic call each falls in (the calls made again, as the run made them): what decides recall at 0.5 FA/h.
 With --plain-negatives instead, every proposer's candidates are ranked again by the verifier alone with the negatives
 cut to the real speech files and the synthetic calls made of caller clauses only (no near-miss sentence).
+
+    spotter train --config training/configs/calls.toml --set work_dir=runs/fr --set out=runs/fr/default.pt
+    python tools/whisper_rows.py --sets-from runs/fr --work runs/frw          # whole-call rows of the training sets
+    python tools/whisper_proposer.py --fold mbrola --calls-work runs/fr --work runs/frw --delays 0,1 --seeds 0 \
+        --out runs/wpf/mbrola.json
+
+The same on French voices of an engine the proposers never heard (--fold E): the streams are exactly `python -m
+training.verify_eval --only-real --cascade 100000,100000 --fold E --work runs/fr`'s (every keyword sentence and
+keyword-free sentence of E's voices, as calls of one voice, half telephone), the first stage is that command's
+(fold_first_stage: trained without E, at the rule that ships) and the verifier is French with the keyword probe
+trained without E (fold_probe), so `first stage` gives that command's candidates. The Whisper heads are trained and
+calibrated without E's calls, on whole-call rows (--work without d<D> folders: heads trained on whole-call rows and
+on live rows found as many on live rows, README "Whisper's rows heard live"), and run on each stream's live rows at
+each delay. The shipped combiner reads a Whisper candidate's head score in the first stage's place.
 """
 from __future__ import annotations
 
@@ -138,7 +152,7 @@ def top_false(run: dict, n: int, seed: int) -> None:
     for name, r in run["runs"].items():
         for c in r["cands"]:
             if not c["y"]:
-                key = (c["call"], c["voice"], c["kw"], round(c["end"], 1))
+                key = (c.get("stream", c["call"]), c["voice"], c["kw"], round(c["end"], 1))
                 s, names = best.get(key, (verifier_feature(c), set()))
                 best[key] = (s, names | {name})
     for (call, voice, kw, end), (s, names) in sorted(best.items(), key=lambda kv: -kv[1][0])[:n]:
@@ -172,7 +186,7 @@ def plain_negatives(run: dict, seed: int) -> None:
           f"{len(keep & set(synth))} of {len(synth)} synthetic calls (clauses only, {synth_h:.2f} h of "
           f"{hours_of(synth):.2f} h): {hours:.2f} h of {run['hours']:.2f} h")
     for name, r in run["runs"].items():
-        cs = [c for c in r["cands"] if c["y"] or c["call"] in keep]
+        cs = [c for c in r["cands"] if c["y"] or c.get("stream", c["call"]) in keep]
         y = np.array([c["y"] for c in cs])
         sc = np.array([verifier_feature(c) for c in cs])
         curve = V.det_curve(sc, y, hours, run["keywords"])
@@ -182,9 +196,16 @@ def plain_negatives(run: dict, seed: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(ROOT / "training/configs/en_wake.toml"))
+    ap.add_argument("--config", help="the keyword set's recipe (default en_wake.toml; with --fold, calls.toml)")
     ap.add_argument("--model", type=Path, help="the English first stage (spotter train's .pt)")
-    ap.add_argument("--work", type=Path, help="Whisper live rows (whisper_rows --live): <work>/d<D>")
+    ap.add_argument("--work", type=Path, help="Whisper rows (whisper_rows): live ones in <work>/d<D> for each "
+                    "delay, or, where <work>/d<D> is missing, whole-call rows in <work> itself for every delay")
+    ap.add_argument("--fold", metavar="ENGINE", help="French instead of real English people: verify_eval --fold "
+                    "ENGINE --cascade's calls (every keyword and keyword-free sentence of ENGINE's voices, half "
+                    "telephone), its first stage trained without ENGINE (fold_first_stage) and its verifier with "
+                    "the probe trained without ENGINE (fold_probe); Whisper heads trained without ENGINE")
+    ap.add_argument("--calls-work", type=Path, default=ROOT / "runs" / "calls", help="with --fold: the French run "
+                    "whose stored call sets train the fold's first stage and probe (verify_eval --work)")
     ap.add_argument("--delays", default="0,1", help="a head per delay D of <work>/d<D> (one encoding serves all)")
     ap.add_argument("--seeds", default="0,1,2", help="Whisper head seeds; empty: no Whisper proposer (no rows made)")
     ap.add_argument("--first-factors", default=f"{0.8:g}", help="the first stage at F x its thresholds, for each F "
@@ -209,32 +230,49 @@ def main() -> None:
     from spotter.verify import CANDIDATE_FACTOR, Verifier, VerifierConfig, candidate_config
     from training.recipe import use_recipe_keywords
     from training.recipes import load_recipe
+    args.config = args.config or str(ROOT / "training/configs" / ("calls.toml" if args.fold else "en_wake.toml"))
     recipe = load_recipe(args.config, [])
     use_recipe_keywords(recipe, None)
+    if (args.top_false or args.plain_negatives) and args.fold:
+        ap.error("--top-false and --plain-negatives read real-people runs (no --fold)")
     if args.top_false:
         return top_false(json.loads(args.out.read_text()), args.top_false, args.seed)
     if args.plain_negatives:
         return plain_negatives(json.loads(args.out.read_text()), args.seed)
-    if not args.model or (args.seeds and not args.work):
-        ap.error("--model (and --work, for Whisper heads) are needed to run the proposers")
+    if not (args.model or args.fold) or (args.seeds and not args.work):
+        ap.error("--model or --fold (and --work, for Whisper heads) are needed to run the proposers")
+    probe = None
+    if args.fold:                     # verify_eval --fold's first stage, probe and calls
+        args.model = V.fold_first_stage(args.calls_work, args.fold).with_suffix(".pt")
+        probe = V.fold_probe(args.calls_work, args.fold)
     model = load_model(args.model)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     first_names = {("first stage" if float(f) == CANDIDATE_FACTOR else f"first stage x{float(f):g}"): float(f)
                    for f in args.first_factors.split(",")}
     factors = [float(f) for f in args.factors.split(",")]
     delays = [float(d) for d in args.delays.split(",")]
-    heads = {}                        # "dD sS" -> (head, thresholds, smoothing, index of its delay)
+    heads, trained = {}, {}           # "dD sS" -> (head, thresholds, smoothing, index of its delay)
     for k, d in enumerate(delays):
         for s in seeds:
             t0 = time.time()
-            head, thr, sm, _ = whisper_head(args.work / f"d{d:g}", recipe, s)
+            rows = args.work / f"d{d:g}" if (args.work / f"d{d:g}").is_dir() else args.work
+            if (rows, s) not in trained:          # whole-call rows: one head serves every delay
+                trained[rows, s] = whisper_head(rows, recipe, s, without=args.fold)[:3]
+            head, thr, sm = trained[rows, s]
             heads[f"d{d:g} s{s}"] = (head.eval(), thr, sm, k)
             print(f"Whisper head delay {d:g} s, seed {s}: smoothing {sm}, thresholds {min(thr.values()):.3f}-"
                   f"{max(thr.values()):.3f} [{time.time() - t0:.0f} s]", flush=True)
-    ver = Verifier(VerifierConfig(language="en"))
+    ver = Verifier(VerifierConfig(language="fr" if args.fold else "en"))
     live = LiveRows(4.0, 1.0, delays)
 
-    _, streams = V.real_cascade_streams(args.real, args.condition, args.seed)
+    if args.fold:
+        from training.calltrain import KOKORO_FOLD_SUFFIX
+        sents = V.cached_sentences(Path(recipe.calls.cache_dir),
+                                   ("eval_kw", "eval_kw" + KOKORO_FOLD_SUFFIX, "eval_neg", "loeo_neg"))
+        streams = V.cascade_calls(*V.call_sentences(sents, 100000, 100000, args.seed, args.fold), args.seed)
+        args.condition = f"fold {args.fold}"
+    else:
+        _, streams = V.real_cascade_streams(args.real, args.condition, args.seed)
     names = (list(first_names) + [f"whisper {h} x{f:g}" for h in heads for f in factors]
              + [f"union {h}" for h in heads if "first stage" in first_names])
     runs = {n: {"cands": [], "thresholds": dict(model.detector.thresholds)} for n in names}
@@ -250,7 +288,7 @@ def main() -> None:
         n_notes += len(notes)
         for n in notes:
             by_kw[n[0]] = by_kw.get(n[0], 0) + 1
-        calls.append({"service": None, "keywords": len(notes), "engine": eng, "kind": kind})
+        calls.append({"service": V.call_service(notes), "keywords": len(notes), "engine": eng, "kind": kind})
         c0 = time.process_time()
         props = {}
         for name, f in first_names.items():
@@ -281,13 +319,16 @@ def main() -> None:
                     w0 = max(0.0, end - V.WINDOW_BEFORE_S)
                     win = audio[int(w0 * SR):int((end + 0.4) * SR)]
                     c0, w0_ = time.process_time(), time.perf_counter()
-                    v = ver.assess(win, [kw], end_s=end - w0)[0][kw]
-                    verified[key] = (v, 1000 * (time.perf_counter() - w0_), 1000 * (time.process_time() - c0))
+                    vs, ps = ver.assess(win, [kw], end_s=end - w0, probe=probe)
+                    verified[key] = (vs[kw], None if probe is None else float(ps[kw]),
+                                     1000 * (time.perf_counter() - w0_), 1000 * (time.process_time() - c0))
                     cpu["verifier"] += time.process_time() - c0
-                v, ms, cpu_ms = verified[key]
+                v, p, ms, cpu_ms = verified[key]
                 per_call[name].append({"kw": kw, "first": float(score), "v": float(v), "y": int(m is not None),
                                        "voice": voice, "kind": kind, "engine": eng, "ms": ms, "cpu_ms": cpu_ms,
-                                       "call": n_call, "end": end, "decided": t})
+                                       "call": len(calls), "stream": n_call, "end": end, "decided": t})
+                if p is not None:
+                    per_call[name][-1]["p"] = p
             runs[name]["cands"] += per_call[name]
         for h in (heads if "first stage" in first_names else ()):
             runs[f"union {h}"]["cands"] += union(per_call["first stage"], per_call[f"whisper {h} x{factors[0]:g}"])
@@ -299,7 +340,8 @@ def main() -> None:
     out = {"condition": args.condition, "real": str(args.real), "delays": delays, "hours": hours, "keywords": n_notes, "cpu": cpu,
            "model": str(args.model), "work": str(args.work), "runs": {}}
     for name, r in runs.items():
-        d = {"hours": hours, "keywords": n_notes, "keywords_by_kw": by_kw, "factor": None, "min_evidence": 0.5,
+        d = {"hours": hours, "keywords": n_notes, "keywords_by_kw": by_kw, "factor": None,
+             "min_evidence": model.detector.suggestion_min_evidence,
              "calls": calls, **r}
         print(f"\n===== {name} ({args.condition}) =====", flush=True)
         if name.startswith("union"):
