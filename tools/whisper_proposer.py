@@ -45,6 +45,11 @@ trained without E (fold_probe), so `first stage` gives that command's candidates
 calibrated without E's calls, on whole-call rows (--work without d<D> folders: heads trained on whole-call rows and
 on live rows found as many on live rows, README "Whisper's rows heard live"), and run on each stream's live rows at
 each delay. The shipped combiner reads a Whisper candidate's head score in the first stage's place.
+
+    python tools/whisper_proposer.py --across runs/wpf/espeak_half.json,runs/wpf/mbrola.json
+
+prints, for each proposer of stored --fold runs, the combiner threshold at --budget FA/h chosen on the other runs'
+engines and what it gives on the engine left out: an operating point chosen without the engine it is scored on.
 """
 from __future__ import annotations
 
@@ -194,6 +199,26 @@ def plain_negatives(run: dict, seed: int) -> None:
               + " / ".join(f"{100 * V.recall_at(curve, fa):5.1f}" for fa in (0.5, 1, 2, 5)) + " %")
 
 
+def across(paths: list[Path], budget: float = 0.5) -> None:
+    """For each proposer of stored --fold runs (one per engine): the shipped combiner's threshold at `budget` FA/h
+    chosen on the other runs' candidates pooled, and the recall and FA/h it gives on the run left out (as
+    verify_eval.threshold_across_engines does for the first stage)."""
+    runs = {p.stem: json.loads(p.read_text()) for p in paths}
+    names = [n for n in next(iter(runs.values()))["runs"] if not n.startswith("union")
+             and all(n in r["runs"] for r in runs.values())]
+    for name in names:
+        d = {k: {**r["runs"][name], "hours": r["hours"], "keywords": r["keywords"]} for k, r in runs.items()}
+        score = {k: V.combined_scores(v) for k, v in d.items()}
+        y = {k: np.array([c["y"] for c in v["cands"]]) for k, v in d.items()}
+        for held in d:
+            rest = [k for k in d if k != held]
+            thr = V.pooled_threshold([d[k] for k in rest], [score[k] for k in rest], budget)
+            acc = score[held] >= thr
+            print(f"{name:24s} threshold {thr:.3f} chosen at {budget:g} FA/h on {'+'.join(rest)} -> {held}: recall "
+                  f"{100 * np.sum(acc & (y[held] == 1)) / d[held]['keywords']:.1f} %, "
+                  f"{np.sum(acc & (y[held] == 0)) / d[held]['hours']:.2f} FA/h")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", help="the keyword set's recipe (default en_wake.toml; with --fold, calls.toml)")
@@ -214,10 +239,13 @@ def main() -> None:
     ap.add_argument("--condition", default="clean", choices=V.REAL_CONDITIONS)
     ap.add_argument("--seed", type=int, default=0, help="the streams' draws (verify_eval --seed)")
     ap.add_argument("--real", type=Path, default=ROOT.parent / "shared/data/speech/real_kws_en")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="the run's JSON (written, or read by --top-false / --plain-negatives)")
     ap.add_argument("--limit", type=int, default=0, help="only every n-th stream (a quick check)")
     ap.add_argument("--top-false", type=int, default=0, help="print the stored --out run's N false candidates that "
                     "the verifier scores highest, with their call's sentences, and stop")
+    ap.add_argument("--across", help="comma-separated stored --fold runs: each proposer's combiner threshold at "
+                    "--budget FA/h chosen on the other runs, scored on each run left out, and stop")
+    ap.add_argument("--budget", type=float, default=0.5, help="with --across: false alarms per hour")
     ap.add_argument("--plain-negatives", action="store_true", help="re-rank the stored --out run with the negatives "
                     "cut to the real speech files and the synthetic calls without near-miss sentences, and stop")
     args = ap.parse_args()
@@ -230,6 +258,10 @@ def main() -> None:
     from spotter.verify import CANDIDATE_FACTOR, Verifier, VerifierConfig, candidate_config
     from training.recipe import use_recipe_keywords
     from training.recipes import load_recipe
+    if args.across:
+        return across([Path(x) for x in args.across.split(",")], args.budget)
+    if not args.out:
+        ap.error("--out is needed")
     args.config = args.config or str(ROOT / "training/configs" / ("calls.toml" if args.fold else "en_wake.toml"))
     recipe = load_recipe(args.config, [])
     use_recipe_keywords(recipe, None)
