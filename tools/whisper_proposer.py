@@ -41,7 +41,8 @@ The same on French voices of an engine the proposers never heard (--fold E): the
 training.verify_eval --only-real --cascade 100000,100000 --fold E --work runs/fr`'s (every keyword sentence and
 keyword-free sentence of E's voices, as calls of one voice, half telephone), the first stage is that command's
 (fold_first_stage: trained without E, at the rule that ships) and the verifier is French with the keyword probe
-trained without E (fold_probe), so `first stage` gives that command's candidates. The Whisper heads are trained and
+trained without E (fold_probe). `first stage` streams that first stage's .pt (verify_eval runs its ONNX export
+offline, which the tests hold equal to streaming); that command was not run beside it here. The Whisper heads are trained and
 calibrated without E's calls, on whole-call rows (--work without d<D> folders: heads trained on whole-call rows and
 on live rows found as many on live rows, README "Whisper's rows heard live"), and run on each stream's live rows at
 each delay. The shipped combiner reads a Whisper candidate's head score in the first stage's place.
@@ -54,6 +55,7 @@ engines and what it gives on the engine left out: an operating point chosen with
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -95,10 +97,16 @@ def union(a: list[dict], b: list[dict]) -> list[dict]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _combiner():
+    """One Combiner for verifier_feature (built after the recipe's keyword set is active)."""
+    from spotter.verify import Combiner
+    return Combiner()
+
+
 def verifier_feature(c: dict) -> float:
     """A stored candidate's verifier score with its keyword's offset removed (the combiner's second feature)."""
-    from spotter.verify import Combiner
-    return Combiner().features(c["kw"], 0.5, c["v"])[1]
+    return _combiner().features(c["kw"], 0.5, c["v"])[1]
 
 
 def verifier_alone(d: dict) -> dict:
@@ -201,22 +209,15 @@ def plain_negatives(run: dict, seed: int) -> None:
 
 def across(paths: list[Path], budget: float = 0.5) -> None:
     """For each proposer of stored --fold runs (one per engine): the shipped combiner's threshold at `budget` FA/h
-    chosen on the other runs' candidates pooled, and the recall and FA/h it gives on the run left out (as
-    verify_eval.threshold_across_engines does for the first stage)."""
+    chosen on the other runs' candidates pooled, scored on the run left out (verify_eval.threshold_across, as
+    `verify_eval --threshold-across` does for the first stage's runs)."""
     runs = {p.stem: json.loads(p.read_text()) for p in paths}
     names = [n for n in next(iter(runs.values()))["runs"] if not n.startswith("union")
              and all(n in r["runs"] for r in runs.values())]
     for name in names:
-        d = {k: {**r["runs"][name], "hours": r["hours"], "keywords": r["keywords"]} for k, r in runs.items()}
-        score = {k: V.combined_scores(v) for k, v in d.items()}
-        y = {k: np.array([c["y"] for c in v["cands"]]) for k, v in d.items()}
-        for held in d:
-            rest = [k for k in d if k != held]
-            thr = V.pooled_threshold([d[k] for k in rest], [score[k] for k in rest], budget)
-            acc = score[held] >= thr
-            print(f"{name:24s} threshold {thr:.3f} chosen at {budget:g} FA/h on {'+'.join(rest)} -> {held}: recall "
-                  f"{100 * np.sum(acc & (y[held] == 1)) / d[held]['keywords']:.1f} %, "
-                  f"{np.sum(acc & (y[held] == 0)) / d[held]['hours']:.2f} FA/h")
+        print(f"\n{name}:", end="")
+        V.threshold_across({k: {**r["runs"][name], "hours": r["hours"], "keywords": r["keywords"]}
+                            for k, r in runs.items()}, list(runs), [], budget)
 
 
 def main() -> None:

@@ -856,7 +856,12 @@ def threshold_across_engines(fold_runs: list[Path], apply_runs: list[Path], budg
     threshold (stored_combiner: CASCADE_THRESHOLD, or PROBE_CASCADE_THRESHOLD for runs with probe logits) on the same
     candidates."""
     runs = {Path(p).stem: stored_candidates(p) for p in list(fold_runs) + list(apply_runs)}
-    folds = [Path(p).stem for p in fold_runs]
+    return threshold_across(runs, [Path(p).stem for p in fold_runs], [Path(p).stem for p in apply_runs], budget)
+
+
+def threshold_across(runs: dict[str, dict], folds: list[str], apply: list[str], budget: float = 0.5) -> dict:
+    """threshold_across_engines on stored candidates already loaded: `runs` by name, `folds` the names of the
+    leave-one-engine-out runs, `apply` the names scored at the threshold chosen on every fold run pooled."""
     scores = {name: combined_scores(d) for name, d in runs.items()}
 
     def scored(name, t):
@@ -878,7 +883,7 @@ def threshold_across_engines(fold_runs: list[Path], apply_runs: list[Path], budg
     out = {}
     print(f"\ncascade threshold at {budget:g} FA/h chosen on other engines' calls, scored on the one left out "
           f"(beside it the shipped one):")
-    for name in folds + [Path(p).stem for p in apply_runs]:
+    for name in folds + list(apply):
         chosen_on = [f for f in folds if f != name]
         t = pooled_threshold([runs[f] for f in chosen_on], [scores[f] for f in chosen_on], budget)
         out[name] = {"chosen_on": chosen_on, "chosen": scored(name, t),
