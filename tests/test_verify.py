@@ -456,6 +456,14 @@ def test_threshold_across_engines_is_chosen_without_the_engine_it_scores(tmp_pat
     assert out["d"]["chosen"]["threshold"] == pytest.approx(score(-5.0))
     assert (out["d"]["chosen"]["recall"], out["d"]["chosen"]["fa_per_hour"]) == (0.5, 0.0)
     assert out["d"]["shipped"]["threshold"] == verify.CASCADE_THRESHOLD
+    # each=True: also the threshold that holds the budget on each other run alone (none of their false alarms)
+    from training.verify_eval import stored_candidates, threshold_across
+    each = threshold_across({k: stored_candidates(p) for k, p in zip("abcd", (a, b, c, d))}, list("abc"), ["d"],
+                            budget=0.5, each=True)
+    assert each["c"]["each"]["threshold"] == pytest.approx(score(-2.0))  # a's own point (b's is lower)
+    assert (each["c"]["each"]["recall"], each["c"]["each"]["fa_per_hour"]) == (0.0, 1.0)
+    assert each["a"]["each"]["threshold"] == each["d"]["each"]["threshold"] == float("inf")   # c's false alarm tops c
+    assert each["a"]["chosen"] == out["a"]["chosen"]
 
 
 @needs_extra

@@ -207,17 +207,19 @@ def plain_negatives(run: dict, seed: int) -> None:
               + " / ".join(f"{100 * V.recall_at(curve, fa):5.1f}" for fa in (0.5, 1, 2, 5)) + " %")
 
 
-def across(paths: list[Path], budget: float = 0.5) -> None:
+def across(paths: list[Path], budget: float = 0.5, apply: list[Path] = ()) -> None:
     """For each proposer of stored --fold runs (one per engine): the shipped combiner's threshold at `budget` FA/h
-    chosen on the other runs' candidates pooled, scored on the run left out (verify_eval.threshold_across, as
-    `verify_eval --threshold-across` does for the first stage's runs)."""
-    runs = {p.stem: json.loads(p.read_text()) for p in paths}
+    chosen on the other runs' candidates pooled (and the one that holds it on each of them alone), scored on the
+    run left out, and the ones chosen on them all scored on each `apply` run (verify_eval.threshold_across, as `verify_eval --threshold-across` does for the first
+    stage's runs)."""
+    runs = {p.stem: json.loads(p.read_text()) for p in list(paths) + list(apply)}
     names = [n for n in next(iter(runs.values()))["runs"] if not n.startswith("union")
              and all(n in r["runs"] for r in runs.values())]
     for name in names:
         print(f"\n{name}:", end="")
         V.threshold_across({k: {**r["runs"][name], "hours": r["hours"], "keywords": r["keywords"]}
-                            for k, r in runs.items()}, list(runs), [], budget)
+                            for k, r in runs.items()}, [p.stem for p in paths], [p.stem for p in apply], budget,
+                           each=True)
 
 
 def main() -> None:
@@ -230,6 +232,10 @@ def main() -> None:
                     "ENGINE --cascade's calls (every keyword and keyword-free sentence of ENGINE's voices, half "
                     "telephone), its first stage trained without ENGINE (fold_first_stage) and its verifier with "
                     "the probe trained without ENGINE (fold_probe); Whisper heads trained without ENGINE")
+    ap.add_argument("--heldout", action="store_true", help="French instead of real English people: verify_eval "
+                    "--cascade's calls (every keyword and keyword-free sentence of the test-split voices of the "
+                    "engines it trained on, half telephone), the shipped first stage (--model, default "
+                    "models/default.pt) and the shipped verifier and probe; Whisper heads trained on every engine")
     ap.add_argument("--calls-work", type=Path, default=ROOT / "runs" / "calls", help="with --fold: the French run "
                     "whose stored call sets train the fold's first stage and probe (verify_eval --work)")
     ap.add_argument("--delays", default="0,1", help="a head per delay D of <work>/d<D> (one encoding serves all)")
@@ -246,6 +252,8 @@ def main() -> None:
                     "the verifier scores highest, with their call's sentences, and stop")
     ap.add_argument("--across", help="comma-separated stored --fold runs: each proposer's combiner threshold at "
                     "--budget FA/h chosen on the other runs, scored on each run left out, and stop")
+    ap.add_argument("--apply", help="with --across: comma-separated stored runs (e.g. --heldout) scored at the "
+                    "threshold chosen on every --across run pooled")
     ap.add_argument("--budget", type=float, default=0.5, help="with --across: false alarms per hour")
     ap.add_argument("--plain-negatives", action="store_true", help="re-rank the stored --out run with the negatives "
                     "cut to the real speech files and the synthetic calls without near-miss sentences, and stop")
@@ -260,24 +268,33 @@ def main() -> None:
     from training.recipe import use_recipe_keywords
     from training.recipes import load_recipe
     if args.across:
-        return across([Path(x) for x in args.across.split(",")], args.budget)
+        return across([Path(x) for x in args.across.split(",")], args.budget,
+                      [Path(x) for x in args.apply.split(",")] if args.apply else [])
     if not args.out:
         ap.error("--out is needed")
-    args.config = args.config or str(ROOT / "training/configs" / ("calls.toml" if args.fold else "en_wake.toml"))
+    french = bool(args.fold or args.heldout)
+    if args.fold and args.heldout:
+        ap.error("--fold and --heldout are two kinds of calls: give one")
+    args.config = args.config or str(ROOT / "training/configs" / ("calls.toml" if french else "en_wake.toml"))
     recipe = load_recipe(args.config, [])
     use_recipe_keywords(recipe, None)
-    if (args.top_false or args.plain_negatives) and args.fold:
+    if (args.top_false or args.plain_negatives) and french:
         ap.error("--top-false and --plain-negatives read real-people runs (no --fold)")
     if args.top_false:
         return top_false(json.loads(args.out.read_text()), args.top_false, args.seed)
     if args.plain_negatives:
         return plain_negatives(json.loads(args.out.read_text()), args.seed)
-    if not (args.model or args.fold) or (args.seeds and not args.work):
-        ap.error("--model or --fold (and --work, for Whisper heads) are needed to run the proposers")
+    if not (args.model or french) or (args.seeds and not args.work):
+        ap.error("--model, --fold or --heldout (and --work, for Whisper heads) are needed to run the proposers")
     probe = None
     if args.fold:                     # verify_eval --fold's first stage, probe and calls
         args.model = V.fold_first_stage(args.calls_work, args.fold).with_suffix(".pt")
         probe = V.fold_probe(args.calls_work, args.fold)
+    elif args.heldout:                # verify_eval --cascade's: the shipped model, verifier and probe
+        from spotter.artifact import DEFAULT_MODEL
+        from spotter.verify import default_probe
+        args.model = args.model or DEFAULT_MODEL
+        probe = default_probe()
     model = load_model(args.model)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     first_names = {("first stage" if float(f) == CANDIDATE_FACTOR else f"first stage x{float(f):g}"): float(f)
@@ -295,15 +312,15 @@ def main() -> None:
             heads[f"d{d:g} s{s}"] = (head.eval(), thr, sm, k)
             print(f"Whisper head delay {d:g} s, seed {s}: smoothing {sm}, thresholds {min(thr.values()):.3f}-"
                   f"{max(thr.values()):.3f} [{time.time() - t0:.0f} s]", flush=True)
-    ver = Verifier(VerifierConfig(language="fr" if args.fold else "en"))
+    ver = Verifier(VerifierConfig(language="fr" if french else "en"))
     live = LiveRows(4.0, 1.0, delays)
 
-    if args.fold:
+    if french:
         from training.calltrain import KOKORO_FOLD_SUFFIX
         sents = V.cached_sentences(Path(recipe.calls.cache_dir),
                                    ("eval_kw", "eval_kw" + KOKORO_FOLD_SUFFIX, "eval_neg", "loeo_neg"))
         streams = V.cascade_calls(*V.call_sentences(sents, 100000, 100000, args.seed, args.fold), args.seed)
-        args.condition = f"fold {args.fold}"
+        args.condition = f"fold {args.fold}" if args.fold else "held-out voices"
     else:
         _, streams = V.real_cascade_streams(args.real, args.condition, args.seed)
     names = (list(first_names) + [f"whisper {h} x{f:g}" for h in heads for f in factors]

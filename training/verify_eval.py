@@ -848,6 +848,13 @@ def pooled_threshold(runs: list[dict], scores: list[np.ndarray], budget: float) 
     return threshold_at(np.concatenate(scores), y.astype(int), sum(d["hours"] for d in runs), budget)
 
 
+def strictest_threshold(runs: list[dict], scores: list[np.ndarray], budget: float) -> float:
+    """The threshold on the runs' candidate `scores` that keeps each run within `budget` false alarms per hour on
+    its own calls: the highest of their own budget thresholds (threshold_at on each)."""
+    return max(threshold_at(s, np.array([c["y"] for c in d["cands"]]), d["hours"], budget)
+               for d, s in zip(runs, scores))
+
+
 def threshold_across_engines(fold_runs: list[Path], apply_runs: list[Path], budget: float = 0.5) -> dict:
     """The cascade's threshold chosen on engines a first stage never heard, and how it carries over to one more:
     for each leave-one-engine-out run, the combined-score threshold at `budget` FA/h on the other runs' calls
@@ -859,9 +866,12 @@ def threshold_across_engines(fold_runs: list[Path], apply_runs: list[Path], budg
     return threshold_across(runs, [Path(p).stem for p in fold_runs], [Path(p).stem for p in apply_runs], budget)
 
 
-def threshold_across(runs: dict[str, dict], folds: list[str], apply: list[str], budget: float = 0.5) -> dict:
+def threshold_across(runs: dict[str, dict], folds: list[str], apply: list[str], budget: float = 0.5,
+                     each: bool = False) -> dict:
     """threshold_across_engines on stored candidates already loaded: `runs` by name, `folds` the names of the
-    leave-one-engine-out runs, `apply` the names scored at the threshold chosen on every fold run pooled."""
+    leave-one-engine-out runs, `apply` the names scored at the threshold chosen on every fold run pooled.
+    each: also the threshold that holds the budget on each of the other runs alone (strictest_threshold), as
+    "each"."""
     scores = {name: combined_scores(d) for name, d in runs.items()}
 
     def scored(name, t):
@@ -889,6 +899,10 @@ def threshold_across(runs: dict[str, dict], folds: list[str], apply: list[str], 
         out[name] = {"chosen_on": chosen_on, "chosen": scored(name, t),
                      "shipped": scored(name, stored_combiner(runs[name]).default_threshold)}
         line(name, "chosen on " + "+".join(chosen_on), out[name]["chosen"])
+        if each:
+            t = strictest_threshold([runs[f] for f in chosen_on], [scores[f] for f in chosen_on], budget)
+            out[name]["each"] = scored(name, t)
+            line("", "holding it on each of them", out[name]["each"])
         line("", "shipped", out[name]["shipped"])
     return out
 
