@@ -217,7 +217,8 @@ def across(paths: list[Path], budget: float = 0.5, apply: list[Path] = ()) -> No
              and all(n in r["runs"] for r in runs.values())]
     for name in names:
         print(f"\n{name}:", end="")
-        V.threshold_across({k: {**r["runs"][name], "hours": r["hours"], "keywords": r["keywords"]}
+        V.threshold_across({k: {**r["runs"][name], "hours": r["hours"], "keywords": r["keywords"],
+                                "calls": r.get("calls"), "min_evidence": r.get("min_evidence", 0.5)}
                             for k, r in runs.items()}, [p.stem for p in paths], [p.stem for p in apply], budget,
                            each=True)
 
@@ -247,7 +248,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the streams' draws (verify_eval --seed)")
     ap.add_argument("--real", type=Path, default=ROOT.parent / "shared/data/speech/real_kws_en")
     ap.add_argument("--out", type=Path, help="the run's JSON (written, or read by --top-false / --plain-negatives)")
-    ap.add_argument("--limit", type=int, default=0, help="only every n-th stream (a quick check)")
+    ap.add_argument("--limit", type=int, default=0, help="only every n-th stream (a quick check); calls alternate "
+                    "clean and telephone, so an even n keeps one channel: --offset 0 the clean calls, 1 the "
+                    "telephone ones (--merge joins such parts into the whole)")
+    ap.add_argument("--offset", type=int, default=0, help="with --limit n: the streams whose index is this modulo n")
     ap.add_argument("--top-false", type=int, default=0, help="print the stored --out run's N false candidates that "
                     "the verifier scores highest, with their call's sentences, and stop")
     ap.add_argument("--across", help="comma-separated stored --fold runs: each proposer's combiner threshold at "
@@ -255,6 +259,8 @@ def main() -> None:
     ap.add_argument("--apply", help="with --across: comma-separated stored runs (e.g. --heldout) scored at the "
                     "threshold chosen on every --across run pooled")
     ap.add_argument("--budget", type=float, default=0.5, help="with --across: false alarms per hour")
+    ap.add_argument("--merge", help="comma-separated stored parts of one measurement (--limit n --offset k): "
+                    "written as one run to --out, and stop")
     ap.add_argument("--plain-negatives", action="store_true", help="re-rank the stored --out run with the negatives "
                     "cut to the real speech files and the synthetic calls without near-miss sentences, and stop")
     args = ap.parse_args()
@@ -272,6 +278,9 @@ def main() -> None:
                       [Path(x) for x in args.apply.split(",")] if args.apply else [])
     if not args.out:
         ap.error("--out is needed")
+    if args.merge:
+        use_recipe_keywords(load_recipe(args.config or str(ROOT / "training/configs/calls.toml"), []), None)
+        return merge([Path(x) for x in args.merge.split(",")], args.out)
     french = bool(args.fold or args.heldout)
     if args.fold and args.heldout:
         ap.error("--fold and --heldout are two kinds of calls: give one")
@@ -332,7 +341,7 @@ def main() -> None:
     seconds, n_notes, by_kw, calls = 0.0, 0, {}, []
     t_start, cpu = time.time(), {"first": 0.0, "rows": 0.0, "heads": 0.0, "verifier": 0.0}
     for n_call, (audio, notes, voice, eng, kind) in enumerate(streams):
-        if args.limit and n_call % args.limit:
+        if args.limit and n_call % args.limit != args.offset:
             continue
         seconds += audio.size / SR
         n_notes += len(notes)
@@ -388,24 +397,70 @@ def main() -> None:
     print(f"\n{n_call + 1} streams, {hours:.2f} h, {n_notes} keywords ({args.condition}); CPU per second of audio: "
           + ", ".join(f"{k} {100 * v / seconds:.1f} % of a core" for k, v in cpu.items()), flush=True)
     out = {"condition": args.condition, "real": str(args.real), "delays": delays, "hours": hours, "keywords": n_notes, "cpu": cpu,
-           "model": str(args.model), "work": str(args.work), "runs": {}}
+           "model": str(args.model), "work": str(args.work), "limit": [args.limit, args.offset], "calls": calls,
+           "keywords_by_kw": by_kw, "min_evidence": model.detector.suggestion_min_evidence, "runs": {}}
     for name, r in runs.items():
         d = {"hours": hours, "keywords": n_notes, "keywords_by_kw": by_kw, "factor": None,
              "min_evidence": model.detector.suggestion_min_evidence,
              "calls": calls, **r}
         print(f"\n===== {name} ({args.condition}) =====", flush=True)
-        if name.startswith("union"):
-            rep = {"verifier alone": verifier_alone(d), "fitted (first, whisper, verifier), 2-fold": union_report(d)}
-        else:
-            rep = {**V.cascade_report(d), "verifier alone": verifier_alone(d)}
-        rep["candidates_per_hour"] = len(r["cands"]) / hours
-        rep["true_candidates"] = int(sum(c["y"] for c in r["cands"]))
+        rep = report_of(name, d)
         print(f"{name}: {len(r['cands'])} candidates ({rep['candidates_per_hour']:.0f}/h), {rep['true_candidates']} "
               f"true of {n_notes}; verifier alone at 0.5 / 1 FA/h: {rep['verifier alone']['recall_at_0.5']:.1%} / "
               f"{rep['verifier alone']['recall_at_1']:.1%}", flush=True)
         out["runs"][name] = {"report": rep, "cands": r["cands"], "thresholds": r["thresholds"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, default=float))
+
+
+def report_of(name: str, d: dict) -> dict:
+    """A proposer's report on its candidates `d` (hours, keywords, thresholds, cands; calls for the service)."""
+    if name.startswith("union"):
+        rep = {"verifier alone": verifier_alone(d), "fitted (first, whisper, verifier), 2-fold": union_report(d)}
+    else:
+        rep = {**V.cascade_report(d), "verifier alone": verifier_alone(d)}
+    rep["candidates_per_hour"] = len(d["cands"]) / d["hours"]
+    rep["true_candidates"] = int(sum(c["y"] for c in d["cands"]))
+    return rep
+
+
+def keywords_by_kw(run: dict) -> dict:
+    """A stored run's keyword count per keyword (stored since --merge; before, the denominators of its first
+    proposer's per-keyword report)."""
+    if run.get("keywords_by_kw"):
+        return run["keywords_by_kw"]
+    per_kw = next(iter(run["runs"].values()))["report"].get("per_keyword_at_0.5", {})
+    return {k: n for k, (_, n) in next(iter(per_kw.values()), {}).items()}
+
+
+def merge(paths: list[Path], out: Path) -> None:
+    """Stored parts of one measurement (--limit n --offset k for each k) as one run: every proposer's candidates
+    together over the parts' hours and keywords, its report made again. Parts stored without their calls give a
+    run without the service at call end."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    if len({p["condition"] for p in parts}) != 1:
+        raise SystemExit(f"{', '.join(map(str, paths))}: parts of different measurements")
+    with_calls = all(p.get("calls") for p in parts)
+    by_kw: dict = {}
+    for p in parts:
+        for k, n in keywords_by_kw(p).items():
+            by_kw[k] = by_kw.get(k, 0) + n
+    m = {**parts[0], "hours": sum(p["hours"] for p in parts), "keywords": sum(p["keywords"] for p in parts),
+         "cpu": {k: sum(p["cpu"][k] for p in parts) for k in parts[0]["cpu"]}, "parts": [str(p) for p in paths],
+         "limit": [p.get("limit") for p in parts], "keywords_by_kw": by_kw,
+         "calls": [c for p in parts for c in p["calls"]] if with_calls else None, "runs": {}}
+    for name in parts[0]["runs"]:
+        cands, offset = [], 0
+        for p in parts:
+            cands += [{**c, "call": c["call"] + offset} for c in p["runs"][name]["cands"]]
+            offset += len(p["calls"]) if with_calls else 0
+        d = {"hours": m["hours"], "keywords": m["keywords"], "keywords_by_kw": by_kw, "factor": None,
+             "min_evidence": parts[0].get("min_evidence", 0.5), "calls": m["calls"], "cands": cands,
+             "thresholds": parts[0]["runs"][name]["thresholds"]}
+        print(f"\n===== {name} ({m['condition']}, {len(parts)} parts) =====", flush=True)
+        m["runs"][name] = {"report": report_of(name, d), "cands": cands, "thresholds": d["thresholds"]}
+    out.write_text(json.dumps(m, default=float))
+    print(f"\n{out}: {m['hours']:.2f} h, {m['keywords']} keywords from {len(parts)} parts")
 
 
 if __name__ == "__main__":
