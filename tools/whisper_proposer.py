@@ -50,7 +50,16 @@ each delay. The shipped combiner reads a Whisper candidate's head score in the f
     python tools/whisper_proposer.py --across runs/wpf/espeak_half.json,runs/wpf/mbrola.json
 
 prints, for each proposer of stored --fold runs, the combiner threshold at --budget FA/h chosen on the other runs'
-engines and what it gives on the engine left out: an operating point chosen without the engine it is scored on.
+engines and what it gives on the engine left out: an operating point chosen without the engine it is scored on
+(with --apply R, also on stored runs R at the threshold chosen on every fold).
+
+    python tools/whisper_proposer.py --heldout --work runs/frw --delays 0,1 --seeds 0 --out runs/wpf/heldout.json
+    python tools/whisper_proposer.py --merge runs/wpf/espeak_half.json,runs/wpf/espeak_tel.json --out runs/wpf/espeak.json
+
+--heldout: the same proposers on `verify_eval --cascade 100000,100000`'s calls of the held-out voices of the engines
+the shipped model trained on (its first stage, verifier and probe; Whisper heads trained on every engine). --merge
+joins the parts of one measurement run with --limit n --offset k (calls alternate clean and telephone: with n = 2,
+offset 0 is the clean calls, 1 the telephone ones).
 """
 from __future__ import annotations
 
@@ -210,17 +219,15 @@ def plain_negatives(run: dict, seed: int) -> None:
 def across(paths: list[Path], budget: float = 0.5, apply: list[Path] = ()) -> None:
     """For each proposer of stored --fold runs (one per engine): the shipped combiner's threshold at `budget` FA/h
     chosen on the other runs' candidates pooled (and the one that holds it on each of them alone), scored on the
-    run left out, and the ones chosen on them all scored on each `apply` run (verify_eval.threshold_across, as `verify_eval --threshold-across` does for the first
-    stage's runs)."""
+    run left out, and the ones chosen on them all scored on each `apply` run (verify_eval.threshold_across, as
+    `verify_eval --threshold-across` does for the first stage's runs)."""
     runs = {p.stem: json.loads(p.read_text()) for p in list(paths) + list(apply)}
     names = [n for n in next(iter(runs.values()))["runs"] if not n.startswith("union")
              and all(n in r["runs"] for r in runs.values())]
     for name in names:
         print(f"\n{name}:", end="")
-        V.threshold_across({k: {**r["runs"][name], "hours": r["hours"], "keywords": r["keywords"],
-                                "calls": r.get("calls"), "min_evidence": r.get("min_evidence", 0.5)}
-                            for k, r in runs.items()}, [p.stem for p in paths], [p.stem for p in apply], budget,
-                           each=True)
+        V.threshold_across({k: proposer_run(r, r["runs"][name]) for k, r in runs.items()},
+                           [p.stem for p in paths], [p.stem for p in apply], budget, each=True)
 
 
 def main() -> None:
@@ -400,9 +407,7 @@ def main() -> None:
            "model": str(args.model), "work": str(args.work), "limit": [args.limit, args.offset], "calls": calls,
            "keywords_by_kw": by_kw, "min_evidence": model.detector.suggestion_min_evidence, "runs": {}}
     for name, r in runs.items():
-        d = {"hours": hours, "keywords": n_notes, "keywords_by_kw": by_kw, "factor": None,
-             "min_evidence": model.detector.suggestion_min_evidence,
-             "calls": calls, **r}
+        d = proposer_run(out, r)
         print(f"\n===== {name} ({args.condition}) =====", flush=True)
         rep = report_of(name, d)
         print(f"{name}: {len(r['cands'])} candidates ({rep['candidates_per_hour']:.0f}/h), {rep['true_candidates']} "
@@ -411,6 +416,13 @@ def main() -> None:
         out["runs"][name] = {"report": rep, "cands": r["cands"], "thresholds": r["thresholds"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, default=float))
+
+
+def proposer_run(top: dict, run: dict) -> dict:
+    """One proposer's candidates (`run`: cands, thresholds) with what its stored run (`top`) says of all of them:
+    hours, keywords, calls and the evidence rule (the input of cascade_report and threshold_across)."""
+    return {"hours": top["hours"], "keywords": top["keywords"], "keywords_by_kw": top.get("keywords_by_kw"),
+            "factor": None, "min_evidence": top.get("min_evidence", 0.5), "calls": top.get("calls"), **run}
 
 
 def report_of(name: str, d: dict) -> dict:
@@ -454,9 +466,7 @@ def merge(paths: list[Path], out: Path) -> None:
         for p in parts:
             cands += [{**c, "call": c["call"] + offset} for c in p["runs"][name]["cands"]]
             offset += len(p["calls"]) if with_calls else 0
-        d = {"hours": m["hours"], "keywords": m["keywords"], "keywords_by_kw": by_kw, "factor": None,
-             "min_evidence": parts[0].get("min_evidence", 0.5), "calls": m["calls"], "cands": cands,
-             "thresholds": parts[0]["runs"][name]["thresholds"]}
+        d = proposer_run(m, {"cands": cands, "thresholds": parts[0]["runs"][name]["thresholds"]})
         print(f"\n===== {name} ({m['condition']}, {len(parts)} parts) =====", flush=True)
         m["runs"][name] = {"report": report_of(name, d), "cands": cands, "thresholds": d["thresholds"]}
     out.write_text(json.dumps(m, default=float))
