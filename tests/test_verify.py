@@ -466,6 +466,40 @@ def test_threshold_across_engines_is_chosen_without_the_engine_it_scores(tmp_pat
     assert each["a"]["chosen"] == out["a"]["chosen"]
 
 
+def test_combiner_fitted_across_engines_never_sees_the_engine_it_scores():
+    """training.verify_eval.fitted_across: a fold's combiner is fitted, and its threshold chosen, on the other folds'
+    candidates alone; the fold's own labels change what is counted on it, never its weights or threshold; a run
+    given with apply gets the fit and threshold of every fold."""
+    from spotter.verify import fit_logistic
+    from training.verify_eval import fitted_across, pooled_threshold
+    rng = np.random.default_rng(0)
+
+    def run(n, shift, hours=1.0):
+        y = rng.random(n) < 0.4
+        x = rng.normal(size=n) + shift * y
+        return {"cands": [{"y": int(v)} for v in y], "hours": hours, "keywords": int(y.sum()) + 2}, np.c_[np.ones(n), x]
+    runs, feats = {}, {}
+    for name, shift, hours in (("a", 2.0, 1.0), ("b", 1.0, 2.0), ("c", 3.0, 1.0), ("d", 2.0, 3.0)):
+        runs[name], feats[name] = run(60, shift, hours)
+    out = fitted_across(runs, feats, ["a", "b", "c"], ["d"], budget=1.0)
+    assert [out[k]["fitted_on"] for k in "abcd"] == [["b", "c"], ["a", "c"], ["a", "b"], ["a", "b", "c"]]
+    y = lambda k: np.array([c["y"] for c in runs[k]["cands"]])
+    w = fit_logistic(np.r_[feats["b"], feats["c"]], np.r_[y("b"), y("c")])
+    assert out["a"]["params"] == pytest.approx(list(w))
+    t = pooled_threshold([runs["b"], runs["c"]], [feats["b"] @ w, feats["c"] @ w], 1.0)
+    assert out["a"]["chosen"]["threshold"] == pytest.approx(t)
+    acc = feats["a"] @ w >= t
+    assert out["a"]["chosen"]["recall"] == pytest.approx(np.sum(acc & (y("a") == 1)) / runs["a"]["keywords"])
+    assert out["a"]["chosen"]["fa_per_hour"] == pytest.approx(np.sum(acc & (y("a") == 0)) / runs["a"]["hours"])
+    # a's own labels flipped: the same weights and threshold, counted against the new labels
+    runs["a"] = {**runs["a"], "cands": [{"y": 1 - c["y"]} for c in runs["a"]["cands"]]}
+    again = fitted_across(runs, feats, ["a", "b", "c"], ["d"], budget=1.0)
+    assert again["a"]["params"] == out["a"]["params"]
+    assert again["a"]["chosen"]["threshold"] == out["a"]["chosen"]["threshold"]
+    assert again["a"]["chosen"]["fa_per_hour"] == pytest.approx(np.sum(acc & (y("a") == 0)) / runs["a"]["hours"])
+    assert again["b"]["params"] != out["b"]["params"] and again["d"]["params"] != out["d"]["params"]
+
+
 @needs_extra
 def test_listen_over_several_lines_verifies_every_line(tmp_path, speech_wav):
     """`spotter listen --device A --device B` with the cascade (spotter.verify.VerifiedLines), on file sources

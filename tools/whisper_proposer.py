@@ -230,6 +230,79 @@ def across(paths: list[Path], budget: float = 0.5, apply: list[Path] = ()) -> No
                            [p.stem for p in paths], [p.stem for p in apply], budget, each=True)
 
 
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-4), 1 - 1e-4)
+    return float(np.log(p / (1 - p)))
+
+
+UNION_FEATURES = ("proposed", "both", "first", "whisper", "verifier", "probe")
+
+
+def proposer_features(run: dict, union_of: tuple[dict, dict] | None = None,
+                      keep: tuple = ("proposed", "first", "whisper", "verifier", "probe")) -> np.ndarray:
+    """A row per stored candidate of one proposer's `run` for verify_eval.fitted_across: (1, its score's logit
+    against its keyword's threshold (the shipped combiner's first feature), the verifier's score against its
+    keyword's offset, the probe's logit). A union run (union_of: the first stage's and the Whisper head's runs, for
+    their thresholds): 1 and the columns of UNION_FEATURES named in `keep`: proposed by the first stage, proposed by
+    both, the first stage's feature, the Whisper head's (each 0 where that proposer did not propose the candidate),
+    verifier, probe."""
+    rows = []
+    for c in run["cands"]:
+        v, p = verifier_feature(c), c.get("p", 0.0)
+        if union_of is None:
+            rows.append((1.0, _logit(c["first"]) - _logit(run["thresholds"][c["kw"]]), v, p))
+            continue
+        f, w = c["first"] > 0, c["w"] > 0
+        cols = {"proposed": float(f), "both": float(f and w),
+                "first": _logit(c["first"]) - _logit(union_of[0]["thresholds"][c["kw"]]) if f else 0.0,
+                "whisper": _logit(c["w"]) - _logit(union_of[1]["thresholds"][c["kw"]]) if w else 0.0,
+                "verifier": v, "probe": p}
+        rows.append((1.0, *(cols[k] for k in UNION_FEATURES if k in keep)))
+    return np.array(rows, float).reshape(len(rows), -1)
+
+
+def union_across(paths: list[Path], budget: float = 0.5, apply: list[Path] = (),
+                 keep: tuple = ("proposed", "first", "whisper", "verifier", "probe")) -> dict:
+    """The first stage and a Whisper head proposing together: for each delay, each stored --fold run's union (its
+    first one of that delay: runs made with other head seeds may be read together) with the union's combiner
+    (proposer_features with `keep`) fitted and its threshold at `budget` FA/h chosen on the other runs' engines,
+    scored on the engine left out (verify_eval.fitted_across), and, fitted and chosen on every fold, on each `apply`
+    run; beside it each proposer alone with a combiner fitted the same way (its own features). A union candidate
+    counts for the service at call end with the higher of its two proposers' scores."""
+    runs = {p.stem: json.loads(p.read_text()) for p in list(paths) + list(apply)}
+    folds, applied = [p.stem for p in paths], [p.stem for p in apply]
+    unions = {k: {n.split()[1]: n for n in reversed(list(r["runs"])) if n.startswith("union")} for k, r in runs.items()}
+    out = {}
+    for delay in sorted(d for d in next(iter(unions.values())) if all(d in u for u in unions.values())):
+        union = {k: unions[k][delay] for k in runs}
+        whisper = {k: next(n for n in r["runs"] if n.startswith(f"whisper {union[k].removeprefix('union ')} x"))
+                   for k, r in runs.items()}
+        print(f"\nunion {delay} ({', '.join(f'{k}: {n}' for k, n in union.items())}): combiners fitted and thresholds "
+              f"at {budget:g} FA/h chosen on the other engines (recall, FA/h [, service]; own: recall at 0.5 / 1 / "
+              f"2 FA/h on the run's own curve); union features {', '.join(keep)}")
+        res = {}
+        for prop in ("first stage", "whisper", "union"):
+            data, feats = {}, {}
+            for k, r in runs.items():
+                name = {"first stage": "first stage", "whisper": whisper[k], "union": union[k]}[prop]
+                d = proposer_run(r, r["runs"][name])
+                if prop == "union":
+                    d = {**d, "cands": [{**c, "first": max(c["first"], c["w"])} for c in d["cands"]]}
+                    feats[k] = proposer_features(r["runs"][name], (r["runs"]["first stage"], r["runs"][whisper[k]]),
+                                                 keep)
+                else:
+                    feats[k] = proposer_features(d)
+                data[k] = d
+            res[prop] = V.fitted_across(data, feats, folds, applied, budget)
+            for k, row in res[prop].items():
+                ch, own = row["chosen"], row["own"]
+                sv = f", service {ch['service']:.1%}" if "service" in ch else ""
+                print(f"  {prop:12s} {k:10s} {ch['recall']:6.1%} at {ch['fa_per_hour']:4.2f} FA/h{sv:16s} own "
+                      + " / ".join(f"{100 * x:4.1f}" for x in own.values()) + " %")
+        out[delay] = res
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", help="the keyword set's recipe (default en_wake.toml; with --fold, calls.toml)")
@@ -263,6 +336,12 @@ def main() -> None:
                     "the verifier scores highest, with their call's sentences, and stop")
     ap.add_argument("--across", help="comma-separated stored --fold runs: each proposer's combiner threshold at "
                     "--budget FA/h chosen on the other runs, scored on each run left out, and stop")
+    ap.add_argument("--union-across", help="comma-separated stored --fold runs: the first stage and a Whisper head "
+                    "proposing together, with a combiner fitted and a threshold chosen on the other engines "
+                    "(union_across); --apply as with --across")
+    ap.add_argument("--union-features", default="proposed,first,whisper,verifier,probe", help="with --union-across: "
+                    "the union combiner's features, among proposed (by the first stage), both (proposed by both), "
+                    "first, whisper (each proposer's score), verifier, probe")
     ap.add_argument("--apply", help="with --across: comma-separated stored runs (e.g. --heldout) scored at the "
                     "threshold chosen on every --across run pooled")
     ap.add_argument("--budget", type=float, default=0.5, help="with --across: false alarms per hour")
@@ -280,6 +359,12 @@ def main() -> None:
     from spotter.verify import CANDIDATE_FACTOR, Verifier, VerifierConfig, candidate_config
     from training.recipe import use_recipe_keywords
     from training.recipes import load_recipe
+    if args.union_across:
+        keep = tuple(args.union_features.split(","))
+        if not set(keep) <= set(UNION_FEATURES):
+            ap.error(f"--union-features: choose among {', '.join(UNION_FEATURES)}")
+        return union_across([Path(x) for x in args.union_across.split(",")], args.budget,
+                            [Path(x) for x in args.apply.split(",")] if args.apply else [], keep)
     if args.across:
         return across([Path(x) for x in args.across.split(",")], args.budget,
                       [Path(x) for x in args.apply.split(",")] if args.apply else [])

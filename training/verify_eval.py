@@ -907,6 +907,35 @@ def threshold_across(runs: dict[str, dict], folds: list[str], apply: list[str], 
     return out
 
 
+def fitted_across(runs: dict[str, dict], feats: dict[str, np.ndarray], folds: list[str], apply: list[str] = (),
+                  budget: float = 0.5, own=(0.5, 1, 2)) -> dict:
+    """A combiner fitted across engines with its threshold chosen across engines: for each leave-one-engine-out
+    run of `folds`, a logistic on the candidate features `feats[name]` (a row per stored candidate of runs[name],
+    first column 1) fitted on the other fold runs' candidates pooled, its threshold at `budget` FA/h chosen on their
+    fitted scores pooled (pooled_threshold), both scored on the run left out; each `apply` run gets the fit and the
+    threshold of every fold run. Neither the fit nor the threshold sees the run it scores. Per run: the weights,
+    "chosen" (threshold, recall, FA/h, and the service at call end for runs with their calls) and "own": recall at
+    each FA/h of `own` on the run's own DET curve of the fitted scores (the threshold chosen there)."""
+    from spotter.verify import fit_logistic
+    labels = {n: np.array([c["y"] for c in runs[n]["cands"]], int) for n in runs}
+    out = {}
+    for name in list(folds) + [a for a in apply if a not in folds]:
+        fit_on = [f for f in folds if f != name]
+        w = fit_logistic(np.concatenate([feats[f] for f in fit_on]), np.concatenate([labels[f] for f in fit_on]))
+        t = pooled_threshold([runs[f] for f in fit_on], [feats[f] @ w for f in fit_on], budget)
+        d, s, y = runs[name], feats[name] @ w, labels[name]
+        acc = s >= t
+        chosen = {"threshold": float(t), "recall": float(np.sum(acc & (y == 1)) / max(d["keywords"], 1)),
+                  "fa_per_hour": float(np.sum(acc & (y == 0)) / d["hours"])}
+        if d.get("calls") and config.SERVICES:
+            sv = service_at_call_end(d, acc)
+            chosen.update(service=sv["service_correct"], quiet=sv["no_keyword_calls_without_suggestion"])
+        curve = det_curve(s, y, d["hours"], d["keywords"])
+        out[name] = {"fitted_on": fit_on, "params": [float(x) for x in w], "chosen": chosen,
+                     "own": {f"recall_at_{fa:g}": recall_at(curve, fa) for fa in own}}
+    return out
+
+
 def main(argv=None) -> int:
     from spotter.verify import CANDIDATE_FACTOR, VerifierConfig
     ap = argparse.ArgumentParser(prog="python -m training.verify_eval", description=__doc__.split("\n")[0])
