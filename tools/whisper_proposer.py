@@ -285,7 +285,7 @@ def union_across(paths: list[Path], budget: float = 0.5, apply: list[Path] = (),
             data, feats = {}, {}
             for k, r in runs.items():
                 name = {"first stage": "first stage", "whisper": whisper[k], "union": union[k]}[prop]
-                d = proposer_run(r, r["runs"][name])
+                d = {**proposer_run(r, r["runs"][name]), "keywords_by_kw": keywords_by_kw(r)}
                 if prop == "union":
                     d = {**d, "cands": [{**c, "first": max(c["first"], c["w"])} for c in d["cands"]]}
                     feats[k] = proposer_features(r["runs"][name], (r["runs"]["first stage"], r["runs"][whisper[k]]),
@@ -299,6 +299,9 @@ def union_across(paths: list[Path], budget: float = 0.5, apply: list[Path] = (),
                 sv = f", service {ch['service']:.1%}" if "service" in ch else ""
                 print(f"  {prop:12s} {k:10s} {ch['recall']:6.1%} at {ch['fa_per_hour']:4.2f} FA/h{sv:16s} own "
                       + " / ".join(f"{100 * x:4.1f}" for x in own.values()) + " %")
+                if prop == "union" and ch.get("per_keyword"):
+                    print("      per keyword: " + ", ".join(f"{kw} {f}/{n}" for kw, (f, n) in
+                                                          sorted(ch["per_keyword"].items())))
         out[delay] = res
     return out
 

@@ -930,6 +930,9 @@ def fitted_across(runs: dict[str, dict], feats: dict[str, np.ndarray], folds: li
         if d.get("calls") and config.SERVICES:
             sv = service_at_call_end(d, acc)
             chosen.update(service=sv["service_correct"], quiet=sv["no_keyword_calls_without_suggestion"])
+        if d.get("keywords_by_kw"):
+            found = Counter(c["kw"] for c, a in zip(d["cands"], acc) if a and c["y"])
+            chosen["per_keyword"] = {k: [found.get(k, 0), n] for k, n in d["keywords_by_kw"].items()}
         curve = det_curve(s, y, d["hours"], d["keywords"])
         out[name] = {"fitted_on": fit_on, "params": [float(x) for x in w], "chosen": chosen,
                      "own": {f"recall_at_{fa:g}": recall_at(curve, fa) for fa in own}}
