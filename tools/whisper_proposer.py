@@ -56,7 +56,12 @@ engines and what it gives on the engine left out: an operating point chosen with
     python tools/whisper_proposer.py --heldout --work runs/frw --delays 0,1 --seeds 0 --out runs/wpf/heldout.json
     python tools/whisper_proposer.py --merge runs/wpf/espeak_half.json,runs/wpf/espeak_tel.json --out runs/wpf/espeak.json
 
---heldout: the same proposers on `verify_eval --cascade 100000,100000`'s calls of the held-out voices of the engines
+    python tools/whisper_proposer.py --union-across runs/wpf/espeak.json,runs/wpf/kokoro.json,runs/wpf/mbrola.json \
+        --apply runs/wpf/heldout.json
+
+--union-across: the first stage and a Whisper head proposing together (each stored run's union), with a combiner
+that reads both fitted, and its threshold chosen, on the other runs' engines (verify_eval.fitted_across), beside
+each proposer alone fitted the same way. --heldout: the same proposers on `verify_eval --cascade 100000,100000`'s calls of the held-out voices of the engines
 the shipped model trained on (its first stage, verifier and probe; Whisper heads trained on every engine). --merge
 joins the parts of one measurement run with --limit n --offset k (calls alternate clean and telephone: with n = 2,
 offset 0 is the clean calls, 1 the telephone ones).
