@@ -131,13 +131,19 @@ def verifier_alone(d: dict) -> dict:
     return {f"recall_at_{fa:g}": V.recall_at(curve, fa) for fa in (0.5, 1, 2, 5)}
 
 
+def _logit(p):
+    """logit of a proposer's score (or an array of them), clipped to [1e-4, 1 - 1e-4]."""
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
 def union_report(d: dict) -> dict:
     """The union's candidates ranked by a logistic on (logit first stage, logit Whisper head, verifier), fitted on
     half the voices and scored on the other half (2-fold by voice, as cascade_report's fitted combiner)."""
     from spotter.verify import fit_logistic
     c = d["cands"]
-    lg = lambda p: np.log(np.clip(p, 1e-4, 1 - 1e-4) / (1 - np.clip(p, 1e-4, 1 - 1e-4)))
-    X = np.column_stack([np.ones(len(c)), lg(np.array([x["first"] for x in c])), lg(np.array([x["w"] for x in c])),
+    X = np.column_stack([np.ones(len(c)), _logit(np.array([x["first"] for x in c])),
+                         _logit(np.array([x["w"] for x in c])),
                          np.array([verifier_feature(x) for x in c])])
     y = np.array([x["y"] for x in c])
     voices = sorted({x["voice"] for x in c})
@@ -233,11 +239,6 @@ def across(paths: list[Path], budget: float = 0.5, apply: list[Path] = ()) -> No
         print(f"\n{name}:", end="")
         V.threshold_across({k: proposer_run(r, r["runs"][name]) for k, r in runs.items()},
                            [p.stem for p in paths], [p.stem for p in apply], budget, each=True)
-
-
-def _logit(p: float) -> float:
-    p = min(max(float(p), 1e-4), 1 - 1e-4)
-    return float(np.log(p / (1 - p)))
 
 
 UNION_FEATURES = ("proposed", "both", "first", "whisper", "verifier", "probe")

@@ -873,17 +873,7 @@ def threshold_across(runs: dict[str, dict], folds: list[str], apply: list[str], 
     each: also the threshold that holds the budget on each of the other runs alone (strictest_threshold), as
     "each"."""
     scores = {name: combined_scores(d) for name, d in runs.items()}
-
-    def scored(name, t):
-        d = runs[name]
-        y = np.array([c["y"] for c in d["cands"]])
-        acc = scores[name] >= t
-        row = {"threshold": float(t), "recall": float(np.sum(acc & (y == 1)) / max(d["keywords"], 1)),
-               "fa_per_hour": float(np.sum(acc & (y == 0)) / d["hours"])}
-        if d.get("calls") and config.SERVICES:
-            sv = service_at_call_end(d, acc)
-            row.update(service=sv["service_correct"], quiet=sv["no_keyword_calls_without_suggestion"])
-        return row
+    scored = lambda name, t: operating_point(runs[name], scores[name], t)
 
     def line(name, label, r):
         sv = f"; service {r['service']:6.1%} ({r['quiet']:.1%} quiet)" if "service" in r else ""
@@ -907,6 +897,22 @@ def threshold_across(runs: dict[str, dict], folds: list[str], apply: list[str], 
     return out
 
 
+def operating_point(d: dict, scores: np.ndarray, t: float) -> dict:
+    """A stored run's candidates accepted at `scores` >= t: threshold, recall, FA/h, the service at call end (runs
+    with their calls) and keywords found of each keyword's (runs with keywords_by_kw)."""
+    y = np.array([c["y"] for c in d["cands"]], int)
+    acc = np.asarray(scores) >= t
+    row = {"threshold": float(t), "recall": float(np.sum(acc & (y == 1)) / max(d["keywords"], 1)),
+           "fa_per_hour": float(np.sum(acc & (y == 0)) / d["hours"])}
+    if d.get("calls") and config.SERVICES:
+        sv = service_at_call_end(d, acc)
+        row.update(service=sv["service_correct"], quiet=sv["no_keyword_calls_without_suggestion"])
+    if d.get("keywords_by_kw"):
+        found = Counter(c["kw"] for c, a in zip(d["cands"], acc) if a and c["y"])
+        row["per_keyword"] = {k: [found.get(k, 0), n] for k, n in d["keywords_by_kw"].items()}
+    return row
+
+
 def fitted_across(runs: dict[str, dict], feats: dict[str, np.ndarray], folds: list[str], apply: list[str] = (),
                   budget: float = 0.5, own=(0.5, 1, 2)) -> dict:
     """A combiner fitted across engines with its threshold chosen across engines: for each leave-one-engine-out
@@ -914,7 +920,7 @@ def fitted_across(runs: dict[str, dict], feats: dict[str, np.ndarray], folds: li
     first column 1) fitted on the other fold runs' candidates pooled, its threshold at `budget` FA/h chosen on their
     fitted scores pooled (pooled_threshold), both scored on the run left out; each `apply` run gets the fit and the
     threshold of every fold run. Neither the fit nor the threshold sees the run it scores. Per run: the weights,
-    "chosen" (threshold, recall, FA/h, and the service at call end for runs with their calls) and "own": recall at
+    "chosen" (operating_point at that threshold) and "own": recall at
     each FA/h of `own` on the run's own DET curve of the fitted scores (the threshold chosen there)."""
     from spotter.verify import fit_logistic
     labels = {n: np.array([c["y"] for c in runs[n]["cands"]], int) for n in runs}
@@ -923,18 +929,9 @@ def fitted_across(runs: dict[str, dict], feats: dict[str, np.ndarray], folds: li
         fit_on = [f for f in folds if f != name]
         w = fit_logistic(np.concatenate([feats[f] for f in fit_on]), np.concatenate([labels[f] for f in fit_on]))
         t = pooled_threshold([runs[f] for f in fit_on], [feats[f] @ w for f in fit_on], budget)
-        d, s, y = runs[name], feats[name] @ w, labels[name]
-        acc = s >= t
-        chosen = {"threshold": float(t), "recall": float(np.sum(acc & (y == 1)) / max(d["keywords"], 1)),
-                  "fa_per_hour": float(np.sum(acc & (y == 0)) / d["hours"])}
-        if d.get("calls") and config.SERVICES:
-            sv = service_at_call_end(d, acc)
-            chosen.update(service=sv["service_correct"], quiet=sv["no_keyword_calls_without_suggestion"])
-        if d.get("keywords_by_kw"):
-            found = Counter(c["kw"] for c, a in zip(d["cands"], acc) if a and c["y"])
-            chosen["per_keyword"] = {k: [found.get(k, 0), n] for k, n in d["keywords_by_kw"].items()}
-        curve = det_curve(s, y, d["hours"], d["keywords"])
-        out[name] = {"fitted_on": fit_on, "params": [float(x) for x in w], "chosen": chosen,
+        d, s = runs[name], feats[name] @ w
+        curve = det_curve(s, labels[name], d["hours"], d["keywords"])
+        out[name] = {"fitted_on": fit_on, "params": [float(x) for x in w], "chosen": operating_point(d, s, t),
                      "own": {f"recall_at_{fa:g}": recall_at(curve, fa) for fa in own}}
     return out
 
