@@ -149,11 +149,11 @@ def _verify_wanted(flag: bool | None) -> bool:
     return False
 
 
-def _cascade(model, log):
+def _cascade(model, log, proposer: str | None = None):
     """The Whisper cascade around `model`'s first stage, logging every verified candidate; says on stderr whether
-    verification is on."""
+    verification is on. `proposer`: --proposer (first, union; default $SPOTTER_PROPOSER, else first)."""
     from .verify import VerifiedSpotter
-    spotter = VerifiedSpotter(model, sinks=[log], language=config.KEYWORD_SET.language)
+    spotter = VerifiedSpotter(model, sinks=[log], language=config.KEYWORD_SET.language, proposer=proposer)
     print(f"spotter: {spotter.status_line}", file=sys.stderr, flush=True)
     return spotter
 
@@ -218,7 +218,8 @@ def cmd_replay(args, out=None) -> int:
     try:
         model = _load(args.model)
         log.model, log.model_sha256 = model.name, model.artifact_sha256
-        spotter = _cascade(model, log) if _verify_wanted(args.verify) else KeywordSpotter(model, sinks=[log])
+        spotter = (_cascade(model, log, args.proposer) if _verify_wanted(args.verify)
+                   else KeywordSpotter(model, sinks=[log]))
         failures = 0
         for f in files:
             log.source = os.path.abspath(f)
@@ -241,7 +242,7 @@ def cmd_replay(args, out=None) -> int:
     return EXIT_ERROR if failures else 0
 
 
-def listen(source, model, log, stop=None, out=None, verify: bool = False) -> int:
+def listen(source, model, log, stop=None, out=None, verify: bool = False, proposer: str | None = None) -> int:
     """Run the live detector on `source` until it ends, fails, `stop` (a threading.Event) is set or Ctrl-C;
     prints each event and the current suggestion when decided. Returns the exit code. `verify`: the Whisper
     cascade (spotter.verify.VerifiedSpotter): candidates are printed as the worker thread verifies them."""
@@ -252,7 +253,7 @@ def listen(source, model, log, stop=None, out=None, verify: bool = False) -> int
     log.source = f"mic:{source.name}"
     if verify:
         from .verify import VerifiedEvent
-    spotter = _cascade(model, log) if verify else KeywordSpotter(model, sinks=[log])
+    spotter = _cascade(model, log, proposer) if verify else KeywordSpotter(model, sinks=[log])
     pipe = Pipeline(source, spotter, publish_steps=False).start()
     print(f"listening on {printable(source.name)} ({source.sample_rate} Hz), model {printable(model.name)}; "
           f"Ctrl-C to stop", file=out, flush=True)
@@ -373,7 +374,7 @@ def cmd_listen(args) -> int:
     verify = _verify_wanted(args.verify)
     if len(sources) > 1:
         return listen_lines(sources, model, log, verify=verify)
-    return listen(sources[0], model, log, verify=verify)
+    return listen(sources[0], model, log, verify=verify, proposer=args.proposer)
 
 
 def cmd_scan(args) -> int:
@@ -431,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "but are not detections. Default: on for a French or English model when the extra is installed "
                         "($SPOTTER_VERIFY=on/off overrides): on calls by an engine the first stage never heard it "
                         "raised recall at 0.5 FA/h, and on real English recordings (README)")
+    p.add_argument("--proposer", choices=("first", "union"), default=None,
+                   help="with the cascade: who proposes its candidates: the first stage alone, or the union of the "
+                        "first stage and a keyword head on Whisper's encoder (models/default.whisper.npz: more "
+                        "keywords of voices and engines it never heard, events 2-3 s after the keyword; README "
+                        "'The Whisper proposer at run time, shipped'). Default $SPOTTER_PROPOSER, else union (the first stage "
+                        "alone where no Whisper head has the model's keywords)")
     _add_model_log(p)
     p.set_defaults(func=cmd_replay)
 
@@ -442,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="second stage with Whisper base, as `replay --verify`, and with the same default (several "
                         "lines: one verifier checks every line's candidates)")
+    p.add_argument("--proposer", choices=("first", "union"), default=None,
+                   help="with the cascade: who proposes its candidates: the first stage alone, or the union of the "
+                        "first stage and a keyword head on Whisper's encoder (models/default.whisper.npz: more "
+                        "keywords of voices and engines it never heard, events 2-3 s after the keyword; README "
+                        "'The Whisper proposer at run time, shipped'). Default $SPOTTER_PROPOSER, else union (one line only: "
+                        "several lines are proposed by the first stage alone)")
     _add_model_log(p)
     p.set_defaults(func=cmd_listen)
 

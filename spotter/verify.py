@@ -486,6 +486,22 @@ DEFAULT_V0: dict = {"malaise": -10.3, "hémorragie": -24.6, "brûlure": -17.2, "
                     "gaz": -11.1, "effondrement": -15.8, "électrocution": -17.5}
 
 
+PROPOSER_ENV = "SPOTTER_PROPOSER"  # first / union: who proposes the verifier's candidates (proposer_default)
+PROPOSERS = ("first", "union")
+# The union (spotter/whisper_proposer.py) by default since 2026-12-07: on engines the first stage never heard it
+# found 1.6-3.7 times the keywords of the cascade proposed by the first stage alone, at up to 1.4 FA/h (README,
+# "The Whisper proposer at run time, shipped"); events come 2-3 s after the keyword instead of about 0.3 s
+DEFAULT_PROPOSER = "union"
+
+
+def proposer_default() -> str:
+    """The cascade's proposer: $SPOTTER_PROPOSER if set to first or union, else DEFAULT_PROPOSER. The union needs
+    a Whisper head for the active keyword set (the model's, or the shipped one): without one the first stage
+    proposes alone."""
+    v = os.environ.get(PROPOSER_ENV, "").strip().lower()
+    return v if v in PROPOSERS else DEFAULT_PROPOSER
+
+
 def candidate_config(cfg, factor: float):
     """The first stage's DetectorConfig as the cascade runs it: thresholds x factor, candidates held
     CASCADE_HOLD_STEPS steps (or the first stage's own hold, if longer)."""
@@ -566,6 +582,8 @@ class VerifiedEvent:
     verify_ms: float | None = None
     note: str = ""
     probe_score: float | None = None   # the keyword probe's logit (spotter/probe.py), when the verifier has one
+    whisper_score: float | None = None # with the Whisper proposer: its head's score (0: it did not propose it)
+    released_s: float | None = None    # with the Whisper proposer: stream time when both proposers were done with it
 
     @property
     def is_detection(self) -> bool:
@@ -587,6 +605,9 @@ class VerifiedEvent:
                   "verified": self.verified})
         if self.probe_score is not None:
             d["probe_score"] = round(self.probe_score, 3)
+        if self.whisper_score is not None:
+            d["whisper_score"] = round(self.whisper_score, 3)
+            d["released_s"] = round(self.released_s, 3)
         if self.note:
             d["verify_note"] = self.note
         return d
@@ -627,7 +648,27 @@ class AudioRing:
         return (self.samples_in - self.context) / SR
 
 
-class VerifyWorker:
+class WorkerThread:
+    """A worker thread fed through its queue `_q` (None stops it); what VerifyWorker and the Whisper proposer's
+    UnionWorker share."""
+    _q: queue.Queue
+    _thread: threading.Thread
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self) -> None:
+        """Wait until every submitted item has been handled."""
+        self._q.join()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join(timeout=10)
+
+
+class VerifyWorker(WorkerThread):
     """One thread that verifies candidates of any number of streams, in order. submit() never waits: it returns
     False when `max_pending` candidates are already waiting. Each result, a VerifiedEvent, goes to
     `done(tag, verified_event)` from the worker thread; a verifier failure gives the first stage's decision alone
@@ -668,19 +709,6 @@ class VerifyWorker:
                 self.done(tag, ve)
             finally:
                 self._q.task_done()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def join(self) -> None:
-        """Wait until every submitted candidate has been verified."""
-        self._q.join()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join(timeout=10)
 
 
 class _Cascade:
@@ -725,13 +753,17 @@ class VerifiedSpotter(_Cascade):
 
     def __init__(self, model, sinks=(), candidate_factor: float = CANDIDATE_FACTOR, combiner: Combiner | None = None,
                  verifier=None, context_s: float = 2.4, max_pending: int = 8, first_stage=None,
-                 collect: bool = True, detector=None, language: str = "fr"):
+                 collect: bool = True, detector=None, language: str = "fr", proposer: str | None = None,
+                 whisper_head=None):
         """`model` has .detector (DetectorConfig with the calibrated thresholds). `first_stage(detector_config)`,
         if given, builds the first-stage spotter (any object with KeywordSpotter's process/flush/reset_stream/
         new_call, an ONNX runtime one say); by default a spotter.detector.KeywordSpotter of `model`.
         `collect=False`: verified candidates go to `sinks` only (results() and flush() return none), for a caller
         whose sink already queues them (the console). `detector`: a DetectorConfig in place of the model's.
-        `language`: the verifier's (Whisper's language token), that of the model's keyword set."""
+        `language`: the verifier's (Whisper's language token), that of the model's keyword set.
+        `proposer`: "first" (the first stage proposes alone) or "union" (a Whisper head proposes beside it:
+        spotter.whisper_proposer); default proposer_default(). `whisper_head`: a WhisperHead in place of the one
+        beside the model file (or the shipped one)."""
         self.sinks = list(sinks)
         self.collect = collect
         self.verifier, self.status_line = open_verifier(verifier, language)
@@ -748,13 +780,28 @@ class VerifiedSpotter(_Cascade):
         self.combiner = combiner or default_combiner(model_path=getattr(model, "path", None))
         if not self.combiner.f0:
             self.combiner.set_first_thresholds(calibrated)
+        self.whisper = None
+        if self.verifier is not None and (proposer or proposer_default()) == "union":
+            from .whisper_proposer import RING_S, default_whisper_head
+            self.whisper = whisper_head or default_whisper_head(getattr(model, "path", None))
+            if self.whisper is None:
+                self.status_line += "; no Whisper head for this keyword set: the first stage proposes alone"
+            else:
+                context_s = max(context_s, RING_S)
+                self.combiner.gate = None               # the union was measured with every candidate decoded
+                self.status_line += "; a Whisper head proposes beside the first stage"
         self.ring = AudioRing(context_s)
         from .detector import CallAssessment
         self.assessment = CallAssessment(cfg.suggestion_min_evidence)
         self._done: list[VerifiedEvent] = []
         self._done_lock = threading.Lock()
         self._worker = None
-        if self.verifier is not None:
+        if self.whisper is not None:
+            from .whisper_proposer import UnionWorker
+            self._worker = UnionWorker(self.verifier, self.combiner, self.whisper, cfg, calibrated,
+                                       getattr(self.first, "durations", {}), self._emit, candidate_factor,
+                                       max_pending)
+        elif self.verifier is not None:
             self._worker = VerifyWorker(self.verifier, self.combiner, self._emit, max_pending)
 
     # -- audio thread side ------------------------------------------------------------------------------
@@ -765,11 +812,37 @@ class VerifiedSpotter(_Cascade):
         detections: they come back verified through `sinks` and results()."""
         from .detector import StepOutput
         samples = np.asarray(samples, np.float32).reshape(-1)
+        if self.whisper is not None:
+            return self._process_union(samples)
         self.ring.push(samples)
         out = self.first.process(samples)
         for ev in out.events:
             self._submit(None, ev, self.ring)
         return StepOutput(out.mel, out.posteriors, [])
+
+    def _process_union(self, samples: np.ndarray):
+        """process() with the Whisper proposer: the samples in pieces that end at each hop boundary, so that every
+        hop's window goes to the worker after the first-stage candidates decided before it, in stream order."""
+        from .detector import StepOutput
+        from .whisper_proposer import HOP_S
+        hop = int(round(HOP_S * SR))
+        mels, posts, i = [], [], 0
+        while i < samples.size:
+            piece = samples[i:i + hop - self.ring.samples_in % hop]
+            i += piece.size
+            self.ring.push(piece)
+            out = self.first.process(piece)
+            mels.append(out.mel)
+            posts.append(out.posteriors)
+            for ev in out.events:
+                self._submit(None, ev, self.ring)
+            if self.ring.samples_in % hop == 0:
+                self._worker.submit_hop(None, self.ring.samples_in / SR, self.ring.buf.copy(),
+                                        self.ring.samples_in // config.STEP_SAMPLES)
+        if not mels:
+            empty = self.first.process(samples[:0])
+            return StepOutput(empty.mel, empty.posteriors, [])
+        return StepOutput(np.concatenate(mels), np.concatenate(posts), [])
 
     def reset(self) -> None:
         """A new file or call: forget the stream and the call."""
@@ -781,6 +854,8 @@ class VerifiedSpotter(_Cascade):
         self.join()
         self.first.reset_stream()
         self.ring.reset()
+        if self.whisper is not None:
+            self._worker.reset()
 
     def new_call(self) -> None:
         self.join()
@@ -811,8 +886,11 @@ class VerifiedSpotter(_Cascade):
 
     def flush(self) -> list[VerifiedEvent]:
         """End of stream: decide the last candidates and wait for their verification."""
+        n_steps = self.ring.samples_in // config.STEP_SAMPLES       # the stream's own steps, before the padding
         for ev in self.first.flush():
             self._submit(None, ev, self.ring)
+        if self.whisper is not None:
+            self._worker.submit_hop(None, self.ring.samples_in / SR, self.ring.buf.copy(), n_steps, final=True)
         self.join()
         return self.results()
 

@@ -104,7 +104,9 @@ def test_cascade_events_carry_the_probe_score(speech_wav):
     from spotter.model import DEFAULT_MODEL, load_model
     model = load_model(DEFAULT_MODEL)
     got = []
-    vs = verify.VerifiedSpotter(model, sinks=[got.append], verifier=verify.shared_verifier(), candidate_factor=0.05)
+    # the first stage proposing alone: its combiner reads the probe (the union's: tests/test_whisper_proposer.py)
+    vs = verify.VerifiedSpotter(model, sinks=[got.append], verifier=verify.shared_verifier(), candidate_factor=0.05,
+                                proposer="first")
     assert vs.combiner.probe is not None
     a = np.concatenate([np.zeros(8000, np.float32), np.array(speech_wav("Il y a un incendie dans la cuisine.")),
                         np.zeros(16000, np.float32)])

@@ -354,6 +354,10 @@ def main() -> None:
     ap.add_argument("--apply", help="with --across: comma-separated stored runs (e.g. --heldout) scored at the "
                     "threshold chosen on every --across run pooled")
     ap.add_argument("--budget", type=float, default=0.5, help="with --across: false alarms per hour")
+    ap.add_argument("--export", type=Path, help="write the runtime's Whisper head (spotter.whisper_proposer."
+                    "WhisperHead) here: the recipe's head trained with the first of --seeds on --work's whole-call "
+                    "rows of every engine, and the union combiner fitted, with its threshold at --budget FA/h, on "
+                    "every --union-across run (delay 1), and stop")
     ap.add_argument("--merge", help="comma-separated stored parts of one measurement (--limit n --offset k): "
                     "written as one run to --out, and stop")
     ap.add_argument("--plain-negatives", action="store_true", help="re-rank the stored --out run with the negatives "
@@ -368,6 +372,10 @@ def main() -> None:
     from spotter.verify import CANDIDATE_FACTOR, Verifier, VerifierConfig, candidate_config
     from training.recipe import use_recipe_keywords
     from training.recipes import load_recipe
+    if args.export:
+        return export(args.export, args.work, [Path(x) for x in (args.union_across or "").split(",") if x],
+                      int(args.seeds.split(",")[0]), args.config or str(ROOT / "training/configs/calls.toml"),
+                      args.budget)
     if args.union_across:
         keep = tuple(args.union_features.split(","))
         if not set(keep) <= set(UNION_FEATURES):
@@ -510,6 +518,45 @@ def main() -> None:
         out["runs"][name] = {"report": rep, "cands": r["cands"], "thresholds": r["thresholds"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, default=float))
+
+
+def export(out: Path, work: Path, runs: list[Path], seed: int, config_path: str, budget: float) -> None:
+    """The runtime's artifact (--export): a Whisper head trained on `work`'s rows of every engine with `seed`, and the
+    union combiner (UNION_FEATURES) fitted on every stored leave-one-engine-out run of `runs` pooled, its threshold
+    at `budget` FA/h chosen on their fitted scores pooled (verify_eval.fitted_across's "apply" fit)."""
+    from spotter import whisper_proposer as SW
+    from training.recipe import use_recipe_keywords
+    from training.recipes import load_recipe
+    if not runs or not work:
+        raise SystemExit("--export needs --work (the rows) and --union-across (the fold runs to fit the combiner)")
+    keep = SW.UNION_FEATURES                     # the runtime's features, in the tool's order
+    if [k for k in UNION_FEATURES if k in keep] != list(keep):
+        raise SystemExit(f"the runtime's union features {keep} are not among the tool's {UNION_FEATURES} in order")
+    recipe = load_recipe(config_path, [])
+    use_recipe_keywords(recipe, None)
+    res = union_across(runs, budget, keep=keep)["d1"]["union"]
+    # every fold's fit sees the other folds only; the artifact's fit sees them all: fitted_across's apply row
+    from training import verify_eval as V
+    data, feats = {}, {}
+    for p in runs:
+        r = json.loads(p.read_text())
+        union_name = next(n for n in r["runs"] if n.startswith("union d1"))
+        whisper_name = next(n for n in r["runs"] if n.startswith(f"whisper {union_name.removeprefix('union ')} x"))
+        data[p.stem] = {**proposer_run(r, r["runs"][union_name]), "keywords_by_kw": keywords_by_kw(r)}
+        feats[p.stem] = proposer_features(r["runs"][union_name], (r["runs"]["first stage"], r["runs"][whisper_name]),
+                                          keep)
+    all_fit = V.fitted_across({**data, "all": next(iter(data.values()))},
+                              {**feats, "all": next(iter(feats.values()))}, list(data), ["all"], budget)["all"]
+    t0 = time.time()
+    head, thr, sm, _ = whisper_head(work, recipe, seed)
+    wh = SW.WhisperHead.from_torch(head.eval(), thr, sm, all_fit["params"], all_fit["chosen"]["threshold"],
+                                   meta={"rows": str(work), "seed": seed, "union_fitted_on": [str(p) for p in runs],
+                              "union_budget_fa_per_hour": budget,
+                              "union_across": {k: v["chosen"] for k, v in res.items()}})
+    wh.save(out)
+    print(f"{out}: head seed {seed} ({time.time() - t0:.0f} s; smoothing {sm}, thresholds {min(thr.values()):.3f}-"
+          f"{max(thr.values()):.3f}); union weights {', '.join(f'{x:.3f}' for x in all_fit['params'])}, threshold "
+          f"{all_fit['chosen']['threshold']:.3f} at {budget:g} FA/h on the {len(runs)} runs pooled")
 
 
 def proposer_run(top: dict, run: dict) -> dict:

@@ -46,12 +46,11 @@ from training import finetail as F               # noqa: E402
 from training.phones import EMBEDDING_SPAN_S, row_centres   # noqa: E402
 from training.recipe import real_audio_files, use_recipe_keywords     # noqa: E402
 from training.recipes import load_recipe         # noqa: E402
+from spotter import whisper_proposer as W        # noqa: E402
 
 SETS = ("val", "val_gen", "train", "train_gen")                # the training sets, with their phone timelines
 EVAL_SETS = ("eval_kw", "eval_kw_gen", "eval_kw_kokoro", "eval_neg", "loeo_neg")  # rendered as cached (no timelines)
-WHISPER_DIM = 512
-PAD_S = 0.3                   # digital silence before and after the call, as the verifier's crops
-FRAME_S = 0.02                # one encoder output frame (two 10 ms mel frames)
+WHISPER_DIM, PAD_S, FRAME_S = W.WHISPER_DIM, W.PAD_S, W.FRAME_S
 PIECE_S, CONTEXT_S = 20.0, 2.0
 # --live: the share of calls whose labels may differ from the stored set's (same rows). A sentence synthesised fresh
 # for the stored set and read back from the cache here can move a keyword's span by a rounding, and a step's label
@@ -72,14 +71,9 @@ def _whisper():
 
 
 def encode(audio: np.ndarray) -> np.ndarray:
-    """(frames, 512): Whisper's encoding of `audio`, frame j centred at j x FRAME_S + 0.01 s of the audio."""
-    import ctranslate2
-    model, mel_of = _whisper()
-    pad = np.zeros(int(PAD_S * C.SR), np.float32)
-    mel = mel_of(np.concatenate([pad, audio.astype(np.float32), pad]), padding=0)
-    mel = mel[:, :mel.shape[1] // 2 * 2]
-    skip = int(PAD_S / FRAME_S)
-    return np.asarray(model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))))[0, skip:]
+    """(frames, 512): Whisper's encoding of `audio`, frame j centred at j x FRAME_S + 0.01 s of the audio (the
+    runtime's spotter.whisper_proposer.encode)."""
+    return W.encode(*_whisper(), audio)
 
 
 def encode_long(audio: np.ndarray) -> np.ndarray:
@@ -95,16 +89,7 @@ def encode_long(audio: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def rows_at(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """The mean of the 4 encoder frames (80 ms) around each centre (seconds; clipped to the audio)."""
-    j = np.clip(np.round((centres - 0.01) / FRAME_S).astype(int)[:, None] + np.arange(-2, 2), 0, len(z) - 1)
-    return z[j].mean(1)
-
-
-def live_window_ends(ends: np.ndarray, duration: float, hop_s: float, delay_s: float = 0.0) -> np.ndarray:
-    """For rows whose audio ends at `ends` (s): the end of the live window each is read from, the first hop_s
-    boundary at least delay_s after it (at least one hop in; the call's end for the last ones)."""
-    return np.minimum(np.maximum(np.ceil((ends + delay_s) / hop_s - 1e-9), 1) * hop_s, duration)
+rows_at, live_window_ends = W.rows_at, W.live_window_ends     # the runtime's (spotter.whisper_proposer)
 
 
 def delay_rows(rows: np.ndarray, k: int) -> np.ndarray:
