@@ -110,7 +110,7 @@ def main() -> None:
                     decided = ve.released_s if ve.released_s is not None else ve.detected_s
                     found[name]["latency"].append(decided - ve.end_s)
         if args.stored:
-            got = sorted((ve.keyword, round(ve.end_s, 2), round(ve.first_score, 3), round(ve.whisper_score, 3))
+            got = sorted((ve.keyword, round(ve.end_s, 2), round(ve.first_score, 3), round(ve.whisper_score or 0.0, 3))
                          for ve in events["union"])
             want = sorted((c["kw"], round(c["end"], 2), round(c["first"], 3), round(c["w"], 3))
                           for c in stored.get(n_call, []))
