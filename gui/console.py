@@ -377,7 +377,8 @@ class ConsoleWindow(QtWidgets.QMainWindow, SessionView):
 
     def _show_drained(self, d: Drained) -> None:
         for det in d.detections:
-            self.table.add_detection(det.id, det.event, det.start_s, det.verified)
+            self.table.add_detection(det.id, det.event, det.start_s, det.verified,
+                                     widgets.proposer_evidence(det.verification))
             self.spectrogram.add_marker(det.start_s, det.end_s, det.event.keyword,
                                         widgets.service_color(det.event.service))
         if d.frames is not None:

@@ -310,6 +310,24 @@ class ServicePanel(QtWidgets.QFrame):
         self.keywords.setStyleSheet("font-size: 12pt;")
 
 
+def proposer_evidence(ve) -> str:
+    """The Vérif. cell's tooltip for a verified candidate (spotter.verify.VerifiedEvent): who proposed it (with the
+    Whisper proposer: the first stage, the Whisper head or both) and each opinion's score; "" without one."""
+    if ve is None or ve.verifier_score is None:
+        return ""
+    parts = []
+    if ve.whisper_score is not None:
+        first, whisper = ve.first_score > 0, ve.whisper_score > 0
+        who = "premier étage et Whisper" if first and whisper else "Whisper seul" if whisper else "premier étage seul"
+        parts.append(f"Proposé par : {who}")
+        if whisper:
+            parts.append(f"score Whisper {fr_num(ve.whisper_score)}")
+    if ve.first_score > 0:
+        parts.append(f"score premier étage {fr_num(ve.first_score)}")
+    parts.append(f"avis Whisper {fr_num(ve.verifier_score)}")
+    return " · ".join(parts)
+
+
 # --- detection list ------------------------------------------------------------------------------------
 class DetectionTable(QtWidgets.QTableWidget):
     """Detections of the current call, newest first. Each row carries the detection id (Qt.UserRole)."""
@@ -335,8 +353,10 @@ class DetectionTable(QtWidgets.QTableWidget):
         self.setColumnHidden(self.VERIFIED_COLUMN, True)
         self.verticalHeader().setDefaultSectionSize(26)
 
-    def add_detection(self, det_id: int, event, position_s: float, verified: bool | None = None) -> None:
-        """`verified`: True once the second stage confirmed it; None when the first stage decided alone."""
+    def add_detection(self, det_id: int, event, position_s: float, verified: bool | None = None,
+                      evidence: str = "") -> None:
+        """`verified`: True once the second stage confirmed it; None when the first stage decided alone.
+        `evidence`: the verification's tooltip (who proposed it, each opinion; proposer_evidence)."""
         self.insertRow(0)
         color = QtGui.QColor(service_color(event.service))
         cells = (fmt_clock(event.wall_time), fmt_position(position_s), event.keyword, fr_num(event.score),
@@ -344,6 +364,8 @@ class DetectionTable(QtWidgets.QTableWidget):
         for col, text in enumerate(cells):
             item = QtWidgets.QTableWidgetItem(text)
             item.setData(QtCore.Qt.UserRole, det_id)
+            if col == self.VERIFIED_COLUMN and evidence:
+                item.setToolTip(evidence)
             if col == 2:
                 f = item.font()
                 f.setBold(True)
@@ -357,6 +379,9 @@ class DetectionTable(QtWidgets.QTableWidget):
 
     def keywords(self) -> list[str]:
         return [self.item(r, 2).text() for r in range(self.rowCount())]
+
+    def evidence(self) -> list[str]:
+        return [self.item(r, self.VERIFIED_COLUMN).toolTip() for r in range(self.rowCount())]
 
     def services(self) -> list[str]:
         return [self.item(r, 4).text().split(" ")[0] for r in range(self.rowCount())]

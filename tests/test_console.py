@@ -395,6 +395,8 @@ def test_verified_detections_are_marked_and_rejections_counted(qtbot, tmp_path, 
         kept = [r for r in records if r["verified"]]
         assert win.table.rowCount() == len(kept) == len(win.detections)
         assert win.table.verified() == ["✓ vérifié"] * len(kept)
+        # the union proposes by default: each row says who proposed it and each opinion's score
+        assert all(t.startswith("Proposé par : ") and "avis Whisper" in t for t in win.table.evidence())
         assert not win.table.isColumnHidden(win.table.VERIFIED_COLUMN)
         assert win.status_verify.text().startswith(f"Vérification : active · {len(records) - len(kept)} candidat")
     finally:
