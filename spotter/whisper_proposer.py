@@ -406,26 +406,35 @@ class UnionWorker(WorkerThread):
             try:
                 if item is None:
                     return
-                if item[0] == "first":
-                    _, tag, ev, window, end_s = item
-                    self.gate.add_first(UnionCandidate(ev, window, end_s, first=ev.score))
-                    continue
-                _, tag, e, audio, n_steps, final = item
-                try:
-                    decisions = self.rows.hop(e, audio, n_steps, final)
-                except Exception as exc:       # the first stage's candidates still go on
-                    decisions, self.error = [], f"Whisper proposer failed: {exc}"
-                start = e - audio.size / SR
-                for d in decisions:
-                    ev = decision_event(d, self.durations)
-                    self.gate.add_whisper(UnionCandidate(ev, audio, ev.end_s - start, whisper=ev.score))
-                first_done = int(round(e * SR)) // config.STEP_SAMPLES * STEP_S
-                for c in self.gate.release(first_done, self.rows.decided_s, final):
-                    if c.first and start <= c.event.end_s - self.lead_s and c.event.end_s + self.tail_s <= e:
-                        c.window, c.end_in_window = audio, c.event.end_s - start    # the audio after its end too
-                    self._verify(tag, c, e)
+                self._handle(item)
+            except Exception as exc:           # the thread lives on: a later item still gets its answer
+                self.error = f"union failed: {exc}"
+                if item[0] == "first":         # never lose a candidate: the first stage decides it alone
+                    from .verify import VerifiedEvent
+                    ev = item[2]
+                    self.done(item[1], VerifiedEvent(ev, ev.score, None, None, None, note=self.error))
             finally:
                 self._q.task_done()
+
+    def _handle(self, item) -> None:
+        if item[0] == "first":
+            _, tag, ev, window, end_s = item
+            self.gate.add_first(UnionCandidate(ev, window, end_s, first=ev.score))
+            return
+        _, tag, e, audio, n_steps, final = item
+        try:
+            decisions = self.rows.hop(e, audio, n_steps, final)
+        except Exception as exc:               # the first stage's candidates still go on
+            decisions, self.error = [], f"Whisper proposer failed: {exc}"
+        start = e - audio.size / SR
+        for d in decisions:
+            ev = decision_event(d, self.durations)
+            self.gate.add_whisper(UnionCandidate(ev, audio, ev.end_s - start, whisper=ev.score))
+        first_done = int(round(e * SR)) // config.STEP_SAMPLES * STEP_S
+        for c in self.gate.release(first_done, self.rows.decided_s, final):
+            if c.first and start <= c.event.end_s - self.lead_s and c.event.end_s + self.tail_s <= e:
+                c.window, c.end_in_window = audio, c.event.end_s - start    # the audio after its end too
+            self._verify(tag, c, e)
 
     def _verify(self, tag, c: UnionCandidate, released_s: float) -> None:
         from .verify import VerifiedEvent

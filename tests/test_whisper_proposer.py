@@ -134,6 +134,35 @@ def test_union_cascade_in_any_blocks_is_the_offline_union(verifier, wh, call):
 
 
 @needs_extra
+def test_a_failing_whisper_proposer_loses_no_first_stage_candidate(verifier, wh, call, monkeypatch):
+    """When Whisper's encoding of the live rows fails, every first-stage candidate still comes out verified (the
+    Whisper head's score 0), and the worker says why."""
+    from spotter.model import DEFAULT_MODEL, load_model
+    model = load_model(DEFAULT_MODEL)
+
+    def broken(_verifier):
+        def enc(audio):
+            raise RuntimeError("encoder gone")
+        return enc
+    monkeypatch.setattr(W, "open_encoder", broken)
+    got = []
+    vs = verify.VerifiedSpotter(model, sinks=[got.append], verifier=verifier, proposer="union", whisper_head=wh)
+    for i in range(0, call.size, 4000):
+        vs.process(call[i:i + 4000])
+    vs.flush()
+    error = vs._worker.error
+    vs.close()
+    first = verify.VerifiedSpotter(model, verifier=verifier, proposer="first")
+    first.process(call)
+    want = first.flush()
+    first.close()
+    assert "encoder gone" in error
+    assert sorted((ve.keyword, round(ve.end_s, 3)) for ve in got) == sorted((ve.keyword, round(ve.end_s, 3))
+                                                                              for ve in want)
+    assert all(ve.whisper_score == 0.0 and ve.verifier_score is not None for ve in got)
+
+
+@needs_extra
 def test_union_without_a_whisper_head_is_the_first_stage_cascade(verifier, monkeypatch, tmp_path):
     """No Whisper head for the model (nor a shipped one for the active set): the cascade says so and the first
     stage proposes alone."""
