@@ -99,7 +99,8 @@ def _print_suggestion(s, out=None) -> None:
               file=_out(out), flush=True)
 
 
-VERIFY_FIELDS = ("first_score", "verifier_score", "probe_score", "combined_score", "verified")
+VERIFY_FIELDS = ("first_score", "whisper_score", "verifier_score", "probe_score", "combined_score", "verified",
+                 "released_s")
 
 
 def _event_dict(e) -> dict:
@@ -118,7 +119,9 @@ def _print_verified(ve, out=None) -> None:
         whisper = "not decoded (probe gate)" if ve.verifier_score is None else f"{ve.verifier_score:.1f}"
         tail = (f"{'verified' if ve.verified else 'REJECTED by the verifier (not a detection)'}: Whisper "
                 f"{whisper}{probe}, combined {ve.combined:.3f}")
-    print(f"  {_fmt_time(ve.start_s)}-{_fmt_time(ve.end_s)}  {ve.keyword:<14} score {ve.first_score:.2f}  "
+    scores = (f"score {ve.first_score:.2f}" if ve.whisper_score is None else    # the union: both proposers'
+              f"first stage {ve.first_score:.2f}, Whisper head {ve.whisper_score:.2f}")
+    print(f"  {_fmt_time(ve.start_s)}-{_fmt_time(ve.end_s)}  {ve.keyword:<14} {scores}  "
           + (f"-> {ve.service} {config.SERVICES[ve.service]}  " if ve.service and ve.is_detection else "")
           + tail, file=_out(out), flush=True)
 
