@@ -67,6 +67,16 @@ def test_tiny_calls_recipe_end_to_end(tmp_path, speech_wav):
         assert "## Keyword probe" in card and "`m.probe.npz` beside this file" in card
     else:
         assert "verify extra" in probe["skipped"] and "Not trained with this model" in card
+    # the Whisper proposer's head, trained by the same run on Whisper rows of the same calls and found by the cascade
+    from spotter import whisper_proposer as W
+    wh = model.meta["whisper_head"]
+    if verify.status()[0]:
+        assert wh["file"] == "m.whisper.npz" and set(wh["rows_built"]) == {"train", "val"} and wh["training_calls"] > 0
+        assert W.default_whisper_head(out).meta["trained_by"] == "spotter train"
+        assert set(W.default_whisper_head(out).thresholds) == set(config.KEYWORDS)
+        assert "## Whisper proposer's head" in card and "`m.whisper.npz` beside this file" in card
+    else:
+        assert "verify extra" in wh["skipped"]
 
     # the top-level seed draws the head's training, not the data: same stored calls, another head; without the
     # folds, their own keyword-free speech ('loeo_neg') is neither built nor read
@@ -88,6 +98,8 @@ def test_tiny_calls_recipe_end_to_end(tmp_path, speech_wav):
     if verify.status()[0]:           # the same sentences and data seed: the crops are reused, the probe retrained
         assert other.meta["probe"]["crops_s"] is None and probe_path(tmp_path / "m8.pt").is_file()
         assert "reused from the work folder" in (tmp_path / "m8.md").read_text()
+        assert not other.meta["whisper_head"]["rows_built"] and (tmp_path / "m8.whisper.npz").is_file()
+        assert "Whisper rows reused from the work folder" in (tmp_path / "m8.md").read_text()
     a, b = model.head.state_dict(), other.head.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
@@ -101,6 +113,9 @@ def test_tiny_calls_recipe_end_to_end(tmp_path, speech_wav):
             f"out={tmp_path / 'rec.pt'}", f"work_dir={tmp_path / 'work'}", f"calls.cache_dir={tmp_path / 'sentences'}",
             f'data.recordings=["{tmp_path / "rec"}"]']), folds=False))
         assert rec.meta["probe"]["recording_crops"] == 3 and rec.meta["probe"]["crops_s"] is not None
+        # and the Whisper head's training calls: each recording as recorded and through drawn channels
+        n_rec = rec.meta["whisper_head"]["training_calls"] - other.meta["whisper_head"]["training_calls"]
+        assert n_rec == load_recipe(REPO / "training/configs/calls_tiny.toml").train.recording_copies
         assert "3 of them from the real recordings" in (tmp_path / "rec.md").read_text()
 
 

@@ -78,23 +78,13 @@ def whisper_head(work: Path, recipe, seed: int, ensemble: int = 1, without: str 
     ensemble n > 1, n heads from seeds seed .. seed + n - 1, their posteriors averaged (spotter.model.EnsembleHead).
     without: an engine whose calls are left out of training and calibration (a leave-one-engine-out fold).
     Returns (head, thresholds, smoothing, the run's eval_neg set or None)."""
-    from spotter.model import EnsembleHead
     sets, _ = T.load_callsets(work, extra=False)
     keep = lambda m: m["engine"] != without
     train, val = (sets[n].select(keep) if without else sets[n] for n in ("train", "val"))
     if without and len(train.emb) == len(sets["train"].emb):
         raise SystemExit(f"{work}: no training call is spoken by engine {without!r}")
-    cfg = recipe.train
-    dim = train.emb[0].shape[1]
-    make = lambda: T.training_head(cfg.norm_dropout, cfg.norm_gain, dim=dim, channels=96,
-                                   context=cfg.head_context or T.config.HEAD_FRAMES)
-    heads = [T.train_fold(train, val, cfg, seed + i, make)[0] for i in range(ensemble)]
-    head = heads[0]
-    if ensemble > 1:
-        head = EnsembleHead(1, dim=dim, context=cfg.head_context or T.config.HEAD_FRAMES)
-        head.members = torch.nn.ModuleList(heads)
-    thr, sm, _ = T.calibrate_head(head, val, recipe.calibrate.budget_fa_per_hour,
-                                  max_latency_p50_s=recipe.calibrate.max_latency_p50_s)
+    from training.whisper_head import train_head
+    head, thr, sm = train_head(train, val, recipe, seed, ensemble)
     return head, thr, sm, sets.get("eval_neg")
 
 

@@ -59,34 +59,7 @@ LABEL_SLACK = 0.01
 _WHISPER: dict = {}
 
 
-def _whisper():
-    if not _WHISPER:
-        import ctranslate2
-        from faster_whisper.feature_extractor import FeatureExtractor
-        from spotter.verify import model_dir
-        _WHISPER["model"] = ctranslate2.models.Whisper(str(model_dir()), device="cpu", compute_type="int8",
-                                                       inter_threads=1, intra_threads=1)
-        _WHISPER["mel"] = FeatureExtractor(feature_size=80)
-    return _WHISPER["model"], _WHISPER["mel"]
-
-
-def encode(audio: np.ndarray) -> np.ndarray:
-    """(frames, 512): Whisper's encoding of `audio`, frame j centred at j x FRAME_S + 0.01 s of the audio (the
-    runtime's spotter.whisper_proposer.encode)."""
-    return W.encode(*_whisper(), audio)
-
-
-def encode_long(audio: np.ndarray) -> np.ndarray:
-    """encode() in PIECE_S pieces, each with CONTEXT_S of audio on both sides, when the audio is longer."""
-    if audio.size <= (PIECE_S + 2 * CONTEXT_S) * C.SR:
-        return encode(audio)
-    out, per = [], int(round(PIECE_S / FRAME_S))
-    for s in np.arange(0, audio.size / C.SR, PIECE_S):
-        a = max(0.0, s - CONTEXT_S)
-        z = encode(audio[int(a * C.SR):int((s + PIECE_S + CONTEXT_S) * C.SR)])
-        k = int(round((s - a) / FRAME_S))
-        out.append(z[k:k + per])
-    return np.concatenate(out)
+from training.whisper_head import _whisper, encode, encode_long   # noqa: E402,F401  (one Whisper front end)
 
 
 rows_at, live_window_ends = W.rows_at, W.live_window_ends     # the runtime's (spotter.whisper_proposer)

@@ -370,10 +370,11 @@ def embed_calls(groups, noise_files, seed: int, snr_db=(5.0, 20.0), kinds=("wide
     return out
 
 
-def embed_recordings(dirs: list, noise_files, seed: int, copies: int = 8) -> CallSet:
+def embed_recordings(dirs: list, noise_files, seed: int, copies: int = 8, features=None) -> CallSet:
     """Real recordings DIR/<keyword>/*.wav|flac (the console's recording layout) as training calls: each clip
     (keyword span: its energetic part) between a 0.6 s lead and a 1 s tail at a -70 dBFS floor, as recorded and
-    through `copies - 1` drawn channels (wideband / telephone, real noise 0-30 dB)."""
+    through `copies - 1` drawn channels (wideband / telephone, real noise 0-30 dB). `features`: another per-call
+    feature of (model, audio) with the embeddings' rows (training.whisper_head.whole_call_rows)."""
     from spotter.model import KeywordHead, KeywordModel
     from evaluation.realeval import keyword_recordings, load_clip, speech_span
     model = KeywordModel(head=KeywordHead()).eval()
@@ -391,7 +392,7 @@ def embed_recordings(dirs: list, noise_files, seed: int, copies: int = 8) -> Cal
                           "clean")
             for i in range(copies):
                 call = base if i == 0 else channel(base, ("wide", "tel")[i % 2], rng)
-                emb = C.stream_embeddings(model, call.audio)
+                emb = (features or C.stream_embeddings)(model, call.audio)
                 labels = C.step_labels(len(emb) - config.HEAD_FRAMES + 1, call.notes, call.speech)
                 cs.add(emb, labels, call.notes, {"voice": str(path), "engine": "real", "channel": call.channel,
                                                  "service": config.KEYWORD_SERVICE.get(kw), "split": "train"})
@@ -1221,6 +1222,9 @@ def train_from_calls(recipe: CallsRecipe, folds: bool = True) -> Path:
     from .probe import train_beside        # the cascade's keyword probe, beside the model (<out>.probe.npz)
     model.meta["probe"] = _plain(train_beside(recipe, path))
     log.info("keyword probe: %s", model.meta["probe"])
+    from .whisper_head import train_beside as whisper_beside   # the Whisper proposer's head (<out>.whisper.npz)
+    model.meta["whisper_head"] = _plain(whisper_beside(recipe, path))
+    log.info("Whisper proposer's head: %s", model.meta["whisper_head"])
     model.meta["calls_report"]["timings_s"]["total"] = round(time.time() - t0, 1)
     model.save(path)
     path.with_suffix(".md").write_text(calls_card(model), encoding="utf-8")

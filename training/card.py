@@ -198,6 +198,24 @@ def _probe_lines(probe: dict | None) -> list[str]:
             "re-fitted for this one."]
 
 
+def _whisper_head_lines(wh: dict | None) -> list[str]:
+    """The card's section on the Whisper proposer's head that `spotter train` trained beside the model."""
+    if not wh:
+        return []
+    if wh.get("skipped"):
+        return ["## Whisper proposer's head (the cascade's second proposer)",
+                f"Not trained with this model: {wh['skipped']}. The cascade's union uses the shipped head "
+                "(models/default.whisper.npz) when its keywords are this model's, else the first stage proposes "
+                "alone."]
+    built = (f"Whisper rows of {', '.join(wh['rows_built'])} encoded in {wh['rows_s']:.0f} s" if wh.get("rows_built")
+             else "Whisper rows reused from the work folder")
+    return ["## Whisper proposer's head (the cascade's second proposer)",
+            f"`{wh['file']}` beside this file, trained by the same run (`training/whisper_head.py`, seed "
+            f"{wh.get('seed')}) on the Whisper rows of {wh['training_calls']} training calls; {built}; trained "
+            f"in {wh['train_s']:.0f} s; smoothing {wh.get('smoothing')}. The union's combiner weights and threshold "
+            "are the shipped head's (fitted on leave-one-engine-out runs), not re-fitted for this one."]
+
+
 def calls_card(model) -> str:
     """Model card of a model trained on calls (training/calltrain.py), from its stored report."""
     m = model.meta
@@ -283,6 +301,7 @@ def calls_card(model) -> str:
     for k in config.KEYWORDS:
         lines.append(f"| {k} | {config.KEYWORD_SERVICE.get(k, '—')} | {model.detector.thresholds.get(k, float('nan')):.6g} |")
     lines += ["", *_probe_lines(m.get("probe"))]
+    lines += ["", *_whisper_head_lines(m.get("whisper_head"))]
     lines += ["", "## Evaluation: keywords inside sentences, voices and engines it never heard", "",
               f"Negatives: {final.get('negative_hours', '?')} h of keyword-free running speech by held-out "
               "(test-split) voices, half through the telephone channel, noise 5-20 dB. "

@@ -176,6 +176,8 @@ class CallsTrainSection:
     recording_copies: int = 8                # channels drawn per real recording ([data] recordings)
     probe: bool = True                       # also train the verifier's keyword probe (training/probe.py) into
                                              # <out>.probe.npz beside the model, when the verify extra is installed
+    whisper_head: bool = True                # also train the Whisper proposer's head (training/whisper_head.py) into
+                                             # <out>.whisper.npz, with the verify extra and a shipped head for the set
     dim_dropout: float = 0.0                 # share of the 96 embedding dimensions zeroed per training window
     norm_dropout: float = 0.0                # the same after the head's LayerNorm, the others scaled up (inverted)
     norm_gain: float = 0.0                   # > 0: each normalised dimension times exp(N(0, this)) per window
