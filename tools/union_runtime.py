@@ -9,7 +9,8 @@ Prints, for each cascade, the process time per second of audio (both threads: th
 the call and waits for its worker), its ratio to openWakeWord's on the same calls, the latency of each accepted
 keyword (the stream time when the event is decided, after both proposers: released_s for the union, the
 first stage's decision for the shipped cascade, minus the keyword's end; the verifier's own time comes on top)
-and the keywords found and false alarms on these calls (the one hit rule, evaluation.streams.match_detections).
+the keywords found and false alarms on these calls (the one hit rule, evaluation.streams.match_detections) and
+the service suggested at each call's end (right for a call with keywords, none for a keyword-free one).
 With --stored, the union's candidates are checked against the stored offline run's for the same calls: the
 runtime must verify the same candidates (keyword, end) with the same proposer scores, and accept the ones that the
 union combiner of models/default.whisper.npz accepts there.
@@ -30,15 +31,16 @@ sys.path.insert(0, str(ROOT))
 BLOCK_S = 1.0
 
 
-def run_cascade(vs, audio: np.ndarray, sr: int) -> tuple[list, float]:
-    """(verified events, process seconds) of one call through a VerifiedSpotter in BLOCK_S blocks."""
+def run_cascade(vs, audio: np.ndarray, sr: int) -> tuple[list, object, float]:
+    """(verified events, the suggestion at the call's end, process seconds) of one call through a VerifiedSpotter
+    in BLOCK_S blocks."""
     vs.reset()
     t0 = time.process_time()
     n = int(BLOCK_S * sr)
     for i in range(0, audio.size, n):
         vs.process(audio[i:i + n])
     events = vs.flush()
-    return events, time.process_time() - t0
+    return events, vs.suggestion(), time.process_time() - t0
 
 
 def main() -> None:
@@ -59,7 +61,7 @@ def main() -> None:
     from spotter.verify import VerifiedSpotter, shared_verifier
     from spotter.whisper_proposer import default_whisper_head
     from training import verify_eval as V
-    from training.calltrain import KOKORO_FOLD_SUFFIX
+    from training.calltrain import KOKORO_FOLD_SUFFIX, service_tally
     from training.recipe import use_recipe_keywords
     from training.recipes import load_recipe
     recipe = load_recipe(args.config, [])
@@ -80,6 +82,7 @@ def main() -> None:
         for c in run:
             stored.setdefault(c["stream"], []).append(c)
     cpu = {"first": 0.0, "union": 0.0, "openWakeWord": 0.0}
+    outcomes = {k: [] for k in cascades}            # (suggestion at call end, the call's service, its keywords)
     found = {k: {"hits": 0, "fa": 0, "latency": []} for k in cascades}
     same = {"calls": 0, "calls_same": 0, "cands": 0, "cands_stored": 0}
     seconds, n_kw, t_start = 0.0, 0, time.time()
@@ -92,8 +95,9 @@ def main() -> None:
         ann = [Annotation(*n) for n in notes]
         events = {}
         for name, vs in cascades.items():
-            events[name], c = run_cascade(vs, audio, sr)
+            events[name], sug, c = run_cascade(vs, audio, sr)
             cpu[name] += c
+            outcomes[name].append((sug, V.call_service(notes), len(notes)))
         t0 = time.process_time()
         oww.reset()
         for i in range(0, audio.size - step + 1, step):
@@ -110,8 +114,8 @@ def main() -> None:
                     decided = ve.released_s if ve.released_s is not None else ve.detected_s
                     found[name]["latency"].append(decided - ve.end_s)
         if args.stored:
-            got = sorted((ve.keyword, round(ve.end_s, 2), round(ve.first_score, 3), round(ve.whisper_score or 0.0, 3))
-                         for ve in events["union"])
+            got = sorted((ve.keyword, round(ve.end_s, 2), round(ve.first_score, 3),
+                          round(ve.whisper_score or 0.0, 3)) for ve in events["union"])
             want = sorted((c["kw"], round(c["end"], 2), round(c["first"], 3), round(c["w"], 3))
                           for c in stored.get(n_call, []))
             same["calls"] += 1
@@ -130,13 +134,15 @@ def main() -> None:
         row = {"recall": f["hits"] / max(n_kw, 1), "fa_per_hour": f["fa"] / hours,
                "latency_p50_s": float(np.median(lat)) if lat.size else None,
                "latency_p95_s": float(np.percentile(lat, 95)) if lat.size else None,
-               "cpu_vs_openwakeword": cpu[name] / cpu["openWakeWord"]}
+               "cpu_vs_openwakeword": cpu[name] / cpu["openWakeWord"], **service_tally(outcomes[name])}
         out["cascades"][name] = row
         print(f"  cascade proposer {name:5s}: {f['hits']} of {n_kw} keywords ({row['recall']:.1%}), {f['fa']} false "
               f"alarms ({row['fa_per_hour']:.2f} FA/h); latency after the keyword's end p50 "
               f"{row['latency_p50_s'] or float('nan'):.2f} s, p95 {row['latency_p95_s'] or float('nan'):.2f} s; CPU "
               f"{100 * cpu[name] / seconds:.1f} % of a core = {row['cpu_vs_openwakeword']:.2f} x openWakeWord's "
-              f"({100 * cpu['openWakeWord'] / seconds:.1f} %)", flush=True)
+              f"({100 * cpu['openWakeWord'] / seconds:.1f} %); service right at call end {row['service_correct']:.1%} "
+              f"of {row['calls']} calls with keywords, {row['no_keyword_calls_without_suggestion']:.1%} of "
+              f"{row['no_keyword_calls']} keyword-free calls without a suggestion", flush=True)
     if args.stored:
         print(f"  union against the stored offline run: {same['calls_same']} of {same['calls']} calls give the same "
               f"candidates with the same scores ({same['cands']} candidates here, {same['cands_stored']} stored)")
