@@ -154,7 +154,7 @@ def _verify_wanted(flag: bool | None) -> bool:
 
 def _cascade(model, log, proposer: str | None = None):
     """The Whisper cascade around `model`'s first stage, logging every verified candidate; says on stderr whether
-    verification is on. `proposer`: --proposer (first, union; default $SPOTTER_PROPOSER, else first)."""
+    verification is on. `proposer`: --proposer (first, union; default $SPOTTER_PROPOSER, else union)."""
     from .verify import VerifiedSpotter
     spotter = VerifiedSpotter(model, sinks=[log], language=config.KEYWORD_SET.language, proposer=proposer)
     print(f"spotter: {spotter.status_line}", file=sys.stderr, flush=True)
@@ -414,6 +414,15 @@ def _add_model_log(p) -> None:
                                                  "~/.local/share/spotter/events.jsonl)")
 
 
+def _add_proposer(p, note: str) -> None:
+    """--proposer of `replay` and `listen`; `note`: what the default does on that command."""
+    p.add_argument("--proposer", choices=("first", "union"), default=None,
+                   help="with the cascade: who proposes its candidates: the first stage alone, or the union of the "
+                        "first stage and a keyword head on Whisper's encoder (models/default.whisper.npz: more "
+                        "keywords of voices and engines it never heard, events 2-3 s after the keyword; README "
+                        f"'The Whisper proposer at run time, shipped'). Default $SPOTTER_PROPOSER, else union ({note})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spotter", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -435,12 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "but are not detections. Default: on for a French or English model when the extra is installed "
                         "($SPOTTER_VERIFY=on/off overrides): on calls by an engine the first stage never heard it "
                         "raised recall at 0.5 FA/h, and on real English recordings (README)")
-    p.add_argument("--proposer", choices=("first", "union"), default=None,
-                   help="with the cascade: who proposes its candidates: the first stage alone, or the union of the "
-                        "first stage and a keyword head on Whisper's encoder (models/default.whisper.npz: more "
-                        "keywords of voices and engines it never heard, events 2-3 s after the keyword; README "
-                        "'The Whisper proposer at run time, shipped'). Default $SPOTTER_PROPOSER, else union (the first stage "
-                        "alone where no Whisper head has the model's keywords)")
+    _add_proposer(p, "the first stage alone where no Whisper head has the model's keywords")
     _add_model_log(p)
     p.set_defaults(func=cmd_replay)
 
@@ -452,12 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="second stage with Whisper base, as `replay --verify`, and with the same default (several "
                         "lines: one verifier checks every line's candidates)")
-    p.add_argument("--proposer", choices=("first", "union"), default=None,
-                   help="with the cascade: who proposes its candidates: the first stage alone, or the union of the "
-                        "first stage and a keyword head on Whisper's encoder (models/default.whisper.npz: more "
-                        "keywords of voices and engines it never heard, events 2-3 s after the keyword; README "
-                        "'The Whisper proposer at run time, shipped'). Default $SPOTTER_PROPOSER, else union (one line only: "
-                        "several lines are proposed by the first stage alone)")
+    _add_proposer(p, "one line only: several lines are proposed by the first stage alone")
     _add_model_log(p)
     p.set_defaults(func=cmd_listen)
 

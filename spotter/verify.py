@@ -787,8 +787,7 @@ class VerifiedSpotter(_Cascade):
             if self.whisper is None:
                 self.status_line += "; no Whisper head for this keyword set: the first stage proposes alone"
             else:
-                context_s = max(context_s, RING_S)
-                self.combiner.gate = None               # the union was measured with every candidate decoded
+                context_s = max(context_s, RING_S)     # UnionWorker decodes every candidate (no probe gate)
                 self.status_line += "; a Whisper head proposes beside the first stage"
         self.ring = AudioRing(context_s)
         from .detector import CallAssessment

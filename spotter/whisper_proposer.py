@@ -295,7 +295,7 @@ def decision_event(d, durations: dict) -> Event:
 
 
 # -- the union --------------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)          # compared by identity: UnionGate moves the very candidates between its lists
 class UnionCandidate:
     event: Event                     # the first stage's candidate, or the Whisper proposer's when it alone proposed
     window: np.ndarray               # audio around it for the verifier

@@ -82,6 +82,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from spotter.whisper_proposer import _logit     # noqa: E402  (the runtime's union features take the same logit)
 from tools.whisper_real import whisper_head     # noqa: E402
 from tools.whisper_rows import LiveRows, delay_rows   # noqa: E402
 from training import calltrain as T              # noqa: E402
@@ -129,12 +130,6 @@ def verifier_alone(d: dict) -> dict:
     s = np.array([verifier_feature(c) for c in d["cands"]])
     curve = V.det_curve(s, y, d["hours"], d["keywords"])
     return {f"recall_at_{fa:g}": V.recall_at(curve, fa) for fa in (0.5, 1, 2, 5)}
-
-
-def _logit(p):
-    """logit of a proposer's score (or an array of them), clipped to [1e-4, 1 - 1e-4]."""
-    p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
 
 
 def union_report(d: dict) -> dict:
