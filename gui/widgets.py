@@ -318,10 +318,13 @@ def proposer_evidence(ve) -> str:
     parts = []
     if ve.whisper_score is not None:
         first, whisper = ve.first_score > 0, ve.whisper_score > 0
-        who = "premier étage et Whisper" if first and whisper else "Whisper seul" if whisper else "premier étage seul"
+        who = ("premier étage et Whisper" if first and whisper else "Whisper seul" if whisper else
+               "premier étage (Whisper pas encore entendu)" if ve.whisper_pending else "premier étage seul")
         parts.append(f"Proposé par : {who}")
         if whisper:
             parts.append(f"score Whisper {fr_num(ve.whisper_score)}")
+        if ve.whisper_pending:
+            parts.append("confirmé sans attendre Whisper, qui ne pouvait plus l'écarter")
     if ve.first_score > 0:
         parts.append(f"score premier étage {fr_num(ve.first_score)}")
     parts.append(f"avis Whisper {fr_num(ve.verifier_score)}")

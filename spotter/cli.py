@@ -100,7 +100,7 @@ def _print_suggestion(s, out=None) -> None:
 
 
 VERIFY_FIELDS = ("first_score", "whisper_score", "verifier_score", "probe_score", "combined_score", "verified",
-                 "released_s")
+                 "released_s", "whisper_pending")
 
 
 def _event_dict(e) -> dict:
@@ -120,7 +120,9 @@ def _print_verified(ve, out=None) -> None:
         tail = (f"{'verified' if ve.verified else 'REJECTED by the verifier (not a detection)'}: Whisper "
                 f"{whisper}{probe}, combined {ve.combined:.3f}")
     scores = (f"score {ve.first_score:.2f}" if ve.whisper_score is None else    # the union: both proposers'
-              f"first stage {ve.first_score:.2f}, Whisper head {ve.whisper_score:.2f}")
+              f"first stage {ve.first_score:.2f}, Whisper head "
+              + ("not yet heard (accepted whatever it adds)" if ve.whisper_pending and not ve.whisper_score else
+                 f"{ve.whisper_score:.2f}"))
     print(f"  {_fmt_time(ve.start_s)}-{_fmt_time(ve.end_s)}  {ve.keyword:<14} {scores}  "
           + (f"-> {ve.service} {config.SERVICES[ve.service]}  " if ve.service and ve.is_detection else "")
           + tail, file=_out(out), flush=True)

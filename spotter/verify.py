@@ -584,6 +584,9 @@ class VerifiedEvent:
     probe_score: float | None = None   # the keyword probe's logit (spotter/probe.py), when the verifier has one
     whisper_score: float | None = None # with the Whisper proposer: its head's score (0: it did not propose it)
     released_s: float | None = None    # with the Whisper proposer: stream time when both proposers were done with it
+                                       # (whisper_pending: when the verifier's audio after the keyword was there)
+    whisper_pending: bool = False      # accepted before the Whisper head was done with it: whatever it adds, the
+                                       # union accepts it (whisper_score is what it had added by then)
 
     @property
     def is_detection(self) -> bool:
@@ -608,6 +611,8 @@ class VerifiedEvent:
         if self.whisper_score is not None:
             d["whisper_score"] = round(self.whisper_score, 3)
             d["released_s"] = round(self.released_s, 3)
+            if self.whisper_pending:
+                d["whisper_pending"] = True
         if self.note:
             d["verify_note"] = self.note
         return d
@@ -802,6 +807,7 @@ class VerifiedSpotter(_Cascade):
                                        max_pending)
         elif self.verifier is not None:
             self._worker = VerifyWorker(self.verifier, self.combiner, self._emit, max_pending)
+        self._tails: list = []                 # (sample, first-stage candidate): where its audio after the end is
 
     # -- audio thread side ------------------------------------------------------------------------------
     offline_capable = False                # run_file feeds it block by block (the ring keeps each candidate's audio)
@@ -821,13 +827,19 @@ class VerifiedSpotter(_Cascade):
 
     def _process_union(self, samples: np.ndarray):
         """process() with the Whisper proposer: the samples in pieces that end at each hop boundary, so that every
-        hop's window goes to the worker after the first-stage candidates decided before it, in stream order."""
+        hop's window goes to the worker after the first-stage candidates decided before it, in stream order, and
+        at the point where each first-stage candidate has the verifier's audio after its end (its tail, so that
+        the worker can release it early: UnionWorker.submit_tail)."""
         from .detector import StepOutput
         from .whisper_proposer import HOP_S
         hop = int(round(HOP_S * SR))
+        tail_s = self._worker.tail_s
         mels, posts, i = [], [], 0
         while i < samples.size:
-            piece = samples[i:i + hop - self.ring.samples_in % hop]
+            n = hop - self.ring.samples_in % hop
+            if self._tails:
+                n = min(n, max(1, self._tails[0][0] - self.ring.samples_in))
+            piece = samples[i:i + n]
             i += piece.size
             self.ring.push(piece)
             out = self.first.process(piece)
@@ -835,6 +847,12 @@ class VerifiedSpotter(_Cascade):
             posts.append(out.posteriors)
             for ev in out.events:
                 self._submit(None, ev, self.ring)
+                self._tails.append((int(round((ev.end_s + tail_s) * SR)), ev))
+            self._tails.sort(key=lambda t: t[0])
+            while self._tails and self._tails[0][0] <= self.ring.samples_in:
+                at, ev = self._tails.pop(0)
+                self._worker.submit_tail(None, ev, self.ring.buf.copy(), ev.end_s - self.ring.start_s,
+                                         max(ev.detected_s, at / SR))
             if self.ring.samples_in % hop == 0:
                 self._worker.submit_hop(None, self.ring.samples_in / SR, self.ring.buf.copy(),
                                         self.ring.samples_in // config.STEP_SAMPLES)
@@ -855,6 +873,7 @@ class VerifiedSpotter(_Cascade):
         self.ring.reset()
         if self.whisper is not None:
             self._worker.reset()
+            self._tails = []
 
     def new_call(self) -> None:
         self.join()
@@ -888,7 +907,8 @@ class VerifiedSpotter(_Cascade):
         n_steps = self.ring.samples_in // config.STEP_SAMPLES       # the stream's own steps, before the padding
         for ev in self.first.flush():
             self._submit(None, ev, self.ring)
-        if self.whisper is not None:
+        if self.whisper is not None:               # the candidates still waiting for their tail: decided now
+            self._tails = []
             self._worker.submit_hop(None, self.ring.samples_in / SR, self.ring.buf.copy(), n_steps, final=True)
         self.join()
         return self.results()

@@ -13,8 +13,13 @@ DELAY_S after the row's audio (the end of the stream for the last rows). A Keywo
 HEAD_FRAMES rows gives posteriors that spotter.detector.Decider turns into candidates at CANDIDATE_FACTOR x the
 head's calibrated thresholds, as the first stage's. A Whisper candidate is thus known DELAY_S to DELAY_S + HOP_S
 after its row, and the union holds each candidate until the other proposer can no longer add to it (UnionGate):
-an event comes about 2-3 s after the keyword ends, against about 0.3 s plus the verifier's time without this
-proposer.
+such an event comes about 2-3 s after the keyword ends, against about 0.3 s plus the verifier's time without this
+proposer. Early release: a first-stage candidate is verified as soon as the verifier's audio after its end is
+there; when the union combiner accepts it even with the lowest score the Whisper head could still add
+(whisper_floor), it is released then (VerifiedEvent.whisper_pending), and the gate keeps it so that a later
+Whisper candidate joins it as before (no second event). The union accepts exactly the same candidates; only some
+come sooner. An event's score is the first stage's when it proposed it, else the Whisper head's (event_score), so
+that it does not depend on when it was released.
 
 The union (UNION_TOLERANCE_S): a Whisper candidate within UNION_TOLERANCE_S of a first-stage candidate of the same
 keyword joins it (the first such one) and is verified at its end; any other is a candidate of its own. The
@@ -302,6 +307,8 @@ class UnionCandidate:
     end_in_window: float
     first: float = 0.0               # the first stage's score (0: it did not propose it)
     whisper: float = 0.0             # the Whisper head's score (0: it did not propose it)
+    assessed: tuple | None = None    # (verifier, probe, ms) when verified before its release (UnionWorker.submit_tail)
+    early: object = None             # the VerifiedEvent released for it before the gate did (accepted early)
 
 
 def union_features(keyword: str, first: float, whisper: float, verifier: float, probe: float | None,
@@ -368,7 +375,8 @@ class UnionWorker(WorkerThread):
     when `max_pending` items wait: nothing is lost or decided out of order, and replay runs at the worker's pace;
     live, the capture ring buffer holds the audio meanwhile (the worker needs about a fifth of a core).
     Each result, a spotter.verify.VerifiedEvent, goes to `done(tag, verified_event)`; a verifier failure gives the
-    proposers' decision alone (verified None, with the reason): no candidate is lost."""
+    proposers' decision alone (verified None, with the reason): no candidate is lost. A first-stage candidate's
+    tail (submit_tail) may release it early; it then gives no second result."""
 
     def __init__(self, verifier, combiner, wh: WhisperHead, first_cfg, first_thresholds: dict, durations: dict,
                  done, factor: float, max_pending: int = 8):
@@ -380,6 +388,7 @@ class UnionWorker(WorkerThread):
         self.rows = LiveWhisperRows(wh, open_encoder(verifier), factor)
         self.gate = UnionGate(first_cfg.max_hold_steps, self.rows.decider.cfg.max_hold_steps)
         self.weights = np.asarray(wh.union_weights, float)
+        self.whisper_floor = whisper_floor(wh, self.rows.decider.cfg.thresholds, self.weights)
         self.lead_s, self.tail_s = max(verifier.cfg.lead_s), verifier.cfg.tail_s     # the verifier's longest crop
         self._q = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._run, name="spotter-union", daemon=True)
@@ -394,6 +403,12 @@ class UnionWorker(WorkerThread):
 
     def submit_hop(self, tag, e: float, audio: np.ndarray, n_steps: int, final: bool = False) -> None:
         self._q.put(("hop", tag, e, audio, n_steps, final))
+
+    def submit_tail(self, tag, ev, audio: np.ndarray, end_s: float, at_s: float) -> None:
+        """The audio after a submitted first-stage candidate `ev` up to the verifier's tail (`end_s`: its end in
+        `audio`; `at_s`: the stream time from which that audio exists): the worker verifies it now and releases it
+        at once if the union accepts it whatever the Whisper head may add (release_early)."""
+        self._q.put(("tail", tag, ev, audio, end_s, at_s))
 
     def reset(self) -> None:
         """A new stream (call join() first: the worker is then idle)."""
@@ -421,6 +436,9 @@ class UnionWorker(WorkerThread):
             _, tag, ev, window, end_s = item
             self.gate.add_first(UnionCandidate(ev, window, end_s, first=ev.score))
             return
+        if item[0] == "tail":
+            self._tail(*item[1:])
+            return
         _, tag, e, audio, n_steps, final = item
         try:
             decisions = self.rows.hop(e, audio, n_steps, final)
@@ -436,22 +454,86 @@ class UnionWorker(WorkerThread):
                 c.window, c.end_in_window = audio, c.event.end_s - start    # the audio after its end too
             self._verify(tag, c, e)
 
-    def _verify(self, tag, c: UnionCandidate, released_s: float) -> None:
-        from .verify import VerifiedEvent
-        kw = c.event.keyword
-        ev = replace(c.event, score=max(c.first, c.whisper))
-        try:
+    def _assess(self, c: UnionCandidate) -> tuple:
+        """(verifier score, probe logit, ms) of a candidate, once: kept for its release."""
+        if c.assessed is None:
+            kw = c.event.keyword
             t0 = time.perf_counter()
             vs, ps = self.verifier.assess(c.window, [kw], end_s=c.end_in_window, probe=self.combiner.probe)
-            v, p = vs[kw], ps.get(kw)
-            ms = 1000 * (time.perf_counter() - t0)
-            x = union_features(kw, c.first, c.whisper, v, p, self.first_thresholds, self.wh.thresholds,
-                               self.combiner.v0)
-            z = float(x @ self.weights)
-            ve = VerifiedEvent(ev, c.first, v, 1.0 / (1.0 + math.exp(-max(min(z, 60.0), -60.0))),
-                               z >= self.wh.union_threshold, ms, probe_score=p, whisper_score=c.whisper,
-                               released_s=released_s)
+            c.assessed = (vs[kw], ps.get(kw), 1000 * (time.perf_counter() - t0))
+        return c.assessed
+
+    def _logit_of(self, c: UnionCandidate, whisper: float | None = None) -> float:
+        """The union combiner's logit of an assessed candidate (with `whisper` in the Whisper head's place)."""
+        v, p, _ = c.assessed
+        x = union_features(c.event.keyword, c.first, c.whisper, v, p, self.first_thresholds, self.wh.thresholds,
+                           self.combiner.v0)
+        if whisper is not None:
+            x[3] = whisper
+        return float(x @ self.weights)
+
+    def _tail(self, tag, ev, audio: np.ndarray, end_s: float, at_s: float) -> None:
+        """Early release (submit_tail): a pending first-stage candidate verified on `audio` and, when the union
+        accepts it even with the lowest score the Whisper head could still give it (release_early), released
+        now; the gate keeps it, so that a later Whisper candidate still joins it and is no event of its own."""
+        from .verify import VerifiedEvent
+        c = next((o for o in self.gate.first if o.event is ev), None)
+        if c is None or c.assessed is not None or self.whisper_floor is None:
+            return
+        c.window, c.end_in_window = audio, end_s
+        try:
+            self._assess(c)
+        except Exception:                      # decided at its release, as any other
+            c.assessed = None
+            return
+        # a Whisper score already joined can only rise (the gate keeps the higher); none yet: the lowest it can be
+        z = self._logit_of(c, whisper=self.whisper_floor[ev.keyword] if c.whisper == 0 else None)
+        if release_early(z, self.wh.union_threshold):
+            v, p, ms = c.assessed
+            c.early = VerifiedEvent(replace(ev, score=event_score(c.first, c.whisper)), c.first, v, _sigmoid(z),
+                                    True, ms, probe_score=p, whisper_score=c.whisper, released_s=at_s,
+                                    whisper_pending=True)
+            self.done(tag, c.early)
+
+    def _verify(self, tag, c: UnionCandidate, released_s: float) -> None:
+        from .verify import VerifiedEvent
+        if c.early is not None:                # already released (its score does not depend on the Whisper head's)
+            return
+        ev = replace(c.event, score=event_score(c.first, c.whisper))
+        try:
+            v, p, ms = self._assess(c)
+            z = self._logit_of(c)
+            ve = VerifiedEvent(ev, c.first, v, _sigmoid(z), z >= self.wh.union_threshold, ms, probe_score=p,
+                               whisper_score=c.whisper, released_s=released_s)
         except Exception as exc:               # never lose a candidate: the proposers decide alone
             ve = VerifiedEvent(ev, c.first, None, None, None, note=f"verifier failed: {exc}",
                                whisper_score=c.whisper, released_s=released_s)
         self.done(tag, ve)
+
+
+def event_score(first: float, whisper: float) -> float:
+    """A union candidate's score as an event (what the call's evidence sums): the first stage's when it proposed
+    it, else the Whisper head's. Never the higher of the two: an event released early must not change score when
+    the Whisper head joins it later."""
+    return first if first > 0 else whisper
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
+
+
+def whisper_floor(wh: WhisperHead, candidate_thresholds: dict, weights: np.ndarray) -> dict | None:
+    """Per keyword, the lowest value the union's "whisper" feature can take for a first-stage candidate the
+    Whisper head has not yet joined: 0 if it never does, else its score's logit against its threshold, and a
+    Whisper candidate scores at least its candidate threshold. None when the combiner weighs that feature
+    negatively (a higher Whisper score would lower the union's score: nothing can be released early)."""
+    if weights[1 + UNION_FEATURES.index("whisper")] < 0:
+        return None
+    return {k: min(0.0, float(_logit(float(np.float32(t))) - _logit(wh.thresholds[k]))) - 1e-6
+            for k, t in candidate_thresholds.items()}
+
+
+def release_early(z_floor: float, threshold: float) -> bool:
+    """Whether a first-stage candidate whose union logit is at least `z_floor` whatever the Whisper head adds is
+    accepted now: the union's decision on it can no longer change."""
+    return z_floor >= threshold

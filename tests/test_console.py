@@ -401,3 +401,20 @@ def test_verified_detections_are_marked_and_rejections_counted(qtbot, tmp_path, 
         assert win.status_verify.text().startswith(f"Vérification : active · {len(records) - len(kept)} candidat")
     finally:
         win.shutdown()
+
+
+def test_the_evidence_tooltip_says_when_a_detection_did_not_wait_for_whisper():
+    """A union detection released before the Whisper head was done with it (VerifiedEvent.whisper_pending) says
+    so in the « Vérif. » tooltip, and is not called « premier étage seul »: the head may still join it."""
+    from dataclasses import replace
+    from gui.widgets import proposer_evidence
+    from spotter.detector import Event
+    from spotter.verify import VerifiedEvent
+    ev = Event("gaz", "18", 0.95, 1.0, 1.5, 1.8, 0.0, 1.8)
+    early = VerifiedEvent(ev, 0.95, 3.0, 0.97, True, 300.0, whisper_score=0.0, released_s=1.85,
+                          whisper_pending=True)
+    tip = proposer_evidence(early)
+    assert "premier étage (Whisper pas encore entendu)" in tip and "sans attendre Whisper" in tip
+    late = replace(early, whisper_pending=False)
+    assert "premier étage seul" in proposer_evidence(late) and "sans attendre" not in proposer_evidence(late)
+    assert early.to_dict()["whisper_pending"] is True and "whisper_pending" not in late.to_dict()

@@ -120,17 +120,42 @@ def test_union_cascade_in_any_blocks_is_the_offline_union(verifier, wh, call):
         got.sort(key=lambda ve: ve.end_s)
         assert [(ve.keyword, round(ve.end_s, 3)) for ve in got] == [(c[0], round(c[1], 3)) for c in want]
         assert [ve.first_score for ve in got] == pytest.approx([c[2] for c in want], abs=1e-4)
-        assert [ve.whisper_score for ve in got] == pytest.approx([c[3] for c in want], abs=1e-4)
-        for ve in got:
+        for ve, c in zip(got, want):
             assert ve.verifier_score is not None and ve.verified in (True, False)
-            assert ve.score == pytest.approx(max(ve.first_score, ve.whisper_score))
+            assert ve.score == (ve.first_score if ve.first_score > 0 else ve.whisper_score)
             assert ve.end_s <= ve.released_s <= call.size / SR + 1e-6
-            x = W.union_features(ve.keyword, ve.first_score, ve.whisper_score, ve.verifier_score, ve.probe_score,
+            if ve.whisper_pending:      # released early: accepted whatever the Whisper head added after
+                assert ve.verified is True and ve.first_score > 0 and ve.whisper_score <= c[3] + 1e-6
+                assert ve.released_s < ve.end_s + W.DELAY_S   # before any Whisper row of its end was read
+                assert ve.to_dict()["whisper_pending"] is True
+            else:
+                assert ve.whisper_score == pytest.approx(c[3], abs=1e-4)
+            # the union's decision on both proposers' final scores, as offline
+            x = W.union_features(ve.keyword, ve.first_score, c[3], ve.verifier_score, ve.probe_score,
                                  cfg.thresholds, wh.thresholds, vs.combiner.v0)
             assert ve.verified == (float(x @ np.asarray(wh.union_weights)) >= wh.union_threshold)
             assert {"whisper_score", "released_s"} <= ve.to_dict().keys()
-        runs.append([(ve.verifier_score, ve.verified) for ve in got])
+        # the call's evidence: every detection at its event score, whenever it was released
+        assert sorted(e.score for e in vs.assessment.events) == pytest.approx(
+            sorted(c[2] if c[2] else c[3] for ve, c in zip(got, want) if ve.verified), abs=1e-4)
+        runs.append([(ve.verifier_score, ve.verified, ve.whisper_pending) for ve in got])
     assert runs[0] == runs[1] == runs[2]
+    assert any(p for *_, p in runs[0]), "no candidate released early"
+
+
+def test_the_whisper_floor_is_the_lowest_the_head_can_add(wh):
+    """A first-stage candidate is released early only on the union logit with the Whisper head's lowest possible
+    feature: 0 if it never joins, else a score at least its candidate threshold; nothing is released early when
+    the combiner weighs the Whisper head negatively."""
+    cand = {k: 0.8 * t for k, t in wh.thresholds.items()}
+    weights = np.asarray(wh.union_weights, float)
+    floor = W.whisper_floor(wh, cand, weights)
+    for k, t in cand.items():
+        at_threshold = W.union_features(k, 0.9, float(np.float32(t)), 0.0, None, {k: 0.9}, wh.thresholds, {})[3]
+        assert min(0.0, at_threshold) - 1e-5 < floor[k] <= min(0.0, at_threshold) < 0.0
+    assert W.whisper_floor(wh, cand, weights * np.array([1, 1, 1, -1, 1, 1])) is None
+    assert W.release_early(wh.union_threshold, wh.union_threshold)
+    assert not W.release_early(wh.union_threshold - 1e-9, wh.union_threshold)
 
 
 @needs_extra

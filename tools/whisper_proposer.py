@@ -82,7 +82,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spotter.whisper_proposer import _logit     # noqa: E402  (the runtime's union features take the same logit)
+from spotter.whisper_proposer import _logit, event_score     # noqa: E402  (the runtime's union features and event scores)
 from tools.whisper_real import whisper_head     # noqa: E402
 from tools.whisper_rows import LiveRows, delay_rows   # noqa: E402
 from training import calltrain as T              # noqa: E402
@@ -269,7 +269,8 @@ def union_across(paths: list[Path], budget: float = 0.5, apply: list[Path] = (),
     (proposer_features with `keep`) fitted and its threshold at `budget` FA/h chosen on the other runs' engines,
     scored on the engine left out (verify_eval.fitted_across), and, fitted and chosen on every fold, on each `apply`
     run; beside it each proposer alone with a combiner fitted the same way (its own features). A union candidate
-    counts for the service at call end with the higher of its two proposers' scores."""
+    counts for the service at call end with its event score (spotter.whisper_proposer.event_score: the first
+    stage's score when it proposed it, else the Whisper head's)."""
     runs = {p.stem: json.loads(p.read_text()) for p in list(paths) + list(apply)}
     folds, applied = [p.stem for p in paths], [p.stem for p in apply]
     unions = {k: {n.split()[1]: n for n in reversed(list(r["runs"])) if n.startswith("union")} for k, r in runs.items()}
@@ -288,7 +289,7 @@ def union_across(paths: list[Path], budget: float = 0.5, apply: list[Path] = (),
                 name = {"first stage": "first stage", "whisper": whisper[k], "union": union[k]}[prop]
                 d = {**proposer_run(r, r["runs"][name]), "keywords_by_kw": keywords_by_kw(r)}
                 if prop == "union":
-                    d = {**d, "cands": [{**c, "first": max(c["first"], c["w"])} for c in d["cands"]]}
+                    d = {**d, "cands": [{**c, "first": event_score(c["first"], c["w"])} for c in d["cands"]]}
                     feats[k] = proposer_features(r["runs"][name], (r["runs"]["first stage"], r["runs"][whisper[k]]),
                                                  keep)
                 else:
