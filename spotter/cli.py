@@ -304,16 +304,17 @@ def listen(source, model, log, stop=None, out=None, verify: bool = False, propos
     return code
 
 
-def listen_lines(sources, model, log, stop=None, out=None, verify: bool = False) -> int:
+def listen_lines(sources, model, log, stop=None, out=None, verify: bool = False, proposer: str | None = None) -> int:
     """Several live lines in one process: each tick reads one 80 ms step from every source and runs them as one
     batched graph call (spotter.multistream.MultiSpotter); events print and log with their line id. `verify`: the
-    Whisper cascade over every line (spotter.verify.VerifiedLines: one worker verifies all lines' candidates)."""
+    Whisper cascade over every line (spotter.verify.VerifiedLines; `proposer` as listen's: with the union each line
+    has its own Whisper proposer, all on one Whisper model)."""
     from .multistream import MultiSpotter
     out = _out(out)
     lines = [f"L{i + 1}" for i in range(len(sources))]
     if verify:
         from .verify import VerifiedLines
-        ms = VerifiedLines(model, lines, log=log, language=config.KEYWORD_SET.language)
+        ms = VerifiedLines(model, lines, log=log, language=config.KEYWORD_SET.language, proposer=proposer)
         print(f"spotter: {ms.status_line}", file=sys.stderr, flush=True)
     else:
         ms = MultiSpotter(model, lines, log=log)
@@ -378,7 +379,7 @@ def cmd_listen(args) -> int:
     log.model, log.model_sha256 = model.name, model.artifact_sha256
     verify = _verify_wanted(args.verify)
     if len(sources) > 1:
-        return listen_lines(sources, model, log, verify=verify)
+        return listen_lines(sources, model, log, verify=verify, proposer=args.proposer)
     return listen(sources[0], model, log, verify=verify, proposer=args.proposer)
 
 
@@ -458,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
                    help="second stage with Whisper base, as `replay --verify`, and with the same default (several "
                         "lines: one verifier checks every line's candidates)")
-    _add_proposer(p, "one line only: several lines are proposed by the first stage alone")
+    _add_proposer(p, "with several lines, each line has its own Whisper proposer on the one Whisper model: about "
+                     "an eighth of a core per line")
     _add_model_log(p)
     p.set_defaults(func=cmd_listen)
 

@@ -716,17 +716,40 @@ class VerifyWorker(WorkerThread):
                 self._q.task_done()
 
 
+def _tail_point(ev, tail_s: float) -> int:
+    """The stream sample from which a first-stage candidate's audio reaches tail_s past its end (the verifier's)."""
+    return int(round((ev.end_s + tail_s) * SR))
+
+
+def _submit_due_tails(tails: list, ring: AudioRing, worker, tag) -> None:
+    """The union's early release: each pending (tail point, candidate) of `tails` whose audio after the end is in
+    `ring` now goes to `worker` (UnionWorker.submit_tail), released at the stream time that audio exists."""
+    tails.sort(key=lambda t: t[0])
+    while tails and tails[0][0] <= ring.samples_in:
+        at, ev = tails.pop(0)
+        worker.submit_tail(tag, ev, ring.buf.copy(), ev.end_s - ring.start_s, max(ev.detected_s, at / SR))
+
+
 class _Cascade:
     """What VerifiedSpotter and VerifiedLines share: their worker (or None), the submission of a candidate and the
     verified candidates not yet taken by results(). `_emit(tag, verified_event)` is each one's own."""
     _worker: VerifyWorker | None = None
 
+    def _workers(self) -> list:
+        """Every worker (the union has one per stream)."""
+        return [self._worker] if self._worker is not None else []
+
+    def _worker_for(self, tag):
+        return self._worker
+
     def _submit(self, tag, ev, ring: AudioRing) -> None:
         """A first-stage candidate to the worker with its audio; decided by the first stage alone (verified None)
-        without a verifier, or when `max_pending` candidates already wait (note 'verifier busy')."""
-        if self._worker is None:
+        without a verifier, or when `max_pending` candidates already wait (note 'verifier busy'; the union's
+        worker waits for room instead)."""
+        worker = self._worker_for(tag)
+        if worker is None:
             self._emit(tag, VerifiedEvent(ev, ev.score, None, None, None))
-        elif not self._worker.submit(tag, ev, ring.buf.copy(), ev.end_s - ring.start_s):
+        elif not worker.submit(tag, ev, ring.buf.copy(), ev.end_s - ring.start_s):
             self._emit(tag, VerifiedEvent(ev, ev.score, None, None, None, note="verifier busy"))
 
     def results(self) -> list:
@@ -737,12 +760,12 @@ class _Cascade:
 
     def join(self) -> None:
         """Wait until every submitted candidate has been verified."""
-        if self._worker is not None:
-            self._worker.join()
+        for w in self._workers():
+            w.join()
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
+        for w in self._workers():
+            w.close()
 
 
 class VerifiedSpotter(_Cascade):
@@ -847,12 +870,8 @@ class VerifiedSpotter(_Cascade):
             posts.append(out.posteriors)
             for ev in out.events:
                 self._submit(None, ev, self.ring)
-                self._tails.append((int(round((ev.end_s + tail_s) * SR)), ev))
-            self._tails.sort(key=lambda t: t[0])
-            while self._tails and self._tails[0][0] <= self.ring.samples_in:
-                at, ev = self._tails.pop(0)
-                self._worker.submit_tail(None, ev, self.ring.buf.copy(), ev.end_s - self.ring.start_s,
-                                         max(ev.detected_s, at / SR))
+                self._tails.append((_tail_point(ev, tail_s), ev))
+            _submit_due_tails(self._tails, self.ring, self._worker, None)
             if self.ring.samples_in % hop == 0:
                 self._worker.submit_hop(None, self.ring.samples_in / SR, self.ring.buf.copy(),
                                         self.ring.samples_in // config.STEP_SAMPLES)
@@ -925,7 +944,10 @@ class VerifiedSpotter(_Cascade):
 
 class VerifiedLines(_Cascade):
     """The cascade for many lines (spotter.multistream.MultiSpotter): the lines' first stage runs as one batched
-    step per tick at candidate thresholds, one worker (one Whisper) verifies every line's candidates in order.
+    step per tick at candidate thresholds; one worker (one Whisper) verifies every line's candidates in order, or,
+    with the union (`proposer`, as VerifiedSpotter's), each line has its own UnionWorker (its live Whisper rows,
+    its gate, early release) and all share the one Whisper model: each line then gives exactly what
+    VerifiedSpotter gives on its audio, and costs what one VerifiedSpotter costs.
 
     step(frames) feeds one 80 ms tick (N, 1280) and returns MultiSpotter's outputs without events; verified
     candidates come back as (line, VerifiedEvent) pairs through results(), after `log` (written with the line id) and
@@ -933,7 +955,7 @@ class VerifiedLines(_Cascade):
 
     def __init__(self, model, lines, log=None, sinks=(), candidate_factor: float = CANDIDATE_FACTOR,
                  combiner: Combiner | None = None, verifier=None, context_s: float = 2.4, max_pending: int = 16,
-                 language: str = "fr"):
+                 language: str = "fr", proposer: str | None = None, whisper_head=None):
         from .detector import CallAssessment
         from .multistream import MultiSpotter
         self.verifier, self.status_line = open_verifier(verifier, language)
@@ -946,29 +968,78 @@ class VerifiedLines(_Cascade):
         self.combiner = combiner or default_combiner(model_path=getattr(model, "path", None))
         if not self.combiner.f0:
             self.combiner.set_first_thresholds(model.detector.thresholds)
+        self.whisper = None
+        if self.verifier is not None and (proposer or proposer_default()) == "union":
+            from .whisper_proposer import RING_S, default_whisper_head
+            self.whisper = whisper_head or default_whisper_head(getattr(model, "path", None))
+            if self.whisper is None:
+                self.status_line += "; no Whisper head for this keyword set: the first stage proposes alone"
+            else:
+                context_s = max(context_s, RING_S)
+                self.status_line += (f"; a Whisper head proposes beside the first stage on each of the "
+                                     f"{len(self.lines)} lines (one Whisper encoding a second per line)")
         self.rings = {line: AudioRing(context_s) for line in self.lines}
         self.assessments = {line: CallAssessment(cfg.suggestion_min_evidence) for line in self.lines}
         self._done: list[tuple[str, VerifiedEvent]] = []
         self._done_lock = threading.Lock()
+        self._union: dict = {}
+        self._tails: dict = {line: [] for line in self.lines}
+        if self.whisper is not None:
+            from .whisper_proposer import HOP_S, UnionWorker
+            self._hop = int(round(HOP_S * SR))
+            self._union = {line: UnionWorker(self.verifier, self.combiner, self.whisper, cfg,
+                                             model.detector.thresholds, self.multi.spotters[line].durations,
+                                             self._emit, candidate_factor, max_pending) for line in self.lines}
         self._worker = (VerifyWorker(self.verifier, self.combiner, self._emit, max_pending)
-                        if self.verifier is not None else None)
+                        if self.verifier is not None and not self._union else None)
+
+    def _workers(self) -> list:
+        return list(self._union.values()) or super()._workers()
+
+    def _worker_for(self, line):
+        return self._union[line] if self._union else self._worker
 
     def step(self, frames: np.ndarray):
         frames = np.asarray(frames, dtype=np.float32)
+        at_end = []                                  # lines whose hop boundary is this tick's end
         for line, f in zip(self.lines, frames):
-            self.rings[line].push(f)
+            ring = self.rings[line]
+            k = self._hop - ring.samples_in % self._hop if self._union else f.size + 1
+            if k < f.size:                           # a hop inside the tick: before this tick's candidates
+                ring.push(f[:k])
+                _submit_due_tails(self._tails[line], ring, self._union[line], line)
+                self._submit_hop(line)
+                ring.push(f[k:])
+            else:
+                ring.push(f)
+                if k == f.size:
+                    at_end.append(line)
         out = self.multi.step(frames)
         for line, o in out.items():
             for ev in o.events:
                 self._submit(line, ev, self.rings[line])
+                if self._union:
+                    self._tails[line].append((_tail_point(ev, self._union[line].tail_s), ev))
             o.events = []
+        for line in self._union:
+            _submit_due_tails(self._tails[line], self.rings[line], self._union[line], line)
+        for line in at_end:
+            self._submit_hop(line)
         return out
+
+    def _submit_hop(self, line: str, final: bool = False) -> None:
+        ring = self.rings[line]
+        self._union[line].submit_hop(line, ring.samples_in / SR, ring.buf.copy(),
+                                     ring.samples_in // config.STEP_SAMPLES, final=final)
 
     def flush(self) -> list[tuple[str, VerifiedEvent]]:
         """End of all streams: the last candidates, verified; returns what results() would."""
         for line, evs in self.multi.flush().items():
             for ev in evs:
                 self._submit(line, ev, self.rings[line])
+        for line in self._union:                     # the candidates still waiting for their tail: decided now
+            self._tails[line] = []
+            self._submit_hop(line, final=True)
         self.join()
         return self.results()
 

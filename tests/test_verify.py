@@ -502,9 +502,9 @@ def test_combiner_fitted_across_engines_never_sees_the_engine_it_scores():
 
 @needs_extra
 def test_listen_over_several_lines_verifies_every_line(tmp_path, speech_wav):
-    """`spotter listen --device A --device B` with the cascade (spotter.verify.VerifiedLines), on file sources
-    standing in for devices: every line's candidates are verified by the one worker, each logged once with its
-    line id and both scores, and shown once with the line id; each line's suggestion counts its verified
+    """`spotter listen --device A --device B` with the cascade (spotter.verify.VerifiedLines, the default
+    proposer), on file sources standing in for devices: every line's candidates are verified, each logged once
+    with its line id and both scores, and shown once with the line id; each line's suggestion counts its verified
     detections only."""
     import io
     from spotter.artifact import DEFAULT_ONNX_MODEL

@@ -143,6 +143,46 @@ def test_union_cascade_in_any_blocks_is_the_offline_union(verifier, wh, call):
     assert any(p for *_, p in runs[0]), "no candidate released early"
 
 
+@needs_extra
+def test_several_lines_with_the_union_give_each_line_what_one_stream_gives(verifier, wh, call):
+    """VerifiedLines with the union (`listen` with several lines): each line has its own Whisper proposer on the
+    one Whisper model and gives exactly what VerifiedSpotter gives on that line's audio fed in 80 ms steps: the same
+    candidates, scores, decisions, early releases and release times."""
+    from dataclasses import replace
+    from spotter.artifact import DEFAULT_ONNX_MODEL
+    from spotter.onnxmodel import load_onnx_model
+    model = load_onnx_model(DEFAULT_ONNX_MODEL)
+    factor = 0.3
+    model.detector = replace(model.detector, thresholds={**model.detector.thresholds, "gaz": 1.1 / factor})
+    other = np.concatenate([np.zeros(int(0.52 * SR), np.float32), call[:call.size // 2]])   # shifted, shorter
+    n = max(call.size, other.size) // 1280 + 1
+    lines = {"a": np.pad(call, (0, n * 1280 - call.size)), "b": np.pad(other, (0, n * 1280 - other.size))}
+
+    def key(ve):
+        return (ve.keyword, round(ve.end_s, 3), round(ve.first_score, 4), round(ve.whisper_score, 4),
+                round(ve.verifier_score, 3), ve.verified, ve.whisper_pending, round(ve.released_s, 3))
+    want = {}
+    for line, audio in lines.items():
+        vs = verify.VerifiedSpotter(model, verifier=verifier, candidate_factor=factor, proposer="union",
+                                    whisper_head=wh)
+        for i in range(0, audio.size, 1280):
+            vs.process(audio[i:i + 1280])
+        want[line] = sorted(map(key, vs.flush()))
+        vs.close()
+    vl = verify.VerifiedLines(model, list(lines), verifier=verifier, candidate_factor=factor, proposer="union",
+                              whisper_head=wh)
+    assert "each of the 2 lines" in vl.status_line
+    frames = np.stack(list(lines.values())).reshape(2, n, 1280)
+    for t in range(n):
+        vl.step(frames[:, t])
+    got = vl.flush()
+    vl.close()
+    for line in lines:
+        assert sorted(key(ve) for g, ve in got if g == line) == want[line]
+    assert want["a"] and want["b"]
+    assert any(k[6] for k in want["a"]) and any(k[3] and not k[2] for k in want["a"])   # early, Whisper alone
+
+
 def test_the_whisper_floor_is_the_lowest_the_head_can_add(wh):
     """A first-stage candidate is released early only on the union logit with the Whisper head's lowest possible
     feature: 0 if it never joins, else a score at least its candidate threshold; nothing is released early when
