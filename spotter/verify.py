@@ -730,6 +730,19 @@ def _submit_due_tails(tails: list, ring: AudioRing, worker, tag) -> None:
         worker.submit_tail(tag, ev, ring.buf.copy(), ev.end_s - ring.start_s, max(ev.detected_s, at / SR))
 
 
+def open_whisper_head(verifier, proposer: str | None, whisper_head, model):
+    """(the union's Whisper head, or None when the first stage proposes alone; what the status line adds): None
+    without a verifier, with proposer "first" (default proposer_default()), or when no head has the keyword set
+    (`whisper_head`, else the one beside the model file, else the shipped one)."""
+    if verifier is None or (proposer or proposer_default()) != "union":
+        return None, ""
+    from .whisper_proposer import default_whisper_head
+    wh = whisper_head or default_whisper_head(getattr(model, "path", None))
+    if wh is None:
+        return None, "; no Whisper head for this keyword set: the first stage proposes alone"
+    return wh, "; a Whisper head proposes beside the first stage"
+
+
 class _Cascade:
     """What VerifiedSpotter and VerifiedLines share: their worker (or None), the submission of a candidate and the
     verified candidates not yet taken by results(). `_emit(tag, verified_event)` is each one's own."""
@@ -808,15 +821,11 @@ class VerifiedSpotter(_Cascade):
         self.combiner = combiner or default_combiner(model_path=getattr(model, "path", None))
         if not self.combiner.f0:
             self.combiner.set_first_thresholds(calibrated)
-        self.whisper = None
-        if self.verifier is not None and (proposer or proposer_default()) == "union":
-            from .whisper_proposer import RING_S, default_whisper_head
-            self.whisper = whisper_head or default_whisper_head(getattr(model, "path", None))
-            if self.whisper is None:
-                self.status_line += "; no Whisper head for this keyword set: the first stage proposes alone"
-            else:
-                context_s = max(context_s, RING_S)     # UnionWorker decodes every candidate (no probe gate)
-                self.status_line += "; a Whisper head proposes beside the first stage"
+        self.whisper, note = open_whisper_head(self.verifier, proposer, whisper_head, model)
+        self.status_line += note
+        if self.whisper is not None:
+            from .whisper_proposer import RING_S
+            context_s = max(context_s, RING_S)         # UnionWorker decodes every candidate (no probe gate)
         self.ring = AudioRing(context_s)
         from .detector import CallAssessment
         self.assessment = CallAssessment(cfg.suggestion_min_evidence)
@@ -968,16 +977,12 @@ class VerifiedLines(_Cascade):
         self.combiner = combiner or default_combiner(model_path=getattr(model, "path", None))
         if not self.combiner.f0:
             self.combiner.set_first_thresholds(model.detector.thresholds)
-        self.whisper = None
-        if self.verifier is not None and (proposer or proposer_default()) == "union":
-            from .whisper_proposer import RING_S, default_whisper_head
-            self.whisper = whisper_head or default_whisper_head(getattr(model, "path", None))
-            if self.whisper is None:
-                self.status_line += "; no Whisper head for this keyword set: the first stage proposes alone"
-            else:
-                context_s = max(context_s, RING_S)
-                self.status_line += (f"; a Whisper head proposes beside the first stage on each of the "
-                                     f"{len(self.lines)} lines (one Whisper encoding a second per line)")
+        self.whisper, note = open_whisper_head(self.verifier, proposer, whisper_head, model)
+        self.status_line += note
+        if self.whisper is not None:
+            from .whisper_proposer import RING_S
+            context_s = max(context_s, RING_S)
+            self.status_line += f" on each of the {len(self.lines)} lines (one Whisper encoding a second per line)"
         self.rings = {line: AudioRing(context_s) for line in self.lines}
         self.assessments = {line: CallAssessment(cfg.suggestion_min_evidence) for line in self.lines}
         self._done: list[tuple[str, VerifiedEvent]] = []
