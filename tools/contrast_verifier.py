@@ -123,6 +123,13 @@ def contrast(scores: dict, kw: str, words: list[str]) -> float:
     return 0.0 if best is None else float(np.clip(scores[kw] - best, -30.0, 30.0))
 
 
+def per_token(scores: dict, kw: str, words: list[str], n_tokens) -> float:
+    """contrast() on mean log-probabilities per token (each word's sum over its written form's token count): a
+    short near miss ("gare", "sol") sums to a higher log-probability than a long keyword whatever was said."""
+    best = max((scores[w] / n_tokens(w) for w in words), default=None)
+    return 0.0 if best is None else float(np.clip(scores[kw] / n_tokens(kw) - best, -30.0, 30.0))
+
+
 def _says(text: str, word: str) -> bool:
     """Whether lower-case `text` holds `word` as whole words."""
     import re
@@ -158,11 +165,24 @@ def analyse(paths: list[Path], apply: list[Path], budget: float, seed: int) -> N
         sc = [cv["scores"][str(i)] for i in range(len(cands))]
         extra[p.stem] = {"all": np.array([contrast(s, c["kw"], groups[c["kw"]]) for s, c in zip(sc, cands)]),
                          "half": np.array([contrast(s, c["kw"], half[c["kw"]]) for s, c in zip(sc, cands)])}
+    from spotter.verify import Verifier, VerifierConfig
+    ver = Verifier(VerifierConfig(language="fr"))
+    kws = set(groups)
+
+    def n_tokens(w: str) -> int:
+        return len((ver.keyword_tokens(w) if w in kws else word_tokens(ver, w))[0])
+    for k in names:
+        cands = runs[k]["runs"][json.loads((paths + apply)[names.index(k)].read_text())["union"]]["cands"]
+        cv = json.loads((paths + apply)[names.index(k)].read_text())["scores"]
+        extra[k]["per token"] = np.array([per_token(cv[str(i)], c["kw"], groups[c["kw"]], n_tokens)
+                                          for i, c in enumerate(cands)])
+        extra[k]["per token, half"] = np.array([per_token(cv[str(i)], c["kw"], half[c["kw"]], n_tokens)
+                                                for i, c in enumerate(cands)])
     folds, applied = [p.stem for p in paths], [p.stem for p in apply]
     recipe = V.calls_recipe("calls")
     sents = V.cached_sentences(Path(recipe.calls.cache_dir),
                                ("eval_kw", "eval_kw" + KOKORO_FOLD_SUFFIX, "eval_neg", "loeo_neg"))
-    for tag in ("without", "all", "half"):
+    for tag in ("without", "all", "half", "per token", "per token, half"):
         feats = {k: base[k] if tag == "without" else np.column_stack([base[k], extra[k][tag]]) for k in names}
         res = V.fitted_across(data, feats, folds, applied, budget)
         print(f"\ncontrast {tag}: combiner fitted and threshold at {budget:g} FA/h chosen on the other engines "
