@@ -259,15 +259,19 @@ class Verifier:
     def keyword_tokens(self, keyword: str) -> list[list[int]]:
         """Token sequences of the keyword's spoken forms (with the leading space Whisper writes)."""
         if keyword not in self._tokens:
-            forms = KEYWORD_FORMS.get(keyword, (keyword,))
-            seqs = []
-            for f in forms:
-                for v in (f, f[:1].upper() + f[1:]):
-                    ids = self.tokenizer.encode(" " + v, add_special_tokens=False).ids
-                    if ids not in seqs:
-                        seqs.append(ids)
-            self._tokens[keyword] = seqs
+            self._tokens[keyword] = self.word_tokens(*KEYWORD_FORMS.get(keyword, (keyword,)))
         return self._tokens[keyword]
+
+    def word_tokens(self, *words: str) -> list[list[int]]:
+        """Distinct token sequences of written words as Whisper writes them (a leading space; as written and
+        capitalised)."""
+        seqs = []
+        for f in words:
+            for v in (f, f[:1].upper() + f[1:]):
+                ids = self.tokenizer.encode(" " + v, add_special_tokens=False).ids
+                if ids not in seqs:
+                    seqs.append(ids)
+        return seqs
 
     def _mel(self, audio: np.ndarray, end_s: float, lead: float) -> np.ndarray:
         n = int(round((lead + self.cfg.tail_s) * SR))
@@ -338,13 +342,15 @@ class Verifier:
         found = [i for i, t in enumerate(prefix) if t == first_token]
         return sorted({0, len(prefix), *starts[-self.cfg.positions:], *found})
 
-    def forced_items(self, prefix: list[int], kw: str) -> list[tuple[list[int], list[int]]]:
-        """(transcript prefix, keyword tokens) for every position where kw is forced (see _positions)."""
+    def forced_items(self, prefix: list[int], kw: str, forms: list[list[int]] | None = None
+                     ) -> list[tuple[list[int], list[int]]]:
+        """(transcript prefix, keyword tokens) for every position where kw is forced (see _positions); `forms`:
+        other token sequences forced in its place (another word, at the positions it would have)."""
         for t in prefix:
             if t not in self._space:
                 self._space[t] = self.tokenizer.id_to_token(t).startswith("\u0120")   # byte-level BPE space
         items = []
-        forms = self.keyword_tokens(kw)
+        forms = forms or self.keyword_tokens(kw)
         for i in sorted({p for toks in forms for p in self._positions(prefix, toks[0])}):
             for toks in (forms if i == 0 else forms[:1]):
                 items.append((list(prefix[:i]), toks))
@@ -859,19 +865,16 @@ class VerifiedSpotter(_Cascade):
 
     def _process_union(self, samples: np.ndarray):
         """process() with the Whisper proposer: the samples in pieces that end at each hop boundary, so that every
-        hop's window goes to the worker after the first-stage candidates decided before it, in stream order, and
-        at the point where each first-stage candidate has the verifier's audio after its end (its tail, so that
-        the worker can release it early: UnionWorker.submit_tail)."""
+        hop's window goes to the worker after the first-stage candidates decided before it, in stream order; after
+        each piece, the first-stage candidates whose audio now reaches the verifier's tail go to the worker too,
+        which may release them early (UnionWorker.submit_tail)."""
         from .detector import StepOutput
         from .whisper_proposer import HOP_S
         hop = int(round(HOP_S * SR))
         tail_s = self._worker.tail_s
         mels, posts, i = [], [], 0
         while i < samples.size:
-            n = hop - self.ring.samples_in % hop
-            if self._tails:
-                n = min(n, max(1, self._tails[0][0] - self.ring.samples_in))
-            piece = samples[i:i + n]
+            piece = samples[i:i + hop - self.ring.samples_in % hop]
             i += piece.size
             self.ring.push(piece)
             out = self.first.process(piece)
@@ -1009,7 +1012,10 @@ class VerifiedLines(_Cascade):
         at_end = []                                  # lines whose hop boundary is this tick's end
         for line, f in zip(self.lines, frames):
             ring = self.rings[line]
-            k = self._hop - ring.samples_in % self._hop if self._union else f.size + 1
+            if not self._union:
+                ring.push(f)
+                continue
+            k = self._hop - ring.samples_in % self._hop
             if k < f.size:                           # a hop inside the tick: before this tick's candidates
                 ring.push(f[:k])
                 _submit_due_tails(self._tails[line], ring, self._union[line], line)

@@ -7,8 +7,8 @@ words ("pression" for agression, "cambrioleur" for cambriolage: tools/union_fals
 
 Measure: the stored run's calls are made again (verify_eval.cascade_calls with the run's draws) and each union
 candidate's window is cut as the run cut it; on each of the verifier's crops, the keyword's spoken forms and every
-near-miss word of its group are forced at the same transcript positions (spotter.verify.Verifier._positions, one
-batched `align`), each scored by its best position; each word's score is the mean over the crops, as the
+near-miss word of its group are forced at the same transcript positions (spotter.verify.Verifier.forced_items,
+one batched `align`), each scored by its best position; each word's score is the mean over the crops, as the
 verifier's. The keyword's own score must equal the run's stored verifier score (checked: the calls are the run's).
 
 Analyse: the union's combiner as tools/whisper_proposer.py --union-across fits it (verify_eval.fitted_across: fitted
@@ -48,34 +48,22 @@ def near_miss_groups() -> dict[str, list[str]]:
     return out
 
 
-def word_tokens(ver, word: str) -> list[list[int]]:
-    """Token sequences of a word as Whisper writes it (leading space; as written and capitalised)."""
-    seqs = []
-    for v in (word, word[:1].upper() + word[1:]):
-        ids = ver.tokenizer.encode(" " + v, add_special_tokens=False).ids
-        if ids not in seqs:
-            seqs.append(ids)
-    return seqs
-
-
 def contrast_scores(ver, window: np.ndarray, end_s: float, kw: str, words: list[str]) -> dict[str, float]:
     """{kw and each near-miss word: its best forced score at the crop's transcript positions, mean over crops}."""
-    forms = {w: word_tokens(ver, w) for w in words}
-    total = {w: 0.0 for w in [kw, *forms]}
+    total = {w: 0.0 for w in [kw, *words]}
     for lead in ver.cfg.lead_s:
         enc, n_frames = ver.encode(window, end_s, lead)
         prefix = ver._decode(enc)
         total[kw] += max(ver._forced(enc, n_frames, prefix, kw))     # exactly the verifier's (its own batch)
         items, owner = [], []
-        for w, seqs in forms.items():
-            for i in sorted({p for toks in seqs for p in ver._positions(prefix, toks[0])}):
-                for toks in (seqs if i == 0 else seqs[:1]):
-                    items.append((list(prefix[:i]), toks))
-                    owner.append(w)
+        for w in words:
+            got = ver.forced_items(prefix, w, forms=ver.word_tokens(w))
+            items += got
+            owner += [w] * len(got)
         best: dict[str, float] = {}
         for w, lp in zip(owner, ver.align_logprobs(enc, n_frames, items) if items else []):
             best[w] = max(best.get(w, -np.inf), float(lp.sum()))
-        for w in forms:
+        for w in words:
             total[w] += best[w]
     return {w: t / len(ver.cfg.lead_s) for w, t in total.items()}
 
@@ -148,6 +136,11 @@ def analyse(paths: list[Path], apply: list[Path], budget: float, seed: int) -> N
     groups = near_miss_groups()
     half = {k: v[::2] for k, v in groups.items()}
     other = {k: v[1::2] for k, v in groups.items()}
+    from spotter.verify import Verifier, VerifierConfig
+    ver = Verifier(VerifierConfig(language="fr"))
+
+    def n_tokens(w: str) -> int:
+        return len((ver.keyword_tokens(w) if w in groups else ver.word_tokens(w))[0])
     names = [p.stem for p in paths + apply]
     data, base, extra, runs = {}, {}, {}, {}
     for p in paths + apply:
@@ -162,26 +155,17 @@ def analyse(paths: list[Path], apply: list[Path], budget: float, seed: int) -> N
             raise SystemExit(f"{p}: {len(cv['scores'])} of {len(cands)} candidates measured: measure them all")
         data[p.stem] = {**d, "cands": [{**c, "first": WP.event_score(c["first"], c["w"])} for c in d["cands"]]}
         base[p.stem] = WP.proposer_features(r["runs"][union], (r["runs"]["first stage"], r["runs"][whisper]))
-        sc = [cv["scores"][str(i)] for i in range(len(cands))]
-        extra[p.stem] = {"all": np.array([contrast(s, c["kw"], groups[c["kw"]]) for s, c in zip(sc, cands)]),
-                         "half": np.array([contrast(s, c["kw"], half[c["kw"]]) for s, c in zip(sc, cands)])}
-    from spotter.verify import Verifier, VerifierConfig
-    ver = Verifier(VerifierConfig(language="fr"))
-    kws = set(groups)
-
-    def n_tokens(w: str) -> int:
-        return len((ver.keyword_tokens(w) if w in kws else word_tokens(ver, w))[0])
-    for k in names:
-        cands = runs[k]["runs"][json.loads((paths + apply)[names.index(k)].read_text())["union"]]["cands"]
-        cv = json.loads((paths + apply)[names.index(k)].read_text())["scores"]
-        extra[k]["per token"] = np.array([per_token(cv[str(i)], c["kw"], groups[c["kw"]], n_tokens)
-                                          for i, c in enumerate(cands)])
-        extra[k]["per token, half"] = np.array([per_token(cv[str(i)], c["kw"], half[c["kw"]], n_tokens)
-                                                for i, c in enumerate(cands)])
+        sc = [(cv["scores"][str(i)], c["kw"]) for i, c in enumerate(cands)]
+        extra[p.stem] = {"all": np.array([contrast(s, kw, groups[kw]) for s, kw in sc]),
+                         "half": np.array([contrast(s, kw, half[kw]) for s, kw in sc]),
+                         "per token": np.array([per_token(s, kw, groups[kw], n_tokens) for s, kw in sc]),
+                         "per token, half": np.array([per_token(s, kw, half[kw], n_tokens) for s, kw in sc])}
     folds, applied = [p.stem for p in paths], [p.stem for p in apply]
     recipe = V.calls_recipe("calls")
     sents = V.cached_sentences(Path(recipe.calls.cache_dir),
                                ("eval_kw", "eval_kw" + KOKORO_FOLD_SUFFIX, "eval_neg", "loeo_neg"))
+    texts = {k: call_texts(sents, r["condition"].split()[1] if r["condition"].startswith("fold") else None, seed)
+             for k, r in runs.items()}
     for tag in ("without", "all", "half", "per token", "per token, half"):
         feats = {k: base[k] if tag == "without" else np.column_stack([base[k], extra[k][tag]]) for k in names}
         res = V.fitted_across(data, feats, folds, applied, budget)
@@ -193,14 +177,11 @@ def analyse(paths: list[Path], apply: list[Path], budget: float, seed: int) -> N
             line = (f"  {k:10s} {ch['recall']:6.1%} at {ch['fa_per_hour']:4.2f} FA/h{sv}; own "
                     + " / ".join(f"{100 * x:4.1f}" for x in own.values()) + " %")
             # the false alarms by the near misses of their calls
-            r = runs[k]
-            engine = r["condition"].split()[1] if r["condition"].startswith("fold") else None
-            texts = call_texts(sents, engine, seed)
             s_ = feats[k] @ np.array(row["params"])
             n = {"A": 0, "B": 0, "neither": 0}
             for c, z in zip(data[k]["cands"], s_):
                 if z >= ch["threshold"] and not c["y"]:
-                    said = " ".join(texts[c["stream"]]).lower()
+                    said = " ".join(texts[k][c["stream"]]).lower()
                     n["A" if any(_says(said, w) for w in half[c["kw"]]) else
                       "B" if any(_says(said, w) for w in other[c["kw"]]) else "neither"] += 1
             line += f"; false alarms in calls with a near miss of the half {n['A']}, of the other half {n['B']}, none {n['neither']}"
