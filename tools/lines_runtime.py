@@ -7,7 +7,7 @@ the first stage proposing alone, against openWakeWord 0.5.1 on the same audio, a
 Each line is the held-out voices' calls of tools/whisper_proposer.py --heldout (those of tools/union_runtime.py),
 one after another (a different run of calls per line), cut to --minutes. The N lines go through VerifiedLines one
 80 ms tick at a time, unpaced (as fast as the workers allow: the union's workers make the ticks wait for room), then
-openWakeWord runs every line's audio. Printed per N and proposer: the process time (both threads and every worker)
+openWakeWord runs every line's audio (one after the other in the same run, not interleaved tick by tick). Printed per N and proposer: the process time (both threads and every worker)
 as a share of one core per line and its ratio to openWakeWord's, and the wall time over the audio's duration (the
 real-time factor: under 1, N lines keep up live on this machine; the capture rings hold the audio meanwhile).
 """
